@@ -1,0 +1,47 @@
+# The README's two commands: `make demo` (the simulated network) and `make test` (the suite).
+# Both create .venv and install the project into it; nothing needs to be installed first
+# beyond Python >= 3.11 and make.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: all install demo test lint typecheck pytest protos protos-check fixtures bench clean
+
+all: test
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/trisa-peer demo
+
+test: $(STAMP) lint typecheck pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check trisa_peer tests scripts bench
+
+typecheck: $(STAMP)
+	$(BIN)/mypy trisa_peer
+
+pytest: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+# Regenerate trisa_peer/_pb from protos/ (imports rewritten to live inside trisa_peer).
+protos: $(STAMP)
+	$(BIN)/python scripts/gen_protos.py
+
+# Regenerate the committed test PKI in certs/fixtures/.
+fixtures: $(STAMP)
+	$(BIN)/python scripts/make_fixtures.py
+
+bench: $(STAMP)
+	$(BIN)/python bench/run.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info

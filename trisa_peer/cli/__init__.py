@@ -1,0 +1,1 @@
+"""Command-line entry points (``trisa-peer`` and ``sectigo``). Nothing imports this package."""

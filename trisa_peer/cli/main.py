@@ -1,0 +1,58 @@
+"""The ``trisa-peer`` command: one sub-command module per area.
+
+Each module listed in ``_COMMAND_MODULES`` exposes ``register(subparsers)`` which adds
+its parser(s) and sets ``func`` (``Callable[[argparse.Namespace], int]``) as a default.
+Errors derived from :class:`~trisa_peer.errors.TrisaPeerError` print one line on stderr
+and exit 1; argparse usage errors exit 2; no traceback reaches the user for a mistake
+of theirs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from .. import __version__
+from ..errors import TrisaPeerError
+
+__all__ = ["build_parser", "main"]
+
+# Sub-command modules, in the order they appear in --help.
+_COMMAND_MODULES: tuple[str, ...] = ("ca",)
+
+PROG = "trisa-peer"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="TRISA Travel Rule toolkit: verified peers, envelopes, directory, CA.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument(
+        "-v", "--verbose", action="count", default=0, help="more log output (repeatable)"
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name in _COMMAND_MODULES:
+        module = importlib.import_module(f"{__package__}.{name}")
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = logging.WARNING - 10 * min(int(args.verbose), 2)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except TrisaPeerError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,54 @@
+"""Crash-safe file writes: nothing half-written, private files 0600 from birth.
+
+Every file the toolkit writes goes through :func:`atomic_write`: the data lands in a
+temporary file in the same directory (created with the final mode, so a private key is
+never readable by others, not even for an instant), is flushed and fsynced, then renamed
+over the target. A failure leaves the target as it was.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+
+from .errors import ConfigurationError
+
+__all__ = ["PRIVATE_MODE", "PUBLIC_MODE", "atomic_write", "write_private"]
+
+PRIVATE_MODE = 0o600
+PUBLIC_MODE = 0o644
+
+
+def atomic_write(path: str | os.PathLike[str], data: bytes, *, mode: int = PUBLIC_MODE) -> Path:
+    """Write ``data`` to ``path`` atomically with permissions ``mode``; return the path."""
+    target = Path(path)
+    directory = target.parent if str(target.parent) else Path(".")
+    if not directory.is_dir():
+        raise ConfigurationError(f"{target}: directory {directory} does not exist")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
+    except OSError as exc:
+        raise ConfigurationError(f"{target}: cannot write: {exc.strerror}") from exc
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise ConfigurationError(f"{target}: cannot write: {exc.strerror}") from exc
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return target
+
+
+def write_private(path: str | os.PathLike[str], data: bytes) -> Path:
+    """Write a secret (private key, token cache, password) readable by the owner only."""
+    return atomic_write(path, data, mode=PRIVATE_MODE)

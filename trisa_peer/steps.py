@@ -1,0 +1,53 @@
+"""The eight logical steps of the TRISA mutual-authentication handshake.
+
+Numbering follows the TRISA documentation (Alice is the caller, Bob the callee):
+
+1. Alice looks Bob up in the directory (endpoint and certificate).
+2. Alice presents her identity certificate to Bob over mTLS.
+3. Bob verifies that Alice's certificate chains to the TRISA root CA.
+4. Bob looks Alice up in the directory and binds her certificate to the record.
+5. Bob presents his identity certificate to Alice.
+6. Alice verifies that Bob's certificate chains to the TRISA root CA.
+7. Alice confirms that Bob's certificate matches his directory record.
+8. The Travel Rule exchange proceeds in secure envelopes.
+
+Steps 2, 3, 5 and 6 happen inside one TLS handshake; the numbering is logical.
+"""
+
+from __future__ import annotations
+
+import enum
+
+__all__ = ["HandshakeStep"]
+
+
+class HandshakeStep(enum.IntEnum):
+    """One step of the handshake; ``int(step)`` is its number in the documentation."""
+
+    LOOKUP_PEER = 1
+    PRESENT_CLIENT_CERT = 2
+    VERIFY_CLIENT_CHAIN = 3
+    BIND_CLIENT_RECORD = 4
+    PRESENT_SERVER_CERT = 5
+    VERIFY_SERVER_CHAIN = 6
+    BIND_SERVER_RECORD = 7
+    EXCHANGE = 8
+
+    @property
+    def title(self) -> str:
+        return _TITLES[self]
+
+    def __str__(self) -> str:
+        return f"step {int(self)} ({self.title})"
+
+
+_TITLES = {
+    HandshakeStep.LOOKUP_PEER: "look the peer up in the directory",
+    HandshakeStep.PRESENT_CLIENT_CERT: "client presents its certificate",
+    HandshakeStep.VERIFY_CLIENT_CHAIN: "server verifies the client chain",
+    HandshakeStep.BIND_CLIENT_RECORD: "server binds the client to its directory record",
+    HandshakeStep.PRESENT_SERVER_CERT: "server presents its certificate",
+    HandshakeStep.VERIFY_SERVER_CHAIN: "client verifies the server chain",
+    HandshakeStep.BIND_SERVER_RECORD: "client binds the server to its directory record",
+    HandshakeStep.EXCHANGE: "Travel Rule exchange",
+}
