@@ -37,6 +37,9 @@ protos: $(STAMP)
 	$(BIN)/python scripts/gen_protos.py
 
 # Regenerate the committed test PKI in certs/fixtures/.
+protos-check: $(STAMP)
+	$(BIN)/python scripts/gen_protos.py --check
+
 fixtures: $(STAMP)
 	$(BIN)/python scripts/make_fixtures.py
 
