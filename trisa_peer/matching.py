@@ -1,0 +1,99 @@
+"""Binding a verified certificate to the peer's directory record (steps 4 and 7).
+
+:func:`bind` checks, in this order:
+
+1. the record holds an identity certificate at all;
+2. the presented leaf *is* that certificate: equal SHA-256 fingerprints of the DER.
+   Serial numbers and public keys are reported as diagnostics only -- serials collide
+   across CAs (the upstream test leaves all carry serial 0x0799);
+3. the directory has not flagged the certificate ``revoked``;
+4. the record's endpoint host equals the leaf's common name and is among its SAN DNS
+   names, and the record's common name equals the leaf's.
+
+It does *not* check the chain, validity or key strength (:mod:`trisa_peer.verify` does)
+and it does not talk to the directory (:mod:`trisa_peer.handshake` decides when to
+re-query).
+
+Pure: imports neither grpc nor the generated protobuf code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from cryptography import x509
+
+from .certs import fingerprint, spki_der
+from .errors import DirectoryMismatchError, RevokedError
+from .records import PeerRecord
+from .steps import HandshakeStep
+from .verify import common_name, dns_names
+
+__all__ = ["bind", "describe_mismatch"]
+
+
+def _spki_sha256(cert: x509.Certificate) -> str:
+    return hashlib.sha256(spki_der(cert.public_key())).hexdigest()
+
+
+def describe_mismatch(
+    presented: x509.Certificate, registered: x509.Certificate
+) -> tuple[tuple[str, str, str], ...]:
+    """``(field, presented, registered)`` for fingerprint, serial and public key."""
+    rows = [
+        ("fingerprint", fingerprint(presented), fingerprint(registered)),
+        ("serial", format(presented.serial_number, "X"), format(registered.serial_number, "X")),
+        ("public-key-sha256", _spki_sha256(presented), _spki_sha256(registered)),
+    ]
+    return tuple(rows)
+
+
+def bind(leaf: x509.Certificate, record: PeerRecord, *, step: HandshakeStep) -> None:
+    """Raise unless ``leaf`` is the registered, unrevoked identity certificate of ``record``."""
+    peer = record.common_name
+    registered = record.identity_certificate
+    if registered is None:
+        raise DirectoryMismatchError(
+            f"the directory record of {peer!r} holds no identity certificate",
+            step=step,
+            peer=peer,
+            reason="no-certificate-on-record",
+        )
+    if fingerprint(leaf) != fingerprint(registered):
+        rows = describe_mismatch(leaf, registered)
+        differing = [name for name, a, b in rows if a != b]
+        raise DirectoryMismatchError(
+            f"presented certificate (serial {rows[1][1]}, sha256 {rows[0][1][:16]}...) is not "
+            f"the one registered for {peer!r} (serial {rows[1][2]}, sha256 {rows[0][2][:16]}...); "
+            f"differs in {', '.join(differing)}",
+            step=step,
+            peer=peer,
+            mismatches=rows,
+        )
+    if record.identity_revoked:
+        raise RevokedError(
+            f"the directory marks the certificate of {peer!r} (serial "
+            f"{leaf.serial_number:X}) as revoked",
+            step=step,
+            peer=peer,
+            reason="directory-revoked",
+        )
+    cn = common_name(leaf)
+    host = record.host
+    if cn.lower() != record.common_name.lower():
+        raise DirectoryMismatchError(
+            f"certificate common name {cn!r} differs from the record's {record.common_name!r}",
+            step=step,
+            peer=peer,
+            reason="name-mismatch",
+            mismatches=(("common-name", cn, record.common_name),),
+        )
+    if host.lower() != cn.lower() or host.lower() not in (n.lower() for n in dns_names(leaf)):
+        raise DirectoryMismatchError(
+            f"registered endpoint host {host!r} does not match the certificate "
+            f"(CN {cn!r}, SAN {', '.join(dns_names(leaf)) or 'none'})",
+            step=step,
+            peer=peer,
+            reason="endpoint-mismatch",
+            mismatches=(("endpoint-host", cn, host),),
+        )

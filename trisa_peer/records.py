@@ -1,0 +1,81 @@
+"""Directory records as the handshake sees them: frozen, protobuf-free value objects.
+
+The directory adapter (:mod:`trisa_peer.directory`) converts GDS ``LookupReply`` messages
+into :class:`PeerRecord`; the verification core never touches protobuf.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Protocol
+
+from cryptography import x509
+
+from .errors import ConfigurationError
+
+__all__ = ["DirectoryLookup", "PeerRecord", "split_endpoint"]
+
+
+def split_endpoint(endpoint: str) -> tuple[str, int]:
+    """``"host:port"`` -> ``("host", port)``; IPv6 literals in brackets are accepted."""
+    text = endpoint.strip()
+    if "://" in text:
+        raise ConfigurationError(f"endpoint {endpoint!r} must be host:port, without a scheme")
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigurationError(f"endpoint {endpoint!r} is not host:port with a port 1-65535")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    return host, int(port)
+
+
+@dataclass(frozen=True)
+class PeerRecord:
+    """A VERIFIED VASP as the directory returned it from Lookup.
+
+    ``identity_certificate`` is the registered mTLS leaf (``None`` when the directory
+    has none), ``identity_chain`` the rest of its chain as registered, and
+    ``identity_revoked`` the directory's ``revoked`` flag for it. ``signing_certificate``
+    holds the envelope sealing key when one is registered.
+    """
+
+    id: str
+    common_name: str
+    endpoint: str
+    registered_directory: str = ""
+    identity_certificate: x509.Certificate | None = None
+    identity_chain: tuple[x509.Certificate, ...] = ()
+    identity_revoked: bool = False
+    signing_certificate: x509.Certificate | None = None
+    name: str = ""
+    country: str = ""
+    verified_on: str = ""
+    fetched_at: datetime | None = field(default=None, compare=False)
+
+    @property
+    def host(self) -> str:
+        return split_endpoint(self.endpoint)[0]
+
+    @property
+    def port(self) -> int:
+        return split_endpoint(self.endpoint)[1]
+
+
+class DirectoryLookup(Protocol):
+    """What the handshake needs from a directory.
+
+    ``lookup`` returns the VERIFIED record for a common name or id; it raises
+    :class:`~trisa_peer.errors.DirectoryNotFoundError` when the directory answers that
+    there is none and :class:`~trisa_peer.errors.DirectoryError` when it cannot answer.
+    ``fresh=True`` bypasses any cache. ``verification_status`` explains a NotFound
+    (e.g. ``"PENDING_REVIEW"``), or returns ``None`` when unknown or unreachable.
+    """
+
+    def lookup(
+        self, *, common_name: str | None = None, vasp_id: str | None = None, fresh: bool = False
+    ) -> PeerRecord: ...
+
+    def verification_status(self, common_name: str) -> str | None: ...
+
+

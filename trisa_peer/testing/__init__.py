@@ -1,0 +1,1 @@
+"""Test support for users of trisa-peer: a simulated TRISA network and a pytest plugin."""
