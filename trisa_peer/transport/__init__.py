@@ -1,0 +1,5 @@
+"""gRPC adapters: mTLS credentials, the verifying interceptor, the server and the client.
+
+Thin by design: they gather inputs (auth context, dial errors) and map the decisions of
+:mod:`trisa_peer.handshake` onto gRPC status codes; they never re-implement a step.
+"""

@@ -1,0 +1,228 @@
+"""Dialling a verified peer: steps 1, 5, 6 and 7 on the client side.
+
+:class:`PeerConnector` asks the :class:`~trisa_peer.handshake.PeerResolver` for a
+:class:`~trisa_peer.handshake.ConnectionPlan` (directory lookup, offline verification of
+the *registered* leaf), then opens a gRPC channel whose only trust anchor is that leaf
+and whose target name is the endpoint host: BoringSSL completes the handshake only if
+the server presents exactly the registered certificate for that name. A probe call
+(TRISAHealth/Status) proves the channel end to end, and tells us whether the server
+accepted *us* (steps 3 and 4 on its side).
+
+On a pinned-handshake failure the directory is asked once more, bypassing caches (the
+peer may have rotated); if the record changed the connector re-pins and retries once.
+Channels are cached per peer and reused; :meth:`PeerConnector.forget` drops one.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+
+from .._pb.trisa.api.v1beta1 import api_pb2, api_pb2_grpc
+from ..errors import (
+    ChainVerificationError,
+    DirectoryMismatchError,
+    HandshakeError,
+    PeerNotRegisteredError,
+    TransportSecurityError,
+)
+from ..handshake import (
+    ConnectionPlan,
+    HandshakeTrace,
+    PeerResolver,
+    StepRecord,
+    classify_dial_failure,
+)
+from ..steps import HandshakeStep
+from .server import MaterialSource
+
+__all__ = ["PeerChannel", "PeerConnector", "parse_resolve"]
+
+log = logging.getLogger("trisa_peer.transport")
+
+Step = HandshakeStep
+
+_STEP_PREFIX = re.compile(r"^step (\d) \([^)]*\):\s*")
+
+
+def parse_resolve(spec: str) -> tuple[str, str]:
+    """curl's ``--resolve HOST:PORT:ADDRESS`` -> ``("host:port", "address:port")``."""
+    parts = spec.rsplit(":", 1)
+    head, address = (parts[0], parts[1]) if len(parts) == 2 else ("", "")
+    host, _, port = head.rpartition(":")
+    address = address.strip("[]")
+    if not host or not port.isdigit() or not address:
+        from ..errors import ConfigurationError
+
+        raise ConfigurationError(f"--resolve {spec!r} must be HOST:PORT:ADDRESS")
+    return f"{host.lower()}:{port}", f"{address}:{port}"
+
+
+@dataclass
+class PeerChannel:
+    """An open, verified channel to one peer, with its stubs."""
+
+    plan: ConnectionPlan
+    channel: grpc.Channel
+    network: Any  # api_pb2_grpc.TRISANetworkStub
+    health: Any  # api_pb2_grpc.TRISAHealthStub
+
+    @property
+    def common_name(self) -> str:
+        return self.plan.record.common_name
+
+    def close(self) -> None:
+        self.channel.close()
+
+
+class PeerConnector:
+    """Open (and cache) verified channels to peers named by common name."""
+
+    def __init__(
+        self,
+        material: MaterialSource,
+        resolver: PeerResolver,
+        *,
+        timeout: float = 10.0,
+    ) -> None:
+        self.material = material
+        self.resolver = resolver
+        self.timeout = timeout
+        self._channels: dict[str, PeerChannel] = {}
+        self._lock = threading.Lock()
+
+    def connect(self, common_name: str, *, trace: HandshakeTrace | None = None) -> PeerChannel:
+        """A verified channel to ``common_name`` (cached; probed when first opened)."""
+        key = common_name.lower()
+        cached = self._channels.get(key)
+        if cached is not None and trace is None:
+            return cached
+        trace = trace if trace is not None else HandshakeTrace()
+        plan = self.resolver.plan(common_name, trace=trace)
+        try:
+            peer = self._open(plan, trace)
+        except DirectoryMismatchError:
+            fresh = self.resolver.plan(common_name, trace=HandshakeTrace(), fresh=True)
+            if fresh.pin_pem == plan.pin_pem:
+                raise
+            log.info("peer %s rotated its certificate; re-pinning", common_name)
+            trace.records[:] = [r for r in trace.records if r.outcome != "fail"]
+            peer = self._open(fresh, trace)
+        with self._lock:
+            old = self._channels.get(key)
+            self._channels[key] = peer
+        if old is not None and old is not peer:
+            old.close()
+        return peer
+
+    def forget(self, common_name: str) -> None:
+        with self._lock:
+            peer = self._channels.pop(common_name.lower(), None)
+        if peer is not None:
+            peer.close()
+
+    def close(self) -> None:
+        with self._lock:
+            peers = list(self._channels.values())
+            self._channels.clear()
+        for peer in peers:
+            peer.close()
+
+    def _channel(self, plan: ConnectionPlan) -> grpc.Channel:
+        identity = self.material.current().identity
+        creds = grpc.ssl_channel_credentials(
+            root_certificates=plan.pin_pem,
+            private_key=identity.key_pem(),
+            certificate_chain=identity.chain_pem(),
+        )
+        options = [
+            ("grpc.ssl_target_name_override", plan.target_name),
+            ("grpc.default_authority", plan.target_name),
+            ("grpc.use_local_subchannel_pool", 1),
+        ]
+        return grpc.secure_channel(plan.address, creds, options=options)
+
+    def _open(self, plan: ConnectionPlan, trace: HandshakeTrace) -> PeerChannel:
+        channel = self._channel(plan)
+        health = api_pb2_grpc.TRISAHealthStub(channel)
+        name = plan.record.common_name
+        ours = self.material.current().identity.common_name
+        start = time.perf_counter()
+        try:
+            health.Status(api_pb2.HealthCheck(attempts=0), timeout=self.timeout)
+        except grpc.RpcError as exc:
+            channel.close()
+            error = _dial_error(exc, name, plan)
+            _record_dial(trace, error, ours, (time.perf_counter() - start) * 1000)
+            raise error from None
+        _record_dial(trace, None, ours, (time.perf_counter() - start) * 1000)
+        return PeerChannel(plan, channel, api_pb2_grpc.TRISANetworkStub(channel), health)
+
+
+def _record_dial(
+    trace: HandshakeTrace, error: HandshakeError | None, ours: str, ms: float
+) -> None:
+    """Steps 2-5 as far as the probe call shows them (the TLS handshake is one event)."""
+    failed = error.step if error is not None else None
+    tls_done = failed is None or failed in (Step.VERIFY_CLIENT_CHAIN, Step.BIND_CLIENT_RECORD)
+    implied = [
+        (Step.PRESENT_CLIENT_CERT, f"presented {ours!r} ({ms:.1f} ms TLS handshake + probe)"),
+        (Step.VERIFY_CLIENT_CHAIN, "peer accepted our chain"),
+        (Step.BIND_CLIENT_RECORD, "peer bound us to our directory record"),
+    ]
+    for step, detail in implied:
+        if failed == step:
+            break
+        if failed is not None and not tls_done and step != Step.PRESENT_CLIENT_CERT:
+            break
+        trace.add(step, "pass", detail)
+    if tls_done:
+        trace.add(Step.PRESENT_SERVER_CERT, "pass", "server presented the pinned certificate")
+    if error is not None:
+        trace.records.append(StepRecord(error.step, "fail", str(error), error.reason, ms))
+
+
+def _dial_error(exc: grpc.RpcError, peer: str, plan: ConnectionPlan) -> HandshakeError:
+    code = exc.code()
+    details = exc.details() or ""
+    if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
+        match = _STEP_PREFIX.match(details)
+        step = Step(int(match.group(1))) if match else Step.BIND_CLIENT_RECORD
+        text = details[match.end() :] if match else details
+        cls: type[HandshakeError] = (
+            ChainVerificationError
+            if code == grpc.StatusCode.UNAUTHENTICATED
+            else PeerNotRegisteredError
+        )
+        message = f"{peer} refused this node: {text}"
+        return cls(message, step=step, peer=peer, reason="refused-by-peer")
+    if code == grpc.StatusCode.UNAVAILABLE:
+        lowered = details.lower()
+        tls = "ssl" in lowered or "tls" in lowered or "handshake" in lowered
+        if not tls:
+            return TransportSecurityError(
+                f"cannot reach {peer} at {plan.address}: {details}",
+                step=Step.PRESENT_CLIENT_CERT,
+                peer=peer,
+                reason="unreachable",
+            )
+        return classify_dial_failure(details, peer=peer)
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return TransportSecurityError(
+            f"no answer from {peer} at {plan.address} within the timeout",
+            step=Step.PRESENT_CLIENT_CERT,
+            peer=peer,
+            reason="timeout",
+        )
+    return TransportSecurityError(
+        f"probe call to {peer} failed: {code.name}: {details}",
+        step=Step.EXCHANGE,
+        peer=peer,
+        reason="probe-failed",
+    )

@@ -1,0 +1,119 @@
+"""Server-side enforcement of steps 2-4 before any servicer code runs.
+
+gRPC interceptors cannot see certificates (``HandlerCallDetails`` has only the method
+and metadata), so :class:`PeerVerificationInterceptor` lets gRPC resolve the handler,
+then rebuilds it with a behaviour that first reads ``context.auth_context()``, asks the
+:class:`~trisa_peer.handshake.PeerAuthenticator` (a dictionary hit once a certificate
+has been decided) and aborts the call on rejection. All four cardinalities are wrapped.
+Handlers obtain the verified counterparty with :func:`peer_from_context`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import grpc
+
+from ..errors import (
+    ChainVerificationError,
+    HandshakeError,
+    TransportSecurityError,
+)
+from ..handshake import PeerAuthenticator, VerifiedPeer
+
+__all__ = ["PeerVerificationInterceptor", "peer_from_context", "status_for"]
+
+
+def status_for(exc: HandshakeError) -> grpc.StatusCode:
+    """Who the peer is not -> PERMISSION_DENIED; cannot tell who it is -> UNAUTHENTICATED."""
+    if exc.reason == "directory-unavailable":
+        return grpc.StatusCode.UNAVAILABLE
+    if isinstance(exc, TransportSecurityError | ChainVerificationError):
+        return grpc.StatusCode.UNAUTHENTICATED
+    return grpc.StatusCode.PERMISSION_DENIED
+
+
+def _first(ctx: dict[str, list[bytes]], key: str) -> bytes | None:
+    values = ctx.get(key)
+    return values[0] if values else None
+
+
+def _authenticate(authenticator: PeerAuthenticator, context: grpc.ServicerContext) -> VerifiedPeer:
+    ctx = context.auth_context()
+    chain = ctx.get("x509_pem_cert_chain")
+    return authenticator.authenticate_pem(
+        _first(ctx, "x509_pem_cert"), b"".join(chain) if chain else None
+    )
+
+
+def peer_from_context(context: grpc.ServicerContext) -> VerifiedPeer:
+    """The verified counterparty of the current call, as the interceptor decided it."""
+    peer = getattr(context, _ATTR, None)
+    if not isinstance(peer, VerifiedPeer):
+        raise RuntimeError("peer_from_context called outside a verified TRISA server")
+    return peer
+
+
+_ATTR = "_trisa_peer_verified"
+
+
+class PeerVerificationInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
+    """Refuse every call whose peer fails steps 2-4; never reaches the servicer."""
+
+    def __init__(self, authenticator: PeerAuthenticator) -> None:
+        self.authenticator = authenticator
+
+    def _check(self, context: grpc.ServicerContext) -> VerifiedPeer:
+        try:
+            peer = _authenticate(self.authenticator, context)
+        except HandshakeError as exc:
+            context.abort(status_for(exc), str(exc))
+            raise  # abort raises; this line is never reached
+        setattr(context, _ATTR, peer)
+        return peer
+
+    def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler | None:
+        handler = continuation(handler_call_details)
+        if handler is None:
+            return None
+        check = self._check
+        kw: dict[str, Any] = {
+            "request_deserializer": handler.request_deserializer,
+            "response_serializer": handler.response_serializer,
+        }
+        if handler.unary_unary:
+            inner_uu = handler.unary_unary
+
+            def unary_unary(request: Any, context: grpc.ServicerContext) -> Any:
+                check(context)
+                return inner_uu(request, context)
+
+            return grpc.unary_unary_rpc_method_handler(unary_unary, **kw)
+        if handler.unary_stream:
+            inner_us = handler.unary_stream
+
+            def unary_stream(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+                check(context)
+                yield from inner_us(request, context)
+
+            return grpc.unary_stream_rpc_method_handler(unary_stream, **kw)
+        if handler.stream_unary:
+            inner_su = handler.stream_unary
+
+            def stream_unary(requests: Iterator[Any], context: grpc.ServicerContext) -> Any:
+                check(context)
+                return inner_su(requests, context)
+
+            return grpc.stream_unary_rpc_method_handler(stream_unary, **kw)
+        inner_ss = handler.stream_stream
+
+        def stream_stream(requests: Iterator[Any], context: grpc.ServicerContext) -> Iterator[Any]:
+            check(context)
+            yield from inner_ss(requests, context)
+
+        return grpc.stream_stream_rpc_method_handler(stream_stream, **kw)

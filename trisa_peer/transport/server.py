@@ -1,0 +1,159 @@
+"""A TRISA endpoint: mTLS with a required client certificate, peers verified per call.
+
+:class:`TrisaServer` serves TRISAHealth (and whatever servicers are added) behind
+:class:`~trisa_peer.transport.interceptor.PeerVerificationInterceptor`. TLS material
+comes from a :class:`MaterialSource`; with :class:`~trisa_peer.transport.identity.FileMaterial`
+a certificate, key, trust pool or CRL written to disk is picked up by the next new
+connection (gRPC's dynamic server credentials ask before every handshake), while
+connections and calls already open are not disturbed.
+
+What the TLS layer (BoringSSL) checks: the client sent a certificate that chains to the
+trust pool (roots + intermediates). Everything else -- the TRISA policy, the directory
+record, revocation -- is checked by the interceptor before a servicer runs.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from concurrent import futures
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
+
+import grpc
+
+from .._pb.trisa.api.v1beta1 import api_pb2, api_pb2_grpc
+from ..errors import ConfigurationError
+from ..handshake import PeerAuthenticator
+from ..records import DirectoryLookup
+from ..verify import ChainVerifier, Clock, utcnow
+from .identity import Material
+from .interceptor import PeerVerificationInterceptor
+
+__all__ = ["HealthServicer", "MaterialSource", "StaticMaterial", "TrisaServer"]
+
+log = logging.getLogger("trisa_peer.transport")
+
+
+class MaterialSource(Protocol):
+    def current(self) -> Material: ...
+
+    def subscribe(self, listener: Callable[[Material], None]) -> None: ...
+
+
+class StaticMaterial:
+    """Material held in memory (tests, the simulated network); ``replace`` rotates it."""
+
+    def __init__(self, material: Material) -> None:
+        self._material = material
+        self._listeners: list[Callable[[Material], None]] = []
+
+    def current(self) -> Material:
+        return self._material
+
+    def subscribe(self, listener: Callable[[Material], None]) -> None:
+        self._listeners.append(listener)
+
+    def replace(self, material: Material) -> None:
+        self._material = Material(
+            material.identity, material.pool, material.crl, self._material.generation + 1
+        )
+        for listener in self._listeners:
+            listener(self._material)
+
+
+def _rfc3339(dt: datetime) -> str:
+    return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class HealthServicer(api_pb2_grpc.TRISAHealthServicer):  # type: ignore[misc]
+    """TRISAHealth/Status: HEALTHY, with the suggested next-check window."""
+
+    def __init__(self, clock: Clock = utcnow) -> None:
+        self.clock = clock
+
+    def Status(self, request: Any, context: grpc.ServicerContext) -> Any:
+        now = self.clock()
+        return api_pb2.ServiceState(
+            status=api_pb2.ServiceState.HEALTHY,
+            not_before=_rfc3339(now + timedelta(minutes=30)),
+            not_after=_rfc3339(now + timedelta(minutes=60)),
+        )
+
+
+class TrisaServer:
+    """A verified TRISA gRPC server. ``add`` servicers, then ``start``."""
+
+    def __init__(
+        self,
+        material: MaterialSource,
+        directory: DirectoryLookup,
+        *,
+        listen: str = "127.0.0.1:0",
+        max_workers: int = 16,
+        decision_ttl: float = 300.0,
+        verify_peers: bool = True,
+        clock: Clock = utcnow,
+    ) -> None:
+        self.material = material
+        self.listen = listen
+        first = material.current()
+        self.verifier = ChainVerifier(first.pool, clock=clock, crl=first.crl)
+        self.authenticator = PeerAuthenticator(
+            self.verifier, directory, decision_ttl=decision_ttl
+        )
+        material.subscribe(self._rotated)
+        interceptors = [PeerVerificationInterceptor(self.authenticator)] if verify_peers else []
+        self._server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="trisa"),
+            interceptors=interceptors,
+            options=[("grpc.so_reuseport", 0)],
+        )
+        self._generation = 0
+        self.port = 0
+        api_pb2_grpc.add_TRISAHealthServicer_to_server(HealthServicer(clock), self._server)
+
+    def _rotated(self, material: Material) -> None:
+        # New trust pool or CRL: verify with it from now on and forget old decisions.
+        self.verifier.pool = material.pool
+        self.verifier.crl = material.crl
+        self.authenticator.forget()
+
+    def add(self, register: Callable[[Any, grpc.Server], None], servicer: Any) -> None:
+        """``add(api_pb2_grpc.add_TRISANetworkServicer_to_server, servicer)``."""
+        register(servicer, self._server)
+
+    def _config(self, material: Material) -> Any:
+        return grpc.ssl_server_certificate_configuration(
+            [(material.identity.key_pem(), material.identity.chain_pem())],
+            root_certificates=material.pool.pem(),
+        )
+
+    def _fetch(self) -> Any:
+        material = self.material.current()
+        if material.generation == self._generation:
+            return None
+        self._generation = material.generation
+        return self._config(material)
+
+    def start(self) -> int:
+        material = self.material.current()
+        self._generation = material.generation
+        creds = grpc.dynamic_ssl_server_credentials(
+            self._config(material), self._fetch, require_client_authentication=True
+        )
+        try:
+            self.port = self._server.add_secure_port(self.listen, creds)
+        except RuntimeError as exc:
+            raise ConfigurationError(f"cannot listen on {self.listen}: {exc}") from exc
+        if not self.port:
+            raise ConfigurationError(f"cannot listen on {self.listen}")
+        self._server.start()
+        log.info("TRISA endpoint %s listening on port %d", material.identity.common_name, self.port)
+        return self.port
+
+    def stop(self, grace: float | None = 1.0) -> None:
+        self._server.stop(grace).wait()
+
+    def wait(self) -> None:
+        self._server.wait_for_termination()
