@@ -1,0 +1,216 @@
+"""``trisa-peer ca``: run a local TRISA CA from the command line.
+
+::
+
+    trisa-peer ca init     --dir DIR [--name CN] [--key-size N]
+    trisa-peer ca issue    --dir DIR COMMON_NAME [--dns NAME]... [--out DIR] [--key-size N]
+                           [--days N] [--force]
+    trisa-peer ca sign-csr --dir DIR FILE.csr [--out FILE] [--days N] [--force]
+    trisa-peer ca revoke   --dir DIR --serial HEX [--reason TEXT]
+    trisa-peer ca crl      --dir DIR --out FILE [--der] [--next-update-days N]
+    trisa-peer ca list     --dir DIR
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+
+from ..ca import CertificateAuthority
+from ..certs import cert_to_pem, certs_to_pem
+from ..errors import ConfigurationError
+from ..fsutil import atomic_write, write_private
+from ..revocation import REASONS, parse_reason
+
+__all__ = ["parse_serial", "register"]
+
+
+def parse_serial(text: str) -> int:
+    """A serial number in hex: ``0x1A2B``, ``1a2b`` or ``1A:2B`` (spaces ignored)."""
+    cleaned = "".join(text.split()).replace(":", "")
+    if cleaned[:2].lower() == "0x":
+        cleaned = cleaned[2:]
+    try:
+        if not cleaned:
+            raise ValueError
+        return int(cleaned, 16)
+    except ValueError:
+        raise ConfigurationError(f"not a hexadecimal serial number: {text.strip()!r}") from None
+
+
+def _hex(serial: int) -> str:
+    return format(serial, "X")
+
+
+def _refuse_existing(paths: list[Path], force: bool) -> None:
+    if force:
+        return
+    for path in paths:
+        if path.exists():
+            raise ConfigurationError(f"{path} already exists; use --force to overwrite it")
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive: {text!r}")
+    return value
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def _cmd_init(args: argparse.Namespace) -> int:
+    ca = CertificateAuthority.init(args.dir, name=args.name, key_size=args.key_size)
+    print(f"created CA in {ca.directory}")
+    print(f"  root:    {ca.root.subject.rfc4514_string()} (serial {_hex(ca.root.serial_number)})")
+    print(
+        f"  issuing: {ca.issuing.subject.rfc4514_string()} "
+        f"(serial {_hex(ca.issuing.serial_number)})"
+    )
+    return 0
+
+
+def _cmd_issue(args: argparse.Namespace) -> int:
+    ca = CertificateAuthority.open(args.dir)
+    cn = args.common_name.strip()
+    if not cn or "/" in cn or cn in {".", ".."}:
+        raise ConfigurationError(f"unusable common name for a file name: {args.common_name!r}")
+    out = Path(args.out)
+    if not out.is_dir():
+        raise ConfigurationError(f"{out}: no such output directory")
+    pem_path, key_path = out / f"{cn}.pem", out / f"{cn}.key"
+    _refuse_existing([pem_path, key_path], args.force)
+    identity = ca.issue(cn, dns_names=args.dns, key_size=args.key_size, days=args.days)
+    write_private(key_path, identity.key_pem())
+    atomic_write(pem_path, identity.chain_pem())
+    print(f"issued {cn} serial {_hex(identity.leaf.serial_number)}")
+    print(f"  certificate: {pem_path}")
+    print(f"  key:         {key_path}")
+    print(f"  not after:   {identity.leaf.not_valid_after_utc.isoformat()}")
+    return 0
+
+
+def _cmd_sign_csr(args: argparse.Namespace) -> int:
+    ca = CertificateAuthority.open(args.dir)
+    csr_path = Path(args.csr)
+    try:
+        csr_pem = csr_path.read_bytes()
+    except OSError as exc:
+        raise ConfigurationError(f"{csr_path}: cannot read: {exc.strerror}") from exc
+    if args.out:
+        _refuse_existing([Path(args.out)], args.force)
+    cert = ca.sign_csr(csr_pem, days=args.days)
+    pem = cert_to_pem(cert) + (b"" if args.leaf_only else certs_to_pem([ca.issuing]))
+    if args.out:
+        atomic_write(args.out, pem)
+        print(f"signed {csr_path} serial {_hex(cert.serial_number)} -> {args.out}")
+    else:
+        sys.stdout.buffer.write(pem)
+        sys.stdout.flush()
+        print(f"signed {csr_path} serial {_hex(cert.serial_number)}", file=sys.stderr)
+    return 0
+
+
+def _cmd_revoke(args: argparse.Namespace) -> int:
+    ca = CertificateAuthority.open(args.dir)
+    serial = parse_serial(args.serial)
+    ca.revoke(serial, args.reason)
+    print(f"revoked serial {_hex(serial)} ({REASONS[parse_reason(args.reason)]})")
+    return 0
+
+
+def _cmd_crl(args: argparse.Namespace) -> int:
+    ca = CertificateAuthority.open(args.dir)
+    out = Path(args.out)
+    der = args.der or out.suffix.lower() == ".der"
+    crl = ca.crl(next_update_days=args.next_update_days)
+    encoding = serialization.Encoding.DER if der else serialization.Encoding.PEM
+    atomic_write(out, crl.public_bytes(encoding))
+    count = sum(1 for _ in crl)
+    print(
+        f"wrote CRL ({'DER' if der else 'PEM'}, {count} revoked, next update "
+        f"{crl.next_update_utc.isoformat() if crl.next_update_utc else '-'}) to {out}"
+    )
+    return 0
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    ca = CertificateAuthority.open(args.dir)
+    for rec in ca.issued():
+        state = f"revoked ({rec.reason_name})" if rec.revoked else "valid"
+        print(
+            f"{rec.serial_hex}  {rec.not_after.date().isoformat()}  {state:<24} {rec.common_name}"
+        )
+    return 0
+
+
+# --------------------------------------------------------------------------- parser
+
+
+def register(subparsers: Any) -> None:
+    """Add ``ca`` and its sub-commands to the ``trisa-peer`` parser."""
+    ca = subparsers.add_parser(
+        "ca",
+        help="run a local TRISA certificate authority",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = ca.add_subparsers(dest="ca_command", metavar="ACTION")
+    sub.required = True
+
+    def with_dir(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("--dir", required=True, metavar="DIR", help="the CA directory")
+        return p
+
+    p = with_dir(sub.add_parser("init", help="create a root and an issuing CA in DIR"))
+    p.add_argument("--name", default="trisa-peer Local Root CA", help="root common name")
+    p.add_argument("--key-size", type=_positive, default=4096, metavar="N", help="RSA bits")
+    p.set_defaults(func=_cmd_init)
+
+    p = with_dir(sub.add_parser("issue", help="issue a TRISA identity (key + certificate)"))
+    p.add_argument("common_name", metavar="COMMON_NAME")
+    p.add_argument("--dns", action="append", default=[], metavar="NAME", help="extra SAN DNS name")
+    p.add_argument("--out", default=".", metavar="DIR", help="where to write CN.pem and CN.key")
+    p.add_argument("--key-size", type=_positive, default=4096, metavar="N", help="RSA bits")
+    p.add_argument("--days", type=_positive, default=395, metavar="N", help="validity in days")
+    p.add_argument("--force", action="store_true", help="overwrite existing files")
+    p.set_defaults(func=_cmd_issue)
+
+    p = with_dir(sub.add_parser("sign-csr", help="sign a PEM certificate request"))
+    p.add_argument("csr", metavar="FILE.csr")
+    p.add_argument("--out", metavar="FILE", help="certificate chain PEM (default: stdout)")
+    p.add_argument("--days", type=_positive, default=395, metavar="N", help="validity in days")
+    p.add_argument(
+        "--leaf-only", action="store_true", help="write only the leaf, not leaf + issuing CA"
+    )
+    p.add_argument("--force", action="store_true", help="overwrite an existing --out file")
+    p.set_defaults(func=_cmd_sign_csr)
+
+    p = with_dir(sub.add_parser("revoke", help="revoke an issued certificate"))
+    p.add_argument("--serial", required=True, metavar="HEX", help="serial number in hex")
+    p.add_argument(
+        "--reason",
+        default="unspecified",
+        metavar="TEXT",
+        help="RFC 5280 reason: " + ", ".join(REASONS.values()),
+    )
+    p.set_defaults(func=_cmd_revoke)
+
+    p = with_dir(sub.add_parser("crl", help="write a fresh CRL signed by the issuing CA"))
+    p.add_argument("--out", required=True, metavar="FILE", help="PEM, or DER if FILE.der")
+    p.add_argument("--der", action="store_true", help="write DER whatever the file name")
+    p.add_argument(
+        "--next-update-days", type=_positive, default=7, metavar="N", help="CRL lifetime"
+    )
+    p.set_defaults(func=_cmd_crl)
+
+    p = with_dir(sub.add_parser("list", help="list issued certificates"))
+    p.set_defaults(func=_cmd_list)
