@@ -1,0 +1,77 @@
+"""The handler API: what a VASP's own code sees of an incoming transfer, and answers.
+
+A handler is ``Callable[[Incoming], Outcome]``. It receives the *verified* counterparty
+(steps 2-4 already passed) and the *opened* payload, and returns one of:
+
+* :class:`Accept` -- the transfer is accepted; the reply carries ``payload`` (by
+  default the incoming payload, possibly with a repaired beneficiary) with
+  ``received_at`` set;
+* :class:`Pending` -- the decision comes later; the reply carries a
+  ``trisa.data.generic.v1beta1.Pending`` with the reply window, and the node later
+  sends a callback (:class:`Accept` or :class:`Reject`) with the same envelope id;
+* :class:`Reject` -- a TRISA rejection (``code`` from ``Error.Code``); ``retry=True``
+  asks the originator to repair and send again.
+
+Handlers never see ciphertext or keys, and must not log the payload (it holds
+customers' personal data).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from ..handshake import VerifiedPeer
+
+__all__ = ["Accept", "Handler", "Incoming", "Outcome", "Pending", "Reject"]
+
+
+@dataclass(frozen=True)
+class Incoming:
+    """An opened incoming envelope from a verified peer.
+
+    ``payload`` is a ``trisa.api.v1beta1.Payload`` message (treat it as read-only);
+    ``transfer_state`` is the envelope's ``TransferState`` number.
+    """
+
+    peer: VerifiedPeer
+    envelope_id: str
+    payload: Any
+    transfer_state: int
+    received_at: datetime
+
+
+@dataclass(frozen=True)
+class Accept:
+    """Accept; ``payload`` replaces the echoed payload (e.g. a repaired beneficiary)."""
+
+    payload: Any | None = None
+
+
+@dataclass(frozen=True)
+class Pending:
+    """Answer later. ``callback`` decides when the window opens (``reply_not_before``).
+
+    ``callback(incoming) -> Accept | Reject`` is run by the node after ``delay``; its
+    result is sent to the originator as a new Transfer with the same envelope id.
+    """
+
+    message: str = "transfer is pending review"
+    delay: timedelta = timedelta(seconds=0)
+    window: timedelta = timedelta(minutes=60)
+    callback: Callable[[Incoming], Accept | Reject] | None = None
+
+
+@dataclass(frozen=True)
+class Reject:
+    """A TRISA rejection: ``code`` is an ``Error.Code`` number; ``retry`` means repair."""
+
+    code: int
+    message: str
+    retry: bool = False
+
+
+Outcome = Accept | Pending | Reject
+Handler = Callable[[Incoming], Outcome]

@@ -1,0 +1,288 @@
+"""A TRISA node: a verified server and client sharing one identity, store and key ring.
+
+``TrisaNode.send`` is the originator's side of step 8: it dials the beneficiary
+through :class:`~trisa_peer.transport.client.PeerConnector` (steps 1-7), makes sure it
+has the peer's sealing key (KeyExchange, cached), seals, records the outgoing envelope
+(committed before it is sent), transfers, and records and opens the reply.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+
+from .._pb.trisa.api.v1beta1 import api_pb2, api_pb2_grpc, errors_pb2
+from ..envelope import (
+    envelope_error,
+    format_timestamp,
+    open_envelope,
+    public_key_from_signing_key,
+    reject,
+    seal,
+    signing_key_from_certificate,
+)
+from ..errors import EnvelopeError, EnvelopeRejection, HandshakeError, TrisaPeerError
+from ..handshake import HandshakeTrace, PeerResolver
+from ..records import DirectoryLookup
+from ..transport.client import PeerChannel, PeerConnector
+from ..transport.server import MaterialSource, TrisaServer
+from ..verify import Clock, utcnow
+from .handler import Accept, Handler, Reject
+from .keys import KeyRing, PeerKeys, record_key
+from .service import Exchange, NetworkServicer, pending_of
+from .store import TransferStore
+
+__all__ = ["TransferError", "TransferResult", "TrisaNode"]
+
+log = logging.getLogger("trisa_peer.network")
+
+TS = api_pb2.TransferState
+Code = errors_pb2.Error
+
+
+class TransferError(TrisaPeerError):
+    """A transfer could not be delivered (network or peer failure, not a rejection)."""
+
+
+@dataclass(frozen=True)
+class TransferResult:
+    """The beneficiary's answer to one envelope.
+
+    ``state`` is ``accepted``, ``pending``, ``completed``, ``repair`` or ``rejected``;
+    ``payload`` is the opened reply payload (None for a rejection), ``error`` the
+    ``trisa.api.v1beta1.Error`` of a rejection.
+    """
+
+    envelope_id: str
+    peer: str
+    state: str
+    transfer_state: int
+    payload: Any | None = None
+    error: Any | None = None
+
+    @property
+    def pending(self) -> Any | None:
+        return pending_of(self.payload) if self.payload is not None else None
+
+    def describe(self) -> str:
+        if self.error is not None:
+            name = errors_pb2.Error.Code.Name(self.error.code)
+            return f"{self.state}: {name} ({self.error.code}) {self.error.message}"
+        return self.state
+
+
+class TrisaNode:
+    """One VASP's TRISA endpoint and client. ``start()``, then ``send()``."""
+
+    def __init__(
+        self,
+        material: MaterialSource,
+        directory: DirectoryLookup,
+        *,
+        store: TransferStore,
+        handler: Handler,
+        listen: str = "127.0.0.1:0",
+        resolve: Mapping[str, str] | None = None,
+        clock: Clock = utcnow,
+        timeout: float = 10.0,
+        decision_ttl: float = 300.0,
+        key_ttl: float = 3600.0,
+        verify_peers: bool = True,
+        max_workers: int = 16,
+    ) -> None:
+        self.material = material
+        self.directory = directory
+        self.store = store
+        self.clock = clock
+        self.timeout = timeout
+        self.server = TrisaServer(
+            material,
+            directory,
+            listen=listen,
+            decision_ttl=decision_ttl,
+            verify_peers=verify_peers,
+            clock=clock,
+            max_workers=max_workers,
+        )
+        self.keyring = KeyRing()
+        self.keyring.add(material.current().identity.key)
+        material.subscribe(lambda m: self.keyring.add(m.identity.key))
+        self.peer_keys = PeerKeys(ttl=key_ttl)
+        self._timers: list[threading.Timer] = []
+        self.exchange = Exchange(
+            common_name=self.common_name,
+            handler=handler,
+            store=store,
+            keyring=self.keyring,
+            peer_keys=self.peer_keys,
+            schedule=self._schedule,
+            send_callback=self._send_callback,
+            clock=clock,
+        )
+        self.server.add(
+            api_pb2_grpc.add_TRISANetworkServicer_to_server,
+            NetworkServicer(self.exchange, identity_leaf=lambda: material.current().identity.leaf),
+        )
+        self.resolver = PeerResolver(self.server.verifier, directory, resolve=resolve)
+        self.connector = PeerConnector(material, self.resolver, timeout=timeout)
+
+    @property
+    def common_name(self) -> str:
+        return self.material.current().identity.common_name
+
+    # ---------------------------------------------------------------- lifecycle
+
+    def start(self) -> int:
+        return self.server.start()
+
+    @property
+    def port(self) -> int:
+        return self.server.port
+
+    def stop(self, grace: float | None = 1.0) -> None:
+        for timer in self._timers:
+            timer.cancel()
+        self.connector.close()
+        self.server.stop(grace)
+
+    def __enter__(self) -> TrisaNode:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _schedule(self, delay: float, fn: Callable[[], None]) -> None:
+        timer = threading.Timer(max(delay, 0.0), fn)
+        timer.daemon = True
+        self._timers.append(timer)
+        timer.start()
+
+    # ---------------------------------------------------------------- outgoing
+
+    def connect(self, peer: str, *, trace: HandshakeTrace | None = None) -> PeerChannel:
+        """A verified channel to ``peer`` (steps 1-7); raises :class:`HandshakeError`."""
+        return self.connector.connect(peer, trace=trace)
+
+    def exchange_keys(self, peer: str) -> Any:
+        """KeyExchange with ``peer``: send our key, cache and return theirs."""
+        channel = self.connect(peer)
+        ours = signing_key_from_certificate(self.material.current().identity.leaf)
+        try:
+            reply = channel.network.KeyExchange(ours, timeout=self.timeout)
+            key = public_key_from_signing_key(reply)
+        except grpc.RpcError as exc:
+            raise TransferError(f"KeyExchange with {peer} failed: {exc.code().name}: "
+                                f"{exc.details()}") from None
+        except EnvelopeError as exc:
+            raise TransferError(f"KeyExchange with {peer}: unusable key: {exc}") from exc
+        self.peer_keys.put(peer, key)
+        return key
+
+    def _peer_key(self, peer: str, channel: PeerChannel) -> Any:
+        key = self.peer_keys.get(peer)
+        if key is not None:
+            return key
+        try:
+            return self.exchange_keys(peer)
+        except TransferError as exc:
+            fallback = record_key(channel.plan.record)
+            if fallback is None:
+                raise
+            log.info("peer=%s using the directory's key (%s)", peer, exc)
+            return fallback
+
+    def send(
+        self,
+        peer: str,
+        payload: Any,
+        *,
+        envelope_id: str | None = None,
+        transfer_state: int = TS.STARTED,
+        trace: HandshakeTrace | None = None,
+    ) -> TransferResult:
+        """Seal ``payload`` for ``peer``, transfer it, and return the opened answer."""
+        channel = self.connect(peer, trace=trace)
+        eid = envelope_id or str(uuid.uuid4())
+        for attempt in range(2):
+            key = self._peer_key(peer, channel)
+            try:
+                envelope = seal(payload, key, envelope_id=eid, transfer_state=transfer_state,
+                                clock=self.clock)
+            except EnvelopeRejection as exc:
+                raise TransferError(f"cannot seal the payload: {exc}") from exc
+            result = self._transfer(peer, channel, envelope)
+            retry_key = result.error is not None and result.error.code == Code.NO_SIGNING_KEY
+            if not (retry_key and attempt == 0):
+                return result
+            self.peer_keys.drop(peer)
+            self.exchange_keys(peer)
+        return result
+
+    def send_error(
+        self, peer: str, code: int, message: str, *, envelope_id: str | None = None
+    ) -> TransferResult:
+        """Send an error envelope (e.g. COMPLIANCE_CHECK_FAIL); the peer answers an error."""
+        channel = self.connect(peer)
+        envelope = reject(envelope_id or str(uuid.uuid4()), code, message, retry=False)
+        return self._transfer(peer, channel, envelope)
+
+    def _transfer(self, peer: str, channel: PeerChannel, envelope: Any) -> TransferResult:
+        seq = self.store.add(
+            envelope_id=envelope.id, peer=channel.common_name, direction="outgoing",
+            kind="request", state="sent", envelope=envelope.SerializeToString(),
+        )
+        try:
+            reply = channel.network.Transfer(envelope, timeout=self.timeout)
+        except grpc.RpcError as exc:
+            self.store.set_state(seq, "failed")
+            if exc.code() in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
+                self.connector.forget(peer)
+            raise TransferError(
+                f"transfer to {peer} failed: {exc.code().name}: {exc.details()}"
+            ) from None
+        return self._record_reply(seq, channel.common_name, reply)
+
+    def _record_reply(self, seq: int, peer: str, reply: Any) -> TransferResult:
+        raw = reply.SerializeToString()
+        error = envelope_error(reply)
+        if error is not None and not reply.payload:
+            state = "repair" if error.retry else "rejected"
+            self.store.add_reply(seq, state=state, envelope=raw, direction="incoming",
+                                 error_code=error.code)
+            return TransferResult(reply.id, peer, state, reply.transfer_state, error=error)
+        try:
+            payload = open_envelope(reply, self.keyring.select(reply.public_key_signature))
+        except EnvelopeRejection as exc:
+            self.store.add_reply(seq, state="undecodable", envelope=raw, direction="incoming",
+                                 error_code=exc.code)
+            raise TransferError(f"cannot open the reply from {peer}: {exc}") from exc
+        state = "pending" if pending_of(payload) is not None else {
+            TS.COMPLETED: "completed"}.get(reply.transfer_state, "accepted")
+        self.store.add_reply(seq, state=state, envelope=raw, direction="incoming")
+        return TransferResult(reply.id, peer, state, reply.transfer_state, payload=payload)
+
+    def _send_callback(self, peer: str, envelope_id: str, decision: Accept | Reject,
+                       original: Any) -> None:
+        """Deliver an asynchronous decision: a new Transfer with the same envelope id."""
+        try:
+            channel = self.connect(peer)
+            if isinstance(decision, Reject):
+                envelope = reject(envelope_id, decision.code, decision.message,
+                                  retry=decision.retry)
+            else:
+                payload = api_pb2.Payload()
+                payload.CopyFrom(decision.payload or original)
+                payload.received_at = format_timestamp(self.clock())
+                envelope = seal(payload, self._peer_key(peer, channel), envelope_id=envelope_id,
+                                transfer_state=TS.ACCEPTED, clock=self.clock)
+            self._transfer(peer, channel, envelope)
+            log.info("peer=%s envelope=%s callback delivered", peer, envelope_id)
+        except (TrisaPeerError, HandshakeError) as exc:
+            log.warning("peer=%s envelope=%s callback not delivered: %s", peer, envelope_id, exc)

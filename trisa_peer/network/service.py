@@ -1,0 +1,346 @@
+"""TRISANetwork, the incoming side of step 8.
+
+:class:`Exchange` turns one incoming ``SecureEnvelope`` from a verified peer into the
+reply envelope, and :class:`NetworkServicer` exposes it as gRPC (Transfer,
+TransferStream, KeyExchange; ConfirmAddress answers UNIMPLEMENTED).
+
+For every incoming envelope, in order:
+
+1. a retry of an envelope already answered (same peer, id and bytes) gets the stored
+   reply and is not processed again;
+2. an error envelope is the peer's rejection of a transfer: recorded, acknowledged
+   with the same error;
+3. the envelope is opened with the key its ``public_key_signature`` names (a key we do
+   not hold -> NO_SIGNING_KEY, retry: run KeyExchange and send again); any failure of
+   the open path becomes a TRISA rejection envelope (the request's bytes are not kept);
+4. an envelope continuing a transfer *we* originated is a callback: only the
+   counterparty of that transfer may send it, only inside the reply window it gave;
+5. otherwise the user's :data:`~trisa_peer.network.handler.Handler` decides.
+
+The reply is sealed with the peer's key and stored (committed) before it is returned.
+TRISA rejections travel inside envelopes with gRPC status OK; only a store failure makes
+the call fail (so nothing unrecorded is ever acknowledged).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta
+from typing import Any
+
+import grpc
+from google.protobuf import any_pb2
+
+from .._pb.trisa.api.v1beta1 import api_pb2, api_pb2_grpc, errors_pb2
+from .._pb.trisa.data.generic.v1beta1 import transaction_pb2
+from ..envelope import (
+    envelope_error,
+    format_timestamp,
+    open_envelope,
+    parse_timestamp,
+    public_key_from_signing_key,
+    reject,
+    rejection_envelope,
+    seal,
+    signing_key_from_certificate,
+)
+from ..errors import EnvelopeError, EnvelopeRejection, StoreError
+from ..handshake import VerifiedPeer
+from ..transport.interceptor import peer_from_context
+from ..verify import Clock, utcnow
+from .handler import Accept, Handler, Incoming, Pending, Reject
+from .keys import KeyRing, PeerKeys, record_key
+from .store import StoredEnvelope, TransferStore, digest
+
+__all__ = ["PENDING_TYPE", "Exchange", "NetworkServicer", "pending_of"]
+
+log = logging.getLogger("trisa_peer.network")
+
+TS = api_pb2.TransferState
+Code = errors_pb2.Error
+PENDING_TYPE = "type.googleapis.com/trisa.data.generic.v1beta1.Pending"
+
+
+def pending_of(payload: Any) -> Any | None:
+    """The ``Pending`` message of a payload whose transaction is one, else None."""
+    if payload.transaction.type_url != PENDING_TYPE:
+        return None
+    pending = transaction_pb2.Pending()
+    payload.transaction.Unpack(pending)
+    return pending
+
+
+class Exchange:
+    """Incoming envelope -> stored, answered reply envelope."""
+
+    def __init__(
+        self,
+        *,
+        common_name: str,
+        handler: Handler,
+        store: TransferStore,
+        keyring: KeyRing,
+        peer_keys: PeerKeys,
+        schedule: Callable[[float, Callable[[], None]], None],
+        send_callback: Callable[[str, str, Accept | Reject, Any], None],
+        clock: Clock = utcnow,
+    ) -> None:
+        self.common_name = common_name
+        self.handler = handler
+        self.store = store
+        self.keyring = keyring
+        self.peer_keys = peer_keys
+        self.schedule = schedule
+        self.send_callback = send_callback
+        self.clock = clock
+
+    # ----------------------------------------------------------------- helpers
+
+    def peer_key(self, peer: VerifiedPeer) -> Any:
+        return self.peer_keys.get(peer.common_name) or record_key(peer.record)
+
+    def _answer(
+        self, seq: int, reply: Any, state: str, *, code: int = 0, discard: bool = False
+    ) -> Any:
+        self.store.add_reply(
+            seq,
+            state=state,
+            envelope=reply.SerializeToString(),
+            direction="outgoing",
+            error_code=code,
+            discard_request=discard,
+        )
+        return reply
+
+    def _reject(self, seq: int, envelope_id: str, rejection: Reject) -> Any:
+        reply = reject(envelope_id, rejection.code, rejection.message, retry=rejection.retry)
+        state = "repair" if reply.error.retry else "rejected"
+        return self._answer(seq, reply, state, code=rejection.code)
+
+    # ----------------------------------------------------------------- process
+
+    def process(self, envelope: Any, peer: VerifiedPeer) -> Any:
+        """Answer one envelope; raises only :class:`StoreError` (nothing unrecorded)."""
+        raw = envelope.SerializeToString()
+        dig = digest(raw)
+        eid = envelope.id
+        cn = peer.common_name
+        seen = self.store.find_request(cn, eid, dig)
+        if seen is not None:
+            stored = self.store.reply_to(seen.seq)
+            if stored is not None:
+                log.info("peer=%s envelope=%s retry answered from the store", cn, eid)
+                return api_pb2.SecureEnvelope.FromString(stored.envelope)
+
+        error = envelope_error(envelope)
+        if error is not None and not envelope.payload:
+            return self._peer_rejection(envelope, error, peer, dig, seen)
+
+        try:
+            key = self.keyring.select(envelope.public_key_signature)
+            if key is None:
+                raise EnvelopeRejection(
+                    Code.NO_SIGNING_KEY,
+                    "envelope is sealed to a key this node does not hold; "
+                    "run KeyExchange and send again",
+                    retry=True,
+                )
+            payload = open_envelope(envelope, key)
+        except EnvelopeRejection as rejection:
+            seq = seen.seq if seen else self.store.add(
+                envelope_id=eid, peer=cn, direction="incoming", kind="request",
+                state="rejected", envelope=raw, error_code=rejection.code,
+                keep_bytes=False, envelope_digest=dig,
+            )
+            log.info("peer=%s envelope=%s rejected code=%d", cn, eid, rejection.code)
+            reply = rejection_envelope(eid, rejection)
+            state = "repair" if rejection.retry else "rejected"
+            return self._answer(seq, reply, state, code=rejection.code, discard=True)
+
+        seq = seen.seq if seen else self.store.add(
+            envelope_id=eid, peer=cn, direction="incoming", kind="request",
+            state="received", envelope=raw, envelope_digest=dig,
+        )
+        now = self.clock()
+        incoming = Incoming(peer, eid, payload, envelope.transfer_state, now)
+        origin = self.store.initiated(eid)
+        if origin is not None:
+            return self._callback(seq, origin, incoming)
+        try:
+            outcome = self.handler(incoming)
+        except Exception:  # the user's handler failed: never leak its exception
+            log.exception("peer=%s envelope=%s handler failed", cn, eid)
+            outcome = Reject(Code.INTERNAL_ERROR, "the beneficiary could not process the transfer")
+        return self._outcome(seq, incoming, outcome)
+
+    def _peer_rejection(
+        self, envelope: Any, error: Any, peer: VerifiedPeer, dig: str, seen: StoredEnvelope | None
+    ) -> Any:
+        cn = peer.common_name
+        origin = self.store.initiated(envelope.id)
+        seq = seen.seq if seen else self.store.add(
+            envelope_id=envelope.id, peer=cn, direction="incoming", kind="request",
+            state="rejected", envelope=envelope.SerializeToString(), error_code=error.code,
+            envelope_digest=dig,
+        )
+        if origin is not None and origin.peer.lower() != cn.lower():
+            return self._reject(seq, envelope.id, Reject(
+                Code.FORBIDDEN, "this transfer was not exchanged with your VASP"))
+        if origin is not None:
+            self.store.set_state(origin.seq, "rejected", error_code=error.code)
+        log.info("peer=%s envelope=%s peer rejection code=%d", cn, envelope.id, error.code)
+        # Acknowledge with the same error: the originator of an error expects one back.
+        reply = reject(envelope.id, error.code or Code.REJECTED, error.message or "rejected",
+                       retry=error.retry)
+        return self._answer(seq, reply, "rejected", code=error.code)
+
+    def _sealed_reply(self, incoming: Incoming, payload: Any, state: int) -> Any:
+        key = self.peer_key(incoming.peer)
+        if key is None:
+            raise EnvelopeRejection(Code.NO_SIGNING_KEY, "no sealing key known for the peer")
+        return seal(payload, key, envelope_id=incoming.envelope_id, transfer_state=state,
+                    clock=self.clock)
+
+    def _outcome(self, seq: int, incoming: Incoming, outcome: Any) -> Any:
+        eid = incoming.envelope_id
+        try:
+            if isinstance(outcome, Reject):
+                return self._reject(seq, eid, outcome)
+            if isinstance(outcome, Accept):
+                payload = api_pb2.Payload()
+                payload.CopyFrom(outcome.payload or incoming.payload)
+                payload.received_at = format_timestamp(incoming.received_at)
+                reply = self._sealed_reply(incoming, payload, TS.ACCEPTED)
+                return self._answer(seq, reply, "accepted")
+            if isinstance(outcome, Pending):
+                reply = self._sealed_reply(incoming, self._pending_payload(incoming, outcome),
+                                           TS.PENDING)
+                answered = self._answer(seq, reply, "pending")
+                if outcome.callback is not None:
+                    self._schedule_callback(seq, incoming, outcome)
+                return answered
+        except EnvelopeError as exc:
+            code = exc.code if isinstance(exc, EnvelopeRejection) else Code.INTERNAL_ERROR
+            return self._reject(seq, eid, Reject(code, exc.message, retry=False))
+        return self._reject(seq, eid, Reject(Code.INTERNAL_ERROR, "handler returned no outcome"))
+
+    def _pending_payload(self, incoming: Incoming, outcome: Pending) -> Any:
+        now = incoming.received_at
+        pending = transaction_pb2.Pending(
+            envelope_id=incoming.envelope_id,
+            received_by=self.common_name,
+            received_at=format_timestamp(now),
+            message=outcome.message,
+            reply_not_before=format_timestamp(now + outcome.delay),
+            reply_not_after=format_timestamp(now + outcome.delay + outcome.window),
+        )
+        original = incoming.payload.transaction
+        tx = transaction_pb2.Transaction()
+        if original.Unpack(tx):
+            pending.transaction.CopyFrom(tx)
+        payload = api_pb2.Payload()
+        payload.identity.CopyFrom(incoming.payload.identity)
+        packed = any_pb2.Any()
+        packed.Pack(pending)
+        payload.transaction.CopyFrom(packed)
+        payload.sent_at = format_timestamp(now)
+        payload.received_at = format_timestamp(now)
+        return payload
+
+    def _schedule_callback(self, seq: int, incoming: Incoming, outcome: Pending) -> None:
+        callback = outcome.callback
+        assert callback is not None
+
+        def run() -> None:
+            try:
+                decision = callback(incoming)
+            except Exception:
+                log.exception("envelope=%s pending callback failed", incoming.envelope_id)
+                decision = Reject(Code.INTERNAL_ERROR, "the beneficiary could not decide")
+            self.send_callback(incoming.peer.common_name, incoming.envelope_id, decision,
+                               incoming.payload)
+
+        self.schedule(outcome.delay.total_seconds(), run)
+
+    def _callback(self, seq: int, origin: StoredEnvelope, incoming: Incoming) -> Any:
+        """A peer's asynchronous answer to a transfer we sent (same envelope id)."""
+        cn = incoming.peer.common_name
+        eid = incoming.envelope_id
+        if origin.peer.lower() != cn.lower():
+            return self._reject(seq, eid, Reject(
+                Code.FORBIDDEN, "this transfer was not exchanged with your VASP"))
+        deadline = self._reply_deadline(origin)
+        if deadline is not None and incoming.received_at > deadline:
+            self.store.set_state(origin.seq, "expired")
+            return self._reject(seq, eid, Reject(
+                Code.COMPLIANCE_PERIOD_EXCEEDED,
+                f"the reply window closed at {format_timestamp(deadline)}"))
+        self.store.set_state(origin.seq, "accepted")
+        # Echo the payload back as the acknowledgement (the second round of the exchange).
+        payload = api_pb2.Payload()
+        payload.CopyFrom(incoming.payload)
+        payload.received_at = format_timestamp(incoming.received_at)
+        try:
+            reply = self._sealed_reply(incoming, payload, TS.COMPLETED)
+        except EnvelopeError as exc:
+            return self._reject(seq, eid, Reject(Code.NO_SIGNING_KEY, exc.message, retry=True))
+        return self._answer(seq, reply, "completed")
+
+    def _reply_deadline(self, origin: StoredEnvelope) -> datetime | None:
+        reply = self.store.reply_to(origin.seq)
+        if reply is None or not reply.envelope:
+            return None
+        env = api_pb2.SecureEnvelope.FromString(reply.envelope)
+        if not env.payload:
+            return None
+        try:
+            payload = open_envelope(env, self.keyring.select(env.public_key_signature))
+        except EnvelopeRejection:
+            return None
+        pending = pending_of(payload)
+        if pending is None or not pending.reply_not_after:
+            return None
+        try:
+            return parse_timestamp(pending.reply_not_after) + timedelta(seconds=1)
+        except (ValueError, EnvelopeError):
+            return None
+
+
+class NetworkServicer(api_pb2_grpc.TRISANetworkServicer):  # type: ignore[misc]
+    """gRPC face of :class:`Exchange`; the interceptor has verified the peer already."""
+
+    def __init__(self, exchange: Exchange, *, identity_leaf: Callable[[], Any]) -> None:
+        self.exchange = exchange
+        self.identity_leaf = identity_leaf
+
+    def _process(self, envelope: Any, context: grpc.ServicerContext) -> Any:
+        peer = peer_from_context(context)
+        try:
+            return self.exchange.process(envelope, peer)
+        except StoreError as exc:
+            log.error("transfer store failed: %s", exc)
+            context.abort(grpc.StatusCode.UNAVAILABLE, "transfer could not be recorded; retry")
+            raise
+
+    def Transfer(self, request: Any, context: grpc.ServicerContext) -> Any:
+        return self._process(request, context)
+
+    def TransferStream(
+        self, request_iterator: Iterator[Any], context: grpc.ServicerContext
+    ) -> Iterator[Any]:
+        for envelope in request_iterator:
+            yield self._process(envelope, context)
+
+    def KeyExchange(self, request: Any, context: grpc.ServicerContext) -> Any:
+        peer = peer_from_context(context)
+        try:
+            key = public_key_from_signing_key(request)
+        except EnvelopeError as exc:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"unusable signing key: {exc}")
+            raise
+        self.exchange.peer_keys.put(peer.common_name, key)
+        return signing_key_from_certificate(self.identity_leaf())
+
+    def ConfirmAddress(self, request: Any, context: grpc.ServicerContext) -> Any:
+        context.abort(grpc.StatusCode.UNIMPLEMENTED, "this node does not confirm addresses")

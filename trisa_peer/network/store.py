@@ -1,0 +1,317 @@
+"""Persistent transfers: every envelope as it crossed the wire, in one SQLite file.
+
+Each row is one envelope: ``direction`` (``incoming``/``outgoing``), ``kind``
+(``request``, or ``reply`` to the row named by ``reply_to``), the peer's common name,
+the transfer's ``state`` and the serialised ``SecureEnvelope`` exactly as sent or
+received (still sealed; payloads are never stored in clear). Rows are committed
+before the node answers, so a reply the peer has seen is never lost by a restart.
+
+Idempotency: an incoming request is identified by (peer, envelope id, SHA-256 of its
+bytes). A retry of the same envelope is answered with the stored reply and is not
+processed again; a *different* envelope with the same id (the next message of the same
+exchange, e.g. an asynchronous callback) is a new request.
+
+For rejected input only the record of the rejection is kept: the request row holds no
+envelope bytes, only its digest and the error code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from ..errors import StoreError
+
+__all__ = ["StoredEnvelope", "TransferStore", "TransferSummary", "digest"]
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS envelopes (
+    seq          INTEGER PRIMARY KEY AUTOINCREMENT,
+    envelope_id  TEXT    NOT NULL,
+    peer         TEXT    NOT NULL,
+    direction    TEXT    NOT NULL CHECK (direction IN ('incoming', 'outgoing')),
+    kind         TEXT    NOT NULL CHECK (kind IN ('request', 'reply')),
+    state        TEXT    NOT NULL,
+    error_code   INTEGER NOT NULL DEFAULT 0,
+    digest       TEXT    NOT NULL,
+    reply_to     INTEGER REFERENCES envelopes(seq),
+    envelope     BLOB    NOT NULL,
+    created_at   TEXT    NOT NULL,
+    updated_at   TEXT    NOT NULL
+);
+CREATE INDEX IF NOT EXISTS envelopes_by_id ON envelopes (envelope_id);
+CREATE INDEX IF NOT EXISTS envelopes_by_reply ON envelopes (reply_to);
+CREATE UNIQUE INDEX IF NOT EXISTS incoming_requests
+    ON envelopes (peer, envelope_id, digest) WHERE direction = 'incoming' AND kind = 'request';
+"""
+
+
+def digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@dataclass(frozen=True)
+class StoredEnvelope:
+    seq: int
+    envelope_id: str
+    peer: str
+    direction: str
+    kind: str
+    state: str
+    error_code: int
+    digest: str
+    reply_to: int | None
+    envelope: bytes
+    created_at: str
+    updated_at: str
+
+
+@dataclass(frozen=True)
+class TransferSummary:
+    """One exchange (envelope id) as ``transfers list`` shows it."""
+
+    envelope_id: str
+    peer: str
+    direction: str
+    state: str
+    messages: int
+    first_at: str
+    last_at: str
+
+
+_COLUMNS = (
+    "seq, envelope_id, peer, direction, kind, state, error_code, digest, reply_to, "
+    "envelope, created_at, updated_at"
+)
+
+
+class TransferStore:
+    """Thread-safe SQLite store (one connection per thread, WAL, synchronous=FULL)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        self._local = threading.local()
+        self._write_lock = threading.Lock()
+        if self.path != ":memory:" and not Path(self.path).parent.is_dir():
+            raise StoreError(f"{self.path}: directory does not exist")
+        try:
+            self._db().executescript(_SCHEMA)  # executescript commits on its own
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: cannot open transfer store: {exc}") from exc
+        with self._tx() as db:
+            row = db.execute("SELECT version FROM schema_version").fetchone()
+            if row is None:
+                db.execute("INSERT INTO schema_version VALUES (?)", (SCHEMA_VERSION,))
+            elif row[0] > SCHEMA_VERSION:
+                raise StoreError(
+                    f"{self.path}: schema version {row[0]} is newer than this trisa-peer "
+                    f"understands ({SCHEMA_VERSION})"
+                )
+
+    def _db(self) -> sqlite3.Connection:
+        db: sqlite3.Connection | None = getattr(self._local, "db", None)
+        if db is None:
+            try:
+                db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute("PRAGMA synchronous=FULL")
+                db.execute("PRAGMA foreign_keys=ON")
+            except sqlite3.Error as exc:
+                raise StoreError(f"{self.path}: cannot open transfer store: {exc}") from exc
+            self._local.db = db
+        return db
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        db = self._db()
+        with self._write_lock:
+            try:
+                db.execute("BEGIN IMMEDIATE")
+                yield db
+                db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                db.execute("ROLLBACK")
+                raise StoreError(f"{self.path}: transfer store write failed: {exc}") from exc
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+
+    def close(self) -> None:
+        db = getattr(self._local, "db", None)
+        if db is not None:
+            db.close()
+            self._local.db = None
+
+    # ------------------------------------------------------------------ writes
+
+    def add(
+        self,
+        *,
+        envelope_id: str,
+        peer: str,
+        direction: str,
+        kind: str,
+        state: str,
+        envelope: bytes,
+        error_code: int = 0,
+        reply_to: int | None = None,
+        keep_bytes: bool = True,
+        envelope_digest: str | None = None,
+    ) -> int:
+        """Insert one envelope row (committed on return) and return its ``seq``."""
+        now = _now()
+        with self._tx() as db:
+            cur = db.execute(
+                "INSERT INTO envelopes (envelope_id, peer, direction, kind, state, error_code, "
+                "digest, reply_to, envelope, created_at, updated_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    envelope_id,
+                    peer,
+                    direction,
+                    kind,
+                    state,
+                    error_code,
+                    envelope_digest or digest(envelope),
+                    reply_to,
+                    envelope if keep_bytes else b"",
+                    now,
+                    now,
+                ),
+            )
+            return int(cur.lastrowid or 0)
+
+    def add_reply(
+        self,
+        request_seq: int,
+        *,
+        state: str,
+        envelope: bytes,
+        direction: str,
+        error_code: int = 0,
+        discard_request: bool = False,
+    ) -> int:
+        """Store a reply and move its request to ``state``, in one transaction."""
+        now = _now()
+        with self._tx() as db:
+            row = db.execute(
+                "SELECT envelope_id, peer FROM envelopes WHERE seq = ?", (request_seq,)
+            ).fetchone()
+            if row is None:
+                raise StoreError(f"no stored request {request_seq}")
+            if discard_request:
+                db.execute("UPDATE envelopes SET envelope = x'' WHERE seq = ?", (request_seq,))
+            db.execute(
+                "UPDATE envelopes SET state = ?, error_code = ?, updated_at = ? WHERE seq = ?",
+                (state, error_code, now, request_seq),
+            )
+            cur = db.execute(
+                "INSERT INTO envelopes (envelope_id, peer, direction, kind, state, error_code, "
+                "digest, reply_to, envelope, created_at, updated_at) "
+                "VALUES (?, ?, ?, 'reply', ?, ?, ?, ?, ?, ?, ?)",
+                (row[0], row[1], direction, state, error_code, digest(envelope), request_seq,
+                 envelope, now, now),
+            )
+            return int(cur.lastrowid or 0)
+
+    def set_state(self, seq: int, state: str, *, error_code: int | None = None) -> None:
+        with self._tx() as db:
+            if error_code is None:
+                db.execute(
+                    "UPDATE envelopes SET state = ?, updated_at = ? WHERE seq = ?",
+                    (state, _now(), seq),
+                )
+            else:
+                db.execute(
+                    "UPDATE envelopes SET state = ?, error_code = ?, updated_at = ? WHERE seq = ?",
+                    (state, error_code, _now(), seq),
+                )
+
+    # ------------------------------------------------------------------- reads
+
+    def _rows(self, where: str, args: tuple[object, ...]) -> list[StoredEnvelope]:
+        sql = f"SELECT {_COLUMNS} FROM envelopes WHERE {where}"  # noqa: S608 - constant text
+        try:
+            rows = self._db().execute(sql, args).fetchall()
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: transfer store read failed: {exc}") from exc
+        return [StoredEnvelope(*row) for row in rows]
+
+    def find_request(
+        self, peer: str, envelope_id: str, envelope_digest: str
+    ) -> StoredEnvelope | None:
+        rows = self._rows(
+            "peer = ? AND envelope_id = ? AND digest = ? "
+            "AND direction = 'incoming' AND kind = 'request'",
+            (peer, envelope_id, envelope_digest),
+        )
+        return rows[0] if rows else None
+
+    def reply_to(self, seq: int) -> StoredEnvelope | None:
+        rows = self._rows(
+            "reply_to = ? ORDER BY seq DESC LIMIT 1",
+            (seq,),
+        )
+        return rows[0] if rows else None
+
+    def get(self, seq: int) -> StoredEnvelope | None:
+        rows = self._rows("seq = ?", (seq,))
+        return rows[0] if rows else None
+
+    def exchange(self, envelope_id: str) -> list[StoredEnvelope]:
+        """Every stored envelope of one exchange, in order."""
+        return self._rows(
+            "envelope_id = ? ORDER BY seq", (envelope_id,)
+        )
+
+    def initiated(self, envelope_id: str) -> StoredEnvelope | None:
+        """The request that opened exchange ``envelope_id`` if *this node* sent it.
+
+        Used to recognise asynchronous callbacks: a later incoming envelope with the
+        id of a transfer we originated is the beneficiary's answer, not a new transfer.
+        """
+        rows = self._rows(
+            "envelope_id = ? ORDER BY seq LIMIT 1",
+            (envelope_id,),
+        )
+        if rows and rows[0].direction == "outgoing" and rows[0].kind == "request":
+            return rows[0]
+        return None
+
+    def summaries(self, *, peer: str | None = None, limit: int = 100) -> list[TransferSummary]:
+        """One line per exchange, newest first; the state is that of its latest request."""
+        sql = (
+            "SELECT e.envelope_id, first.peer, first.direction, "
+            "(SELECT state FROM envelopes r WHERE r.envelope_id = e.envelope_id "
+            " AND r.kind = 'request' ORDER BY r.seq DESC LIMIT 1), "
+            "COUNT(*), MIN(e.created_at), MAX(e.updated_at) "
+            "FROM envelopes e JOIN envelopes first ON first.seq = "
+            "(SELECT MIN(seq) FROM envelopes f WHERE f.envelope_id = e.envelope_id) "
+        )
+        args: tuple[object, ...] = ()
+        if peer:
+            sql += "WHERE first.peer = ? "
+            args = (peer,)
+        sql += "GROUP BY e.envelope_id ORDER BY MAX(e.seq) DESC LIMIT ?"
+        try:
+            rows = self._db().execute(sql, (*args, limit)).fetchall()
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: transfer store read failed: {exc}") from exc
+        return [TransferSummary(*row) for row in rows]
+
+    def count(self) -> int:
+        row = self._db().execute("SELECT COUNT(*) FROM envelopes").fetchone()
+        return int(row[0])
