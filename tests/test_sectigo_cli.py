@@ -1,0 +1,381 @@
+"""The ``sectigo`` CLI end to end: a real subprocess against the emulator on loopback,
+following the documented walkthrough, then bad input."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from trisa_peer.sectigo.emulator import SectigoEmulator
+
+USER, PASSWORD = "cathyadmin", "supersecretsquirrel"
+
+
+def _emulator(tmp_path: Path, **kw: Any) -> SectigoEmulator:
+    emu = SectigoEmulator(ca_dir=tmp_path / "ca", state_path=tmp_path / "sectigo.json",
+                          username=USER, password=PASSWORD, key_size=2048, **kw)
+    emu.start("127.0.0.1", 0)
+    return emu
+
+
+@pytest.fixture
+def emu(tmp_path: Path) -> Iterator[SectigoEmulator]:
+    emulator = _emulator(tmp_path)
+    yield emulator
+    emulator.stop()
+
+
+def _env(tmp_path: Path, endpoint: str, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if not k.upper().startswith(("SECTIGO_", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"))}
+    env.update(SECTIGO_USERNAME=USER, SECTIGO_PASSWORD=PASSWORD, SECTIGO_ENDPOINT=endpoint,
+               XDG_CACHE_HOME=str(tmp_path / "xdg-cache"))
+    env.update(extra)
+    return env
+
+
+def sectigo(tmp_path: Path, endpoint: str, *args: str, cwd: Path | None = None,
+            **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "trisa_peer.cli.sectigo", *args],
+        env=_env(tmp_path, endpoint, **env), cwd=cwd or tmp_path,
+        capture_output=True, text=True, timeout=120,
+    )
+
+
+def ok(proc: subprocess.CompletedProcess[str]) -> str:
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""
+    return proc.stdout
+
+
+def fails(proc: subprocess.CompletedProcess[str], pattern: str, code: int = 1) -> str:
+    assert proc.returncode == code, (proc.stdout, proc.stderr)
+    lines = proc.stderr.strip().splitlines()
+    assert "Traceback" not in proc.stderr
+    if code == 1:
+        assert len(lines) == 1, proc.stderr
+        assert lines[0].startswith("sectigo: error: ")
+    assert re.search(pattern, proc.stderr), proc.stderr
+    return proc.stderr
+
+
+def _json_docs(text: str) -> list[Any]:
+    docs, decoder, i = [], json.JSONDecoder(), 0
+    text = text.strip()
+    while i < len(text):
+        doc, i = decoder.raw_decode(text, i)
+        docs.append(doc)
+        while i < len(text) and text[i].isspace():
+            i += 1
+    return docs
+
+
+# --------------------------------------------------------------------------- walkthrough
+
+
+def test_documented_walkthrough(emu: SectigoEmulator, tmp_path: Path) -> None:
+    url = emu.base_url
+    run = lambda *a: sectigo(tmp_path, url, *a)  # noqa: E731
+
+    assert ok(run("auth")).strip() == "user authenticated and credentials cached"
+    cache = tmp_path / "xdg-cache" / "trisa" / "sectigo" / "credentials.json"
+    assert ok(run("auth", "--cache")).strip() == str(cache)
+    assert oct(cache.stat().st_mode & 0o777) == "0o600"
+    assert PASSWORD not in cache.read_text()
+    assert ok(run("auth", "--debug")).startswith("credentials are valid until ")
+
+    authorities, balances = _json_docs(ok(run("authorities", "--balances")))
+    assert authorities[0]["id"] == 1 and authorities[0]["profileId"] == 42
+    assert balances == {"1": 10}
+    assert _json_docs(ok(run("licenses"))) == [{"ordered": 10, "issued": 0}]
+    assert ok(run("organization")).startswith("{\n  \"organizationId\"")  # 2-space JSON
+    assert _json_docs(ok(run("profiles")))[0][0]["profileId"] == 42
+    assert _json_docs(ok(run("profiles", "-i", "42")))[0]["profileName"] == "TRISA Profile"
+    params = _json_docs(ok(run("profile", "-i", "42", "--params")))[0]
+    assert [p["name"] for p in params] == ["commonName", "dNSName", "pkcs12Password"]
+
+    out = ok(run("create", "-a", "1", "-d", "example.com"))
+    first, _, rest = out.partition("\n")
+    match = re.fullmatch(r"pkcs12 password: (\S+)", first)
+    assert match, out
+    pkcs12_password = match.group(1)
+    [batch] = _json_docs(rest)
+    assert batch["batchName"] == "new certs for example.com"
+    assert batch["status"] == "READY_FOR_DOWNLOAD"
+    bid = str(batch["batchId"])
+    assert pkcs12_password not in cache.read_text()
+
+    assert _json_docs(ok(run("batches", "-i", bid)))[0]["batchId"] == int(bid)
+    assert ok(run("batches", "-i", bid, "--status")).strip() == "READY_FOR_DOWNLOAD"
+    assert _json_docs(ok(run("batches", "-i", bid, "--info"))) == [
+        {"active": 0, "success": 1, "failed": 0}]
+
+    certs = tmp_path / "certs"
+    certs.mkdir()
+    out = ok(run("download", "-i", bid, "-o", "certs"))
+    archive = certs / f"{bid}.zip"
+    assert f"downloaded batch {bid} to certs/{bid}.zip" in out
+    with zipfile.ZipFile(archive) as zf:
+        assert zf.namelist() == ["example.com.p12"]
+        zf.extractall(certs)
+    # modern PKCS#12: OpenSSL 3 reads it without -legacy
+    subprocess.run(
+        ["openssl", "pkcs12", "-in", "certs/example.com.p12", "-out", "certs/example.com.pem",
+         "-nodes", "-passin", f"pass:{pkcs12_password}"],
+        cwd=tmp_path, check=True, capture_output=True, timeout=60,
+    )
+    pem = (certs / "example.com.pem").read_bytes()
+    assert b"PRIVATE KEY" in pem
+    chain = x509.load_pem_x509_certificates(pem)
+    leaf = next(c for c in chain if c.subject.rfc4514_string() == "CN=example.com")
+    assert emu.ca.issuing in chain and emu.ca.root in chain
+    serial = format(leaf.serial_number, "X")
+
+    [found] = _json_docs(ok(run("find", "-n", "example.com")))
+    assert found["totalCount"] == 1
+    assert found["items"][0]["serialNumber"] == serial
+    assert found["items"][0]["status"] == "valid"
+
+    assert ok(run("revoke", "-p", "42", "-r", "key compromise", "-s", serial)) == ""
+    [found] = _json_docs(ok(run("find", "-s", serial)))
+    assert found["items"][0]["status"] == "revoked"
+    crl = emu.ca.crl()
+    entry = crl.get_revoked_certificate_by_serial_number(leaf.serial_number)
+    assert entry is not None
+    reason = entry.extensions.get_extension_for_class(x509.CRLReason).value.reason
+    assert reason == x509.ReasonFlags.key_compromise
+    assert _json_docs(ok(run("authorities", "-b")))[1] == {"1": 9}
+    # the CRL is also served (an emulator extra)
+    import urllib.request
+
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(url + "/ca/crl.pem", timeout=10) as resp:
+        served = x509.load_pem_x509_crl(resp.read())
+    assert served.get_revoked_certificate_by_serial_number(leaf.serial_number) is not None
+
+
+def test_csr_upload_path(emu: SectigoEmulator, tmp_path: Path) -> None:
+    subprocess.run(
+        ["openssl", "req", "-new", "-newkey", "rsa:2048", "-nodes", "-sha384",
+         "-subj", "/CN=example.com", "-addext", "subjectAltName=DNS:example.com",
+         "-keyout", "example.com.key", "-out", "example.com.csr"],
+        cwd=tmp_path, check=True, capture_output=True, timeout=60,
+    )
+    [batch] = _json_docs(ok(sectigo(tmp_path, emu.base_url, "upload", "-p", "42",
+                                    "example.com.csr")))
+    assert batch["size"] == 1 and batch["status"] == "READY_FOR_DOWNLOAD"
+    (tmp_path / "certs").mkdir()
+    ok(sectigo(tmp_path, emu.base_url, "download", "-i", str(batch["batchId"]), "-o", "certs"))
+    with zipfile.ZipFile(tmp_path / "certs" / f"{batch['batchId']}.zip") as zf:
+        assert zf.namelist() == ["example.com.pem"]
+        chain = x509.load_pem_x509_certificates(zf.read("example.com.pem"))
+    key = serialization.load_pem_private_key((tmp_path / "example.com.key").read_bytes(), None)
+    assert chain[0].public_key() == key.public_key()
+    san = chain[0].extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert san.get_values_for_type(x509.DNSName) == ["example.com"]
+    assert chain[1:] == [emu.ca.issuing, emu.ca.root]
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+def test_wrong_credentials(emu: SectigoEmulator, tmp_path: Path) -> None:
+    proc = sectigo(tmp_path, emu.base_url, "authorities", SECTIGO_PASSWORD="nope")
+    err = fails(proc, r"^sectigo: error: could not authenticate credentials \(401\)$")
+    assert "nope" not in err and proc.stdout == ""
+    assert not (tmp_path / "xdg-cache" / "trisa" / "sectigo" / "credentials.json").exists()
+    # global flags go before the command and win over the environment
+    ok(sectigo(tmp_path, emu.base_url, "-u", USER, "-p", PASSWORD, "licenses",
+               SECTIGO_PASSWORD="nope"))
+
+
+def test_unknown_batch(emu: SectigoEmulator, tmp_path: Path) -> None:
+    fails(sectigo(tmp_path, emu.base_url, "batches", "-i", "999"),
+          r"^sectigo: error: batch 999 not found \(404\)$")
+    fails(sectigo(tmp_path, emu.base_url, "download", "-i", "999", "-o", "."),
+          r"batch 999 not found \(404\)")
+
+
+def test_download_before_ready_writes_nothing(tmp_path: Path) -> None:
+    emu = _emulator(tmp_path, issue_delay=60)
+    try:
+        out = sectigo(tmp_path, emu.base_url, "create", "-a", "1", "-d", "slow.example.com",
+                      "-p", "Secret-123")
+        [batch] = _json_docs(ok(out))
+        assert "pkcs12 password" not in out.stdout  # given, so not printed
+        assert batch["status"] == "PROCESSING"
+        bid = str(batch["batchId"])
+        assert ok(sectigo(tmp_path, emu.base_url, "batches", "-i", bid, "-s")).strip() == \
+            "PROCESSING"
+        outdir = tmp_path / "certs"
+        outdir.mkdir()
+        fails(sectigo(tmp_path, emu.base_url, "download", "-i", bid, "-o", "certs"),
+              rf"batch {bid} is not ready for download \(status PROCESSING\).*\(400\)")
+        assert list(outdir.iterdir()) == []
+    finally:
+        emu.stop()
+
+
+def test_revoke_unknown_serial(emu: SectigoEmulator, tmp_path: Path) -> None:
+    fails(sectigo(tmp_path, emu.base_url, "revoke", "-p", "42", "-r", "superseded",
+                  "-s", "0a1b2c"),
+          r"^sectigo: error: certificate 0A1B2C not found \(404\)$")
+
+
+def test_zero_balance(emu: SectigoEmulator, tmp_path: Path) -> None:
+    emu.set_balance(1, 0)
+    proc = sectigo(tmp_path, emu.base_url, "create", "-a", "1", "-d", "example.com")
+    fails(proc, r"authority 1 has no available balance.*\(400\)")
+    assert "pkcs12 password" not in proc.stdout
+
+
+def test_malformed_csr(emu: SectigoEmulator, tmp_path: Path) -> None:
+    (tmp_path / "bad.csr").write_text(
+        "-----BEGIN CERTIFICATE REQUEST-----\nMIIBAAAA\n-----END CERTIFICATE REQUEST-----\n")
+    fails(sectigo(tmp_path, emu.base_url, "upload", "-p", "42", "bad.csr"),
+          r"bad.csr: CSR #1 is malformed \(400\)")
+    (tmp_path / "none.csr").write_text("just text\n")
+    fails(sectigo(tmp_path, emu.base_url, "upload", "-p", "42", "none.csr"),
+          r"no PEM certificate signing request")
+    fails(sectigo(tmp_path, emu.base_url, "upload", "-p", "42", "missing.csr"),
+          r"cannot read missing.csr")
+    assert emu.balance(1) == 10
+
+
+@pytest.mark.parametrize("reason", ["value 7 is not used", "bogus"])
+def test_bad_revocation_reason(emu: SectigoEmulator, tmp_path: Path, reason: str) -> None:
+    fails(sectigo(tmp_path, emu.base_url, "revoke", "-p", "42", "-r", reason, "-s", "AB"),
+          r"unknown revocation reason .*valid reasons: \"unspecified\", \"key compromise\"")
+    assert emu.counters["certificates/revoke"] == 0
+    assert emu.counters["auth/pwd"] == 0
+
+
+def test_usage_errors(tmp_path: Path) -> None:
+    url = "http://127.0.0.1:1"
+    fails(sectigo(tmp_path, url, "find"), r"find needs --common-name or --serial-number", 2)
+    fails(sectigo(tmp_path, url, "profiles", "--params"), r"--params needs a profile --id", 2)
+    fails(sectigo(tmp_path, url, "create", "-d", "x"), r"required: -a/--authority", 2)
+    fails(sectigo(tmp_path, url, "batches", "-i", "abc"), r"invalid int value", 2)
+    fails(sectigo(tmp_path, url, "nosuch"), r"invalid choice", 2)
+
+
+def test_unreachable_server(tmp_path: Path) -> None:
+    fails(sectigo(tmp_path, "http://127.0.0.1:1", "licenses"), r"cannot reach 127.0.0.1:1")
+
+
+class _Fixed(http.server.BaseHTTPRequestHandler):
+    content_type = "text/html"
+    body = b"<html><body>Welcome to nginx</body></html>"
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+    def _any(self) -> None:
+        n = int(self.headers.get("Content-Length") or 0)
+        if n:
+            self.rfile.read(n)
+        self.send_response(200)
+        self.send_header("Content-Type", self.content_type)
+        self.send_header("Content-Length", str(len(self.body)))
+        self.end_headers()
+        self.wfile.write(self.body)
+
+    do_GET = do_POST = do_PUT = _any
+
+
+class _Garbage(_Fixed):
+    content_type = "application/json; charset=utf-8"
+    body = b'{"accessToken": '
+
+
+@pytest.mark.parametrize(("handler", "pattern"), [
+    (_Fixed, r"^sectigo: error: login: server answered text/html, not JSON$"),
+    (_Garbage, r"^sectigo: error: login: server answered invalid JSON$"),
+])
+def test_html_or_garbage_server(tmp_path: Path, handler: Any, pattern: str) -> None:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        fails(sectigo(tmp_path, url, "authorities"), pattern)
+        (tmp_path / "certs").mkdir()
+        fails(sectigo(tmp_path, url, "download", "-i", "5", "-o", "certs"), pattern)
+        assert list((tmp_path / "certs").iterdir()) == []
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+# --------------------------------------------------------------------------- tokens
+
+
+def test_expired_access_token_is_refreshed(tmp_path: Path) -> None:
+    emu = _emulator(tmp_path, access_ttl=1, refresh_ttl=3600)
+    try:
+        ok(sectigo(tmp_path, emu.base_url, "auth"))
+        time.sleep(1.1)
+        ok(sectigo(tmp_path, emu.base_url, "licenses"))
+        assert emu.counters["auth/pwd"] == 1
+        assert emu.counters["auth/refresh"] >= 1
+    finally:
+        emu.stop()
+
+
+def test_expired_refresh_token_logs_in_again(tmp_path: Path) -> None:
+    emu = _emulator(tmp_path, access_ttl=1, refresh_ttl=1)
+    try:
+        ok(sectigo(tmp_path, emu.base_url, "auth"))
+        time.sleep(1.1)
+        assert ok(sectigo(tmp_path, emu.base_url, "auth", "-d")).strip() == \
+            "credentials are expired or invalid"
+        ok(sectigo(tmp_path, emu.base_url, "licenses"))
+        assert emu.counters["auth/refresh"] == 0
+        assert emu.counters["auth/pwd"] == 2
+    finally:
+        emu.stop()
+
+
+# --------------------------------------------------------------------------- serve
+
+
+def test_serve(tmp_path: Path) -> None:
+    env = _env(tmp_path, "http://unused")
+    cmd = [sys.executable, "-m", "trisa_peer.cli.sectigo", "serve", "--addr", "127.0.0.1:0",
+           "--ca-dir", str(tmp_path / "ca"), "--state", str(tmp_path / "state.json"),
+           "--key-size", "2048"]
+    proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stderr is not None
+        line = proc.stderr.readline()
+        match = re.search(r"listening on (http://127\.0\.0\.1:\d+)", line)
+        assert match, line
+        url = match.group(1)
+        [batch] = _json_docs(ok(sectigo(tmp_path, url, "create", "-a", "1", "-d", "a.example",
+                                        "-p", "Secret-123")))
+        assert batch["batchId"] == 10000
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+    assert (tmp_path / "ca" / "root.pem").exists()
+    assert json.loads((tmp_path / "state.json").read_text())["batches"]["10000"]
+
+    env.pop("SECTIGO_PASSWORD")
+    bad = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
+    fails(bad, r"sectigo serve needs credentials")

@@ -1,0 +1,414 @@
+"""The ``sectigo`` command: the Sectigo IoT Manager API from a shell, and a local
+Sectigo-compatible service (``sectigo serve``).
+
+Global options go *before* the command (``-p`` is also a command option)::
+
+    sectigo -u USER -p PASSWORD [-e ENDPOINT] COMMAND [options]
+
+``SECTIGO_USERNAME``, ``SECTIGO_PASSWORD`` and ``SECTIGO_ENDPOINT`` supply the
+defaults (endpoint ``https://iot.sectigo.com``). Tokens are cached in
+``${XDG_CACHE_HOME:-~/.cache}/trisa/sectigo/credentials.json`` (0600; never the
+password). Replies are printed as JSON with a 2-space indent. The only secret ever
+printed is a generated PKCS#12 password (``pkcs12 password: X``).
+
+Errors: one line ``sectigo: error: ...`` on stderr and exit status 1; usage errors
+exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import secrets
+import signal
+import string
+import sys
+import threading
+import zipfile
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from ..errors import ConfigurationError, SectigoError, TrisaPeerError
+from ..sectigo.client import DEFAULT_TIMEOUT, SectigoClient
+from ..sectigo.models import DEFAULT_ENDPOINT
+from ..sectigo.tokens import default_cache_path
+
+__all__ = ["build_parser", "main"]
+
+PROG = "sectigo"
+
+#: upstream's character set for generated PKCS#12 passwords
+_PASSWORD_CHARS = string.ascii_letters + string.digits + "#$%&*-<>~"
+_PASSWORD_LENGTH = 16
+
+#: defaults the GDS applies to subject parameters a profile may require (§8)
+_SUBJECT_DEFAULTS = {
+    "organizationName": ("organization", "TRISA Member VASP"),
+    "localityName": ("locality", "Menlo Park"),
+    "stateOrProvinceName": ("state", "California"),
+    "countryName": ("country", "US"),
+}
+
+
+class _UsageError(Exception):
+    """A mistake in the command line found after parsing (exit status 2)."""
+
+
+def _print_json(doc: Any) -> None:
+    print(json.dumps(doc, indent=2))
+
+
+def _client(args: argparse.Namespace) -> SectigoClient:
+    return SectigoClient(
+        args.endpoint,
+        args.username or None,
+        args.password or None,
+        cache_path=False if args.no_cache else None,
+        timeout=args.timeout,
+    )
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def cmd_auth(args: argparse.Namespace) -> int:
+    if args.cache:
+        path = default_cache_path()
+        print(path if path.is_file() else "no credentials cache file exists")
+        return 0
+    client = _client(args)
+    creds = client.credentials
+    if args.debug:  # no network
+        if creds.valid():
+            print(f"credentials are valid until {_iso(creds.expires_at)}")
+        elif creds.current():
+            print(f"credentials are current until {_iso(creds.refresh_by)}")
+        else:
+            print("credentials are expired or invalid")
+        return 0
+    client.ensure_authenticated()
+    if client.cache_path is not None:
+        print("user authenticated and credentials cached")
+    else:
+        print("user authenticated")
+    return 0
+
+
+def cmd_authorities(args: argparse.Namespace) -> int:
+    client = _client(args)
+    authorities = client.authorities()
+    _print_json(authorities)
+    if args.balances:
+        balances: dict[str, int] = {}
+        for auth in authorities:
+            aid = auth.get("id")
+            if isinstance(aid, int) and not isinstance(aid, bool):
+                balances[str(aid)] = client.balance(aid)
+        _print_json(balances)
+    return 0
+
+
+def cmd_licenses(args: argparse.Namespace) -> int:
+    _print_json(_client(args).licenses())
+    return 0
+
+
+def cmd_profiles(args: argparse.Namespace) -> int:
+    client = _client(args)
+    if args.params and args.id is None:
+        raise _UsageError("--params needs a profile --id")
+    if args.id is None:
+        _print_json(client.profiles())
+    elif args.params:
+        _print_json(client.profile_params(args.id))
+    else:
+        _print_json(client.profile_detail(args.id))
+    return 0
+
+
+def cmd_organization(args: argparse.Namespace) -> int:
+    _print_json(_client(args).organization())
+    return 0
+
+
+def _profile_param_names(client: SectigoClient, authority_id: int) -> list[str] | None:
+    """The parameter names the authority's profile takes, or ``None`` if unknown."""
+    try:
+        for auth in client.authorities():
+            if auth.get("id") == authority_id and isinstance(auth.get("profileId"), int):
+                params = client.profile_params(int(auth["profileId"]))
+                return [str(p.get("name")) for p in params if isinstance(p, dict)]
+    except SectigoError as exc:
+        if exc.status in (0, 401, 403):
+            raise
+    return None
+
+
+def cmd_create(args: argparse.Namespace) -> int:
+    domain = args.domain.strip()
+    if not domain:
+        raise _UsageError("--domain must not be empty")
+    client = _client(args)
+    generated = not args.pkcs12_password
+    password = args.pkcs12_password or "".join(
+        secrets.choice(_PASSWORD_CHARS) for _ in range(_PASSWORD_LENGTH)
+    )
+    dns = [domain, *(d.strip() for d in args.dns_name or () if d.strip())]
+    params: dict[str, str] = {
+        "commonName": domain,
+        "dNSName": "\n".join(dict.fromkeys(dns)),
+        "pkcs12Password": password,
+    }
+    names = _profile_param_names(client, args.authority)
+    for param, (attr, default) in _SUBJECT_DEFAULTS.items():
+        given = getattr(args, attr)
+        if names is None:
+            if given:
+                params[param] = given
+        elif param in names:
+            params[param] = given or default
+        elif given:
+            raise ConfigurationError(
+                f"the profile of authority {args.authority} does not take {param}"
+            )
+    batch_name = args.batch_name or f"new certs for {domain}"
+    batch = client.create_single_cert_batch(args.authority, batch_name, params)
+    if generated:
+        print(f"pkcs12 password: {password}")
+    _print_json(batch)
+    return 0
+
+
+def cmd_upload(args: argparse.Namespace) -> int:
+    path = Path(args.file)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ConfigurationError(f"cannot read {path}: {exc.strerror}") from exc
+    if not data.strip():
+        raise ConfigurationError(f"{path} is empty")
+    _print_json(_client(args).upload_csr(args.profile, path.name, data))
+    return 0
+
+
+def cmd_batches(args: argparse.Namespace) -> int:
+    client = _client(args)
+    if args.status:
+        print(client.batch_status(args.id))
+    elif args.info:
+        _print_json(client.processing_info(args.id))
+    else:
+        _print_json(client.batch_detail(args.id))
+    return 0
+
+
+def cmd_download(args: argparse.Namespace) -> int:
+    outdir = Path(args.outdir)
+    if not outdir.is_dir():
+        raise ConfigurationError(f"output directory {outdir} does not exist")
+    path = _client(args).download(args.id, outdir)
+    print(f"downloaded batch {args.id} to {path}")
+    try:
+        with zipfile.ZipFile(path) as zf:
+            members = [n for n in zf.namelist() if n.lower().endswith(".p12")]
+    except (OSError, zipfile.BadZipFile):
+        members = []
+    for member in members:
+        stem = member[: -len(".p12")]
+        print(f"unzip it, then: openssl pkcs12 -in {member} -out {stem}.pem -nodes")
+    return 0
+
+
+def cmd_find(args: argparse.Namespace) -> int:
+    if not (args.common_name or args.serial_number):
+        raise _UsageError("find needs --common-name or --serial-number")
+    _print_json(_client(args).find(common_name=args.common_name, serial=args.serial_number))
+    return 0
+
+
+def cmd_revoke(args: argparse.Namespace) -> int:
+    from ..revocation import parse_reason
+
+    code = parse_reason(args.reason)  # before any network traffic
+    _client(args).revoke(args.profile, code, args.serial_number)
+    return 0
+
+
+def _parse_addr(text: str) -> tuple[str, int]:
+    host, sep, port = text.strip().rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigurationError(f"--addr {text!r} is not HOST:PORT")
+    host = host.strip("[]") or "0.0.0.0"
+    return host, int(port)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from ..sectigo.emulator import SectigoEmulator
+
+    if not args.username or not args.password:
+        raise ConfigurationError(
+            "sectigo serve needs credentials: set SECTIGO_USERNAME and SECTIGO_PASSWORD"
+        )
+    host, port = _parse_addr(args.addr)
+    emulator = SectigoEmulator(
+        ca_dir=args.ca_dir,
+        state_path=args.state,
+        username=args.username,
+        password=args.password,
+        issue_delay=args.issue_delay,
+        key_size=args.key_size,
+        legacy_pkcs12=args.legacy_pkcs12,
+        access_ttl=args.access_ttl,
+        refresh_ttl=args.refresh_ttl,
+    )
+    stop = threading.Event()
+
+    def _on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    previous = signal.signal(signal.SIGTERM, _on_signal)
+    url = emulator.start(host, port)
+    print(f"sectigo emulator listening on {url} (CA {args.ca_dir}, state {args.state})",
+          file=sys.stderr, flush=True)
+    try:
+        while not stop.wait(0.5):
+            pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        emulator.stop()
+        signal.signal(signal.SIGTERM, previous)
+    return 0
+
+
+# --------------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    env = os.environ
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Sectigo IoT Manager API client and local Sectigo-compatible service. "
+        "Global options go before the command.",
+    )
+    parser.add_argument("-u", "--username", default=env.get("SECTIGO_USERNAME", ""),
+                        help="API user ($SECTIGO_USERNAME)")
+    parser.add_argument("-p", "--password", default=env.get("SECTIGO_PASSWORD", ""),
+                        help="API password ($SECTIGO_PASSWORD)")
+    parser.add_argument("-e", "--endpoint", "--url",
+                        default=env.get("SECTIGO_ENDPOINT") or DEFAULT_ENDPOINT,
+                        help="API base URL ($SECTIGO_ENDPOINT, default %(default)s)")
+    parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT,
+                        help="seconds per request (default %(default)s)")
+    parser.add_argument("--no-cache", action="store_true",
+                        help="do not read or write the token cache")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="log requests")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    def add(name: str, func: Callable[[argparse.Namespace], int], help: str,
+            aliases: Sequence[str] = ()) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, description=help, aliases=list(aliases))
+        p.set_defaults(func=func)
+        return p
+
+    p = add("auth", cmd_auth, "log in (or refresh) and cache the tokens")
+    p.add_argument("-C", "--cache", action="store_true", help="print the cache file path")
+    p.add_argument("-d", "--debug", action="store_true",
+                   help="show the cached tokens' validity (no network)")
+
+    p = add("authorities", cmd_authorities, "list the authorities of the user")
+    p.add_argument("-b", "--balances", action="store_true", help="also print balances")
+
+    add("licenses", cmd_licenses, "ordered and issued licenses")
+
+    p = add("profiles", cmd_profiles, "list profiles, or show one", aliases=["profile"])
+    p.add_argument("-i", "--id", type=int, help="profile id")
+    p.add_argument("-p", "--params", action="store_true", help="the profile's parameters")
+
+    add("organization", cmd_organization, "the user's organization")
+
+    p = add("create", cmd_create, "create a single-certificate batch")
+    p.add_argument("-a", "--authority", type=int, required=True, help="authority id")
+    p.add_argument("-d", "--domain", required=True, help="common name and first DNS name")
+    p.add_argument("-p", "--password", dest="pkcs12_password", default="",
+                   help="PKCS#12 password (generated and printed when omitted)")
+    p.add_argument("-b", "--batch-name", default="", help="default: 'new certs for DOMAIN'")
+    p.add_argument("-n", "--dns-name", action="append", help="extra DNS name (repeatable)")
+    p.add_argument("-c", "--country", default="", help="countryName, if the profile takes it")
+    p.add_argument("-s", "--state", default="", help="stateOrProvinceName, if taken")
+    p.add_argument("-l", "--locality", default="", help="localityName, if taken")
+    p.add_argument("-O", "--organization", default="", help="organizationName, if taken")
+
+    p = add("upload", cmd_upload, "upload a file of PEM CSRs as a batch")
+    p.add_argument("-p", "--profile", type=int, required=True, help="profile id")
+    p.add_argument("file", help="CSR file (one or more PEM CSRs, or a zip)")
+
+    p = add("batches", cmd_batches, "show a batch")
+    p.add_argument("-i", "--id", type=int, required=True, help="batch id")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("-s", "--status", action="store_true", help="the normalised status")
+    g.add_argument("-I", "--info", action="store_true", help="processing info")
+
+    p = add("download", cmd_download, "download a batch's zip")
+    p.add_argument("-i", "--id", type=int, required=True, help="batch id")
+    p.add_argument("-o", "--outdir", required=True, help="existing output directory")
+
+    p = add("find", cmd_find, "find certificates by common name and/or serial")
+    p.add_argument("-n", "--common-name", default="", help="common name")
+    p.add_argument("-s", "--serial-number", default="", help="serial number (hex)")
+
+    p = add("revoke", cmd_revoke, "revoke a certificate")
+    p.add_argument("-p", "--profile", type=int, required=True, help="profile id")
+    p.add_argument("-r", "--reason", default="unspecified",
+                   help='RFC 5280 reason, e.g. "key compromise" (default unspecified)')
+    p.add_argument("-s", "--serial-number", required=True, help="serial number (hex)")
+
+    p = add("serve", cmd_serve, "run a local Sectigo-compatible service "
+            "(credentials from SECTIGO_USERNAME / SECTIGO_PASSWORD)")
+    p.add_argument("-a", "--addr", default="127.0.0.1:8831", help="HOST:PORT (%(default)s)")
+    p.add_argument("--ca-dir", required=True, help="CA directory (created when empty)")
+    p.add_argument("--state", required=True, help="state file (JSON)")
+    p.add_argument("--issue-delay", type=float, default=0.0,
+                   help="seconds a batch stays PROCESSING (default 0)")
+    p.add_argument("--legacy-pkcs12", action="store_true",
+                   help="legacy (3DES/SHA-1) PKCS#12 downloads, as real Sectigo")
+    p.add_argument("--key-size", type=int, default=4096, help="RSA key size (%(default)s)")
+    p.add_argument("--access-ttl", type=int, default=900, help="access token seconds")
+    p.add_argument("--refresh-ttl", type=int, default=7200, help="refresh token seconds")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = logging.WARNING - 10 * min(int(args.verbose), 2)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.timeout <= 0:
+        parser.error("--timeout must be positive")
+    try:
+        return int(args.func(args) or 0)
+    except _UsageError as exc:
+        parser.error(str(exc))
+    except TrisaPeerError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 1
+    return 1  # pragma: no cover - parser.error exits
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,707 @@
+"""A client for the Sectigo IoT Manager API (and the local emulator), stdlib only.
+
+::
+
+    client = SectigoClient("https://iot.sectigo.com", "user", "secret")
+    batch = client.create_single_cert_batch(
+        1, "example.com", {"commonName": "example.com", "dNSName": "example.com",
+                           "pkcs12Password": "..."})
+    while client.batch_status(batch["batchId"]) != "READY_FOR_DOWNLOAD":
+        time.sleep(30)
+    path = client.download(batch["batchId"], "certs")
+
+Behaviour (``spec/sectigo-api.md``, with the upstream bugs of §12 avoided):
+
+- Before every authenticated call the access token's ``exp`` is checked (JWTs are
+  read without verification); an expired token is refreshed (``POST /auth/refresh``
+  with the raw refresh token) or, when that is impossible or fails, replaced by a
+  password login. A 401 on a call made with a cached token triggers one re-login.
+- Tokens are cached 0600 in ``${XDG_CACHE_HOME:-~/.cache}/trisa/sectigo/
+  credentials.json`` (``cache_path=False`` disables the cache). The password is
+  never written, logged or put into an error message.
+- Every request has a timeout (``timeout``, default 30 s). Only idempotent calls
+  (GETs) are retried, on connection errors and 502/503/504, at most ``retries``
+  attempts with exponential backoff. Creating, uploading and revoking are never
+  retried (a second attempt could issue or revoke twice).
+- Error bodies are decoded by media type (``application/json; charset=utf-8`` and
+  friends); a non-2xx answer raises :class:`~.models.SectigoAPIError` (a
+  :class:`~trisa_peer.errors.SectigoError`) with a one-line message such as
+  ``batch 123 not found (404)``. Every failure is a ``SectigoError``; an unknown
+  revocation reason is a :class:`~trisa_peer.errors.ConfigurationError` from
+  :func:`trisa_peer.revocation.parse_reason`.
+- Downloads check the status, the media type and the zip signature before anything
+  is written; the file is written atomically under a sanitised name.
+"""
+
+from __future__ import annotations
+
+import email.message
+import http.client
+import io
+import ipaddress
+import json
+import logging
+import os
+import socket
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
+import zipfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from ..errors import SectigoError
+from ..fsutil import atomic_write
+from ..revocation import parse_reason
+from .models import COLLECTED, DEFAULT_ENDPOINT, SectigoAPIError, normalize_status
+from .tokens import Credentials, default_cache_path
+
+__all__ = ["DEFAULT_TIMEOUT", "USER_AGENT", "SectigoClient", "normalize_serial"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TIMEOUT = 30.0
+USER_AGENT = "trisa-peer Sectigo Client v1.1"
+JSON_TYPE = "application/json;charset=UTF-8"
+MAX_BODY = 64 * 1024 * 1024
+_ZIP_TYPES = frozenset(
+    {
+        "application/zip",
+        "application/octet-stream",
+        "application/x-zip",
+        "application/x-zip-compressed",
+        "multipart/x-zip",
+    }
+)
+_RETRY_STATUSES = frozenset({502, 503, 504})
+
+
+@dataclass(frozen=True)
+class _Response:
+    status: int
+    reason: str
+    headers: email.message.Message
+    body: bytes
+
+    @property
+    def media_type(self) -> str:
+        return _media_type(self.headers.get("Content-Type"))
+
+
+def _media_type(value: str | None) -> str:
+    """The lower-case ``type/subtype`` of a Content-Type header ('' when absent)."""
+    if not value:
+        return ""
+    msg = email.message.Message()
+    msg["Content-Type"] = value
+    # get_content_type() falls back to text/plain for garbage; check the raw value
+    raw = value.split(";", 1)[0].strip().lower()
+    return msg.get_content_type() if "/" in raw else raw
+
+
+def _is_json_type(media: str) -> bool:
+    if media == "application/json":
+        return True
+    return media.startswith("application/") and media.endswith("+json")
+
+
+def normalize_serial(serial: str | int) -> str:
+    """A certificate serial as upper-case hex (``0a:1B`` → ``0A1B``, ints accepted)."""
+    if isinstance(serial, int) and not isinstance(serial, bool):
+        if serial < 0:
+            raise SectigoError("serial number must not be negative")
+        return format(serial, "X")
+    text = "".join(str(serial).split()).replace(":", "").upper()
+    if text.startswith("0X"):
+        text = text[2:]
+    if not text or any(c not in "0123456789ABCDEF" for c in text):
+        raise SectigoError(f"serial number {str(serial).strip()!r} is not hexadecimal")
+    return text
+
+
+def _safe_filename(disposition: str | None, default: str) -> str:
+    """The ``filename=`` of a Content-Disposition header, reduced to a plain file name.
+
+    Directory parts, hidden names, control and reserved characters fall back to
+    ``default``: a server cannot make the client write outside the target directory.
+    """
+    if not disposition:
+        return default
+    msg = email.message.Message()
+    msg["Content-Disposition"] = disposition
+    name = msg.get_filename()
+    if not name:
+        return default
+    name = name.replace("\\", "/").rsplit("/", 1)[-1].strip()
+    if (
+        not name
+        or name.startswith(".")
+        or len(name) > 200
+        or any(ord(c) < 32 or ord(c) == 127 or c in '<>:"|?*' for c in name)
+    ):
+        return default
+    return name
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class _NoFollow307(urllib.request.HTTPRedirectHandler):
+    """Return a 307 as-is: Sectigo answers a password login with 307 when the
+    account requires TLS client authentication."""
+
+    def redirect_request(
+        self,
+        req: urllib.request.Request,
+        fp: Any,
+        code: int,
+        msg: str,
+        headers: Any,
+        newurl: str,
+    ) -> urllib.request.Request | None:
+        if code == 307:
+            return None
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+class SectigoClient:
+    """Sectigo IoT Manager API client (thread-safe; one instance per account).
+
+    ``endpoint`` defaults to ``$SECTIGO_ENDPOINT`` or ``https://iot.sectigo.com``.
+    ``username`` and ``password`` go together; without them only cached tokens can
+    be used. ``cache_path`` is the token cache (``None``: the default location;
+    ``False``: no cache). ``timeout`` is per request in seconds; ``retries`` the
+    maximum number of attempts of an idempotent call; ``backoff`` the first delay.
+    """
+
+    def __init__(
+        self,
+        endpoint: str | None = None,
+        username: str | None = None,
+        password: str | None = None,
+        *,
+        cache_path: str | os.PathLike[str] | Literal[False] | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        retries: int = 3,
+        backoff: float = 0.5,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        endpoint = endpoint or os.environ.get("SECTIGO_ENDPOINT") or DEFAULT_ENDPOINT
+        parsed = urllib.parse.urlsplit(endpoint.strip())
+        if parsed.scheme not in ("http", "https") or not parsed.hostname:
+            raise SectigoError(f"endpoint {endpoint!r} is not an http(s) URL")
+        self.endpoint = f"{parsed.scheme}://{parsed.netloc}{parsed.path.rstrip('/')}"
+        if bool(username) != bool(password):
+            raise SectigoError("requires both username and password")
+        self._username = username or ""
+        self._password = password or ""
+        if timeout <= 0:
+            raise SectigoError("timeout must be positive")
+        self.timeout = float(timeout)
+        self.retries = max(1, int(retries))
+        self.backoff = max(0.0, float(backoff))
+        self._sleep = sleep
+        self.cache_path: Path | None
+        if cache_path is False:
+            self.cache_path = None
+        elif cache_path is None:
+            self.cache_path = default_cache_path()
+        else:
+            self.cache_path = Path(cache_path)
+        self.credentials = Credentials(endpoint=self.endpoint, clock=clock)
+        self._lock = threading.RLock()
+        if self.cache_path is not None:
+            self.credentials.load(self.cache_path, endpoint=self.endpoint)
+        handlers: list[urllib.request.BaseHandler] = [_NoFollow307()]
+        if _is_loopback(parsed.hostname):
+            handlers.append(urllib.request.ProxyHandler({}))
+        self._opener = urllib.request.build_opener(*handlers)
+
+    def __repr__(self) -> str:
+        return f"SectigoClient({self.endpoint!r}, user={self._username!r})"
+
+    # -- authentication -------------------------------------------------------------------
+
+    @property
+    def has_password(self) -> bool:
+        return bool(self._username and self._password)
+
+    def authenticate(self) -> None:
+        """Password login (``POST /auth/pwd``); stores and caches the new tokens."""
+        if not self.has_password:
+            raise SectigoError("no API access credentials (username and password required)")
+        body = json.dumps({"username": self._username, "password": self._password}).encode()
+        with self._lock:
+            resp = self._send("POST", "/auth/pwd", data=body, what="login", auth=False)
+            self._store_tokens(resp, "login")
+
+    def refresh(self) -> None:
+        """Refresh the access token (``POST /auth/refresh`` with the raw refresh token)."""
+        with self._lock:
+            if not self.credentials.refresh_token:
+                raise SectigoError("no refresh token to refresh with")
+            data = self.credentials.refresh_token.encode("ascii")
+            resp = self._send("POST", "/auth/refresh", data=data, what="refresh", auth=False)
+            self._store_tokens(resp, "refresh")
+
+    def ensure_authenticated(self) -> None:
+        """The preflight run before each authenticated call: refresh or log in when the
+        access token has expired; then check and cache the tokens."""
+        with self._lock:
+            creds = self.credentials
+            if creds.valid():
+                return
+            if creds.refreshable():
+                try:
+                    self.refresh()
+                    return
+                except SectigoError as exc:
+                    log.debug("token refresh failed (%s); logging in again", exc)
+            if not self.has_password:
+                creds.clear()
+                self._save_cache()
+                raise SectigoError(
+                    "no API access credentials: cached tokens are missing or expired "
+                    "and no username/password was given"
+                )
+            self.authenticate()
+
+    def _store_tokens(self, resp: _Response, what: str) -> None:
+        if resp.status != 200:
+            self._raise_auth(resp, what)
+        doc = self._json(resp, what)
+        if not isinstance(doc, dict):
+            raise SectigoError(f"{what}: server answered JSON without tokens")
+        access = doc.get("accessToken")
+        refresh = doc.get("refreshToken") or ""
+        if not isinstance(access, str) or not isinstance(refresh, str):
+            raise SectigoError(f"{what}: server answered JSON without tokens")
+        creds = self.credentials
+        try:
+            creds.update(access, refresh)
+            creds.check()
+        except SectigoError as exc:
+            creds.clear()
+            self._save_cache()
+            raise SectigoError(f"{what}: {exc}") from None
+        self._save_cache()
+
+    def _raise_auth(self, resp: _Response, what: str) -> None:
+        status = resp.status
+        if status == 401:
+            if what == "login":
+                msg = "could not authenticate credentials"
+            else:
+                msg = "refresh token rejected"
+        elif status == 403:
+            msg = "user is not authorized"
+        elif status == 307:
+            msg = "account requires TLS client authentication"
+        else:
+            detail, body = self._error_detail(resp)
+            raise SectigoAPIError(f"{what}: {detail} ({status})", status=status, body=body)
+        _, body = self._error_detail(resp)
+        raise SectigoAPIError(f"{msg} ({status})", status=status, body=body)
+
+    def _save_cache(self) -> None:
+        if self.cache_path is None:
+            return
+        try:
+            self.credentials.save(self.cache_path)
+        except Exception as exc:  # a cache failure must not break the call
+            log.warning("cannot write Sectigo token cache %s: %s", self.cache_path, exc)
+
+    def clear_cache(self) -> None:
+        """Forget the tokens and delete the cache file."""
+        with self._lock:
+            self.credentials.clear()
+            if self.cache_path is not None:
+                Credentials.remove(self.cache_path)
+
+    # -- HTTP ---------------------------------------------------------------------------
+
+    def _send(
+        self,
+        method: str,
+        path: str,
+        *,
+        data: bytes | None = None,
+        content_type: str = JSON_TYPE,
+        accept: str = JSON_TYPE,
+        what: str,
+        auth: bool = True,
+    ) -> _Response:
+        """One API call; returns the response whatever its status.
+
+        Transport failures raise ``SectigoError(status=0)``; GETs are retried.
+        """
+        idempotent = method in ("GET", "HEAD")
+        url = self.endpoint + path
+        relogged = False
+        attempt = 0
+        while True:
+            attempt += 1
+            headers = {"Content-Type": content_type, "Accept": accept}
+            if auth:
+                self.ensure_authenticated()
+                headers["Authorization"] = "Bearer " + self.credentials.access_token
+                headers["User-Agent"] = USER_AGENT
+            # the scheme was checked to be http(s) in __init__
+            req = urllib.request.Request(url, data=data, headers=headers, method=method)  # noqa: S310
+            try:
+                resp = self._open(req)
+            except SectigoError as exc:
+                if idempotent and attempt < self.retries:
+                    log.debug("%s %s: %s; retrying", method, path, exc)
+                    self._sleep(self.backoff * 2 ** (attempt - 1))
+                    continue
+                raise SectigoError(f"{what}: {exc}", status=0) from exc.__cause__
+            log.debug("%s %s -> %d", method, path, resp.status)
+            if resp.status in _RETRY_STATUSES and idempotent and attempt < self.retries:
+                self._sleep(self.backoff * 2 ** (attempt - 1))
+                continue
+            if resp.status == 401 and auth and not relogged and self.has_password:
+                # the server no longer accepts a token we believed valid (restart,
+                # revoked session): the request was not processed, log in once more
+                relogged = True
+                with self._lock:
+                    self.credentials.clear()
+                continue
+            return resp
+
+    def _open(self, req: urllib.request.Request) -> _Response:
+        host = urllib.parse.urlsplit(req.full_url).netloc
+        try:
+            with self._opener.open(req, timeout=self.timeout) as raw:
+                body = raw.read(MAX_BODY + 1)
+                return _Response(raw.status, raw.reason or "", raw.headers, body[: MAX_BODY + 1])
+        except urllib.error.HTTPError as exc:
+            try:
+                body = exc.read(MAX_BODY + 1)
+            except (OSError, http.client.HTTPException):
+                body = b""
+            headers = exc.headers if exc.headers is not None else email.message.Message()
+            return _Response(exc.code, str(exc.reason or ""), headers, body)
+        except urllib.error.URLError as exc:
+            reason = exc.reason
+            if isinstance(reason, socket.timeout | TimeoutError):
+                raise SectigoError(f"{host} did not answer within {self.timeout:g} s") from exc
+            text = getattr(reason, "strerror", None) or str(reason)
+            raise SectigoError(f"cannot reach {host}: {text}") from exc
+        except TimeoutError as exc:
+            raise SectigoError(f"{host} did not answer within {self.timeout:g} s") from exc
+        except (OSError, http.client.HTTPException) as exc:
+            text = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+            raise SectigoError(f"connection to {host} failed: {text}") from exc
+
+    @staticmethod
+    def _error_detail(resp: _Response) -> tuple[str, dict[str, Any] | None]:
+        """A short description of an error answer and its decoded APIError body."""
+        media = resp.media_type
+        body: dict[str, Any] | None = None
+        detail = ""
+        if _is_json_type(media):
+            try:
+                doc = json.loads(resp.body.decode("utf-8"))
+            except (UnicodeDecodeError, ValueError):
+                doc = None
+            if isinstance(doc, dict):
+                body = doc
+                for key in ("message", "error", "detail"):
+                    if isinstance(doc.get(key), str) and doc[key].strip():
+                        detail = doc[key]
+                        break
+        elif media == "text/plain":
+            detail = resp.body.decode("utf-8", "replace")
+        detail = " ".join(detail.split())
+        if len(detail) > 300:
+            detail = detail[:297] + "..."
+        if not detail:
+            detail = resp.reason or http.client.responses.get(resp.status, "error")
+            if media and not _is_json_type(media) and media != "text/plain":
+                detail += f" ({media})"
+        return detail, body
+
+    def _check(self, resp: _Response, what: str, *, not_found: str | None = None) -> None:
+        if 200 <= resp.status < 300:
+            return
+        detail, body = self._error_detail(resp)
+        if resp.status == 404 and not_found:
+            message = f"{not_found} not found (404)"
+        elif resp.status == 401:
+            message = f"{what}: not authenticated: {detail} (401)"
+        elif resp.status == 403:
+            message = f"{what}: not authorized: {detail} (403)"
+        else:
+            message = f"{what}: {detail} ({resp.status})"
+        raise SectigoAPIError(message, status=resp.status, body=body)
+
+    @staticmethod
+    def _json(resp: _Response, what: str) -> Any:
+        media = resp.media_type
+        if not _is_json_type(media):
+            shown = media or "no content type"
+            raise SectigoError(f"{what}: server answered {shown}, not JSON", status=resp.status)
+        try:
+            return json.loads(resp.body.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError):
+            raise SectigoError(
+                f"{what}: server answered invalid JSON", status=resp.status
+            ) from None
+
+    def _get_json(self, path: str, what: str, *, not_found: str | None = None) -> Any:
+        resp = self._send("GET", path, what=what)
+        self._check(resp, what, not_found=not_found)
+        return self._json(resp, what)
+
+    def _post_json(
+        self, method: str, path: str, doc: Any, what: str, *, not_found: str | None = None
+    ) -> _Response:
+        data = json.dumps(doc).encode()
+        resp = self._send(method, path, data=data, what=what)
+        self._check(resp, what, not_found=not_found)
+        return resp
+
+    @staticmethod
+    def _expect_dict(doc: Any, what: str) -> dict[str, Any]:
+        if not isinstance(doc, dict):
+            raise SectigoError(f"{what}: server answered {type(doc).__name__}, not an object")
+        return doc
+
+    @staticmethod
+    def _expect_list(doc: Any, what: str) -> list[Any]:
+        if not isinstance(doc, list):
+            raise SectigoError(f"{what}: server answered {type(doc).__name__}, not a list")
+        return doc
+
+    # -- account ------------------------------------------------------------------------
+
+    def authorities(self) -> list[dict[str, Any]]:
+        """``GET /api/v1/authorities/allowed``: the Authority list."""
+        return self._expect_list(self._get_json("/api/v1/authorities/allowed", "authorities"),
+                                 "authorities")
+
+    def balance(self, authority_id: int) -> int:
+        """``GET /api/v1/authorities/{id}/balanceavailable``: a bare integer."""
+        what = f"balance of authority {int(authority_id)}"
+        doc = self._get_json(
+            f"/api/v1/authorities/{int(authority_id)}/balanceavailable",
+            what,
+            not_found=f"authority {int(authority_id)}",
+        )
+        if isinstance(doc, bool) or not isinstance(doc, int):
+            raise SectigoError(f"{what}: server answered {doc!r}, not an integer")
+        return doc
+
+    def licenses(self) -> dict[str, Any]:
+        """``GET /api/v1/devices``: ``{"ordered": int, "issued": int}``."""
+        return self._expect_dict(self._get_json("/api/v1/devices", "licenses"), "licenses")
+
+    def profiles(self) -> list[dict[str, Any]]:
+        """``GET /api/v1/profiles``."""
+        return self._expect_list(self._get_json("/api/v1/profiles", "profiles"), "profiles")
+
+    def profile_detail(self, profile_id: int) -> dict[str, Any]:
+        """``GET /api/v1/profiles/{id}``."""
+        pid = int(profile_id)
+        doc = self._get_json(f"/api/v1/profiles/{pid}", f"profile {pid}",
+                             not_found=f"profile {pid}")
+        return self._expect_dict(doc, f"profile {pid}")
+
+    def profile_params(self, profile_id: int) -> list[dict[str, Any]]:
+        """``GET /api/v1/profiles/{id}/parameters``: the ProfileParam list."""
+        pid = int(profile_id)
+        doc = self._get_json(f"/api/v1/profiles/{pid}/parameters", f"profile {pid} parameters",
+                             not_found=f"profile {pid}")
+        return self._expect_list(doc, f"profile {pid} parameters")
+
+    def organization(self) -> dict[str, Any]:
+        """``GET /api/v1/organizations/user``."""
+        return self._expect_dict(self._get_json("/api/v1/organizations/user", "organization"),
+                                 "organization")
+
+    # -- batches --------------------------------------------------------------------------
+
+    def create_single_cert_batch(
+        self, authority_id: int, batch_name: str, params: Mapping[str, str]
+    ) -> dict[str, Any]:
+        """``PUT /api/v1/batches/createSingleCertBatch``; returns the BatchResponse.
+
+        Never retried: a repeated PUT could issue (and bill) a second certificate.
+        """
+        doc = {
+            "authorityId": int(authority_id),
+            "batchName": str(batch_name),
+            "profileParams": {str(k): str(v) for k, v in params.items()},
+        }
+        resp = self._post_json(
+            "PUT", "/api/v1/batches/createSingleCertBatch", doc, "create batch",
+            not_found=f"authority {int(authority_id)}",
+        )
+        return self._expect_dict(self._json(resp, "create batch"), "create batch")
+
+    def upload_csr(
+        self,
+        profile_id: int,
+        filename: str,
+        data: bytes,
+        params: Mapping[str, str] | None = None,
+    ) -> dict[str, Any]:
+        """``POST /api/v1/batches/upload`` (multipart): one file with one or more PEM
+        CSRs (or a zip of ``.csr``/``.pem`` files); returns the BatchResponse."""
+        pid = int(profile_id)
+        boundary = "trisa-" + uuid.uuid4().hex
+        name = Path(filename).name or "request.csr"
+        name = name.replace('"', "_").replace("\r", "_").replace("\n", "_")
+        request = {
+            "profileId": pid,
+            "batchType": "BATCH",
+            "profileParams": {str(k): str(v) for k, v in (params or {}).items()},
+        }
+        file_type = "application/zip" if data[:4] == b"PK\x03\x04" else "application/octet-stream"
+        parts = [
+            ('Content-Disposition: form-data; name="profileId"\r\n\r\n', str(pid).encode()),
+            (
+                'Content-Disposition: form-data; name="csrBatchRequest"; filename="blob"\r\n'
+                "Content-Type: application/json\r\n\r\n",
+                json.dumps(request).encode(),
+            ),
+            (
+                f'Content-Disposition: form-data; name="files"; filename="{name}"\r\n'
+                f"Content-Type: {file_type}\r\n\r\n",
+                bytes(data),
+            ),
+        ]
+        body = b"".join(
+            f"--{boundary}\r\n".encode() + head.encode() + content + b"\r\n"
+            for head, content in parts
+        ) + f"--{boundary}--\r\n".encode()
+        resp = self._send(
+            "POST", "/api/v1/batches/upload", data=body,
+            content_type=f"multipart/form-data; boundary={boundary}", what="upload CSR",
+        )
+        self._check(resp, "upload CSR", not_found=f"profile {pid}")
+        return self._expect_dict(self._json(resp, "upload CSR"), "upload CSR")
+
+    def batch_detail(self, batch_id: int) -> dict[str, Any]:
+        """``GET /api/v1/batches/{id}``; a ``COLLECTED`` or empty status is replaced by
+        the text status endpoint's answer (upstream hotfix #248)."""
+        bid = int(batch_id)
+        doc = self._expect_dict(
+            self._get_json(f"/api/v1/batches/{bid}", f"batch {bid}", not_found=f"batch {bid}"),
+            f"batch {bid}",
+        )
+        status = doc.get("status")
+        if not status or (isinstance(status, str) and normalize_status(status) == COLLECTED):
+            doc["status"] = self.batch_status(bid)
+        return doc
+
+    def batch_status(self, batch_id: int) -> str:
+        """``GET /api/v1/batches/{id}/status`` (plain text), normalised:
+        ``"Ready for download"`` → ``"READY_FOR_DOWNLOAD"``."""
+        bid = int(batch_id)
+        what = f"status of batch {bid}"
+        resp = self._send("GET", f"/api/v1/batches/{bid}/status", what=what,
+                          accept="text/plain, application/json")
+        self._check(resp, what, not_found=f"batch {bid}")
+        media = resp.media_type
+        if _is_json_type(media):
+            doc = self._json(resp, what)
+            text = doc if isinstance(doc, str) else str(doc.get("status", "")) if isinstance(
+                doc, dict) else ""
+        elif media in ("text/plain", ""):
+            text = resp.body.decode("utf-8", "replace")
+        else:
+            raise SectigoError(f"{what}: server answered {media}, not text", status=resp.status)
+        status = normalize_status(text)
+        if not status or len(status) > 200:
+            raise SectigoError(f"{what}: server answered an empty or unusable status")
+        return status
+
+    def processing_info(self, batch_id: int) -> dict[str, Any]:
+        """``GET /api/v1/batches/{id}/processing_info``: ``{active, success, failed}``."""
+        bid = int(batch_id)
+        doc = self._get_json(f"/api/v1/batches/{bid}/processing_info",
+                             f"processing info of batch {bid}", not_found=f"batch {bid}")
+        return self._expect_dict(doc, f"processing info of batch {bid}")
+
+    def _download(self, batch_id: int) -> tuple[str, bytes]:
+        bid = int(batch_id)
+        what = f"download batch {bid}"
+        resp = self._send(
+            "GET", f"/api/v1/batches/{bid}/download", what=what,
+            content_type="application/octet-stream", accept="application/octet-stream",
+        )
+        self._check(resp, what, not_found=f"batch {bid}")
+        if resp.status != 200:
+            raise SectigoError(f"{what}: unexpected status ({resp.status})", status=resp.status)
+        media = resp.media_type
+        if media not in _ZIP_TYPES:
+            raise SectigoError(f"{what}: server answered {media or 'no content type'}, "
+                               "not a zip file", status=resp.status)
+        if len(resp.body) > MAX_BODY:
+            raise SectigoError(f"{what}: answer larger than {MAX_BODY} bytes")
+        if not zipfile.is_zipfile(io.BytesIO(resp.body)):
+            raise SectigoError(f"{what}: answer is not a zip archive", status=resp.status)
+        name = _safe_filename(resp.headers.get("Content-Disposition"), f"{bid}.zip")
+        return name, resp.body
+
+    def download_bytes(self, batch_id: int) -> bytes:
+        """``GET /api/v1/batches/{id}/download``: the zip archive's bytes."""
+        return self._download(batch_id)[1]
+
+    def download(self, batch_id: int, directory: str | os.PathLike[str]) -> Path:
+        """Download the batch's zip into ``directory`` (which must exist); return its
+        path. The name comes from Content-Disposition (sanitised), else ``<id>.zip``;
+        nothing is written unless a real zip archive arrived."""
+        outdir = Path(directory)
+        if not outdir.is_dir():
+            raise SectigoError(f"download directory {outdir} does not exist")
+        name, data = self._download(batch_id)
+        target = outdir / name
+        try:
+            return atomic_write(target, data)
+        except Exception as exc:
+            raise SectigoError(f"cannot write {target}: {exc}") from exc
+
+    # -- certificates ---------------------------------------------------------------------
+
+    def find(
+        self, common_name: str | None = None, serial: str | int | None = None
+    ) -> dict[str, Any]:
+        """``POST /api/v1/certificates/find`` by common name and/or serial (hex);
+        returns ``{"totalCount": int, "items": [...]}``. Safe to repeat but not
+        retried (a POST)."""
+        doc: dict[str, str] = {}
+        if common_name is not None and str(common_name).strip():
+            doc["commonName"] = str(common_name).strip()
+        if serial is not None and str(serial).strip():
+            doc["serialNumber"] = normalize_serial(serial)
+        if not doc:
+            raise SectigoError("find needs a common name or a serial number")
+        resp = self._post_json("POST", "/api/v1/certificates/find", doc, "find certificates")
+        return self._expect_dict(self._json(resp, "find certificates"), "find certificates")
+
+    def revoke(self, profile_id: int, reason: str | int, serial: str | int) -> None:
+        """``POST /api/v1/certificates/{profileId}/revoke``. ``reason`` is an RFC 5280
+        name in any spacing/case or a code (7 is refused: ConfigurationError)."""
+        code = parse_reason(reason)
+        hexserial = normalize_serial(serial)
+        pid = int(profile_id)
+        self._post_json(
+            "POST", f"/api/v1/certificates/{pid}/revoke",
+            {"reasonCode": code, "serialNumber": hexserial},
+            f"revoke certificate {hexserial}", not_found=f"certificate {hexserial}",
+        )
