@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -21,9 +22,14 @@ from ..errors import TrisaPeerError
 __all__ = ["build_parser", "main"]
 
 # Sub-command modules, in the order they appear in --help.
-_COMMAND_MODULES: tuple[str, ...] = ("ca",)
+_COMMAND_MODULES: tuple[str, ...] = ("ca", "gds", "node", "envelope")
 
 PROG = "trisa-peer"
+
+
+# The gRPC C core prints INFO lines such as "Handshake failed" on stderr; the toolkit
+# reports those failures itself, one line each.
+os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,137 @@
+"""Options shared by the node commands (``serve``, ``check``, ``send``).
+
+Precedence: command-line flags, then environment variables (``TRISA_PEER_<OPTION>``,
+e.g. ``TRISA_PEER_DIRECTORY``), then the TOML file given with ``--config``, then defaults.
+The config file holds the same names as the long flags, with ``_`` for ``-``::
+
+    listen = "0.0.0.0:4000"
+    cert = "certs/bob.pem"
+    key = "certs/bob.key"
+    trust = ["certs/trust.pem"]
+    directory = "api.testnet.directory:443"
+    db = "bob-transfers.db"
+    policy = "rvasp"
+    resolve = ["alice.vasp.test:4000:127.0.0.1"]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigurationError
+
+__all__ = [
+    "add_directory_args",
+    "add_identity_args",
+    "apply_config",
+    "load_material",
+    "open_directory",
+    "require",
+    "resolve_map",
+]
+
+_LIST_OPTIONS = {"trust", "crl", "resolve"}
+_BOOL_OPTIONS = {"directory_insecure"}
+
+
+def add_identity_args(parser: argparse.ArgumentParser, *, required: bool = True) -> None:
+    group = parser.add_argument_group("identity")
+    group.add_argument("--config", metavar="FILE", help="TOML file with defaults for these options")
+    group.add_argument("--cert", metavar="FILE", help="own certificate chain (PEM, PKCS#12, zip)")
+    group.add_argument("--key", metavar="FILE", help="own private key (if not inside --cert)")
+    group.add_argument("--password", metavar="TEXT", help="password of a PKCS#12 --cert")
+    group.add_argument("--trust", metavar="FILE", action="append",
+                       help="TRISA trust pool: roots and intermediates (repeatable)")
+    group.add_argument("--crl", metavar="FILE", action="append",
+                       help="CRL of a TRISA issuing CA to enforce (repeatable)")
+    group.add_argument("--resolve", metavar="HOST:PORT:ADDRESS", action="append",
+                       help="dial HOST:PORT at ADDRESS instead (curl syntax, repeatable)")
+    parser.set_defaults(_identity_required=required)
+
+
+def add_directory_args(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("directory")
+    group.add_argument("--directory", metavar="HOST:PORT", help="the TRISA directory (GDS)")
+    group.add_argument("--directory-insecure", action="store_true", default=None,
+                       help="plaintext connection to a loopback development directory")
+    group.add_argument("--directory-ca", metavar="FILE",
+                       help="CA certificate of a private directory's TLS server")
+    group.add_argument("--directory-timeout", metavar="SECONDS", type=float,
+                       help="deadline of each directory call (default 5)")
+
+
+def apply_config(args: argparse.Namespace, names: list[str]) -> None:
+    """Fill unset options from the environment, then from ``--config``."""
+    config: dict[str, Any] = {}
+    if getattr(args, "config", None):
+        path = Path(args.config)
+        try:
+            config = tomllib.loads(path.read_text())
+        except OSError as exc:
+            raise ConfigurationError(f"{path}: cannot read config: {exc.strerror}") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigurationError(f"{path}: invalid TOML: {exc}") from exc
+        unknown = sorted(set(config) - set(names))
+        if unknown:
+            raise ConfigurationError(f"{path}: unknown option(s): {', '.join(unknown)}")
+    for name in names:
+        if getattr(args, name, None) not in (None, []):
+            continue
+        env = os.environ.get(f"TRISA_PEER_{name.upper()}")
+        value: Any
+        if env is not None:
+            if name in _LIST_OPTIONS:
+                value = [v for v in env.split(",") if v]
+            elif name in _BOOL_OPTIONS:
+                value = env.strip().lower() in ("1", "true", "yes", "on")
+            else:
+                value = env
+        elif name in config:
+            value = config[name]
+            if name in _LIST_OPTIONS and isinstance(value, str):
+                value = [value]
+        else:
+            continue
+        setattr(args, name, value)
+
+
+def require(args: argparse.Namespace, *names: str) -> None:
+    missing = [f"--{n.replace('_', '-')}" for n in names if not getattr(args, n, None)]
+    if missing:
+        raise ConfigurationError(f"missing required option(s): {', '.join(missing)}")
+
+
+def resolve_map(specs: list[str] | None) -> dict[str, str]:
+    from ..transport.client import parse_resolve
+
+    return dict(parse_resolve(spec) for spec in specs or [])
+
+
+def open_directory(args: argparse.Namespace) -> Any:
+    """A DirectoryClient from ``--directory`` / ``--directory-insecure`` / ``--directory-ca``."""
+    from ..directory.client import DirectoryClient
+
+    require(args, "directory")
+    ca_pem = None
+    if getattr(args, "directory_ca", None):
+        try:
+            ca_pem = Path(args.directory_ca).read_bytes()
+        except OSError as exc:
+            raise ConfigurationError(f"{args.directory_ca}: {exc.strerror}") from exc
+    return DirectoryClient(
+        args.directory,
+        insecure=bool(args.directory_insecure),
+        ca_pem=ca_pem,
+        timeout=float(getattr(args, "directory_timeout", None) or 5.0),
+    )
+
+
+def load_material(args: argparse.Namespace) -> Any:
+    from ..transport.identity import FileMaterial
+
+    require(args, "cert", "trust")
+    return FileMaterial(args.cert, args.key, args.trust, crl=args.crl or (), password=args.password)
