@@ -1,0 +1,642 @@
+"""``trisa-peer gds``: run and use a TRISA Global Directory Service.
+
+Server and operator commands (work on the SQLite database ``--db FILE``)::
+
+    trisa-peer gds serve   --db FILE [--listen HOST:PORT] (--tls-cert F --tls-key F |
+                           --ca-dir DIR | --insecure) [--outbox DIR] [--directory-id ID]
+    trisa-peer gds review  ID --accept|--reject [--reason TEXT] --db FILE
+    trisa-peer gds list    --db FILE [--status STATE]
+    trisa-peer gds add     --db FILE --common-name CN --endpoint HOST:PORT --cert FILE
+                           [--name NAME] [--country CC] [--signing-cert FILE]
+    trisa-peer gds update-cert ID --cert FILE --db FILE
+    trisa-peer gds revoke  ID --reason TEXT --db FILE [--ca-dir DIR]
+    trisa-peer gds certs   ID --out DIR --db FILE
+    trisa-peer gds reissue ID --db FILE
+
+``review --accept``, ``revoke`` and ``reissue`` reach Sectigo at ``--sectigo-endpoint``
+(default ``$SECTIGO_ENDPOINT``) with ``$SECTIGO_USERNAME`` / ``$SECTIGO_PASSWORD``.
+
+Client commands (talk to ``--directory HOST:PORT``; TLS with system roots by default,
+``--directory-ca FILE`` for a private CA, ``--directory-insecure`` for plaintext
+loopback)::
+
+    trisa-peer gds register [--file vasp.json] [--common-name CN] [--endpoint HOST:PORT]
+                            [--name NAME] [--email ADDR] [--country CC]
+    trisa-peer gds verify-contact --id ID --token TOKEN
+    trisa-peer gds lookup COMMON_NAME | --id ID
+    trisa-peer gds search [--name N]... [--website W]... [--country CC]...
+    trisa-peer gds status
+
+Every command takes ``--json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import threading
+from pathlib import Path
+from typing import Any
+
+from google.protobuf import json_format
+
+from .._pb.ivms101 import ivms101_pb2
+from .._pb.trisa.gds.api.v1beta1 import api_pb2 as gds_pb2
+from .._pb.trisa.gds.models.v1beta1 import models_pb2
+from ..certs import fingerprint, load_certificates
+from ..errors import ConfigurationError
+from ..fsutil import write_private
+from ..records import PeerRecord
+
+__all__ = ["register"]
+
+_ENV_DIRECTORY = "TRISA_DIRECTORY"
+
+
+def _emit(args: argparse.Namespace, doc: dict[str, Any], text: str) -> int:
+    if args.json:
+        print(json.dumps(doc, indent=2, sort_keys=True))
+    else:
+        print(text)
+    return 0
+
+
+def _read_text(path: str, what: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise ConfigurationError(f"{path}: cannot read {what}: {exc.strerror or exc}") from exc
+
+
+# --------------------------------------------------------------------------- plumbing
+
+
+def _directory(args: argparse.Namespace) -> Any:
+    from ..directory.service import Directory
+    from ..directory.store import SQLiteStore
+
+    store = SQLiteStore(args.db)
+    return Directory(
+        store,
+        directory_id=args.directory_id,
+        outbox_dir=getattr(args, "outbox", None),
+    )
+
+
+def _client(args: argparse.Namespace) -> Any:
+    from ..directory.client import DirectoryClient
+
+    endpoint = args.directory or os.environ.get(_ENV_DIRECTORY, "")
+    if not endpoint:
+        raise ConfigurationError(f"--directory HOST:PORT (or ${_ENV_DIRECTORY}) is required")
+    ca_pem = _read_text(args.directory_ca, "directory CA") if args.directory_ca else None
+    return DirectoryClient(
+        endpoint, insecure=args.directory_insecure, ca_pem=ca_pem, timeout=args.timeout,
+        cache_ttl=0,
+    )
+
+
+def _sectigo(args: argparse.Namespace) -> Any:
+    from ..sectigo.client import SectigoClient
+
+    username = os.environ.get("SECTIGO_USERNAME") or None
+    password = os.environ.get("SECTIGO_PASSWORD") or None
+    return SectigoClient(
+        args.sectigo_endpoint or None,
+        username,
+        password,
+        cache_path=False,
+        timeout=args.sectigo_timeout,
+    )
+
+
+def _vasp_doc(directory: Any, vasp: Any) -> dict[str, Any]:
+    from ..directory.convert import display_name, serial_hex
+    from ..directory.service import state_name
+
+    doc: dict[str, Any] = {
+        "id": vasp.id,
+        "common_name": vasp.common_name,
+        "endpoint": vasp.trisa_endpoint,
+        "name": display_name(vasp),
+        "country": vasp.entity.country_of_registration,
+        "registered_directory": vasp.registered_directory,
+        "status": state_name(vasp.verification_status),
+        "verified_on": vasp.verified_on,
+        "origin": directory.store.get_origin(vasp.id),
+    }
+    if vasp.HasField("identity_certificate") and vasp.identity_certificate.data:
+        cert = vasp.identity_certificate
+        doc["certificate"] = {
+            "serial": serial_hex(bytes(cert.serial_number)),
+            "not_before": cert.not_before,
+            "not_after": cert.not_after,
+            "revoked": cert.revoked,
+        }
+        doc["superseded"] = directory.superseded(vasp.id)
+    reqs = directory.store.certreqs_for(vasp.id)
+    if reqs:
+        from .._pb.gds.models.v1 import models_pb2 as gds_models_pb2
+
+        last = reqs[-1]
+        doc["certificate_request"] = {
+            "id": last.id,
+            "status": gds_models_pb2.CertificateRequestState.Name(last.status),
+            "batch_id": last.batch_id,
+            "reject_reason": last.reject_reason,
+        }
+    return doc
+
+
+def _vasp_text(doc: dict[str, Any]) -> str:
+    lines = [
+        f"{doc['id']}  {doc['common_name']}  {doc['status']}",
+        f"  endpoint: {doc['endpoint']}  name: {doc['name'] or '-'}  "
+        f"country: {doc['country'] or '-'}",
+    ]
+    cert = doc.get("certificate")
+    if cert:
+        revoked = "  REVOKED" if cert["revoked"] else ""
+        lines.append(f"  certificate: serial {cert['serial']}, until {cert['not_after']}{revoked}")
+    req = doc.get("certificate_request")
+    if req:
+        reason = f" ({req['reject_reason']})" if req["reject_reason"] else ""
+        lines.append(f"  certificate request: {req['status']}{reason}")
+    return "\n".join(lines)
+
+
+def _record_doc(record: PeerRecord) -> dict[str, Any]:
+    doc: dict[str, Any] = {
+        "id": record.id,
+        "common_name": record.common_name,
+        "endpoint": record.endpoint,
+        "registered_directory": record.registered_directory,
+        "name": record.name,
+        "country": record.country,
+        "verified_on": record.verified_on,
+        "revoked": record.identity_revoked,
+        "certificate": None,
+        "signing_certificate": None,
+    }
+    if record.identity_certificate is not None:
+        leaf = record.identity_certificate
+        doc["certificate"] = {
+            "serial": format(leaf.serial_number, "X"),
+            "subject": leaf.subject.rfc4514_string(),
+            "issuer": leaf.issuer.rfc4514_string(),
+            "not_after": leaf.not_valid_after_utc.isoformat(),
+            "sha256": fingerprint(leaf),
+            "chain": len(record.identity_chain),
+        }
+    if record.signing_certificate is not None:
+        doc["signing_certificate"] = {"sha256": fingerprint(record.signing_certificate)}
+    return doc
+
+
+# --------------------------------------------------------------------------- server
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from ..directory.server import DirectoryServer, is_loopback
+
+    host, sep, port_text = args.listen.strip().rpartition(":")
+    if not sep or not host or not port_text.isdigit() or int(port_text) > 65535:
+        raise ConfigurationError(f"--listen {args.listen!r} is not HOST:PORT")
+    host = host.strip("[]")
+    tls: tuple[bytes, bytes] | None = None
+    if args.insecure:
+        if args.tls_cert or args.ca_dir:
+            raise ConfigurationError("--insecure cannot be combined with TLS options")
+        if not is_loopback(host):
+            raise ConfigurationError(
+                f"--insecure is only allowed on a loopback address, not {host}"
+            )
+    elif args.tls_cert or args.tls_key:
+        if not (args.tls_cert and args.tls_key):
+            raise ConfigurationError("--tls-cert and --tls-key go together")
+        tls = (_read_text(args.tls_cert, "TLS certificate"), _read_text(args.tls_key, "TLS key"))
+    elif args.ca_dir:
+        from ..ca import CertificateAuthority
+
+        ca = CertificateAuthority.open_or_init(args.ca_dir, key_size=args.key_size)
+        name = host if not _is_ip(host) else "localhost"
+        identity = ca.issue(name, key_size=args.key_size)
+        tls = (identity.chain_pem(), identity.key_pem())
+    else:
+        raise ConfigurationError("choose --tls-cert/--tls-key, --ca-dir or --insecure")
+    directory = _directory(args)
+    server = DirectoryServer(directory, listen=args.listen, tls=tls)
+    port = server.start()
+    stop = threading.Event()
+
+    def _on_signal(signum: int, frame: Any) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+    print(f"directory listening on {host}:{port} ({'TLS' if tls else 'plaintext'})", flush=True)
+    try:
+        stop.wait()
+    finally:
+        server.stop(1.0)
+        directory.store.close()
+    return 0
+
+
+def _is_ip(host: str) -> bool:
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return True
+
+
+# --------------------------------------------------------------------------- operator
+
+
+def _cmd_review(args: argparse.Namespace) -> int:
+    if args.accept == args.reject:
+        raise ConfigurationError("choose exactly one of --accept and --reject")
+    directory = _directory(args)
+    try:
+        if args.reject:
+            vasp = directory.reject(args.id, args.reason or "")
+        else:
+            from ..directory.issuance import accept
+
+            result = accept(
+                directory, args.id, _sectigo(args),
+                poll_interval=args.poll_interval, timeout=args.poll_timeout,
+            )
+            vasp = result.vasp
+        doc = _vasp_doc(directory, vasp)
+    finally:
+        directory.store.close()
+    return _emit(args, doc, _vasp_text(doc))
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    directory = _directory(args)
+    try:
+        status = None
+        if args.status:
+            try:
+                status = models_pb2.VerificationState.Value(args.status.upper())
+            except ValueError:
+                raise ConfigurationError(f"unknown verification state {args.status!r}") from None
+        docs = [_vasp_doc(directory, v) for v in directory.list_vasps(status=status)]
+    finally:
+        directory.store.close()
+    text = "\n".join(_vasp_text(d) for d in docs) or "no VASPs"
+    if args.json:
+        print(json.dumps(docs, indent=2, sort_keys=True))
+        return 0
+    print(text)
+    return 0
+
+
+def _load_certs(path: str) -> list[Any]:
+    return list(load_certificates(path))
+
+
+def _cmd_add(args: argparse.Namespace) -> int:
+    certs = _load_certs(args.cert)
+    signing = _load_certs(args.signing_cert)[:1] if args.signing_cert else []
+    directory = _directory(args)
+    try:
+        vasp = directory.add(
+            common_name=args.common_name,
+            endpoint=args.endpoint,
+            certificates=certs,
+            name=args.name or "",
+            country=args.country or "",
+            website=args.website or "",
+            signing_certificates=signing,
+        )
+        doc = _vasp_doc(directory, vasp)
+    finally:
+        directory.store.close()
+    return _emit(args, doc, _vasp_text(doc))
+
+
+def _cmd_update_cert(args: argparse.Namespace) -> int:
+    certs = _load_certs(args.cert)
+    directory = _directory(args)
+    try:
+        vasp = directory.update_certificate(args.id, certs)
+        doc = _vasp_doc(directory, vasp)
+    finally:
+        directory.store.close()
+    return _emit(args, doc, _vasp_text(doc))
+
+
+def _cmd_revoke(args: argparse.Namespace) -> int:
+    from ..directory.issuance import revoke
+
+    directory = _directory(args)
+    try:
+        ca = None
+        sectigo = None
+        if directory.store.get_origin(args.id.strip()) == "import":
+            if args.ca_dir:
+                from ..ca import CertificateAuthority
+
+                ca = CertificateAuthority.open(args.ca_dir)
+        else:
+            sectigo = _sectigo(args)
+        vasp = revoke(directory, args.id, args.reason, sectigo=sectigo, ca=ca)
+        doc = _vasp_doc(directory, vasp)
+    finally:
+        directory.store.close()
+    return _emit(args, doc, _vasp_text(doc))
+
+
+def _cmd_certs(args: argparse.Namespace) -> int:
+    from ..directory.issuance import certificate_zip
+
+    out = Path(args.out)
+    if not out.is_dir():
+        raise ConfigurationError(f"{out}: no such directory")
+    directory = _directory(args)
+    try:
+        name, data = certificate_zip(directory, args.id)
+    finally:
+        directory.store.close()
+    path = write_private(out / name, data)
+    return _emit(args, {"id": args.id, "path": str(path)}, f"wrote {path}")
+
+
+def _cmd_reissue(args: argparse.Namespace) -> int:
+    from ..directory.issuance import reissue
+
+    directory = _directory(args)
+    try:
+        result = reissue(
+            directory, args.id, _sectigo(args),
+            poll_interval=args.poll_interval, timeout=args.poll_timeout,
+        )
+        doc = _vasp_doc(directory, result.vasp)
+    finally:
+        directory.store.close()
+    doc["pkcs12password"] = result.pkcs12password
+    text = (
+        _vasp_text(doc)
+        + f"\n  PKCS#12 password (shown only once): {result.pkcs12password}"
+    )
+    return _emit(args, doc, text)
+
+
+# --------------------------------------------------------------------------- client
+
+
+def _register_request(args: argparse.Namespace) -> Any:
+    request = gds_pb2.RegisterRequest()
+    if args.file:
+        text = _read_text(args.file, "registration file").decode("utf-8", "replace")
+        try:
+            json_format.Parse(text, request)
+        except json_format.ParseError as exc:
+            first = str(exc).splitlines()[0] if str(exc) else "invalid JSON"
+            raise ConfigurationError(f"{args.file}: not a RegisterRequest: {first}") from exc
+    if args.endpoint:
+        request.trisa_endpoint = args.endpoint
+    if args.common_name:
+        request.common_name = args.common_name
+    if args.website:
+        request.website = args.website
+    if args.name:
+        del request.entity.name.name_identifiers[:]
+        request.entity.name.name_identifiers.append(
+            ivms101_pb2.LegalPersonNameId(
+                legal_person_name=args.name, legal_person_name_identifier_type=1
+            )
+        )
+    if args.country:
+        request.entity.country_of_registration = args.country.upper()
+    if args.email:
+        contact = request.contacts.technical
+        contact.email = args.email
+        contact.name = args.contact_name or args.email.split("@", 1)[0]
+    return request
+
+
+def _cmd_register(args: argparse.Namespace) -> int:
+    request = _register_request(args)
+    with _client(args) as client:
+        reply = client.register(request)
+    doc = {
+        "id": reply.id,
+        "registered_directory": reply.registered_directory,
+        "common_name": reply.common_name,
+        "status": models_pb2.VerificationState.Name(reply.status),
+        "message": reply.message,
+        "pkcs12password": reply.pkcs12password,
+    }
+    text = (
+        f"registered {reply.common_name} as {reply.id} ({doc['status']})\n"
+        f"PKCS#12 password (shown only once, keep it): {reply.pkcs12password}\n{reply.message}"
+    )
+    return _emit(args, doc, text)
+
+
+def _cmd_verify_contact(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        reply = client.verify_contact(args.id, args.token)
+    state = models_pb2.VerificationState.Name(reply.status)
+    return _emit(args, {"status": state, "message": reply.message}, f"{state}: {reply.message}")
+
+
+def _cmd_lookup(args: argparse.Namespace) -> int:
+    if not args.common_name and not args.id:
+        raise ConfigurationError("give a COMMON_NAME or --id")
+    with _client(args) as client:
+        record = client.lookup(common_name=args.common_name, vasp_id=args.id, fresh=True)
+    doc = _record_doc(record)
+    cert = doc["certificate"]
+    text = (
+        f"{record.id}  {record.common_name}  {record.endpoint}\n"
+        f"  name: {record.name or '-'}  country: {record.country or '-'}  "
+        f"verified on: {record.verified_on or '-'}\n"
+        + (
+            f"  certificate: serial {cert['serial']}, until {cert['not_after']}"
+            + ("  REVOKED" if record.identity_revoked else "")
+            if cert
+            else "  certificate: none"
+        )
+    )
+    return _emit(args, doc, text)
+
+
+def _cmd_search(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        results = client.search(
+            name=args.name, website=args.website, country=args.country, category=args.category
+        )
+    docs = [r.__dict__ for r in results]
+    if args.json:
+        print(json.dumps(docs, indent=2, sort_keys=True))
+        return 0
+    print("\n".join(f"{r.id}  {r.common_name}  {r.endpoint}" for r in results) or "no results")
+    return 0
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        state = client.status()
+    doc = {
+        "status": gds_pb2.ServiceState.Status.Name(state.status),
+        "not_before": state.not_before,
+        "not_after": state.not_after,
+    }
+    return _emit(args, doc, f"{doc['status']} (check again between {state.not_before} and "
+                            f"{state.not_after})")
+
+
+# --------------------------------------------------------------------------- parser
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive: {text!r}")
+    return value
+
+
+def register(subparsers: Any) -> None:
+    from ..directory.service import DEFAULT_DIRECTORY_ID
+
+    parser = subparsers.add_parser(
+        "gds", help="run and use a TRISA Global Directory Service",
+        description="Run and use a TRISA Global Directory Service (GDS).",
+    )
+    sub = parser.add_subparsers(dest="gds_command", metavar="COMMAND")
+    sub.required = True
+
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--json", action="store_true", help="machine-readable output")
+
+    db = argparse.ArgumentParser(add_help=False)
+    db.add_argument("--db", required=True, help="directory database (SQLite file)")
+    db.add_argument(
+        "--directory-id", default=os.environ.get("GDS_DIRECTORY_ID", DEFAULT_DIRECTORY_ID),
+        help="registered_directory of new records (default: $GDS_DIRECTORY_ID or "
+        f"{DEFAULT_DIRECTORY_ID})",
+    )
+    db.add_argument("--outbox", help="also write emails as .eml files into this directory")
+
+    sectigo = argparse.ArgumentParser(add_help=False)
+    sectigo.add_argument(
+        "--sectigo-endpoint", help="Sectigo IoT Manager URL (default: $SECTIGO_ENDPOINT); "
+        "credentials from $SECTIGO_USERNAME / $SECTIGO_PASSWORD",
+    )
+    sectigo.add_argument("--sectigo-timeout", type=_positive_float, default=30.0,
+                         help="seconds per Sectigo request (default 30)")
+    sectigo.add_argument("--poll-interval", type=_positive_float, default=1.0,
+                         help="seconds between batch status checks (default 1)")
+    sectigo.add_argument("--poll-timeout", type=_positive_float, default=120.0,
+                         help="give up waiting for the batch after this many seconds")
+
+    client = argparse.ArgumentParser(add_help=False)
+    client.add_argument("--directory", help=f"directory HOST:PORT (default: ${_ENV_DIRECTORY})")
+    client.add_argument("--directory-insecure", action="store_true",
+                        help="plaintext connection (loopback development servers)")
+    client.add_argument("--directory-ca", help="PEM CA bundle for a private directory CA")
+    client.add_argument("--timeout", type=_positive_float, default=10.0,
+                        help="seconds per request (default 10)")
+
+    p = sub.add_parser("serve", parents=[common, db], help="run the directory gRPC server")
+    p.add_argument("--listen", default="127.0.0.1:4433", help="HOST:PORT (default %(default)s)")
+    p.add_argument("--tls-cert", help="server certificate chain (PEM)")
+    p.add_argument("--tls-key", help="server private key (PEM)")
+    p.add_argument("--ca-dir", help="issue a server certificate from this local CA")
+    p.add_argument("--key-size", type=int, default=2048, help="RSA size for --ca-dir")
+    p.add_argument("--insecure", action="store_true", help="plaintext (loopback only)")
+    p.set_defaults(func=_cmd_serve)
+
+    p = sub.add_parser("review", parents=[common, db, sectigo],
+                       help="accept (and issue the certificate) or reject a registration")
+    p.add_argument("id", help="VASP id")
+    p.add_argument("--accept", action="store_true")
+    p.add_argument("--reject", action="store_true")
+    p.add_argument("--reason", help="reason for a rejection")
+    p.set_defaults(func=_cmd_review)
+
+    p = sub.add_parser("list", parents=[common, db], help="list directory records")
+    p.add_argument("--status", help="only records in this state (e.g. VERIFIED)")
+    p.set_defaults(func=_cmd_list)
+
+    p = sub.add_parser("add", parents=[common, db],
+                       help="import a VERIFIED record from an existing certificate")
+    p.add_argument("--common-name", required=True)
+    p.add_argument("--endpoint", required=True, help="TRISA endpoint HOST:PORT")
+    p.add_argument("--cert", required=True, help="certificate (+ chain): PEM, DER, gzip PEM")
+    p.add_argument("--name", help="display (legal) name")
+    p.add_argument("--country", help="country of registration (ISO alpha-2)")
+    p.add_argument("--website")
+    p.add_argument("--signing-cert", help="sealing-key certificate")
+    p.set_defaults(func=_cmd_add)
+
+    p = sub.add_parser("update-cert", parents=[common, db],
+                       help="replace the identity certificate of a record")
+    p.add_argument("id", help="VASP id")
+    p.add_argument("--cert", required=True)
+    p.set_defaults(func=_cmd_update_cert)
+
+    p = sub.add_parser("revoke", parents=[common, db, sectigo],
+                       help="revoke a VASP's identity certificate")
+    p.add_argument("id", help="VASP id")
+    p.add_argument("--reason", required=True, help="RFC 5280 reason, e.g. keyCompromise")
+    p.add_argument("--ca-dir", help="local CA of an imported record's certificate")
+    p.set_defaults(func=_cmd_revoke)
+
+    p = sub.add_parser("certs", parents=[common, db],
+                       help="write a VASP's downloaded certificate zip")
+    p.add_argument("id", help="VASP id")
+    p.add_argument("--out", required=True, help="output directory")
+    p.set_defaults(func=_cmd_certs)
+
+    p = sub.add_parser("reissue", parents=[common, db, sectigo],
+                       help="issue a new identity certificate for a VERIFIED VASP")
+    p.add_argument("id", help="VASP id")
+    p.set_defaults(func=_cmd_reissue)
+
+    p = sub.add_parser("register", parents=[common, client], help="register a VASP")
+    p.add_argument("--file", help="RegisterRequest as protojson")
+    p.add_argument("--common-name")
+    p.add_argument("--endpoint", help="TRISA endpoint HOST:PORT")
+    p.add_argument("--name", help="legal name")
+    p.add_argument("--email", help="technical contact email")
+    p.add_argument("--contact-name", help="technical contact name")
+    p.add_argument("--country", help="country of registration")
+    p.add_argument("--website")
+    p.set_defaults(func=_cmd_register)
+
+    p = sub.add_parser("verify-contact", parents=[common, client],
+                       help="verify a contact email with its token")
+    p.add_argument("--id", required=True, help="VASP id")
+    p.add_argument("--token", required=True)
+    p.set_defaults(func=_cmd_verify_contact)
+
+    p = sub.add_parser("lookup", parents=[common, client], help="look a VERIFIED VASP up")
+    p.add_argument("common_name", nargs="?", default=None)
+    p.add_argument("--id", help="look up by id instead")
+    p.set_defaults(func=_cmd_lookup)
+
+    p = sub.add_parser("search", parents=[common, client], help="search VERIFIED VASPs")
+    p.add_argument("--name", action="append", default=[])
+    p.add_argument("--website", action="append", default=[])
+    p.add_argument("--country", action="append", default=[])
+    p.add_argument("--category", action="append", default=[])
+    p.set_defaults(func=_cmd_search)
+
+    p = sub.add_parser("status", parents=[common, client], help="directory service status")
+    p.set_defaults(func=_cmd_status)
+
+

@@ -1,0 +1,239 @@
+"""A TRISADirectory client implementing :class:`~trisa_peer.records.DirectoryLookup`.
+
+::
+
+    with DirectoryClient("api.testnet.directory:443") as gds:   # one-way TLS, system roots
+        record = gds.lookup(common_name="api.bob.vaspbot.net")
+
+- Every call has a deadline (``timeout``, default 5 s).
+- ``lookup`` results are cached for ``cache_ttl`` seconds, keyed by common name and by
+  id; ``fresh=True`` bypasses the cache (and refreshes it). Failures are not cached.
+- NOT_FOUND → :class:`~trisa_peer.errors.DirectoryNotFoundError`; any other status
+  (UNAVAILABLE, DEADLINE_EXCEEDED, …) or a non-empty reply ``error`` field →
+  :class:`~trisa_peer.errors.DirectoryError`, with a one-line message.
+- Transport: one-way TLS with the system roots by default (what the GDS serves),
+  ``ca_pem`` for a private CA, ``insecure=True`` for a plaintext loopback server.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import grpc
+
+from .._pb.trisa.gds.api.v1beta1 import api_pb2 as gds_pb2
+from .._pb.trisa.gds.api.v1beta1 import api_pb2_grpc as gds_grpc
+from .._pb.trisa.gds.models.v1beta1 import models_pb2
+from ..errors import ConfigurationError, DirectoryError, DirectoryNotFoundError
+from ..records import PeerRecord, split_endpoint
+from .convert import peer_record
+from .validate import normalize_common_name
+
+__all__ = ["DirectoryClient", "SearchResult", "translate_rpc_error"]
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    id: str
+    registered_directory: str
+    common_name: str
+    endpoint: str
+
+
+def translate_rpc_error(exc: grpc.RpcError, what: str) -> DirectoryError:
+    """The one place where gRPC errors become trisa-peer errors."""
+    code = exc.code() if hasattr(exc, "code") else None
+    details = (exc.details() if hasattr(exc, "details") else "") or ""
+    details = " ".join(str(details).split())
+    if code == grpc.StatusCode.NOT_FOUND:
+        return DirectoryNotFoundError(f"{what}: {details or 'not found'}")
+    name = code.name if code is not None else "UNKNOWN"
+    return DirectoryError(f"{what}: {name}: {details or 'no details'}")
+
+
+def _check_error_field(reply: Any, what: str) -> None:
+    if reply.HasField("error") and (reply.error.code or reply.error.message):
+        raise DirectoryError(f"{what}: directory error [{reply.error.code}] {reply.error.message}")
+
+
+class DirectoryClient:
+    """Client for one directory endpoint (``host:port``); thread-safe."""
+
+    def __init__(
+        self,
+        endpoint: str,
+        *,
+        insecure: bool = False,
+        ca_pem: bytes | None = None,
+        timeout: float = 5.0,
+        cache_ttl: float = 60.0,
+        server_name: str | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        split_endpoint(endpoint)  # ConfigurationError on a bad endpoint
+        if timeout <= 0:
+            raise ConfigurationError("directory timeout must be positive")
+        if insecure and ca_pem is not None:
+            raise ConfigurationError("choose either insecure or a CA, not both")
+        self.endpoint = endpoint.strip()
+        self.timeout = float(timeout)
+        self.cache_ttl = float(cache_ttl)
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._cache: dict[tuple[str, str], tuple[float, PeerRecord]] = {}
+        if insecure:
+            self._channel = grpc.insecure_channel(self.endpoint)
+        else:
+            options = []
+            if server_name:
+                options.append(("grpc.ssl_target_name_override", server_name))
+            creds = grpc.ssl_channel_credentials(root_certificates=ca_pem)
+            self._channel = grpc.secure_channel(self.endpoint, creds, options=options)
+        self._stub = gds_grpc.TRISADirectoryStub(self._channel)
+
+    def __repr__(self) -> str:
+        return f"DirectoryClient({self.endpoint!r})"
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> DirectoryClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _rpc(self, method: str, request: Any, what: str) -> Any:
+        try:
+            reply = getattr(self._stub, method)(request, timeout=self.timeout)
+        except grpc.RpcError as exc:
+            raise translate_rpc_error(exc, what) from exc
+        return reply
+
+    # ----------------------------------------------------------------- lookup (cached)
+
+    def clear_cache(self) -> None:
+        with self._lock:
+            self._cache.clear()
+
+    def _cached(self, key: tuple[str, str]) -> PeerRecord | None:
+        with self._lock:
+            hit = self._cache.get(key)
+            if hit is None:
+                return None
+            if hit[0] <= self._clock():
+                del self._cache[key]
+                return None
+            return hit[1]
+
+    def lookup(
+        self,
+        *,
+        common_name: str | None = None,
+        vasp_id: str | None = None,
+        fresh: bool = False,
+    ) -> PeerRecord:
+        """The VERIFIED record for ``vasp_id`` (preferred) or ``common_name``."""
+        if not vasp_id and not common_name:
+            raise ConfigurationError("lookup needs a common name or an id")
+        key = ("id", vasp_id) if vasp_id else ("cn", normalize_common_name(common_name or ""))
+        if not fresh and self.cache_ttl > 0:
+            hit = self._cached(key)
+            if hit is not None:
+                return hit
+        what = f"directory lookup of {vasp_id or common_name}"
+        request = gds_pb2.LookupRequest(id=vasp_id or "", common_name=common_name or "")
+        reply = self._rpc("Lookup", request, what)
+        _check_error_field(reply, what)
+        record = peer_record(reply, fetched_at=datetime.now(UTC))
+        if self.cache_ttl > 0:
+            expires = self._clock() + self.cache_ttl
+            with self._lock:
+                self._cache[key] = (expires, record)
+                self._cache[("id", record.id)] = (expires, record)
+                self._cache[("cn", normalize_common_name(record.common_name))] = (
+                    expires,
+                    record,
+                )
+        return record
+
+    def lookup_reply(self, *, common_name: str = "", vasp_id: str = "") -> Any:
+        """The raw ``LookupReply`` (uncached)."""
+        what = f"directory lookup of {vasp_id or common_name}"
+        reply = self._rpc(
+            "Lookup", gds_pb2.LookupRequest(id=vasp_id, common_name=common_name), what
+        )
+        _check_error_field(reply, what)
+        return reply
+
+    # ----------------------------------------------------------------- other RPCs
+
+    def verification(self, *, common_name: str = "", vasp_id: str = "") -> Any:
+        """The ``VerificationReply`` of any VASP (not cached)."""
+        what = f"directory verification of {vasp_id or common_name}"
+        return self._rpc(
+            "Verification",
+            gds_pb2.VerificationRequest(id=vasp_id, common_name=common_name),
+            what,
+        )
+
+    def verification_status(self, common_name: str) -> str | None:
+        """E.g. ``"PENDING_REVIEW"``; ``None`` when unknown or the directory is unreachable."""
+        try:
+            reply = self.verification(common_name=common_name)
+        except DirectoryError:
+            return None
+        return str(models_pb2.VerificationState.Name(reply.verification_status))
+
+    def search(
+        self,
+        *,
+        name: Sequence[str] | str = (),
+        website: Sequence[str] | str = (),
+        country: Sequence[str] | str = (),
+        category: Sequence[str] | str = (),
+    ) -> list[SearchResult]:
+        """VERIFIED VASPs by name prefix or website, filtered by country / VASP category."""
+        request = gds_pb2.SearchRequest(
+            name=_strings(name),
+            website=_strings(website),
+            country=_strings(country),
+            vasp_category=_strings(category),
+        )
+        reply = self._rpc("Search", request, "directory search")
+        _check_error_field(reply, "directory search")
+        return [
+            SearchResult(r.id, r.registered_directory, r.common_name, r.endpoint)
+            for r in reply.results
+        ]
+
+    def register(self, request: Any) -> Any:
+        """Send a ``RegisterRequest``; returns the ``RegisterReply`` (whose
+        ``pkcs12password`` is shown only this once)."""
+        reply = self._rpc("Register", request, "directory registration")
+        _check_error_field(reply, "directory registration")
+        return reply
+
+    def verify_contact(self, vasp_id: str, token: str) -> Any:
+        reply = self._rpc(
+            "VerifyContact",
+            gds_pb2.VerifyContactRequest(id=vasp_id, token=token),
+            "contact verification",
+        )
+        _check_error_field(reply, "contact verification")
+        return reply
+
+    def status(self) -> Any:
+        """The directory's ``ServiceState``."""
+        return self._rpc("Status", gds_pb2.HealthCheck(), "directory status")
+
+
+def _strings(value: Sequence[str] | str) -> list[str]:
+    if isinstance(value, str):
+        return [value] if value else []
+    return [v for v in value if v]

@@ -1,0 +1,539 @@
+"""Certificate issuance through Sectigo: review acceptance, reissuance, revocation.
+
+This is the GDS certman (spec §8.6) run synchronously by the operator, with the
+upstream gaps fixed (sectigo-api.md §12 #7):
+
+- A failure before a batch exists (Sectigo unreachable, no authority with balance,
+  batch refused) records the certificate request as ``CR_ERRORED`` (or
+  ``CR_REJECTED`` when Sectigo refused it) with the reason, and moves the VASP back
+  from ``ISSUING_CERTIFICATE`` to ``REVIEWED``. Another ``accept`` starts a new
+  request with the **same** PKCS#12 password (the registrant saw it once).
+- Once a batch exists, it is never created twice: a poll that times out or loses the
+  connection leaves the request ``PROCESSING`` and a later ``accept`` resumes polling
+  that batch. A batch Sectigo no longer knows (404) or reports failed ends the request
+  (``CR_ERRORED`` / ``CR_REJECTED``) so the next ``accept`` starts over.
+- A reissue never touches the VASP's verification state: it stays ``VERIFIED`` (and
+  Lookup keeps answering) whatever happens to the new request.
+
+Every state change is committed before the next network call, so a crash leaves a
+state that ``accept`` (or ``reissue``) resolves.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from .._pb.gds.models.v1 import models_pb2 as gds_models_pb2
+from ..ca import CertificateAuthority
+from ..certs import Identity, load_identity
+from ..errors import (
+    CertificateError,
+    ConfigurationError,
+    DirectoryError,
+    SectigoError,
+)
+from ..sectigo.client import SectigoClient
+from ..sectigo.models import READY_FOR_DOWNLOAD, SectigoAPIError, normalize_status
+from .convert import serial_hex
+from .service import CRS, PASSWORD_LENGTH, SUBJECT_WELCOME, VS, Directory, state_name
+from .store import Changes
+from .validate import new_token, normalize_common_name
+
+__all__ = [
+    "IssuanceResult",
+    "accept",
+    "certificate_zip",
+    "reissue",
+    "revoke",
+]
+
+log = logging.getLogger(__name__)
+
+_FAILED_STATES = frozenset({"FAILED", "REJECTED", "NOT_ACCEPTABLE", "BROKEN", "REVOKED",
+                            "REMOVED_AFTER_EXPIRATION"})
+_OPEN = (CRS.READY_TO_SUBMIT, CRS.PROCESSING, CRS.DOWNLOADING, CRS.DOWNLOADED)
+
+
+@dataclass(frozen=True)
+class IssuanceResult:
+    """What an issuance produced: the updated VASP, the request, the identity (key
+    included) and, for a reissue, the new PKCS#12 password (shown once)."""
+
+    vasp: Any
+    certreq: Any
+    identity: Identity
+    pkcs12password: str = ""
+
+    @property
+    def serial(self) -> str:
+        return serial_hex(self.identity.leaf.serial_number)
+
+
+@dataclass(frozen=True)
+class _Failure:
+    """A step's verdict that the request has failed for good (not an exception: the
+    error tree lives in :mod:`trisa_peer.errors`)."""
+
+    state: int
+    reason: str
+
+
+def accept(
+    directory: Directory,
+    vasp_id: str,
+    sectigo: SectigoClient,
+    *,
+    source: str = "operator",
+    poll_interval: float = 1.0,
+    timeout: float = 120.0,
+    sleep: Callable[[float], None] = time.sleep,
+) -> IssuanceResult:
+    """Accept a reviewed registration and issue its certificate (or resume/retry).
+
+    Allowed from PENDING_REVIEW, and — as a retry — from REVIEWED or
+    ISSUING_CERTIFICATE. Raises DirectoryError when the VASP is in another state or
+    the issuance failed (the failure is recorded first).
+    """
+    vasp = directory.get(vasp_id)
+    state = vasp.verification_status
+    reqs = directory.store.certreqs_for(vasp.id)
+    if state == VS.PENDING_REVIEW:
+        directory.audit(vasp, VS.REVIEWED, "registration accepted", source)
+        vasp.verified_on = directory.now()
+        req = _latest(reqs)
+        if req is None or req.status != CRS.INITIALIZED:
+            req = _new_request(directory, vasp, reqs, source)
+            password = _password_of(directory, reqs)
+            changes = Changes(vasp=vasp, certreqs=[req],
+                              secrets={f"{req.id}-password": password})
+        else:
+            directory.certreq_state(req, CRS.READY_TO_SUBMIT, "registration accepted", source)
+            changes = Changes(vasp=vasp, certreqs=[req])
+        directory.commit(changes, what="accept")
+    elif state in (VS.REVIEWED, VS.ISSUING_CERTIFICATE):
+        req = _latest(reqs)
+        if req is None or req.status not in _OPEN:
+            # the last attempt failed (or was never made): start a new request with the
+            # registrant's password
+            req = _new_request(directory, vasp, reqs, source)
+            password = _password_of(directory, reqs)
+            directory.commit(
+                Changes(certreqs=[req], secrets={f"{req.id}-password": password}),
+                what="accept",
+            )
+    else:
+        raise DirectoryError(
+            f"cannot accept VASP {vasp.id}: it is {state_name(state)}"
+            + (" (use reissue for a new certificate)" if state == VS.VERIFIED else
+               ", not PENDING_REVIEW")
+        )
+    return _run(directory, vasp.id, req.id, sectigo, reissue=False, source=source,
+                poll_interval=poll_interval, timeout=timeout, sleep=sleep)
+
+
+def reissue(
+    directory: Directory,
+    vasp_id: str,
+    sectigo: SectigoClient,
+    *,
+    dns_names: tuple[str, ...] = (),
+    source: str = "operator",
+    poll_interval: float = 1.0,
+    timeout: float = 120.0,
+    sleep: Callable[[float], None] = time.sleep,
+) -> IssuanceResult:
+    """Request a new identity certificate for a VERIFIED VASP with a new PKCS#12
+    password (returned once); the old serial stays in the certificate history."""
+    vasp = directory.get(vasp_id)
+    if vasp.verification_status != VS.VERIFIED:
+        raise DirectoryError(
+            f"cannot reissue for VASP {vasp.id}: it is "
+            f"{state_name(vasp.verification_status)}, not VERIFIED"
+        )
+    reqs = directory.store.certreqs_for(vasp.id)
+    req = _latest(reqs)
+    password = ""
+    if req is None or req.status not in _OPEN:
+        req = _new_request(directory, vasp, reqs, source, dns_names=dns_names)
+        password = new_token(PASSWORD_LENGTH)
+        directory.commit(
+            Changes(certreqs=[req], secrets={f"{req.id}-password": password.encode("ascii")}),
+            what="reissue",
+        )
+    result = _run(directory, vasp.id, req.id, sectigo, reissue=True, source=source,
+                  poll_interval=poll_interval, timeout=timeout, sleep=sleep)
+    if not password:
+        stored = directory.store.get_secret(f"{req.id}-password") or b""
+        password = stored.decode("ascii", "replace")
+    return IssuanceResult(result.vasp, result.certreq, result.identity, password)
+
+
+def revoke(
+    directory: Directory,
+    vasp_id: str,
+    reason: str,
+    *,
+    sectigo: SectigoClient | None = None,
+    ca: CertificateAuthority | None = None,
+    source: str = "operator",
+) -> Any:
+    """Revoke the VASP's identity certificate and set ``revoked`` on the record.
+
+    Registered records are revoked through Sectigo (``revoke(profile, reason,
+    serial)``); imported ones through the local CA when ``ca`` is given (otherwise the
+    directory only flags the certificate, and its issuer must be told separately).
+    """
+    vasp = directory.get(vasp_id)
+    if not vasp.HasField("identity_certificate") or not vasp.identity_certificate.data:
+        raise DirectoryError(f"VASP {vasp.id} has no identity certificate to revoke")
+    if vasp.identity_certificate.revoked:
+        raise DirectoryError(f"the identity certificate of VASP {vasp.id} is already revoked")
+    serial = int.from_bytes(bytes(vasp.identity_certificate.serial_number), "big")
+    cert_id = serial_hex(serial)
+    origin = directory.store.get_origin(vasp.id)
+    record = directory.store.get_certificate(cert_id)
+    if origin == "import":
+        if ca is not None:
+            ca.revoke(serial, reason)
+    else:
+        if sectigo is None:
+            raise ConfigurationError("revoking a Sectigo-issued certificate needs Sectigo access")
+        profile = _profile_of(directory, record)
+        sectigo.revoke(profile, reason, cert_id)
+    vasp.identity_certificate.revoked = True
+    extra = directory.extra_data(vasp)
+    extra.audit_log.append(
+        gds_models_pb2.AuditLogEntry(
+            timestamp=directory.now(),
+            previous_state=vasp.verification_status,
+            current_state=vasp.verification_status,
+            description=f"identity certificate {cert_id} revoked: {reason}",
+            source=source,
+        )
+    )
+    directory.set_extra_data(vasp, extra)
+    vasp.last_updated = directory.now()
+    certs = []
+    if record is not None:
+        record.status = gds_models_pb2.REVOKED
+        record.details.revoked = True
+        certs.append(record)
+    directory.commit(Changes(vasp=vasp, certificates=certs), what="revoke")
+    return vasp
+
+
+def certificate_zip(directory: Directory, vasp_id: str) -> tuple[str, bytes]:
+    """``(file name, zip bytes)`` of the latest downloaded certificate of a VASP:
+    ``<common name>.zip`` holding the PKCS#12 encrypted with the registrant's password."""
+    vasp = directory.get(vasp_id)
+    for req in reversed(directory.store.certreqs_for(vasp.id)):
+        data = directory.store.get_secret(f"{req.id}-cert")
+        if data:
+            return f"{normalize_common_name(vasp.common_name)}.zip", data
+    raise DirectoryError(f"VASP {vasp.id} has no downloaded certificate")
+
+
+# --------------------------------------------------------------------------- internals
+
+
+def _latest(reqs: list[Any]) -> Any | None:
+    return reqs[-1] if reqs else None
+
+
+def _password_of(directory: Directory, reqs: list[Any]) -> bytes:
+    """The registrant's PKCS#12 password: the newest stored one."""
+    for req in reversed(reqs):
+        secret = directory.store.get_secret(f"{req.id}-password")
+        if secret:
+            return secret
+    return new_token(PASSWORD_LENGTH).encode("ascii")
+
+
+def _new_request(
+    directory: Directory,
+    vasp: Any,
+    reqs: list[Any],
+    source: str,
+    *,
+    dns_names: tuple[str, ...] = (),
+) -> Any:
+    previous = _latest(reqs)
+    names = list(dns_names) or (list(previous.dns_names) if previous is not None else [])
+    req = gds_models_pb2.CertificateRequest(
+        id=str(uuid.uuid4()),
+        vasp=vasp.id,
+        common_name=vasp.common_name,
+        status=CRS.READY_TO_SUBMIT,
+        dns_names=names,
+        created=directory.now(),
+        modified=directory.now(),
+    )
+    req.audit_log.append(
+        gds_models_pb2.CertificateRequestLogEntry(
+            timestamp=directory.now(),
+            previous_state=CRS.INITIALIZED,
+            current_state=CRS.READY_TO_SUBMIT,
+            description="certificate request created",
+            source=source,
+        )
+    )
+    return req
+
+
+def _profile_of(directory: Directory, record: Any | None) -> int:
+    if record is not None and record.request:
+        req = directory.store.get_certreq(record.request)
+        if req is not None and req.profile.isdigit():
+            return int(req.profile)
+    raise DirectoryError("cannot tell the Sectigo profile of this certificate")
+
+
+def _run(
+    directory: Directory,
+    vasp_id: str,
+    certreq_id: str,
+    sectigo: SectigoClient,
+    *,
+    reissue: bool,
+    source: str,
+    poll_interval: float,
+    timeout: float,
+    sleep: Callable[[float], None],
+) -> IssuanceResult:
+    """Drive one certificate request from its current state to COMPLETED."""
+    req = directory.store.get_certreq(certreq_id)
+    if req is None:
+        raise DirectoryError(f"certificate request {certreq_id} disappeared")
+    step: Any = req
+    if step.status == CRS.READY_TO_SUBMIT:
+        step = _submit(directory, vasp_id, step, sectigo, reissue=reissue, source=source)
+    if not isinstance(step, _Failure) and step.status == CRS.PROCESSING:
+        step = _poll(directory, step, sectigo, poll_interval=poll_interval,
+                     timeout=timeout, sleep=sleep, source=source)
+    if not isinstance(step, _Failure) and step.status == CRS.DOWNLOADING:
+        step = _download(directory, step, sectigo, source=source)
+    if not isinstance(step, _Failure) and step.status == CRS.DOWNLOADED:
+        step = _install(directory, vasp_id, step, reissue=reissue, source=source)
+        if isinstance(step, IssuanceResult):
+            return step
+    if isinstance(step, _Failure):
+        _fail(directory, vasp_id, req.id, step, reissue=reissue, source=source)
+        raise DirectoryError(
+            f"certificate issuance for VASP {vasp_id} failed "
+            f"({gds_models_pb2.CertificateRequestState.Name(step.state)}): "
+            f"{step.reason}; run the command again to retry"
+        )
+    req = step
+    raise DirectoryError(
+        f"certificate request {req.id} is "
+        f"{gds_models_pb2.CertificateRequestState.Name(req.status)}; nothing to do"
+    )
+
+
+def _save_req(directory: Directory, req: Any, **extra: Any) -> None:
+    directory.commit(Changes(certreqs=[req], **extra), what="certificate request")
+
+
+def _submit(
+    directory: Directory, vasp_id: str, req: Any, sectigo: SectigoClient, *,
+    reissue: bool, source: str,
+) -> Any | _Failure:
+    if not reissue:
+        vasp = directory.get(vasp_id)
+        if vasp.verification_status != VS.ISSUING_CERTIFICATE:
+            directory.audit(vasp, VS.ISSUING_CERTIFICATE, "submitting certificate request",
+                            source)
+            directory.commit(Changes(vasp=vasp), what="submit")
+    password = directory.store.get_secret(f"{req.id}-password")
+    if not password:
+        return _Failure(CRS.CR_ERRORED, "no PKCS#12 password stored for the request")
+    try:
+        authority = None
+        for candidate in sectigo.authorities():
+            if not candidate.get("enabled", True) or "id" not in candidate:
+                continue
+            if sectigo.balance(int(candidate["id"])) > 0:
+                authority = candidate
+                break
+        if authority is None:
+            return _Failure(CRS.CR_REJECTED, "no Sectigo authority has an available balance")
+        batch_name = f"{directory.directory_id}-certreq-{req.id}"
+        params = {
+            "commonName": req.common_name,
+            "dNSName": "\n".join([req.common_name, *[n for n in req.dns_names if n]]),
+            "pkcs12Password": password.decode("utf-8"),
+        }
+        batch = sectigo.create_single_cert_batch(int(authority["id"]), batch_name, params)
+    except SectigoAPIError as exc:
+        return _Failure(
+            CRS.CR_REJECTED if exc.status == 400 else CRS.CR_ERRORED,
+            f"Sectigo refused the batch: {exc}",
+        )
+    except SectigoError as exc:
+        return _Failure(CRS.CR_ERRORED, f"Sectigo request failed: {exc}")
+    req.authority_id = int(authority["id"])
+    req.profile = str(authority.get("profileId", ""))
+    req.batch_id = int(batch.get("batchId", 0))
+    req.batch_name = str(batch.get("batchName") or batch_name)
+    req.batch_status = str(batch.get("status", ""))
+    req.order_number = int(batch.get("orderNumber") or 0)
+    req.creation_date = str(batch.get("creationDate") or "")
+    req.params.clear()
+    req.params.update({k: v for k, v in params.items() if k != "pkcs12Password"})
+    directory.certreq_state(req, CRS.PROCESSING, f"batch {req.batch_id} created", source)
+    _save_req(directory, req)
+    return req
+
+
+def _poll(
+    directory: Directory, req: Any, sectigo: SectigoClient, *,
+    poll_interval: float, timeout: float, sleep: Callable[[float], None], source: str,
+) -> Any | _Failure:
+    deadline = time.monotonic() + max(0.0, timeout)
+    while True:
+        try:
+            detail = sectigo.batch_detail(req.batch_id)
+            info = sectigo.processing_info(req.batch_id)
+        except SectigoAPIError as exc:
+            if exc.status == 404:
+                return _Failure(CRS.CR_ERRORED,
+                               f"Sectigo no longer knows batch {req.batch_id}")
+            raise DirectoryError(
+                f"cannot check batch {req.batch_id}: {exc}; the request stays PROCESSING, "
+                "run the command again to resume"
+            ) from exc
+        except SectigoError as exc:
+            raise DirectoryError(
+                f"cannot check batch {req.batch_id}: {exc}; the request stays PROCESSING, "
+                "run the command again to resume"
+            ) from exc
+        status = normalize_status(str(detail.get("status") or ""))
+        req.batch_status = status
+        active = int(info.get("active") or 0)
+        success = int(info.get("success") or 0)
+        failed = int(info.get("failed") or 0)
+        if active == 0:
+            if status == READY_FOR_DOWNLOAD and success > 0:
+                directory.certreq_state(req, CRS.DOWNLOADING, "batch ready", source)
+                _save_req(directory, req)
+                return req
+            if (failed > 0 and success == 0) or status in _FAILED_STATES:
+                reason = str(detail.get("rejectReason") or "")
+                state = CRS.CR_REJECTED if reason or status == "REJECTED" else CRS.CR_ERRORED
+                return _Failure(state, reason or f"batch {req.batch_id} is {status or 'failed'}")
+        if time.monotonic() >= deadline:
+            _save_req(directory, req)
+            raise DirectoryError(
+                f"batch {req.batch_id} is still {status or 'processing'} after {timeout:g}s; "
+                "the request stays PROCESSING, run the command again to resume"
+            )
+        sleep(poll_interval)
+
+
+def _download(
+    directory: Directory, req: Any, sectigo: SectigoClient, *, source: str
+) -> Any | _Failure:
+    try:
+        data = sectigo.download_bytes(req.batch_id)
+    except SectigoAPIError as exc:
+        if exc.status == 404:
+            return _Failure(CRS.CR_ERRORED, f"batch {req.batch_id} is gone: {exc}")
+        raise DirectoryError(
+            f"cannot download batch {req.batch_id}: {exc}; run the command again to resume"
+        ) from exc
+    except SectigoError as exc:
+        raise DirectoryError(
+            f"cannot download batch {req.batch_id}: {exc}; run the command again to resume"
+        ) from exc
+    directory.certreq_state(req, CRS.DOWNLOADED, "certificate downloaded", source)
+    _save_req(directory, req, secrets={f"{req.id}-cert": data})
+    return req
+
+
+def open_zip(data: bytes, password: bytes) -> Identity:
+    """Open a Sectigo download (zip of one PKCS#12) with its password."""
+    fd, tmp = tempfile.mkstemp(prefix=".gds-", suffix=".zip")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        return load_identity(tmp, password=password)
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+
+
+def _install(
+    directory: Directory, vasp_id: str, req: Any, *, reissue: bool, source: str
+) -> IssuanceResult | _Failure:
+    data = directory.store.get_secret(f"{req.id}-cert") or b""
+    password = directory.store.get_secret(f"{req.id}-password") or b""
+    try:
+        identity = open_zip(data, password)
+    except CertificateError as exc:
+        return _Failure(CRS.CR_ERRORED, f"cannot open the downloaded certificate: {exc}")
+    if normalize_common_name(req.common_name) not in _names(identity):
+        return _Failure(CRS.CR_ERRORED,
+                       f"the issued certificate does not name {req.common_name!r}")
+    vasp = directory.get(vasp_id)
+    if not reissue and vasp.verification_status != VS.ISSUING_CERTIFICATE:
+        return _Failure(
+            CRS.CR_REJECTED,
+            f"VASP is {state_name(vasp.verification_status)}, not ISSUING_CERTIFICATE",
+        )
+    record = directory.install_certificate(vasp, identity.leaf, identity.chain, request=req.id)
+    req.certificate = record.id
+    directory.certreq_state(req, CRS.COMPLETED, "certificate stored for delivery", source)
+    if not reissue:
+        directory.audit(vasp, VS.VERIFIED, "certificate issued", "automated")
+    else:
+        vasp.last_updated = directory.now()
+    recipients = [t.email for t in directory.store.tokens_for(vasp.id) if t.verified][:1]
+    emails = [
+        directory.email(
+            vasp.id, r, SUBJECT_WELCOME,
+            f"Your TRISA identity certificate for {vasp.common_name} (serial {record.id}) "
+            "is ready; open it with the PKCS#12 password you were given.\n",
+            "deliver_certs",
+        )
+        for r in recipients
+    ]
+    directory.commit(Changes(vasp=vasp, certreqs=[req], certificates=[record], emails=emails),
+                     what="install certificate")
+    return IssuanceResult(vasp=vasp, certreq=req, identity=identity)
+
+
+def _names(identity: Identity) -> list[str]:
+    from .service import cert_names
+
+    return cert_names(identity.leaf)
+
+
+def _fail(
+    directory: Directory, vasp_id: str, certreq_id: str, failure: _Failure, *,
+    reissue: bool, source: str,
+) -> None:
+    """Record a failed request and release the VASP (never left ISSUING_CERTIFICATE)."""
+    for _ in range(3):  # optimistic locking: re-read on a concurrent change
+        req = directory.store.get_certreq(certreq_id)
+        vasp = directory.get(vasp_id)
+        if req is None:
+            return
+        req.reject_reason = failure.reason
+        directory.certreq_state(req, failure.state, failure.reason, source)
+        changes = Changes(certreqs=[req])
+        if not reissue and vasp.verification_status == VS.ISSUING_CERTIFICATE:
+            directory.audit(vasp, VS.REVIEWED, f"certificate issuance failed: {failure.reason}",
+                            "automated")
+            changes.vasp = vasp
+        if directory.store.commit(changes):
+            log.error("VASP %s: certificate request %s %s: %s", vasp_id, certreq_id,
+                      gds_models_pb2.CertificateRequestState.Name(failure.state), failure.reason)
+            return

@@ -1,0 +1,254 @@
+"""The TRISADirectory gRPC service over a :class:`~.service.Directory`.
+
+Errors are gRPC status codes with one-line messages (the reply ``error`` fields are
+never filled, as in the GDS). The server also answers the standard
+``grpc.health.v1.Health`` service and server reflection.
+
+::
+
+    store = SQLiteStore("gds.db")
+    server = DirectoryServer(store, listen="127.0.0.1:0")
+    port = server.start()
+    ...
+    server.stop()
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from collections.abc import Callable
+from concurrent import futures
+from pathlib import Path
+from typing import Any, TypeVar
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from .._pb.trisa.gds.api.v1beta1 import api_pb2 as gds_pb2
+from .._pb.trisa.gds.api.v1beta1 import api_pb2_grpc as gds_grpc
+from ..errors import (
+    CertificateError,
+    ConfigurationError,
+    DirectoryError,
+    DirectoryNotFoundError,
+    StoreError,
+    TrisaPeerError,
+)
+from ..sectigo.client import SectigoClient
+from .service import DEFAULT_DIRECTORY_ID, Directory
+from .store import DirectoryStore
+
+__all__ = ["SERVICE_NAME", "DirectoryServer", "DirectoryServicer", "is_loopback"]
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = "trisa.gds.api.v1beta1.TRISADirectory"
+
+T = TypeVar("T")
+
+
+def is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _abort(context: Any, exc: TrisaPeerError, conflict: grpc.StatusCode) -> None:
+    if isinstance(exc, DirectoryNotFoundError):
+        code = grpc.StatusCode.NOT_FOUND
+    elif isinstance(exc, (ConfigurationError, CertificateError)):
+        code = grpc.StatusCode.INVALID_ARGUMENT
+    elif isinstance(exc, DirectoryError):
+        code = conflict
+    elif isinstance(exc, StoreError):
+        log.error("directory store failure: %s", exc)
+        code = grpc.StatusCode.UNAVAILABLE
+    else:
+        code = grpc.StatusCode.INTERNAL
+    context.abort(code, str(exc))
+
+
+class DirectoryServicer(gds_grpc.TRISADirectoryServicer):  # type: ignore[misc]
+    """Maps each RPC onto :class:`Directory` and its errors onto status codes."""
+
+    def __init__(self, directory: Directory) -> None:
+        self.directory = directory
+
+    def _call(
+        self,
+        context: Any,
+        fn: Callable[[], T],
+        conflict: grpc.StatusCode = grpc.StatusCode.FAILED_PRECONDITION,
+    ) -> T:
+        try:
+            return fn()
+        except TrisaPeerError as exc:
+            _abort(context, exc, conflict)
+            raise  # pragma: no cover - abort raises
+
+    def Lookup(self, request: Any, context: Any) -> Any:
+        return self._call(
+            context,
+            lambda: self.directory.lookup(vasp_id=request.id, common_name=request.common_name),
+        )
+
+    def Search(self, request: Any, context: Any) -> Any:
+        from .._pb.trisa.gds.models.v1beta1 import models_pb2
+
+        categories = [models_pb2.BusinessCategory.Name(c) for c in request.business_category]
+        categories.extend(request.vasp_category)
+        rows = self._call(
+            context,
+            lambda: self.directory.search(
+                names=list(request.name),
+                websites=list(request.website),
+                countries=list(request.country),
+                categories=categories,
+            ),
+        )
+        reply = gds_pb2.SearchReply()
+        for row in rows:
+            reply.results.add(
+                id=row.id,
+                registered_directory=row.registered_directory,
+                common_name=row.common_name,
+                endpoint=row.endpoint,
+            )
+        return reply
+
+    def Register(self, request: Any, context: Any) -> Any:
+        result = self._call(
+            context, lambda: self.directory.register(request), grpc.StatusCode.ALREADY_EXISTS
+        )
+        vasp = result.vasp
+        return gds_pb2.RegisterReply(
+            id=vasp.id,
+            registered_directory=vasp.registered_directory,
+            common_name=vasp.common_name,
+            status=vasp.verification_status,
+            message=result.message,
+            pkcs12password=result.pkcs12password,
+        )
+
+    def VerifyContact(self, request: Any, context: Any) -> Any:
+        state, message = self._call(
+            context, lambda: self.directory.verify_contact(request.id, request.token)
+        )
+        return gds_pb2.VerifyContactReply(status=state, message=message)
+
+    def Verification(self, request: Any, context: Any) -> Any:
+        return self._call(
+            context,
+            lambda: self.directory.verification(
+                vasp_id=request.id, common_name=request.common_name
+            ),
+        )
+
+    def Status(self, request: Any, context: Any) -> Any:
+        return self.directory.status()
+
+
+class DirectoryServer:
+    """A TRISADirectory server on ``listen`` (``host:port``; port 0 picks one).
+
+    ``store`` is a :class:`~.store.DirectoryStore` (or a ready :class:`Directory`).
+    ``tls`` is ``(cert_pem, key_pem)`` for one-way TLS (what GDS clients expect), or
+    ``None`` for plaintext, which is only allowed on a loopback address. ``sectigo``
+    is kept for in-process issuance (:meth:`accept`).
+    """
+
+    def __init__(
+        self,
+        store: DirectoryStore | Directory,
+        *,
+        listen: str = "127.0.0.1:0",
+        tls: tuple[bytes, bytes] | None = None,
+        sectigo: SectigoClient | None = None,
+        directory_id: str = DEFAULT_DIRECTORY_ID,
+        outbox_dir: str | Path | None = None,
+        max_workers: int = 8,
+    ) -> None:
+        if isinstance(store, Directory):
+            self.directory = store
+        else:
+            self.directory = Directory(store, directory_id=directory_id, outbox_dir=outbox_dir)
+        self.listen = listen
+        self.tls = tls
+        self.sectigo = sectigo
+        self.max_workers = max_workers
+        host = listen.rpartition(":")[0]
+        if tls is None and not is_loopback(host):
+            raise ConfigurationError(
+                f"refusing to serve the directory without TLS on non-loopback address {listen}"
+            )
+        self._server: Any = None
+        self.port = 0
+
+    @property
+    def store(self) -> DirectoryStore:
+        return self.directory.store
+
+    @property
+    def endpoint(self) -> str:
+        host = self.listen.rpartition(":")[0] or "127.0.0.1"
+        return f"{host}:{self.port}"
+
+    def start(self) -> int:
+        """Bind and start serving; returns the port."""
+        if self._server is not None:
+            raise ConfigurationError("the directory server is already running")
+        server = grpc.server(futures.ThreadPoolExecutor(max_workers=self.max_workers))
+        gds_grpc.add_TRISADirectoryServicer_to_server(DirectoryServicer(self.directory), server)
+        health_servicer = health.HealthServicer()
+        for name in ("", SERVICE_NAME):
+            health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+        reflection.enable_server_reflection(
+            (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+        )
+        try:
+            if self.tls is None:
+                port = server.add_insecure_port(self.listen)
+            else:
+                cert_pem, key_pem = self.tls
+                creds = grpc.ssl_server_credentials([(key_pem, cert_pem)])
+                port = server.add_secure_port(self.listen, creds)
+        except RuntimeError as exc:
+            raise ConfigurationError(f"cannot listen on {self.listen}: {exc}") from exc
+        if not port:
+            raise ConfigurationError(f"cannot listen on {self.listen}")
+        server.start()
+        self._server = server
+        self.port = int(port)
+        log.info("directory listening on %s", self.endpoint)
+        return self.port
+
+    def stop(self, grace: float | None = None) -> None:
+        server, self._server = self._server, None
+        if server is not None:
+            server.stop(grace).wait()
+
+    def wait(self) -> None:
+        if self._server is not None:
+            self._server.wait_for_termination()
+
+    def __enter__(self) -> DirectoryServer:
+        if self._server is None:
+            self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def accept(self, vasp_id: str, **kw: Any) -> Any:
+        """Accept a registration and issue its certificate through ``sectigo``."""
+        from .issuance import accept
+
+        if self.sectigo is None:
+            raise ConfigurationError("this directory server has no Sectigo client")
+        return accept(self.directory, vasp_id, self.sectigo, **kw)

@@ -1,0 +1,696 @@
+"""Directory storage: the :class:`DirectoryStore` protocol and its SQLite backend.
+
+The store keeps GDS records as serialized protobuf messages next to the few indexed
+columns the RPCs need, so that every RPC is one or two indexed reads:
+
+=============  ==========================================================================
+table          contents
+=============  ==========================================================================
+vasps          ``VASP`` proto + ``id`` (PK), normalised common name (UNIQUE), status,
+               version, endpoint, origin (``register`` / ``import``) and the
+               precomputed ``LookupReply`` bytes (Lookup is a single index hit)
+names          name index: common name + every IVMS101 legal / local / phonetic name,
+               lower-cased and trimmed (prefix search uses the B-tree range)
+websites       website host name index
+countries      country of registration + address countries (ISO alpha-2, upper-case)
+categories     business category name + VASP categories (lower-case)
+contacts       contact verification tokens (48 chars) → VASP, kinds, email, verified
+certreqs       ``gds.models.v1.CertificateRequest`` protos
+certificates   ``gds.models.v1.Certificate`` protos (id = upper-hex serial)
+secrets        PKCS#12 passwords (``<certreq>-password``) and zips (``<certreq>-cert``)
+emails         the outbox (GDS test mode: emails are stored, not sent)
+=============  ==========================================================================
+
+Every mutation is one :class:`Changes` applied by :meth:`DirectoryStore.commit` in one
+transaction; a VASP update carries the version it was read at (optimistic locking), so
+two operators cannot overwrite each other's change. Nothing is cached in the process:
+a server sees a change written by the CLI at its next request.
+
+A PostgreSQL backend would implement the same protocol with the same tables (``BYTEA``
+for the blobs, ``text_pattern_ops`` indexes for the prefix ranges, ``SERIALIZABLE`` or
+``SELECT ... FOR UPDATE`` in ``commit``); nothing outside this module touches SQL.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from .._pb.gds.models.v1 import models_pb2 as gds_models_pb2
+from .._pb.trisa.gds.models.v1beta1 import models_pb2
+from ..errors import StoreError
+from .convert import lookup_reply
+from .validate import normalize_common_name, normalize_country, normalize_name, website_host
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "Changes",
+    "ContactToken",
+    "DirectoryStore",
+    "Email",
+    "SQLiteStore",
+    "SearchRow",
+    "index_terms",
+]
+
+VERIFIED = 6  # models.VerificationState.VERIFIED
+
+
+@dataclass(frozen=True)
+class ContactToken:
+    """One contact email's verification token (shared by the contact kinds using it)."""
+
+    token: str
+    vasp_id: str
+    email: str
+    kinds: tuple[str, ...]
+    verified: bool = False
+    verified_on: str = ""
+
+
+@dataclass(frozen=True)
+class Email:
+    """An outbox entry."""
+
+    recipient: str
+    subject: str
+    body: str
+    reason: str = ""
+    vasp_id: str = ""
+    created: str = ""
+
+
+@dataclass(frozen=True)
+class SearchRow:
+    id: str
+    registered_directory: str
+    common_name: str
+    endpoint: str
+
+
+@dataclass
+class Changes:
+    """One atomic mutation.
+
+    ``vasp`` is inserted when ``create`` is true (refused on a duplicate normalised
+    common name), else updated if its stored version still equals ``vasp.version.version``
+    (the store then bumps the version). ``certreqs`` and ``certificates`` are upserted by
+    id, ``secrets`` by name, ``tokens`` by token; ``emails`` are appended.
+    """
+
+    vasp: Any = None
+    create: bool = False
+    origin: str = "register"
+    certreqs: list[Any] = field(default_factory=list)
+    certificates: list[Any] = field(default_factory=list)
+    secrets: dict[str, bytes] = field(default_factory=dict)
+    tokens: list[ContactToken] = field(default_factory=list)
+    emails: list[Email] = field(default_factory=list)
+
+
+class DirectoryStore(Protocol):
+    """What the directory service needs from storage (SQLite here; PostgreSQL could
+    implement it). Reads return fresh protobuf copies; ``commit`` is all or nothing and
+    returns ``False`` on a conflict (duplicate common name or stale version)."""
+
+    def commit(self, changes: Changes) -> bool: ...
+
+    def get_vasp(self, vasp_id: str) -> Any | None: ...
+
+    def get_vasp_by_common_name(self, common_name: str) -> Any | None: ...
+
+    def get_origin(self, vasp_id: str) -> str | None: ...
+
+    def get_lookup(
+        self, *, vasp_id: str | None = None, common_name: str | None = None
+    ) -> tuple[int, bytes] | None: ...
+
+    def resolve_name(self, name: str, *, prefix: bool) -> list[str]: ...
+
+    def search(
+        self,
+        *,
+        names: Sequence[str] = (),
+        websites: Sequence[str] = (),
+        countries: Sequence[str] = (),
+        categories: Sequence[str] = (),
+        status: int | None = VERIFIED,
+        limit: int = 1000,
+    ) -> list[SearchRow]: ...
+
+    def list_vasps(self, *, status: int | None = None) -> list[Any]: ...
+
+    def get_token(self, token: str) -> ContactToken | None: ...
+
+    def tokens_for(self, vasp_id: str) -> list[ContactToken]: ...
+
+    def get_certreq(self, certreq_id: str) -> Any | None: ...
+
+    def certreqs_for(self, vasp_id: str) -> list[Any]: ...
+
+    def get_certificate(self, certificate_id: str) -> Any | None: ...
+
+    def certificates_for(self, vasp_id: str) -> list[Any]: ...
+
+    def get_secret(self, name: str) -> bytes | None: ...
+
+    def emails(self, *, vasp_id: str | None = None) -> list[Email]: ...
+
+    def close(self) -> None: ...
+
+
+# --------------------------------------------------------------------------- indexing
+
+
+def index_terms(vasp: Any) -> dict[str, set[str]]:
+    """The index keys of a VASP: names, websites, countries, categories."""
+    names = {normalize_name(vasp.common_name)}
+    entity = vasp.entity
+    for group in (
+        entity.name.name_identifiers,
+        entity.name.local_name_identifiers,
+        entity.name.phonetic_name_identifiers,
+    ):
+        for item in group:
+            if item.legal_person_name.strip():
+                names.add(normalize_name(item.legal_person_name))
+    countries = set()
+    if entity.country_of_registration.strip():
+        countries.add(normalize_country(entity.country_of_registration))
+    for address in entity.geographic_addresses:
+        if address.country.strip():
+            countries.add(normalize_country(address.country))
+    websites = {website_host(vasp.website)} - {""}
+    categories = {c.strip().lower() for c in vasp.vasp_categories if c.strip()}
+    if vasp.business_category:
+        categories.add(models_pb2.BusinessCategory.Name(vasp.business_category).lower())
+    return {
+        "names": names - {""},
+        "websites": websites,
+        "countries": countries,
+        "categories": categories,
+    }
+
+
+# --------------------------------------------------------------------------- SQLite
+
+SCHEMA_VERSION = 1
+
+_MIGRATIONS: dict[int, tuple[str, ...]] = {
+    1: (
+        """CREATE TABLE vasps (
+            id TEXT PRIMARY KEY,
+            common_name TEXT NOT NULL,
+            cn_norm TEXT NOT NULL UNIQUE,
+            status INTEGER NOT NULL,
+            version INTEGER NOT NULL,
+            registered_directory TEXT NOT NULL,
+            endpoint TEXT NOT NULL,
+            origin TEXT NOT NULL,
+            record BLOB NOT NULL,
+            lookup BLOB NOT NULL,
+            last_updated TEXT NOT NULL DEFAULT ''
+        )""",
+        "CREATE INDEX vasps_status ON vasps(status)",
+        """CREATE TABLE names (name TEXT NOT NULL, vasp_id TEXT NOT NULL,
+            PRIMARY KEY (name, vasp_id)) WITHOUT ROWID""",
+        "CREATE INDEX names_vasp ON names(vasp_id)",
+        """CREATE TABLE websites (host TEXT NOT NULL, vasp_id TEXT NOT NULL,
+            PRIMARY KEY (host, vasp_id)) WITHOUT ROWID""",
+        "CREATE INDEX websites_vasp ON websites(vasp_id)",
+        """CREATE TABLE countries (country TEXT NOT NULL, vasp_id TEXT NOT NULL,
+            PRIMARY KEY (country, vasp_id)) WITHOUT ROWID""",
+        "CREATE INDEX countries_vasp ON countries(vasp_id)",
+        """CREATE TABLE categories (category TEXT NOT NULL, vasp_id TEXT NOT NULL,
+            PRIMARY KEY (category, vasp_id)) WITHOUT ROWID""",
+        "CREATE INDEX categories_vasp ON categories(vasp_id)",
+        """CREATE TABLE contacts (
+            token TEXT PRIMARY KEY,
+            vasp_id TEXT NOT NULL,
+            email TEXT NOT NULL,
+            kinds TEXT NOT NULL,
+            verified INTEGER NOT NULL DEFAULT 0,
+            verified_on TEXT NOT NULL DEFAULT ''
+        )""",
+        "CREATE INDEX contacts_vasp ON contacts(vasp_id)",
+        """CREATE TABLE certreqs (
+            id TEXT PRIMARY KEY,
+            vasp_id TEXT NOT NULL,
+            status INTEGER NOT NULL,
+            created TEXT NOT NULL,
+            record BLOB NOT NULL
+        )""",
+        "CREATE INDEX certreqs_vasp ON certreqs(vasp_id, created)",
+        """CREATE TABLE certificates (
+            id TEXT PRIMARY KEY,
+            vasp_id TEXT NOT NULL,
+            seq INTEGER NOT NULL,
+            record BLOB NOT NULL
+        )""",
+        "CREATE INDEX certificates_vasp ON certificates(vasp_id, seq)",
+        "CREATE TABLE secrets (name TEXT PRIMARY KEY, value BLOB NOT NULL)",
+        """CREATE TABLE emails (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT,
+            vasp_id TEXT NOT NULL,
+            created TEXT NOT NULL,
+            recipient TEXT NOT NULL,
+            subject TEXT NOT NULL,
+            reason TEXT NOT NULL,
+            body TEXT NOT NULL
+        )""",
+        "CREATE INDEX emails_vasp ON emails(vasp_id)",
+    ),
+}
+
+# (table, column, key of index_terms())
+_INDEX_TABLES = (
+    ("names", "name", "names"),
+    ("websites", "host", "websites"),
+    ("countries", "country", "countries"),
+    ("categories", "category", "categories"),
+)
+
+
+def _marks(values: Sequence[object]) -> str:
+    return ",".join("?" * len(values))
+
+
+def _prefix_upper(prefix: str) -> str:
+    return prefix + "\U0010ffff"
+
+
+class SQLiteStore:
+    """:class:`DirectoryStore` on one SQLite file (WAL, one connection per thread).
+
+    ``path`` may be ``":memory:"`` only for single-threaded use; use a file otherwise.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, busy_timeout: float = 10.0) -> None:
+        self.path = os.fspath(path)
+        self._busy_timeout = busy_timeout
+        self._local = threading.local()
+        self._all: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        self._closed = False
+        if self.path != ":memory:":
+            parent = Path(self.path).parent
+            if not parent.is_dir():
+                raise StoreError(f"{self.path}: directory {parent} does not exist")
+        self._migrate()
+
+    def __repr__(self) -> str:
+        return f"SQLiteStore({self.path!r})"
+
+    def __enter__(self) -> SQLiteStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- connections ----------------------------------------------------------------------
+
+    def _conn(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is not None:
+            return conn
+        if self._closed:
+            raise StoreError(f"{self.path}: store is closed")
+        try:
+            conn = sqlite3.connect(
+                self.path,
+                timeout=self._busy_timeout,
+                isolation_level=None,
+                check_same_thread=False,
+            )
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute(f"PRAGMA busy_timeout={int(self._busy_timeout * 1000)}")
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: cannot open database: {exc}") from exc
+        self._local.conn = conn
+        with self._lock:
+            self._all.append(conn)
+        return conn
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            conns, self._all = self._all, []
+        for conn in conns:
+            with contextlib.suppress(sqlite3.Error):
+                conn.close()
+        self._local = threading.local()
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        conn = self._conn()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: cannot start a transaction: {exc}") from exc
+        try:
+            yield conn
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            raise
+        try:
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            raise StoreError(f"{self.path}: commit failed: {exc}") from exc
+
+    def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        try:
+            return self._conn().execute(sql, tuple(params)).fetchall()
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: read failed: {exc}") from exc
+
+    def _migrate(self) -> None:
+        try:
+            with self._write() as conn:
+                conn.execute(
+                    "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)"
+                )
+                row = conn.execute("SELECT MAX(version) FROM schema_version").fetchone()
+                current = int(row[0] or 0)
+                if current > SCHEMA_VERSION:
+                    raise StoreError(
+                        f"{self.path}: database schema version {current} is newer than "
+                        f"this trisa-peer supports ({SCHEMA_VERSION})"
+                    )
+                for version in range(current + 1, SCHEMA_VERSION + 1):
+                    for statement in _MIGRATIONS[version]:
+                        conn.execute(statement)
+                    conn.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"{self.path}: not a usable directory database: {exc}") from exc
+
+    def schema_version(self) -> int:
+        return int(self._read("SELECT MAX(version) FROM schema_version")[0][0] or 0)
+
+    # -- writes ---------------------------------------------------------------------------
+
+    def commit(self, changes: Changes) -> bool:
+        try:
+            with self._write() as conn:
+                if changes.vasp is not None and not self._write_vasp(conn, changes):
+                    conn.execute("ROLLBACK")
+                    conn.execute("BEGIN")  # the context manager commits an empty transaction
+                    return False
+                for req in changes.certreqs:
+                    conn.execute(
+                        "INSERT INTO certreqs (id, vasp_id, status, created, record) "
+                        "VALUES (?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET "
+                        "status = excluded.status, record = excluded.record",
+                        (req.id, req.vasp, int(req.status), req.created,
+                         req.SerializeToString()),
+                    )
+                for cert in changes.certificates:
+                    conn.execute(
+                        "INSERT INTO certificates (id, vasp_id, seq, record) VALUES (?, ?, "
+                        "(SELECT COALESCE(MAX(seq), 0) + 1 FROM certificates), ?) "
+                        "ON CONFLICT(id) DO UPDATE SET record = excluded.record",
+                        (cert.id, cert.vasp, cert.SerializeToString()),
+                    )
+                for name, value in changes.secrets.items():
+                    conn.execute(
+                        "INSERT INTO secrets (name, value) VALUES (?, ?) "
+                        "ON CONFLICT(name) DO UPDATE SET value = excluded.value",
+                        (name, bytes(value)),
+                    )
+                for tok in changes.tokens:
+                    conn.execute(
+                        "INSERT INTO contacts (token, vasp_id, email, kinds, verified, "
+                        "verified_on) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(token) DO UPDATE "
+                        "SET verified = excluded.verified, verified_on = excluded.verified_on",
+                        (tok.token, tok.vasp_id, tok.email, ",".join(tok.kinds),
+                         int(tok.verified), tok.verified_on),
+                    )
+                for mail in changes.emails:
+                    conn.execute(
+                        "INSERT INTO emails (vasp_id, created, recipient, subject, reason, "
+                        "body) VALUES (?, ?, ?, ?, ?, ?)",
+                        (mail.vasp_id, mail.created, mail.recipient, mail.subject,
+                         mail.reason, mail.body),
+                    )
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: write failed: {exc}") from exc
+        return True
+
+    def _write_vasp(self, conn: sqlite3.Connection, changes: Changes) -> bool:
+        vasp = changes.vasp
+        cn_norm = normalize_common_name(vasp.common_name)
+        if changes.create:
+            vasp.version.version = max(1, int(vasp.version.version))
+            try:
+                conn.execute(
+                    "INSERT INTO vasps (id, common_name, cn_norm, status, version, "
+                    "registered_directory, endpoint, origin, record, lookup, last_updated) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    self._vasp_row(vasp, cn_norm, changes.origin),
+                )
+            except sqlite3.IntegrityError:
+                return False
+        else:
+            expected = int(vasp.version.version)
+            vasp.version.version = expected + 1
+            row = self._vasp_row(vasp, cn_norm, "")
+            try:
+                cur = conn.execute(
+                    "UPDATE vasps SET common_name = ?, cn_norm = ?, status = ?, version = ?, "
+                    "registered_directory = ?, endpoint = ?, record = ?, lookup = ?, "
+                    "last_updated = ? WHERE id = ? AND version = ?",
+                    (row[1], row[2], row[3], row[4], row[5], row[6], row[8], row[9], row[10],
+                     vasp.id, expected),
+                )
+            except sqlite3.IntegrityError:
+                vasp.version.version = expected
+                return False
+            if cur.rowcount != 1:
+                vasp.version.version = expected
+                return False
+            for table, _, _ in _INDEX_TABLES:
+                conn.execute(f"DELETE FROM {table} WHERE vasp_id = ?", (vasp.id,))  # noqa: S608
+        terms = index_terms(vasp)
+        for table, column, key in _INDEX_TABLES:
+            conn.executemany(
+                f"INSERT OR IGNORE INTO {table} ({column}, vasp_id) VALUES (?, ?)",  # noqa: S608
+                [(term, vasp.id) for term in sorted(terms[key])],
+            )
+        return True
+
+    @staticmethod
+    def _vasp_row(vasp: Any, cn_norm: str, origin: str) -> tuple[Any, ...]:
+        return (
+            vasp.id,
+            vasp.common_name,
+            cn_norm,
+            int(vasp.verification_status),
+            int(vasp.version.version),
+            vasp.registered_directory,
+            vasp.trisa_endpoint,
+            origin,
+            vasp.SerializeToString(),
+            lookup_reply(vasp).SerializeToString(),
+            vasp.last_updated,
+        )
+
+    # -- reads ----------------------------------------------------------------------------
+
+    @staticmethod
+    def _vasp(blob: bytes) -> Any:
+        vasp = models_pb2.VASP()
+        vasp.ParseFromString(blob)
+        return vasp
+
+    def get_vasp(self, vasp_id: str) -> Any | None:
+        rows = self._read("SELECT record FROM vasps WHERE id = ?", (vasp_id,))
+        return self._vasp(rows[0][0]) if rows else None
+
+    def get_vasp_by_common_name(self, common_name: str) -> Any | None:
+        rows = self._read(
+            "SELECT record FROM vasps WHERE cn_norm = ?", (normalize_common_name(common_name),)
+        )
+        return self._vasp(rows[0][0]) if rows else None
+
+    def get_origin(self, vasp_id: str) -> str | None:
+        rows = self._read("SELECT origin FROM vasps WHERE id = ?", (vasp_id,))
+        return str(rows[0][0]) if rows else None
+
+    def get_lookup(
+        self, *, vasp_id: str | None = None, common_name: str | None = None
+    ) -> tuple[int, bytes] | None:
+        if vasp_id:
+            rows = self._read("SELECT status, lookup FROM vasps WHERE id = ?", (vasp_id,))
+        elif common_name:
+            rows = self._read(
+                "SELECT status, lookup FROM vasps WHERE cn_norm = ?",
+                (normalize_common_name(common_name),),
+            )
+        else:
+            return None
+        return (int(rows[0][0]), bytes(rows[0][1])) if rows else None
+
+    def resolve_name(self, name: str, *, prefix: bool) -> list[str]:
+        """Ids whose name index holds ``name`` (or a name starting with it), at most two
+        (enough to tell unique from ambiguous)."""
+        key = normalize_name(name)
+        if not key:
+            return []
+        if prefix:
+            rows = self._read(
+                "SELECT DISTINCT vasp_id FROM names WHERE name >= ? AND name < ? LIMIT 2",
+                (key, _prefix_upper(key)),
+            )
+        else:
+            rows = self._read("SELECT DISTINCT vasp_id FROM names WHERE name = ? LIMIT 2", (key,))
+        return [str(r[0]) for r in rows]
+
+    def search(
+        self,
+        *,
+        names: Sequence[str] = (),
+        websites: Sequence[str] = (),
+        countries: Sequence[str] = (),
+        categories: Sequence[str] = (),
+        status: int | None = VERIFIED,
+        limit: int = 1000,
+    ) -> list[SearchRow]:
+        # Candidates come from one index (names/websites, else countries, else
+        # categories), then each is joined to its row by primary key and filtered with
+        # EXISTS probes on the (term, vasp_id) primary keys: no scan of the vasps table.
+        params: list[Any] = []
+        sources: list[str] = []
+        for name in names:
+            key = normalize_name(name)
+            if key:
+                sources.append("SELECT DISTINCT vasp_id FROM names WHERE name >= ? AND name < ?")
+                params.extend((key, _prefix_upper(key)))
+        hosts = sorted({website_host(w) for w in websites} - {""})
+        if hosts:
+            sources.append(
+                f"SELECT vasp_id FROM websites WHERE host IN ({_marks(hosts)})"  # noqa: S608
+            )
+            params.extend(hosts)
+        if (names or websites) and not sources:
+            return []
+        filters: list[tuple[str, str, list[str]]] = [
+            ("countries", "country", sorted({normalize_country(c) for c in countries} - {""})),
+            ("categories", "category", sorted({c.strip().lower() for c in categories} - {""})),
+        ]
+        filters = [f for f in filters if f[2]]
+        if not sources:
+            if not filters:
+                return []
+            table, column, values = filters.pop(0)
+            sources.append(
+                f"SELECT vasp_id FROM {table} WHERE {column} IN ({_marks(values)})"  # noqa: S608
+            )
+            params.extend(values)
+        where: list[str] = []
+        for table, column, values in filters:
+            where.append(
+                f"EXISTS (SELECT 1 FROM {table} f WHERE f.vasp_id = v.id AND "  # noqa: S608
+                f"f.{column} IN ({_marks(values)}))"
+            )
+            params.extend(values)
+        if status is not None:
+            where.append("v.status = ?")
+            params.append(int(status))
+        sql = (  # only placeholders and fixed names are interpolated
+            "SELECT v.id, v.registered_directory, v.common_name, v.endpoint FROM "  # noqa: S608
+            f"({' UNION '.join(sources)}) m CROSS JOIN vasps v ON v.id = m.vasp_id"
+            + (" WHERE " + " AND ".join(where) if where else "")
+            + " ORDER BY v.cn_norm LIMIT ?"
+        )
+        params.append(int(limit))
+        return [SearchRow(str(a), str(b), str(c), str(d)) for a, b, c, d in self._read(sql, params)]
+
+    def list_vasps(self, *, status: int | None = None) -> list[Any]:
+        if status is None:
+            rows = self._read("SELECT record FROM vasps ORDER BY cn_norm")
+        else:
+            rows = self._read(
+                "SELECT record FROM vasps WHERE status = ? ORDER BY cn_norm", (int(status),)
+            )
+        return [self._vasp(r[0]) for r in rows]
+
+    @staticmethod
+    def _token(row: Sequence[Any]) -> ContactToken:
+        return ContactToken(
+            token=str(row[0]),
+            vasp_id=str(row[1]),
+            email=str(row[2]),
+            kinds=tuple(k for k in str(row[3]).split(",") if k),
+            verified=bool(row[4]),
+            verified_on=str(row[5]),
+        )
+
+    _CONTACT_COLUMNS = "token, vasp_id, email, kinds, verified, verified_on"
+
+    def get_token(self, token: str) -> ContactToken | None:
+        rows = self._read(
+            f"SELECT {self._CONTACT_COLUMNS} FROM contacts WHERE token = ?", (token,)  # noqa: S608
+        )
+        return self._token(rows[0]) if rows else None
+
+    def tokens_for(self, vasp_id: str) -> list[ContactToken]:
+        rows = self._read(
+            f"SELECT {self._CONTACT_COLUMNS} FROM contacts WHERE vasp_id = ? "  # noqa: S608
+            "ORDER BY rowid",
+            (vasp_id,),
+        )
+        return [self._token(r) for r in rows]
+
+    @staticmethod
+    def _certreq(blob: bytes) -> Any:
+        req = gds_models_pb2.CertificateRequest()
+        req.ParseFromString(blob)
+        return req
+
+    def get_certreq(self, certreq_id: str) -> Any | None:
+        rows = self._read("SELECT record FROM certreqs WHERE id = ?", (certreq_id,))
+        return self._certreq(rows[0][0]) if rows else None
+
+    def certreqs_for(self, vasp_id: str) -> list[Any]:
+        rows = self._read(
+            "SELECT record FROM certreqs WHERE vasp_id = ? ORDER BY created, rowid", (vasp_id,)
+        )
+        return [self._certreq(r[0]) for r in rows]
+
+    @staticmethod
+    def _certificate(blob: bytes) -> Any:
+        cert = gds_models_pb2.Certificate()
+        cert.ParseFromString(blob)
+        return cert
+
+    def get_certificate(self, certificate_id: str) -> Any | None:
+        rows = self._read("SELECT record FROM certificates WHERE id = ?", (certificate_id,))
+        return self._certificate(rows[0][0]) if rows else None
+
+    def certificates_for(self, vasp_id: str) -> list[Any]:
+        rows = self._read(
+            "SELECT record FROM certificates WHERE vasp_id = ? ORDER BY seq", (vasp_id,)
+        )
+        return [self._certificate(r[0]) for r in rows]
+
+    def get_secret(self, name: str) -> bytes | None:
+        rows = self._read("SELECT value FROM secrets WHERE name = ?", (name,))
+        return bytes(rows[0][0]) if rows else None
+
+    def emails(self, *, vasp_id: str | None = None) -> list[Email]:
+        sql = "SELECT recipient, subject, body, reason, vasp_id, created FROM emails"
+        params: tuple[Any, ...] = ()
+        if vasp_id is not None:
+            sql += " WHERE vasp_id = ?"
+            params = (vasp_id,)
+        rows = self._read(sql + " ORDER BY seq", params)
+        return [Email(*map(str, r)) for r in rows]
