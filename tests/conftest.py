@@ -7,7 +7,11 @@ vectors), so a fresh clone tests without the shared folder beside it.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+# The gRPC C core logs INFO lines (handshake failures the tests provoke on purpose).
+os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
 ROOT = Path(__file__).resolve().parent.parent
 UPSTREAM = Path(__file__).resolve().parent / "upstream"

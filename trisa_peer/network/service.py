@@ -61,6 +61,12 @@ TS = api_pb2.TransferState
 Code = errors_pb2.Error
 PENDING_TYPE = "type.googleapis.com/trisa.data.generic.v1beta1.Pending"
 
+#: Largest encrypted payload a node opens (1 MiB; Travel Rule payloads are a few KiB).
+#: It is below gRPC's default 4 MiB message limit, so an oversized envelope that gRPC
+#: still delivers is answered with a TRISA BAD_REQUEST envelope; larger messages are
+#: refused by gRPC itself (RESOURCE_EXHAUSTED) and the server keeps serving.
+MAX_ENVELOPE_PAYLOAD = 1024 * 1024
+
 
 def pending_of(payload: Any) -> Any | None:
     """The ``Pending`` message of a payload whose transaction is one, else None."""
@@ -85,7 +91,9 @@ class Exchange:
         schedule: Callable[[float, Callable[[], None]], None],
         send_callback: Callable[[str, str, Accept | Reject, Any], None],
         clock: Clock = utcnow,
+        max_payload_size: int = MAX_ENVELOPE_PAYLOAD,
     ) -> None:
+        self.max_payload_size = max_payload_size
         self.common_name = common_name
         self.handler = handler
         self.store = store
@@ -146,7 +154,7 @@ class Exchange:
                     "run KeyExchange and send again",
                     retry=True,
                 )
-            payload = open_envelope(envelope, key)
+            payload = open_envelope(envelope, key, max_payload_size=self.max_payload_size)
         except EnvelopeRejection as rejection:
             seq = seen.seq if seen else self.store.add(
                 envelope_id=eid, peer=cn, direction="incoming", kind="request",

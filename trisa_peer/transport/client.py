@@ -205,6 +205,16 @@ def _dial_error(exc: grpc.RpcError, peer: str, plan: ConnectionPlan) -> Handshak
     if code == grpc.StatusCode.UNAVAILABLE:
         lowered = details.lower()
         tls = "ssl" in lowered or "tls" in lowered or "handshake" in lowered
+        if "socket closed" in lowered or "connection reset" in lowered:
+            # Our side already accepted the pinned certificate; an mTLS server that
+            # rejects the client chain (BoringSSL, step 3) just closes the connection.
+            return ChainVerificationError(
+                f"{peer} closed the connection during the TLS handshake: it did not accept "
+                f"this node's certificate chain ({details})",
+                step=Step.VERIFY_CLIENT_CHAIN,
+                peer=peer,
+                reason="refused-by-peer",
+            )
         if not tls:
             return TransportSecurityError(
                 f"cannot reach {peer} at {plan.address}: {details}",
