@@ -22,7 +22,7 @@ from ..errors import TrisaPeerError
 __all__ = ["build_parser", "main"]
 
 # Sub-command modules, in the order they appear in --help.
-_COMMAND_MODULES: tuple[str, ...] = ("ca", "gds", "node", "envelope")
+_COMMAND_MODULES: tuple[str, ...] = ("ca", "gds", "node", "envelope", "demo")
 
 PROG = "trisa-peer"
 
