@@ -38,7 +38,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -366,11 +366,12 @@ class PeerResolver:
         verifier: ChainVerifier,
         directory: DirectoryLookup,
         *,
-        resolve: Mapping[str, str] | None = None,
+        resolve: dict[str, str] | None = None,
     ) -> None:
         self.verifier = verifier
         self.directory = directory
-        self.resolve = dict(resolve or {})
+        # Kept by reference: entries added later (e.g. a peer that just registered) apply.
+        self.resolve: dict[str, str] = resolve if resolve is not None else {}
 
     def plan(
         self,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import signal
 import sys
 import threading
@@ -80,7 +81,7 @@ def _node(args: argparse.Namespace, *, listen: str, policy: str) -> Any:
 
     material = load_material(args)
     directory = open_directory(args)
-    store = TransferStore(args.db or ":memory:")
+    store = TransferStore(getattr(args, "db", None) or ":memory:")
     common_name = material.current().identity.common_name
     return TrisaNode(
         material,
@@ -108,6 +109,8 @@ def _handler(policy: str, common_name: str) -> Any:
 def _serve(args: argparse.Namespace) -> int:
     apply_config(args, _NODE_OPTIONS)
     require(args, "listen")
+    # One line per accept/reject decision is part of what an operator runs this for.
+    logging.getLogger("trisa_peer").setLevel(logging.INFO if not args.verbose else logging.DEBUG)
     node = _node(args, listen=args.listen, policy=args.policy or "rvasp")
     port = node.start()
     print(f"trisa-peer: {node.common_name} serving on port {port} "

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -88,7 +88,7 @@ class TrisaNode:
         store: TransferStore,
         handler: Handler,
         listen: str = "127.0.0.1:0",
-        resolve: Mapping[str, str] | None = None,
+        resolve: dict[str, str] | None = None,
         clock: Clock = utcnow,
         timeout: float = 10.0,
         decision_ttl: float = 300.0,

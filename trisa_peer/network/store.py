@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import sqlite3
 import threading
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -105,8 +106,15 @@ class TransferStore:
         self.path = str(path)
         self._local = threading.local()
         self._write_lock = threading.Lock()
-        if self.path != ":memory:" and not Path(self.path).parent.is_dir():
+        self._uri = False
+        if self.path == ":memory:":
+            # One in-memory database shared by this store's per-thread connections; the
+            # first connection (kept in ``_keeper``) keeps it alive.
+            self.path = f"file:trisa-transfers-{uuid.uuid4()}?mode=memory&cache=shared"
+            self._uri = True
+        elif not Path(self.path).parent.is_dir():
             raise StoreError(f"{self.path}: directory does not exist")
+        self._keeper = self._db()
         try:
             self._db().executescript(_SCHEMA)  # executescript commits on its own
         except sqlite3.Error as exc:
@@ -125,7 +133,10 @@ class TransferStore:
         db: sqlite3.Connection | None = getattr(self._local, "db", None)
         if db is None:
             try:
-                db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+                db = sqlite3.connect(
+                    self.path, timeout=30, isolation_level=None, uri=self._uri,
+                    check_same_thread=False,
+                )
                 db.execute("PRAGMA journal_mode=WAL")
                 db.execute("PRAGMA synchronous=FULL")
                 db.execute("PRAGMA foreign_keys=ON")

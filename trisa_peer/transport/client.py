@@ -191,8 +191,16 @@ def _record_dial(
 def _dial_error(exc: grpc.RpcError, peer: str, plan: ConnectionPlan) -> HandshakeError:
     code = exc.code()
     details = exc.details() or ""
+    match = _STEP_PREFIX.match(details)
+    if match and code == grpc.StatusCode.UNAVAILABLE:
+        # The server could not decide (e.g. its directory is down): it failed closed.
+        return HandshakeError(
+            f"{peer} could not verify this node: {details[match.end():]}",
+            step=Step(int(match.group(1))),
+            peer=peer,
+            reason="peer-directory-unavailable",
+        )
     if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
-        match = _STEP_PREFIX.match(details)
         step = Step(int(match.group(1))) if match else Step.BIND_CLIENT_RECORD
         text = details[match.end() :] if match else details
         cls: type[HandshakeError] = (
