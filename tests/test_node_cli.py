@@ -1,0 +1,159 @@
+"""``trisa-peer serve | check | send | transfers`` as an operator runs them."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from conftest import PKI
+from google.protobuf import json_format
+from pki import identity
+
+from trisa_peer.directory.server import DirectoryServer
+from trisa_peer.directory.store import SQLiteStore
+from trisa_peer.network.cast import BOOK
+from trisa_peer.network.policies import originator_payload
+from trisa_peer.testing.network import free_port
+
+
+def cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "trisa_peer", *args], capture_output=True,
+                          text=True, timeout=timeout, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+
+class Setup:
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.store = SQLiteStore(tmp / "gds.db")
+        self.gds = DirectoryServer(self.store, listen="127.0.0.1:0")
+        self.gds.start()
+        self.bob_port = free_port()
+        for name, port in (("bob", self.bob_port), ("alice", free_port())):
+            ident = identity(name)
+            self.gds.directory.add(common_name=ident.common_name,
+                                   endpoint=f"{ident.common_name}:{port}",
+                                   certificates=[ident.leaf, *ident.chain])
+        self.procs: list[subprocess.Popen[str]] = []
+
+    def identity_args(self, name: str) -> list[str]:
+        return ["--cert", str(PKI / f"{name}.pem"), "--key", str(PKI / f"{name}.key"),
+                "--trust", str(PKI / "trust.pem"), "--directory", self.gds.endpoint,
+                "--directory-insecure", "--resolve", f"bob.vasp.test:{self.bob_port}:127.0.0.1"]
+
+    def serve(self, *args: str) -> subprocess.Popen[str]:
+        proc = subprocess.Popen([sys.executable, "-m", "trisa_peer", "serve", *args],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.procs.append(proc)
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert "serving on port" in line, proc.stderr.read() if proc.stderr else line
+        return proc
+
+    def close(self) -> None:
+        for proc in self.procs:
+            proc.terminate()
+            proc.wait(timeout=10)
+        self.gds.stop()
+
+
+@pytest.fixture
+def setup(tmp_path: Path) -> Iterator[Setup]:
+    s = Setup(tmp_path)
+    yield s
+    s.close()
+
+
+def test_serve_check_send_transfers(setup: Setup) -> None:
+    db = setup.tmp / "bob.db"
+    bob = setup.serve("--listen", f"127.0.0.1:{setup.bob_port}", "--db", str(db),
+                      *setup.identity_args("bob"))
+
+    ok = cli("check", "bob.vasp.test", *setup.identity_args("alice"))
+    assert ok.returncode == 0, ok.stderr
+    assert ok.stdout.count("[ ok ]") == 8
+    assert "all eight steps passed" in ok.stdout
+
+    refused = cli("check", "bob.vasp.test", *setup.identity_args("mallory"))
+    assert refused.returncode == 1
+    assert "[FAIL] 4" in refused.stdout
+    assert refused.stderr.count("\n") == 1 and "step 4" in refused.stderr
+
+    payload = originator_payload(BOOK.wallets_of("alice.vasp.test")[1],
+                                 BOOK.wallets_of("bob.vasp.test")[0], sent_at=datetime.now(UTC))
+    path = setup.tmp / "payload.json"
+    path.write_text(json_format.MessageToJson(payload, preserving_proto_field_name=True))
+    sent = cli("send", "--to", "bob.vasp.test", "--payload", str(path),
+               *setup.identity_args("alice"))
+    assert sent.returncode == 0, sent.stderr
+    reply = json.loads(sent.stdout)
+    assert reply["state"] == "accepted"
+    assert reply["payload"]["received_at"]
+
+    listed = cli("transfers", "list", "--db", str(db), "--json")
+    rows = json.loads(listed.stdout)
+    assert [r["envelope_id"] for r in rows] == [reply["envelope_id"]]
+    shown = cli("transfers", "show", reply["envelope_id"], "--db", str(db),
+                "--key", str(PKI / "bob.key"))
+    items = json.loads(shown.stdout)
+    assert items[0]["payload"]["identity"]["@type"].endswith("IdentityPayload")
+    sealed = cli("transfers", "show", reply["envelope_id"], "--db", str(db))
+    assert "pass --key to open" in sealed.stdout  # nothing opened without the key
+
+    bob.terminate()
+    _, log = bob.communicate(timeout=10)
+    assert "peer=alice.vasp.test" in log and "outcome=accept" in log
+    assert "peer=mallory.vasp.test" in log and "outcome=reject" in log and "step=4" in log
+    assert "PRIVATE KEY" not in log and "BEGIN CERTIFICATE" not in log
+
+
+def test_serve_from_toml_config_flags_override(setup: Setup) -> None:
+    config = setup.tmp / "bob.toml"
+    config.write_text(
+        f'listen = "127.0.0.1:1"\n'  # overridden by --listen below
+        f'cert = "{PKI / "bob.pem"}"\nkey = "{PKI / "bob.key"}"\n'
+        f'trust = ["{PKI / "trust.pem"}"]\ndirectory = "{setup.gds.endpoint}"\n'
+        f'directory_insecure = true\npolicy = "accept"\n')
+    setup.serve("--config", str(config), "--listen", f"127.0.0.1:{setup.bob_port}")
+    ok = cli("check", "bob.vasp.test", *setup.identity_args("alice"))
+    assert ok.returncode == 0, ok.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["serve", "--listen", "127.0.0.1:0", "--cert", "{pki}/bob.pem"],
+         "missing required option(s): --trust"),
+        (["check", "bob.vasp.test", "--cert", "{pki}/alice.pem", "--key", "{pki}/alice.key",
+          "--trust", "{pki}/trust.pem", "--directory", "127.0.0.1:1", "--directory-insecure",
+          "--resolve", "nonsense"], "must be HOST:PORT:ADDRESS"),
+        (["serve", "--config", "{tmp}/bad.toml"], "unknown option(s): colour"),
+        (["serve", "--listen", "127.0.0.1:0", "--cert", "{pki}/bob.pem", "--key",
+          "{pki}/alice.key", "--trust", "{pki}/trust.pem", "--directory", "127.0.0.1:1"],
+         "does not match"),
+    ],
+)
+def test_bad_input_one_line_exit_1(tmp_path: Path, args: list[str], message: str) -> None:
+    (tmp_path / "bad.toml").write_text('colour = "blue"\n')
+    out = cli(*[a.format(pki=PKI, tmp=tmp_path) for a in args])
+    assert out.returncode == 1, out
+    assert message in out.stderr
+    assert out.stderr.count("\n") == 1 and "Traceback" not in out.stderr
+
+
+def test_check_against_unreachable_directory_fails_in_bounded_time(tmp_path: Path) -> None:
+    start = time.monotonic()
+    out = cli("check", "bob.vasp.test", "--cert", str(PKI / "alice.pem"), "--key",
+              str(PKI / "alice.key"), "--trust", str(PKI / "trust.pem"), "--directory",
+              f"127.0.0.1:{free_port()}", "--directory-insecure", "--directory-timeout", "1")
+    assert out.returncode == 1
+    assert "[FAIL] 1" in out.stdout
+    assert time.monotonic() - start < 30
+
+
