@@ -24,7 +24,7 @@ demo: $(STAMP)
 test: $(STAMP) lint typecheck pytest
 
 lint: $(STAMP)
-	$(BIN)/ruff check trisa_peer tests scripts bench
+	$(BIN)/ruff check trisa_peer tests scripts $(wildcard bench)
 
 typecheck: $(STAMP)
 	$(BIN)/mypy trisa_peer

@@ -253,3 +253,17 @@ def test_message_over_grpc_limit_refused_by_transport_server_keeps_serving(net: 
     assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     ok = net.alice.send(net.bob.common_name, payload_for("alice.vasp.test", "bob.vasp.test"))
     assert ok.state == "accepted"
+
+
+def test_repair_outcome_is_a_retryable_rejection(net: Any, tmp_path: Any) -> None:
+    from trisa_peer.network.handler import Repair
+
+    node = _extra_node(net, tmp_path, "bob", lambda i: Repair("beneficiary name missing"))
+    try:
+        result = net.alice.send(net.bob.common_name,
+                                payload_for("alice.vasp.test", "bob.vasp.test"))
+        assert result.state == "repair"
+        assert result.error.retry and result.error.code == Code.INCOMPLETE_IDENTITY
+        assert result.transfer_state == api_pb2.REPAIR
+    finally:
+        _restore(net, node)

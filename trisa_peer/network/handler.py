@@ -9,8 +9,9 @@ A handler is ``Callable[[Incoming], Outcome]``. It receives the *verified* count
 * :class:`Pending` -- the decision comes later; the reply carries a
   ``trisa.data.generic.v1beta1.Pending`` with the reply window, and the node later
   sends a callback (:class:`Accept` or :class:`Reject`) with the same envelope id;
-* :class:`Reject` -- a TRISA rejection (``code`` from ``Error.Code``); ``retry=True``
-  asks the originator to repair and send again.
+* :class:`Repair` -- the payload needs fixing (e.g. an incomplete identity): a rejection
+  with ``retry=True`` and transfer state REPAIR, asking the originator to send again;
+* :class:`Reject` -- a TRISA rejection (``code`` from ``Error.Code``).
 
 Handlers never see ciphertext or keys, and must not log the payload (it holds
 customers' personal data).
@@ -25,7 +26,7 @@ from typing import Any
 
 from ..handshake import VerifiedPeer
 
-__all__ = ["Accept", "Handler", "Incoming", "Outcome", "Pending", "Reject"]
+__all__ = ["Accept", "Handler", "Incoming", "Outcome", "Pending", "Reject", "Repair"]
 
 
 @dataclass(frozen=True)
@@ -73,5 +74,19 @@ class Reject:
     retry: bool = False
 
 
-Outcome = Accept | Pending | Reject
+@dataclass(frozen=True)
+class Repair:
+    """Ask the originator to fix the payload and send again (a retryable rejection).
+
+    ``code`` defaults to INCOMPLETE_IDENTITY (154); codes 150-199 are the repair range.
+    """
+
+    message: str
+    code: int = 154
+
+    def as_reject(self) -> Reject:
+        return Reject(self.code, self.message, retry=True)
+
+
+Outcome = Accept | Pending | Repair | Reject
 Handler = Callable[[Incoming], Outcome]

@@ -49,7 +49,7 @@ from ..errors import EnvelopeError, EnvelopeRejection, StoreError
 from ..handshake import VerifiedPeer
 from ..transport.interceptor import peer_from_context
 from ..verify import Clock, utcnow
-from .handler import Accept, Handler, Incoming, Pending, Reject
+from .handler import Accept, Handler, Incoming, Pending, Reject, Repair
 from .keys import KeyRing, PeerKeys, record_key
 from .store import StoredEnvelope, TransferStore, digest
 
@@ -212,6 +212,8 @@ class Exchange:
 
     def _outcome(self, seq: int, incoming: Incoming, outcome: Any) -> Any:
         eid = incoming.envelope_id
+        if isinstance(outcome, Repair):
+            outcome = outcome.as_reject()
         try:
             if isinstance(outcome, Reject):
                 return self._reject(seq, eid, outcome)
