@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import ast
 import subprocess
-from pathlib import Path
 import sys
+from pathlib import Path
 
 import pytest
 from conftest import ROOT
