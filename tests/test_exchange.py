@@ -172,14 +172,20 @@ def _extra_node(net: Any, tmp_path: Any, name: str, handler: Any, *, db: str = "
     node = TrisaNode(sim.node.material, net.directory_client(),
                      store=TransferStore(tmp_path / db), handler=handler,
                      listen=f"127.0.0.1:{sim.port}", resolve=net.resolve)
+    _start_when_port_free(node)
+    net.alice.node.connector.forget(sim.common_name)
+    return node
+
+
+def _start_when_port_free(node: TrisaNode) -> None:
+    """The port was just released by a stopped node; retry briefly until it binds."""
     for _ in range(50):
         try:
             node.start()
-            break
+            return
         except Exception:
             time.sleep(0.1)
-    net.alice.node.connector.forget(sim.common_name)
-    return node
+    node.start()
 
 
 def _restore(net: Any, extra: TrisaNode | None) -> None:
@@ -189,12 +195,7 @@ def _restore(net: Any, extra: TrisaNode | None) -> None:
     fresh = TrisaNode(sim.node.material, net.directory_client(), store=sim.node.store,
                       handler=net.handler_factory(sim.common_name),
                       listen=f"127.0.0.1:{sim.port}", resolve=net.resolve)
-    for _ in range(50):
-        try:
-            fresh.start()
-            break
-        except Exception:
-            time.sleep(0.1)
+    _start_when_port_free(fresh)
     sim.node = fresh
     net.alice.node.connector.forget(sim.common_name)
 

@@ -52,7 +52,7 @@ def register(sub: Any) -> None:
     show.set_defaults(func=_show)
 
 
-def _types() -> None:
+def import_payload_types() -> None:
     # Any fields resolve only once the message modules are imported.
     from .._pb.ivms101 import identity_pb2  # noqa: F401
     from .._pb.trisa.data.generic.v1beta1 import transaction_pb2  # noqa: F401
@@ -65,8 +65,9 @@ def to_json(message: Any) -> str:
     )
 
 
-def _parse(path: Path, message: Any, what: str) -> Any:
-    _types()
+def parse_protojson(path: Path, message: Any, what: str) -> Any:
+    """Read ``path`` as protojson into ``message``; one-line errors naming the file."""
+    import_payload_types()
     try:
         text = path.read_text()
     except OSError as exc:
@@ -91,7 +92,7 @@ def _seal(args: argparse.Namespace) -> int:
     from .._pb.trisa.api.v1beta1 import api_pb2
     from ..envelope import seal
 
-    payload = _parse(Path(args.payload), api_pb2.Payload(), "Payload")
+    payload = parse_protojson(Path(args.payload), api_pb2.Payload(), "Payload")
     key = _public_key(Path(args.cert))
     try:
         envelope = seal(payload, key)
@@ -111,7 +112,7 @@ def _open(args: argparse.Namespace) -> int:
     from .._pb.trisa.api.v1beta1 import api_pb2, errors_pb2
     from ..envelope import envelope_error, open_envelope
 
-    envelope = _parse(Path(args.envelope), api_pb2.SecureEnvelope(), "SecureEnvelope")
+    envelope = parse_protojson(Path(args.envelope), api_pb2.SecureEnvelope(), "SecureEnvelope")
     error = envelope_error(envelope)
     if error is not None and not envelope.payload:
         name = errors_pb2.Error.Code.Name(error.code)
@@ -157,7 +158,7 @@ def _show(args: argparse.Namespace) -> int:
     from .._pb.trisa.api.v1beta1 import api_pb2
     from ..envelope import envelope_error, open_envelope
 
-    _types()
+    import_payload_types()
     rows = _store(args.db).exchange(args.envelope_id)
     if not rows:
         raise ConfigurationError(f"no transfer with envelope id {args.envelope_id} in {args.db}")

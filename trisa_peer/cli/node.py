@@ -184,19 +184,6 @@ def _send(args: argparse.Namespace) -> int:
 
 def _read_payload(path: Path) -> Any:
     from .._pb.trisa.api.v1beta1 import api_pb2
+    from .envelope import parse_protojson
 
-    _import_payload_types()
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        raise ConfigurationError(f"{path}: {exc.strerror}") from exc
-    try:
-        return json_format.Parse(text, api_pb2.Payload())
-    except json_format.ParseError as exc:
-        raise ConfigurationError(f"{path}: not a protojson Payload: {exc}") from exc
-
-
-def _import_payload_types() -> None:
-    # Any fields resolve only once the message modules are imported.
-    from .._pb.ivms101 import identity_pb2  # noqa: F401
-    from .._pb.trisa.data.generic.v1beta1 import transaction_pb2  # noqa: F401
+    return parse_protojson(path, api_pb2.Payload(), "Payload")
