@@ -56,7 +56,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ..errors import SectigoError
-from ..fsutil import atomic_write
+from ..fsutil import write_private
 from ..revocation import parse_reason
 from .models import COLLECTED, DEFAULT_ENDPOINT, SectigoAPIError, normalize_status
 from .tokens import Credentials, default_cache_path
@@ -672,7 +672,7 @@ class SectigoClient:
         name, data = self._download(batch_id)
         target = outdir / name
         try:
-            return atomic_write(target, data)
+            return write_private(target, data)  # the bundle holds a (wrapped) private key
         except Exception as exc:
             raise SectigoError(f"cannot write {target}: {exc}") from exc
 
