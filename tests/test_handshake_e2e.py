@@ -442,3 +442,60 @@ def test_rotation_on_disk_without_restart(net: Net, tmp_path: Path) -> None:
     assert next(replies).error.code == 0
     outbox.put(None)
     assert material.current().generation == 2
+
+
+# ------------------------------------------------------ concurrency, modes
+
+
+def test_concurrent_first_connections_share_one_channel(net: Net) -> None:
+    import threading
+
+    net.serve("bob")
+    net.register(identity("alice"), free_port())
+    alice = net.node(identity("alice"))
+    results: list[Any] = []
+    errors: list[BaseException] = []
+
+    def go() -> None:
+        try:
+            channel = alice.connect("bob.vasp.test")
+            results.append((channel, alice.send("bob.vasp.test", payload()).state))
+        except BaseException as exc:  # collected and asserted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=go) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert {state for _, state in results} == {"accepted"}
+    assert len({id(channel) for channel, _ in results}) == 1
+
+
+def test_reference_mode_shows_what_verification_adds(net: Net) -> None:
+    # The same impostor (a valid cert for bob.vasp.test, not the one on record) is
+    # refused at step 4 by a verifying server and served by one in reference mode.
+    net.register(identity("bob"), free_port())
+    verified = net.serve("alice")
+    err = dial(net.node(identity("bob-reissued")), "alice.vasp.test")
+    assert isinstance(err, HandshakeError) and err.step == S.BIND_CLIENT_RECORD
+    verified.stop(grace=None)
+    port = int(next(v for k, v in net.resolve.items() if k.startswith("alice")).split(":")[1])
+    reference = TrisaNode(StaticMaterial(Material(identity("alice"), pool(), None, 1)),
+                          net.client(), store=TransferStore(":memory:"), handler=net.handler,
+                          listen=f"127.0.0.1:{port}", resolve=net.resolve, verify_peers=False)
+    reference.start()
+    net.nodes.append(reference)
+    impostor = net.node(identity("bob-reissued"))
+    assert impostor.send("alice.vasp.test", payload()).state == "accepted"
+    assert net.calls == ["bob.vasp.test"]
+
+
+def test_store_durability_modes(tmp_path: Path) -> None:
+    for durable, mode in ((True, 2), (False, 1)):
+        store = TransferStore(tmp_path / f"d{durable}.db", durable=durable)
+        assert store._db().execute("PRAGMA synchronous").fetchone()[0] == mode
+        seq = store.add(envelope_id="e", peer="p", direction="incoming", kind="request",
+                        state="received", envelope=b"x")
+        assert store.get(seq) is not None

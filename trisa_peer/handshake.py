@@ -39,7 +39,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from cryptography import x509
@@ -59,7 +59,7 @@ from .errors import (
 from .matching import bind
 from .records import DirectoryLookup, PeerRecord
 from .steps import HandshakeStep
-from .verify import ChainVerifier, VerifiedChain, common_name
+from .verify import ChainVerifier, VerifiedChain, common_name, dns_names
 
 __all__ = [
     "ConnectionPlan",
@@ -192,6 +192,7 @@ class PeerAuthenticator:
         self.max_entries = max_entries
         self._now = monotonic
         self._cache: dict[bytes, _Decision] = {}
+        self._unchecked: dict[bytes, VerifiedPeer] = {}
         self._lock = threading.Lock()
 
     # The hot path: one dict look-up per RPC once a certificate has been decided.
@@ -236,6 +237,36 @@ class PeerAuthenticator:
             while len(self._cache) > self.max_entries:
                 self._cache.pop(next(iter(self._cache)))
 
+    def identify_pem(self, leaf_pem: bytes | None) -> VerifiedPeer:
+        """Reference mode (``verify_peers=False``): who is calling, *without* steps 3-4.
+
+        Only the TLS layer has checked the chain; the TRISA policy, the directory binding
+        and revocation are not checked. The record is looked up by the certificate's
+        common name so that replies can be sealed. For measuring what verification
+        costs and for parity with the Go reference; never for production.
+        """
+        if not leaf_pem:
+            raise TransportSecurityError(
+                "peer did not return a certificate",
+                step=Step.PRESENT_CLIENT_CERT,
+                reason="no-client-certificate",
+            )
+        hit = self._unchecked.get(leaf_pem)
+        if hit is not None:
+            return hit
+        leaf = parse_certificates(leaf_pem, source="peer certificate")[0]
+        cn = common_name(leaf)
+        record = _lookup(self.directory, cn, step=Step.BIND_CLIENT_RECORD)
+        chain = VerifiedChain(leaf, (leaf,), fingerprint(leaf), cn, dns_names(leaf),
+                              self.verifier.clock())
+        peer = VerifiedPeer(cn, chain.fingerprint, chain.serial_hex, record, chain,
+                            chain.verified_at)
+        with self._lock:
+            if len(self._unchecked) >= self.max_entries:
+                self._unchecked.clear()
+            self._unchecked[leaf_pem] = peer
+        return peer
+
     def cached_decisions(self) -> int:
         return len(self._cache)
 
@@ -264,6 +295,11 @@ class PeerAuthenticator:
         except HandshakeError as exc:
             _log_decision(cn, leaf, exc.step, "reject", exc.reason, str(exc))
             raise
+        # bind() proved the presented leaf and the registered one are the same DER:
+        # keep one parsed copy (the record's) so each cached decision holds one leaf.
+        registered = record.identity_certificate
+        if registered is not None:
+            chain = replace(chain, leaf=registered, chain=(registered, *chain.chain[1:]))
         peer = VerifiedPeer(
             common_name=cn,
             fingerprint=chain.fingerprint,

@@ -127,7 +127,11 @@ class TrisaNode:
         )
         self.server.add(
             api_pb2_grpc.add_TRISANetworkServicer_to_server,
-            NetworkServicer(self.exchange, identity_leaf=lambda: material.current().identity.leaf),
+            NetworkServicer(
+                self.exchange,
+                identity_leaf=lambda: material.current().identity.leaf,
+                identify=None if verify_peers else self.server.authenticator.identify_pem,
+            ),
         )
         self.resolver = PeerResolver(self.server.verifier, directory, resolve=resolve)
         self.connector = PeerConnector(material, self.resolver, timeout=timeout)

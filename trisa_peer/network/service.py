@@ -320,12 +320,22 @@ class Exchange:
 class NetworkServicer(api_pb2_grpc.TRISANetworkServicer):  # type: ignore[misc]
     """gRPC face of :class:`Exchange`; the interceptor has verified the peer already."""
 
-    def __init__(self, exchange: Exchange, *, identity_leaf: Callable[[], Any]) -> None:
+    def __init__(
+        self,
+        exchange: Exchange,
+        *,
+        identity_leaf: Callable[[], Any],
+        identify: Callable[[bytes | None], VerifiedPeer] | None = None,
+    ) -> None:
         self.exchange = exchange
         self.identity_leaf = identity_leaf
+        self.identify = identify  # reference mode only (no verifying interceptor)
+
+    def _peer(self, context: grpc.ServicerContext) -> VerifiedPeer:
+        return peer_from_context(context, self.identify)
 
     def _process(self, envelope: Any, context: grpc.ServicerContext) -> Any:
-        peer = peer_from_context(context)
+        peer = self._peer(context)
         try:
             return self.exchange.process(envelope, peer)
         except StoreError as exc:
@@ -343,7 +353,7 @@ class NetworkServicer(api_pb2_grpc.TRISANetworkServicer):  # type: ignore[misc]
             yield self._process(envelope, context)
 
     def KeyExchange(self, request: Any, context: grpc.ServicerContext) -> Any:
-        peer = peer_from_context(context)
+        peer = self._peer(context)
         try:
             key = public_key_from_signing_key(request)
         except EnvelopeError as exc:

@@ -17,6 +17,7 @@ envelope bytes, only its digest and the error code.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import sqlite3
 import threading
@@ -26,6 +27,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from ..errors import StoreError
 
@@ -100,10 +102,17 @@ _COLUMNS = (
 
 
 class TransferStore:
-    """Thread-safe SQLite store (one connection per thread, WAL, synchronous=FULL)."""
+    """Thread-safe SQLite store (one connection per thread, WAL).
 
-    def __init__(self, path: str | Path) -> None:
+    ``durable=True`` (the default) fsyncs every commit (``synchronous=FULL``): an
+    acknowledged transfer survives a power loss. ``durable=False`` uses
+    ``synchronous=NORMAL``: it survives a crash or restart of the process, but a power
+    loss may lose the last commits; about 0.3 ms less per commit on this machine.
+    """
+
+    def __init__(self, path: str | Path, *, durable: bool = True) -> None:
         self.path = str(path)
+        self.durable = durable
         self._local = threading.local()
         self._write_lock = threading.Lock()
         self._uri = False
@@ -130,6 +139,10 @@ class TransferStore:
                 )
 
     def _db(self) -> sqlite3.Connection:
+        if self._uri and getattr(self, "_keeper", None) is not None:
+            # In-memory: one connection for all threads (shared-cache table locks are
+            # not covered by the busy timeout); every statement runs under _write_lock.
+            return self._keeper
         db: sqlite3.Connection | None = getattr(self._local, "db", None)
         if db is None:
             try:
@@ -138,7 +151,7 @@ class TransferStore:
                     check_same_thread=False,
                 )
                 db.execute("PRAGMA journal_mode=WAL")
-                db.execute("PRAGMA synchronous=FULL")
+                db.execute(f"PRAGMA synchronous={'FULL' if self.durable else 'NORMAL'}")
                 db.execute("PRAGMA foreign_keys=ON")
             except sqlite3.Error as exc:
                 raise StoreError(f"{self.path}: cannot open transfer store: {exc}") from exc
@@ -253,10 +266,15 @@ class TransferStore:
 
     # ------------------------------------------------------------------- reads
 
+    def _read(self, sql: str, args: tuple[object, ...]) -> list[Any]:
+        guard = self._write_lock if self._uri else contextlib.nullcontext()
+        with guard:
+            return self._db().execute(sql, args).fetchall()
+
     def _rows(self, where: str, args: tuple[object, ...]) -> list[StoredEnvelope]:
         sql = f"SELECT {_COLUMNS} FROM envelopes WHERE {where}"  # noqa: S608 - constant text
         try:
-            rows = self._db().execute(sql, args).fetchall()
+            rows = self._read(sql, args)
         except sqlite3.Error as exc:
             raise StoreError(f"{self.path}: transfer store read failed: {exc}") from exc
         return [StoredEnvelope(*row) for row in rows]
@@ -318,11 +336,10 @@ class TransferStore:
             args = (peer,)
         sql += "GROUP BY e.envelope_id ORDER BY MAX(e.seq) DESC LIMIT ?"
         try:
-            rows = self._db().execute(sql, (*args, limit)).fetchall()
+            rows = self._read(sql, (*args, limit))
         except sqlite3.Error as exc:
             raise StoreError(f"{self.path}: transfer store read failed: {exc}") from exc
         return [TransferSummary(*row) for row in rows]
 
     def count(self) -> int:
-        row = self._db().execute("SELECT COUNT(*) FROM envelopes").fetchone()
-        return int(row[0])
+        return int(self._read("SELECT COUNT(*) FROM envelopes", ())[0][0])

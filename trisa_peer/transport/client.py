@@ -95,31 +95,44 @@ class PeerConnector:
         self.resolver = resolver
         self.timeout = timeout
         self._channels: dict[str, PeerChannel] = {}
+        self._locks: dict[str, threading.Lock] = {}
         self._lock = threading.Lock()
 
     def connect(self, common_name: str, *, trace: HandshakeTrace | None = None) -> PeerChannel:
-        """A verified channel to ``common_name`` (cached; probed when first opened)."""
+        """A verified channel to ``common_name`` (cached; probed when first opened).
+
+        With ``trace`` the steps are run (and recorded) again on a new channel, which
+        then replaces the cached one. Concurrent first connections to the same peer
+        open one channel between them. A replaced channel is not closed here, since
+        calls of other threads may still be using it; it closes when collected.
+        """
         key = common_name.lower()
         cached = self._channels.get(key)
         if cached is not None and trace is None:
             return cached
-        trace = trace if trace is not None else HandshakeTrace()
+        with self._peer_lock(key):
+            cached = self._channels.get(key)
+            if cached is not None and trace is None:
+                return cached
+            peer = self._dial(common_name, trace if trace is not None else HandshakeTrace())
+            self._channels[key] = peer
+        return peer
+
+    def _peer_lock(self, key: str) -> threading.Lock:
+        with self._lock:
+            return self._locks.setdefault(key, threading.Lock())
+
+    def _dial(self, common_name: str, trace: HandshakeTrace) -> PeerChannel:
         plan = self.resolver.plan(common_name, trace=trace)
         try:
-            peer = self._open(plan, trace)
+            return self._open(plan, trace)
         except DirectoryMismatchError:
             fresh = self.resolver.plan(common_name, trace=HandshakeTrace(), fresh=True)
             if fresh.pin_pem == plan.pin_pem:
                 raise
             log.info("peer %s rotated its certificate; re-pinning", common_name)
             trace.records[:] = [r for r in trace.records if r.outcome != "fail"]
-            peer = self._open(fresh, trace)
-        with self._lock:
-            old = self._channels.get(key)
-            self._channels[key] = peer
-        if old is not None and old is not peer:
-            old.close()
-        return peer
+            return self._open(fresh, trace)
 
     def forget(self, common_name: str) -> None:
         with self._lock:

@@ -47,11 +47,27 @@ def _authenticate(authenticator: PeerAuthenticator, context: grpc.ServicerContex
     )
 
 
-def peer_from_context(context: grpc.ServicerContext) -> VerifiedPeer:
-    """The verified counterparty of the current call, as the interceptor decided it."""
+def peer_from_context(
+    context: grpc.ServicerContext,
+    identify: Callable[[bytes | None], VerifiedPeer] | None = None,
+) -> VerifiedPeer:
+    """The counterparty of the current call, as the interceptor verified it.
+
+    On a server in reference mode (``verify_peers=False``, no interceptor) pass
+    ``identify`` (:meth:`~trisa_peer.handshake.PeerAuthenticator.identify_pem`): the
+    caller is then only identified by its certificate, not verified.
+    """
     peer = getattr(context, _ATTR, None)
-    if not isinstance(peer, VerifiedPeer):
+    if isinstance(peer, VerifiedPeer):
+        return peer
+    if identify is None:
         raise RuntimeError("peer_from_context called outside a verified TRISA server")
+    try:
+        peer = identify(_first(context.auth_context(), "x509_pem_cert"))
+    except HandshakeError as exc:
+        context.abort(status_for(exc), str(exc))
+        raise
+    setattr(context, _ATTR, peer)
     return peer
 
 

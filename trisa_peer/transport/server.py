@@ -82,7 +82,14 @@ class HealthServicer(api_pb2_grpc.TRISAHealthServicer):  # type: ignore[misc]
 
 
 class TrisaServer:
-    """A verified TRISA gRPC server. ``add`` servicers, then ``start``."""
+    """A verified TRISA gRPC server. ``add`` servicers, then ``start``.
+
+    ``verify_peers=False`` is *reference mode*, for measuring what verification costs
+    and for parity with the Go reference: BoringSSL still requires a client certificate
+    chaining to the trust pool, but steps 3 (TRISA policy, CRL) and 4 (directory
+    binding, revocation) are skipped; servicers only identify the caller. Never use it
+    in production; the CLI does not offer it.
+    """
 
     def __init__(
         self,
