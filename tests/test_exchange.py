@@ -268,3 +268,33 @@ def test_repair_outcome_is_a_retryable_rejection(net: Any, tmp_path: Any) -> Non
         assert result.transfer_state == api_pb2.REPAIR
     finally:
         _restore(net, node)
+
+
+def test_simultaneous_copies_of_one_envelope_processed_once(net: Any) -> None:
+    import threading
+
+    envelope = seal(payload_for("alice.vasp.test", "bob.vasp.test"), bob_key(net))
+    replies: list[Any] = []
+    barrier = threading.Barrier(6)
+
+    def go() -> None:
+        barrier.wait()
+        replies.append(stub(net).Transfer(envelope, timeout=20))
+
+    threads = [threading.Thread(target=go) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(replies) == 6 and all(r == replies[0] for r in replies)
+    rows = net.bob.node.store.exchange(envelope.id)
+    assert [r.kind for r in rows] == ["request", "reply"]
+
+
+def test_store_add_exchange_refuses_a_duplicate_request(tmp_path: Any) -> None:
+    store = TransferStore(tmp_path / "s.db")
+    args = dict(envelope_id="e", peer="p", request=b"r", request_digest="d", reply=b"x",
+                state="accepted")
+    assert store.add_exchange(**args) is not None  # type: ignore[arg-type]
+    assert store.add_exchange(**args) is None  # type: ignore[arg-type]
+    assert store.count() == 2

@@ -25,7 +25,9 @@ the call fail (so nothing unrecorded is ever acknowledged).
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -77,6 +79,18 @@ def pending_of(payload: Any) -> Any | None:
     return pending
 
 
+@dataclass
+class _Request:
+    """An incoming request not yet answered: stored with its reply in one transaction,
+    or already stored (``seq``) by an earlier attempt that crashed before answering."""
+
+    envelope_id: str
+    peer: str
+    raw: bytes
+    digest: str
+    seq: int | None = None
+
+
 class Exchange:
     """Incoming envelope -> stored, answered reply envelope."""
 
@@ -94,6 +108,7 @@ class Exchange:
         max_payload_size: int = MAX_ENVELOPE_PAYLOAD,
     ) -> None:
         self.max_payload_size = max_payload_size
+        self._stripes = [threading.Lock() for _ in range(64)]
         self.common_name = common_name
         self.handler = handler
         self.store = store
@@ -109,22 +124,32 @@ class Exchange:
         return self.peer_keys.get(peer.common_name) or record_key(peer.record)
 
     def _answer(
-        self, seq: int, reply: Any, state: str, *, code: int = 0, discard: bool = False
+        self, req: _Request, reply: Any, state: str, *, code: int = 0, discard: bool = False
     ) -> Any:
-        self.store.add_reply(
-            seq,
-            state=state,
-            envelope=reply.SerializeToString(),
-            direction="outgoing",
-            error_code=code,
-            discard_request=discard,
+        """Record the request (if new) and the reply, committed, then return the reply."""
+        data = reply.SerializeToString()
+        if req.seq is not None:
+            self.store.add_reply(req.seq, state=state, envelope=data, direction="outgoing",
+                                 error_code=code, discard_request=discard)
+            return reply
+        seq = self.store.add_exchange(
+            envelope_id=req.envelope_id, peer=req.peer, request=b"" if discard else req.raw,
+            request_digest=req.digest, reply=data, state=state, error_code=code,
         )
+        if seq is None:  # the same envelope was answered concurrently: send that answer
+            seen = self.store.find_request(req.peer, req.envelope_id, req.digest)
+            stored = self.store.reply_to(seen.seq) if seen is not None else None
+            if stored is not None:
+                return api_pb2.SecureEnvelope.FromString(stored.envelope)
+            return reject(req.envelope_id, Code.UNAVAILABLE,
+                          "this envelope is being processed; retry", retry=True)
+        req.seq = seq
         return reply
 
-    def _reject(self, seq: int, envelope_id: str, rejection: Reject) -> Any:
-        reply = reject(envelope_id, rejection.code, rejection.message, retry=rejection.retry)
+    def _reject(self, req: _Request, rejection: Reject) -> Any:
+        reply = reject(req.envelope_id, rejection.code, rejection.message, retry=rejection.retry)
         state = "repair" if reply.error.retry else "rejected"
-        return self._answer(seq, reply, state, code=rejection.code)
+        return self._answer(req, reply, state, code=rejection.code)
 
     # ----------------------------------------------------------------- process
 
@@ -132,6 +157,12 @@ class Exchange:
         """Answer one envelope; raises only :class:`StoreError` (nothing unrecorded)."""
         raw = envelope.SerializeToString()
         dig = digest(raw)
+        # Identical envelopes arriving at the same time are processed one after the other,
+        # so the second is answered from the store and the handler never runs twice.
+        with self._stripes[hash((peer.common_name, envelope.id, dig)) % len(self._stripes)]:
+            return self._process(envelope, peer, raw, dig)
+
+    def _process(self, envelope: Any, peer: VerifiedPeer, raw: bytes, dig: str) -> Any:
         eid = envelope.id
         cn = peer.common_name
         seen = self.store.find_request(cn, eid, dig)
@@ -141,9 +172,10 @@ class Exchange:
                 log.info("peer=%s envelope=%s retry answered from the store", cn, eid)
                 return api_pb2.SecureEnvelope.FromString(stored.envelope)
 
+        req = _Request(eid, cn, raw, dig, seen.seq if seen is not None else None)
         error = envelope_error(envelope)
         if error is not None and not envelope.payload:
-            return self._peer_rejection(envelope, error, peer, dig, seen)
+            return self._peer_rejection(envelope, error, peer, req)
 
         try:
             key = self.keyring.select(envelope.public_key_signature)
@@ -156,44 +188,28 @@ class Exchange:
                 )
             payload = open_envelope(envelope, key, max_payload_size=self.max_payload_size)
         except EnvelopeRejection as rejection:
-            seq = seen.seq if seen else self.store.add(
-                envelope_id=eid, peer=cn, direction="incoming", kind="request",
-                state="rejected", envelope=raw, error_code=rejection.code,
-                keep_bytes=False, envelope_digest=dig,
-            )
             log.info("peer=%s envelope=%s rejected code=%d", cn, eid, rejection.code)
             reply = rejection_envelope(eid, rejection)
             state = "repair" if rejection.retry else "rejected"
-            return self._answer(seq, reply, state, code=rejection.code, discard=True)
+            return self._answer(req, reply, state, code=rejection.code, discard=True)
 
-        seq = seen.seq if seen else self.store.add(
-            envelope_id=eid, peer=cn, direction="incoming", kind="request",
-            state="received", envelope=raw, envelope_digest=dig,
-        )
         now = self.clock()
         incoming = Incoming(peer, eid, payload, envelope.transfer_state, now)
         origin = self.store.initiated(eid)
         if origin is not None:
-            return self._callback(seq, origin, incoming)
+            return self._callback(req, origin, incoming)
         try:
             outcome = self.handler(incoming)
         except Exception:  # the user's handler failed: never leak its exception
             log.exception("peer=%s envelope=%s handler failed", cn, eid)
             outcome = Reject(Code.INTERNAL_ERROR, "the beneficiary could not process the transfer")
-        return self._outcome(seq, incoming, outcome)
+        return self._outcome(req, incoming, outcome)
 
-    def _peer_rejection(
-        self, envelope: Any, error: Any, peer: VerifiedPeer, dig: str, seen: StoredEnvelope | None
-    ) -> Any:
+    def _peer_rejection(self, envelope: Any, error: Any, peer: VerifiedPeer, req: _Request) -> Any:
         cn = peer.common_name
         origin = self.store.initiated(envelope.id)
-        seq = seen.seq if seen else self.store.add(
-            envelope_id=envelope.id, peer=cn, direction="incoming", kind="request",
-            state="rejected", envelope=envelope.SerializeToString(), error_code=error.code,
-            envelope_digest=dig,
-        )
         if origin is not None and origin.peer.lower() != cn.lower():
-            return self._reject(seq, envelope.id, Reject(
+            return self._reject(req, Reject(
                 Code.FORBIDDEN, "this transfer was not exchanged with your VASP"))
         if origin is not None:
             self.store.set_state(origin.seq, "rejected", error_code=error.code)
@@ -201,7 +217,7 @@ class Exchange:
         # Acknowledge with the same error: the originator of an error expects one back.
         reply = reject(envelope.id, error.code or Code.REJECTED, error.message or "rejected",
                        retry=error.retry)
-        return self._answer(seq, reply, "rejected", code=error.code)
+        return self._answer(req, reply, "rejected", code=error.code)
 
     def _sealed_reply(self, incoming: Incoming, payload: Any, state: int) -> Any:
         key = self.peer_key(incoming.peer)
@@ -210,30 +226,29 @@ class Exchange:
         return seal(payload, key, envelope_id=incoming.envelope_id, transfer_state=state,
                     clock=self.clock)
 
-    def _outcome(self, seq: int, incoming: Incoming, outcome: Any) -> Any:
-        eid = incoming.envelope_id
+    def _outcome(self, req: _Request, incoming: Incoming, outcome: Any) -> Any:
         if isinstance(outcome, Repair):
             outcome = outcome.as_reject()
         try:
             if isinstance(outcome, Reject):
-                return self._reject(seq, eid, outcome)
+                return self._reject(req, outcome)
             if isinstance(outcome, Accept):
                 payload = api_pb2.Payload()
                 payload.CopyFrom(outcome.payload or incoming.payload)
                 payload.received_at = format_timestamp(incoming.received_at)
                 reply = self._sealed_reply(incoming, payload, TS.ACCEPTED)
-                return self._answer(seq, reply, "accepted")
+                return self._answer(req, reply, "accepted")
             if isinstance(outcome, Pending):
                 reply = self._sealed_reply(incoming, self._pending_payload(incoming, outcome),
                                            TS.PENDING)
-                answered = self._answer(seq, reply, "pending")
+                answered = self._answer(req, reply, "pending")
                 if outcome.callback is not None:
-                    self._schedule_callback(seq, incoming, outcome)
+                    self._schedule_callback(incoming, outcome)
                 return answered
         except EnvelopeError as exc:
             code = exc.code if isinstance(exc, EnvelopeRejection) else Code.INTERNAL_ERROR
-            return self._reject(seq, eid, Reject(code, exc.message, retry=False))
-        return self._reject(seq, eid, Reject(Code.INTERNAL_ERROR, "handler returned no outcome"))
+            return self._reject(req, Reject(code, exc.message, retry=False))
+        return self._reject(req, Reject(Code.INTERNAL_ERROR, "handler returned no outcome"))
 
     def _pending_payload(self, incoming: Incoming, outcome: Pending) -> Any:
         now = incoming.received_at
@@ -258,7 +273,7 @@ class Exchange:
         payload.received_at = format_timestamp(now)
         return payload
 
-    def _schedule_callback(self, seq: int, incoming: Incoming, outcome: Pending) -> None:
+    def _schedule_callback(self, incoming: Incoming, outcome: Pending) -> None:
         callback = outcome.callback
         assert callback is not None
 
@@ -273,17 +288,16 @@ class Exchange:
 
         self.schedule(outcome.delay.total_seconds(), run)
 
-    def _callback(self, seq: int, origin: StoredEnvelope, incoming: Incoming) -> Any:
+    def _callback(self, req: _Request, origin: StoredEnvelope, incoming: Incoming) -> Any:
         """A peer's asynchronous answer to a transfer we sent (same envelope id)."""
         cn = incoming.peer.common_name
-        eid = incoming.envelope_id
         if origin.peer.lower() != cn.lower():
-            return self._reject(seq, eid, Reject(
+            return self._reject(req, Reject(
                 Code.FORBIDDEN, "this transfer was not exchanged with your VASP"))
         deadline = self._reply_deadline(origin)
         if deadline is not None and incoming.received_at > deadline:
             self.store.set_state(origin.seq, "expired")
-            return self._reject(seq, eid, Reject(
+            return self._reject(req, Reject(
                 Code.COMPLIANCE_PERIOD_EXCEEDED,
                 f"the reply window closed at {format_timestamp(deadline)}"))
         self.store.set_state(origin.seq, "accepted")
@@ -294,8 +308,8 @@ class Exchange:
         try:
             reply = self._sealed_reply(incoming, payload, TS.COMPLETED)
         except EnvelopeError as exc:
-            return self._reject(seq, eid, Reject(Code.NO_SIGNING_KEY, exc.message, retry=True))
-        return self._answer(seq, reply, "completed")
+            return self._reject(req, Reject(Code.NO_SIGNING_KEY, exc.message, retry=True))
+        return self._answer(req, reply, "completed")
 
     def _reply_deadline(self, origin: StoredEnvelope) -> datetime | None:
         reply = self.store.reply_to(origin.seq)

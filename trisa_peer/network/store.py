@@ -251,6 +251,43 @@ class TransferStore:
             )
             return int(cur.lastrowid or 0)
 
+    def add_exchange(
+        self,
+        *,
+        envelope_id: str,
+        peer: str,
+        request: bytes,
+        request_digest: str,
+        reply: bytes,
+        state: str,
+        error_code: int = 0,
+    ) -> int | None:
+        """Store an incoming request and our reply in *one* transaction (one fsync).
+
+        Returns the request's ``seq``, or None when the same request (peer, id, digest)
+        is already stored: a concurrent retry, which the caller answers from the store.
+        ``request`` may be ``b""`` for rejected input (only the record is kept).
+        """
+        now = _now()
+        with self._tx() as db:
+            try:
+                cur = db.execute(
+                    "INSERT INTO envelopes (envelope_id, peer, direction, kind, state, "
+                    "error_code, digest, reply_to, envelope, created_at, updated_at) "
+                    "VALUES (?, ?, 'incoming', 'request', ?, ?, ?, NULL, ?, ?, ?)",
+                    (envelope_id, peer, state, error_code, request_digest, request, now, now),
+                )
+            except sqlite3.IntegrityError:
+                return None
+            seq = int(cur.lastrowid or 0)
+            db.execute(
+                "INSERT INTO envelopes (envelope_id, peer, direction, kind, state, error_code, "
+                "digest, reply_to, envelope, created_at, updated_at) "
+                "VALUES (?, ?, 'outgoing', 'reply', ?, ?, ?, ?, ?, ?, ?)",
+                (envelope_id, peer, state, error_code, digest(reply), seq, reply, now, now),
+            )
+            return seq
+
     def set_state(self, seq: int, state: str, *, error_code: int | None = None) -> None:
         with self._tx() as db:
             if error_code is None:
