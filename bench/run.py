@@ -1,0 +1,801 @@
+"""trisa-peer benchmarks (issue 7): ``make bench`` or ``.venv/bin/python bench/run.py``.
+
+Every figure is a ratio against a baseline measured in the same run, interleaved with
+it in short windows (this machine's speed drifts by +-30 % from second to second), so
+that drift hits both sides alike. Prints a table and writes ``bench/results.json``.
+Exit status is 0 whether or not a target is met: benchmarks report, they do not gate.
+
+Figures (see bench/README.md for what each one measures and why):
+
+B1  Transfer round trips/s, RSA-4096, all verification on, 8 senders over one reused
+    channel; Bob (beneficiary) in his own process, Alice (originator) in this one.
+    Bound: RSA-4096 OAEP-SHA512 decrypts/s on all cores / 4.
+B2  median warm Transfer latency, server with peer verification / same server without.
+B3  first contact (lookup + pinned mTLS + KeyExchange + first Transfer) / bare
+    RSA-4096 mTLS connect + one RPC.
+B4  directory Lookup rate / health Check rate on the same server; Search median over
+    10,000 records.
+B5  RSS of a node process holding 10,000 cached peer decisions.
+B6  TransferStream envelopes/s / unary Transfer envelopes/s.
+
+Options: ``--experiments`` also runs the B1 variants behind the proposed fixes
+(in-process Bob, SQLite synchronous=NORMAL); ``--senders N``; ``--out FILE``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import grpc
+from cryptography.hazmat.primitives.asymmetric import ec
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from pki import BenchPKI, pem  # noqa: E402
+
+from trisa_peer._pb.trisa.api.v1beta1 import api_pb2, api_pb2_grpc  # noqa: E402
+from trisa_peer.certs import Identity, write_identity  # noqa: E402
+from trisa_peer.directory.client import DirectoryClient  # noqa: E402
+from trisa_peer.directory.service import Directory  # noqa: E402
+from trisa_peer.directory.store import SQLiteStore  # noqa: E402
+from trisa_peer.envelope import seal  # noqa: E402
+from trisa_peer.envelope.crypto import rsa_oaep_decrypt, rsa_oaep_encrypt  # noqa: E402
+from trisa_peer.network import store as store_mod  # noqa: E402
+from trisa_peer.network.cast import BOOK  # noqa: E402
+from trisa_peer.network.node import TrisaNode  # noqa: E402
+from trisa_peer.network.policies import beneficiary_handler, originator_payload  # noqa: E402
+from trisa_peer.network.store import TransferStore  # noqa: E402
+from trisa_peer.testing.network import SimulatedNetwork  # noqa: E402
+from trisa_peer.transport.identity import Material  # noqa: E402
+from trisa_peer.transport.server import StaticMaterial  # noqa: E402
+
+TARGETS = {  # key: (comparison, target)
+    "b1_ratio": (">=", 0.7),
+    "b2_ratio": ("<=", 1.03),
+    "b3_ratio": ("<=", 1.5),
+    "b4_lookup_ratio": (">=", 0.9),
+    "b4_search_p50_ms": ("<=", 2.0),
+    "b5_rss_mb": ("<=", 150.0),
+}
+
+NPROC = os.cpu_count() or 1
+
+
+def say(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def median(values: list[float]) -> float:
+    return float(statistics.median(values)) if values else float("nan")
+
+
+def child_cpu(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` (from /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def machine() -> dict[str, Any]:
+    model = ""
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            model = line.split(":", 1)[1].strip()
+            break
+    import cryptography
+
+    return {
+        "nproc": NPROC,
+        "cpu": model,
+        "python": platform.python_version(),
+        "grpcio": grpc.__version__,
+        "cryptography": cryptography.__version__,
+        "kernel": platform.release(),
+    }
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+class Child:
+    """A node_proc.py subprocess (a TRISA node or a directory) on 127.0.0.1."""
+
+    def __init__(self, config: dict[str, Any], path: Path) -> None:
+        path.write_text(json.dumps(config))
+        self.proc = subprocess.Popen(
+            [sys.executable, str(HERE / "node_proc.py"), str(path)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline().split()
+        if len(line) != 2 or line[0] != "READY":
+            self.stop()
+            raise RuntimeError(f"node_proc did not start: {line}")
+        self.port = int(line[1])
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def stop(self) -> None:
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+class Gate:
+    """``n`` threads calling ``fn`` while the gate is open; counts completed calls."""
+
+    def __init__(self, n: int, fn: Callable[[], Any]) -> None:
+        self.fn = fn
+        self.go = threading.Event()
+        self.lock = threading.Lock()
+        self.count = 0
+        self.busy = 0
+        self.errors: list[str] = []
+        self.error_count = 0
+        self.done = False
+        self.threads = [threading.Thread(target=self._loop, daemon=True) for _ in range(n)]
+        for t in self.threads:
+            t.start()
+
+    def _loop(self) -> None:
+        while not self.done:
+            if not self.go.wait(0.05):
+                continue
+            with self.lock:
+                if not self.go.is_set():
+                    continue
+                self.busy += 1
+            try:
+                self.fn()
+            except Exception as exc:
+                self.error_count += 1
+                if len(self.errors) < 3:
+                    self.errors.append(repr(exc))
+            finally:
+                with self.lock:
+                    self.busy -= 1
+                    self.count += 1
+
+    def window(self, seconds: float) -> tuple[int, float]:
+        """Open for ``seconds``; returns (calls completed, elapsed incl. draining)."""
+        before = self.count
+        start = time.perf_counter()
+        self.go.set()
+        time.sleep(seconds)
+        with self.lock:
+            self.go.clear()
+        while self.busy:
+            time.sleep(0.001)
+        return self.count - before, time.perf_counter() - start
+
+    def close(self) -> None:
+        self.done = True
+        self.go.clear()
+        for t in self.threads:
+            t.join(5)
+
+
+def decrypt_rate(key: Any, seconds: float, threads: int = NPROC) -> float:
+    """RSA-OAEP-SHA512 decrypts per second with ``threads`` threads (GIL released)."""
+    ciphertext = rsa_oaep_encrypt(key.public_key(), os.urandom(32))
+    counts = [0] * threads
+    stop = time.perf_counter() + seconds
+
+    def work(i: int) -> None:
+        n = 0
+        while time.perf_counter() < stop:
+            rsa_oaep_decrypt(key, ciphertext)
+            n += 1
+        counts[i] = n
+
+    pool = [threading.Thread(target=work, args=(i,)) for i in range(threads)]
+    start = time.perf_counter()
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    return sum(counts) / (time.perf_counter() - start)
+
+
+def store_sync(mode: str) -> Callable[[], None]:
+    """Experiment: run TransferStore with PRAGMA synchronous=``mode``; returns undo."""
+    original = store_mod.TransferStore._db
+
+    def _db(self: Any) -> Any:
+        db = original(self)
+        if getattr(self._local, "bench_sync", None) != mode:
+            db.execute(f"PRAGMA synchronous={mode}")
+            self._local.bench_sync = mode
+        return db
+
+    store_mod.TransferStore._db = _db  # type: ignore[method-assign]
+
+    def undo() -> None:
+        store_mod.TransferStore._db = original  # type: ignore[method-assign]
+
+    return undo
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.results: dict[str, Any] = {}
+        self.tmp = tempfile.TemporaryDirectory(prefix="trisa-bench-")
+        self.work = Path(self.tmp.name)
+        self.net: SimulatedNetwork
+        self.children: list[Child] = []
+
+    # ------------------------------------------------------------------ setup
+
+    def start(self) -> None:
+        say("starting the simulated network with RSA-4096 identities (CA, GDS, nodes)")
+        start = time.perf_counter()
+        self.net = SimulatedNetwork(self.work / "net", key_size=4096, async_delay=0.2).start()
+        self.results["setup_network_s"] = round(time.perf_counter() - start, 1)
+        self.alice, self.bob = self.net.alice, self.net.bob
+        wallet_a = BOOK.wallets_of(self.alice.common_name)[1]  # SendFull
+        wallet_b = BOOK.wallets_of(self.bob.common_name)[0]  # SyncRepair -> accepted
+        self.payload = originator_payload(wallet_a, wallet_b, sent_at=datetime.now(UTC))
+        result = self.alice.send(self.bob.common_name, self.payload)
+        if result.state != "accepted":
+            raise RuntimeError(f"warm-up transfer was {result.describe()}")
+        self.bob_key = self.bob.identity.key
+        self.bob_endpoint = f"{self.bob.common_name}:{self.bob.port}"
+
+    def bob_child(self, name: str, sync: str = "FULL") -> Child:
+        write_identity(self.bob.identity, self.work / "bob.pem", self.work / "bob.key")
+        (self.work / "trust.pem").write_bytes(self.net.pool.pem())
+        config = {
+            "cert": str(self.work / "bob.pem"),
+            "key": str(self.work / "bob.key"),
+            "trust": str(self.work / "trust.pem"),
+            "directory": self.net.directory_endpoint,
+            "resolve": self.net.resolve,
+            "store": str(self.work / f"bob-{name}.db"),
+            "workers": 8,
+            "store_sync": sync,
+        }
+        child = Child(config, self.work / f"bob-{name}.json")
+        self.children.append(child)
+        return child
+
+    def point_alice_at(self, port: int) -> None:
+        """Alice dials Bob's registered endpoint at ``port`` (like --resolve)."""
+        self.alice.node.resolver.resolve[self.bob_endpoint.lower()] = f"127.0.0.1:{port}"
+        self.alice.node.connector.forget(self.bob.common_name)
+
+    def stop(self) -> None:
+        for child in self.children:
+            child.stop()
+        self.net.stop()
+        self.tmp.cleanup()
+
+    # ------------------------------------------------------------------ B1
+
+    def b1_windows(self, child: Child | None, pairs: int, seconds: float) -> dict[str, Any]:
+        alice, peer = self.alice.node, self.bob.common_name
+
+        def send() -> None:
+            result = alice.send(peer, self.payload)
+            if result.state != "accepted":
+                raise RuntimeError(result.describe())
+
+        # Open the channel before the senders start: PeerConnector.connect is not
+        # single-flight, and concurrent first connects close each other's channels.
+        alice.connect(peer)
+        gate = Gate(self.args.senders, send)
+        gate.window(1.0)  # warm-up: keys, server decision cache
+        rates: list[float] = []
+        bounds: list[float] = []
+        ratios: list[float] = []
+        cpu = 0.0
+        total = 0
+        elapsed = 0.0
+        try:
+            for _ in range(pairs):
+                bound = decrypt_rate(self.bob_key, 1.0) / 4
+                c_self, c_child = time.process_time(), child_cpu(child.pid) if child else 0.0
+                n, took = gate.window(seconds)
+                cpu += time.process_time() - c_self
+                cpu += (child_cpu(child.pid) - c_child) if child else 0.0
+                total += n
+                elapsed += took
+                rates.append(n / took)
+                bounds.append(bound)
+                ratios.append(n / took / bound)
+        finally:
+            gate.close()
+        return {
+            "rate": median(rates),
+            "bound": median(bounds),
+            "ratio": median(ratios),
+            "rates": [round(r, 1) for r in rates],
+            "bounds": [round(b, 1) for b in bounds],
+            "ratios": [round(r, 3) for r in ratios],
+            "cpu_ms_per_rt": round(cpu / max(total, 1) * 1000, 2),
+            "cores_used": round(cpu / elapsed, 2),
+            "errors": gate.errors,
+            "error_count": gate.error_count,
+        }
+
+    def b1(self) -> None:
+        say(f"B1 throughput: {self.args.senders} senders -> Bob in a subprocess, "
+            "alternating with the decrypt bound")
+        child = self.bob_child("b1")
+        self.point_alice_at(child.port)
+        out = self.b1_windows(child, pairs=5, seconds=3.0)
+        self.results.update(b1_rate=round(out["rate"], 1), b1_bound=round(out["bound"], 1),
+                            b1_ratio=round(out["ratio"], 3))
+        self.results["b1_detail"] = {k: v for k, v in out.items()
+                                     if k not in ("rate", "bound", "ratio")}
+        self.results["b1_detail"]["senders"] = self.args.senders
+        self.b6(child)
+        child.stop()
+        self.children.remove(child)
+
+    def b1_experiments(self) -> None:
+        exp: dict[str, Any] = {}
+        say("B1 experiment: Bob in this process (no process-level parallelism)")
+        self.point_alice_at(self.bob.port)
+        exp["inprocess"] = self.b1_windows(None, pairs=3, seconds=3.0)
+        say("B1 experiment: both stores with PRAGMA synchronous=NORMAL (WAL)")
+        child = self.bob_child("b1-normal", sync="NORMAL")
+        undo = store_sync("NORMAL")
+        try:
+            self.point_alice_at(child.port)
+            exp["sync_normal"] = self.b1_windows(child, pairs=3, seconds=3.0)
+        finally:
+            undo()
+        child.stop()
+        self.children.remove(child)
+        self.point_alice_at(self.bob.port)
+        self.results["b1_experiments"] = exp
+        for name, out in exp.items():
+            self.results[f"b1x_{name}_ratio"] = round(out["ratio"], 3)
+
+    # ------------------------------------------------------------------ B6
+
+    def sealed(self, n: int) -> list[Any]:
+        return [seal(self.payload, self.bob_key.public_key(), envelope_id=str(uuid.uuid4()))
+                for _ in range(n)]
+
+    def b6(self, child: Child) -> None:
+        say("B6 streaming: one TransferStream vs sequential unary Transfer (pre-sealed)")
+        stub = self.alice.node.connect(self.bob.common_name).network
+        per_run = 250
+        stream_rates: list[float] = []
+        unary_rates: list[float] = []
+        for _ in range(2):
+            batch = self.sealed(per_run)
+            start = time.perf_counter()
+            replies = list(stub.TransferStream(iter(batch), timeout=60))
+            stream_rates.append(len(replies) / (time.perf_counter() - start))
+            batch = self.sealed(per_run)
+            start = time.perf_counter()
+            for env in batch:
+                stub.Transfer(env, timeout=10)
+            unary_rates.append(per_run / (time.perf_counter() - start))
+        ratios = [s / u for s, u in zip(stream_rates, unary_rates, strict=True)]
+        self.results["b6_ratio"] = round(median(ratios), 3)
+        self.results["b6_detail"] = {
+            "stream_rate": round(median(stream_rates), 1),
+            "unary_rate": round(median(unary_rates), 1),
+            "ratios": [round(r, 3) for r in ratios],
+            "envelopes_per_run": per_run,
+        }
+
+    # ------------------------------------------------------------------ B2
+
+    def b2(self) -> None:
+        say("B2 verification overhead: same Bob server with / without the interceptor")
+        bob = self.bob
+
+        def node(verify: bool, name: str) -> TrisaNode:
+            directory = self.net.directory_client()
+            n = TrisaNode(
+                StaticMaterial(Material(bob.identity, self.net.pool, None, 1)),
+                directory,
+                store=TransferStore(self.work / f"b2-{name}.db"),
+                handler=beneficiary_handler(BOOK, bob.common_name,
+                                            async_delay=timedelta(seconds=0.2)),
+                listen="127.0.0.1:0",
+                verify_peers=verify,
+                max_workers=8,
+                timeout=10,
+            )
+            n.start()
+            return n
+
+        on, off = node(True, "on"), node(False, "off")
+        plan = self.alice.node.resolver.plan(bob.common_name)
+        connector = self.alice.node.connector
+
+        def stub(port: int) -> Any:
+            channel = connector._channel(replace(plan, address=f"127.0.0.1:{port}"))
+            return channel, api_pb2_grpc.TRISANetworkStub(channel)
+
+        ch_on, s_on = stub(on.port)
+        ch_off, s_off = stub(off.port)
+        # verify_peers=False is reference mode: no interceptor, no TRISA policy, no
+        # directory binding; the servicer only identifies the caller (to seal replies).
+        lat_on: list[float] = []
+        lat_off: list[float] = []
+        try:
+            for s in (s_on, s_off, s_on, s_off):  # warm both
+                s.Transfer(self.sealed(1)[0], timeout=10)
+            pairs = 250
+            batch = self.sealed(2 * pairs)
+            for i in range(pairs):
+                order = ((s_on, lat_on), (s_off, lat_off))
+                for s, out in order if i % 2 == 0 else order[::-1]:
+                    env = batch.pop()
+                    start = time.perf_counter()
+                    reply = s.Transfer(env, timeout=10)
+                    out.append(time.perf_counter() - start)
+                    if reply.error.code:
+                        raise RuntimeError(f"B2 transfer rejected: {reply.error}")
+        finally:
+            ch_on.close()
+            ch_off.close()
+            on.stop(0.2)
+            off.stop(0.2)
+        # Median of per-pair ratios: each pair ran back to back, so drift cancels.
+        ratio = median([x / y for x, y in zip(lat_on, lat_off, strict=True)])
+        self.results["b2_ratio"] = round(ratio, 4)
+        self.results["b2_detail"] = {
+            "ratio_of_medians": round(median(lat_on) / median(lat_off), 4),
+            "on_p50_ms": round(median(lat_on) * 1000, 3),
+            "off_p50_ms": round(median(lat_off) * 1000, 3),
+            "diff_p50_us": round((median(lat_on) - median(lat_off)) * 1e6, 1),
+            "pairs": len(lat_on),
+            "cached_decision_us": self.cache_hit_us(on),
+        }
+
+    @staticmethod
+    def cache_hit_us(node: TrisaNode) -> float:
+        """Cost of the per-RPC check once decided (a dict hit), in microseconds."""
+        auth = node.server.authenticator
+        keys = list(auth._cache)
+        if not keys:
+            return float("nan")
+        start = time.perf_counter()
+        for _ in range(10000):
+            auth.authenticate_pem(keys[0], None)
+        return round((time.perf_counter() - start) / 10000 * 1e6, 3)
+
+    # ------------------------------------------------------------------ B3
+
+    def b3(self) -> None:
+        say("B3 first contact vs bare RSA-4096 mTLS connect + one RPC")
+        a, b = self.alice.node, self.bob.node
+        bob_cn, alice_cn = self.bob.common_name, self.alice.common_name
+        ident = self.alice.identity
+        creds = grpc.ssl_channel_credentials(
+            root_certificates=self.net.pool.pem(),
+            private_key=ident.key_pem(),
+            certificate_chain=ident.chain_pem(),
+        )
+        options = [("grpc.ssl_target_name_override", bob_cn),
+                   ("grpc.default_authority", bob_cn),
+                   ("grpc.use_local_subchannel_pool", 1)]
+
+        def bare() -> float:
+            start = time.perf_counter()
+            channel = grpc.secure_channel(f"127.0.0.1:{self.bob.port}", creds, options=options)
+            api_pb2_grpc.TRISAHealthStub(channel).Status(api_pb2.HealthCheck(), timeout=10)
+            took = time.perf_counter() - start
+            channel.close()
+            return took
+
+        def first() -> dict[str, float]:
+            # Neither side has met the other: no channel, keys, decisions or lookups cached.
+            a.connector.forget(bob_cn)
+            a.peer_keys.drop(bob_cn)
+            a.directory.clear_cache()  # type: ignore[attr-defined]
+            b.server.authenticator.forget()
+            b.directory.clear_cache()  # type: ignore[attr-defined]
+            b.peer_keys.drop(alice_cn)
+            t0 = time.perf_counter()
+            a.connect(bob_cn)  # lookup, offline checks, pinned mTLS + probe RPC
+            t1 = time.perf_counter()
+            a.exchange_keys(bob_cn)
+            t2 = time.perf_counter()
+            result = a.send(bob_cn, self.payload)
+            t3 = time.perf_counter()
+            if result.state != "accepted":
+                raise RuntimeError(result.describe())
+            return {"total": t3 - t0, "connect": t1 - t0, "keyx": t2 - t1, "transfer": t3 - t2}
+
+        def plan_only() -> float:
+            a.directory.clear_cache()  # type: ignore[attr-defined]
+            start = time.perf_counter()
+            a.resolver.plan(bob_cn)
+            return time.perf_counter() - start
+
+        self.point_alice_at(self.bob.port)
+        first()
+        bare()
+        firsts: list[dict[str, float]] = []
+        bares: list[float] = []
+        plans: list[float] = []
+        for _ in range(12):
+            firsts.append(first())
+            bares.append(bare())
+            plans.append(plan_only())
+        total = median([f["total"] for f in firsts])
+        ratio = median([f["total"] / b_ for f, b_ in zip(firsts, bares, strict=True)])
+        self.results["b3_ratio"] = round(ratio, 3)
+        self.results["b3_detail"] = {
+            "first_contact_p50_ms": round(total * 1000, 2),
+            "bare_mtls_rpc_p50_ms": round(median(bares) * 1000, 2),
+            "lookup_and_offline_checks_p50_ms": round(median(plans) * 1000, 2),
+            "connect_p50_ms": round(median([f["connect"] for f in firsts]) * 1000, 2),
+            "key_exchange_p50_ms": round(median([f["keyx"] for f in firsts]) * 1000, 2),
+            "first_transfer_p50_ms": round(median([f["transfer"] for f in firsts]) * 1000, 2),
+            "ratio_of_medians": round(total / median(bares), 3),
+            "iterations": len(firsts),
+        }
+
+    # ------------------------------------------------------------------ B4 / B5 data
+
+    def make_pki(self) -> None:
+        say("minting 10,000 EC P-256 leaves for B4 and B5")
+        start = time.perf_counter()
+        self.pki = BenchPKI()
+        self.names = [f"vasp{i:05d}.bench.test" for i in range(10_000)]
+        self.leaves = [self.pki.leaf(cn) for cn in self.names]
+        self.results["setup_leaves_s"] = round(time.perf_counter() - start, 1)
+
+    # ------------------------------------------------------------------ B4
+
+    COUNTRIES = ("DE", "FR", "US", "GB", "SG", "JP", "CH", "NL", "KY", "MT")
+
+    def b4(self) -> None:
+        say("B4 directory: importing 10,000 VERIFIED records")
+        start = time.perf_counter()
+        db = self.work / "gds-10k.db"
+        store = SQLiteStore(db)
+        directory = Directory(store)
+        for i, (cn, leaf) in enumerate(zip(self.names, self.leaves, strict=True)):
+            directory.add(
+                common_name=cn, endpoint=f"{cn}:443", certificates=[leaf, self.pki.issuing],
+                name=f"Bench VASP {i:05d} Ltd", country=self.COUNTRIES[i % len(self.COUNTRIES)],
+                website=f"https://{cn}",
+            )
+        store.close()
+        self.results["setup_directory_s"] = round(time.perf_counter() - start, 1)
+        child = Child({"role": "directory", "db": str(db), "workers": 8},
+                      self.work / "gds.json")
+        self.children.append(child)
+        client = DirectoryClient(f"127.0.0.1:{child.port}", insecure=True, cache_ttl=0,
+                                 timeout=10)
+        from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+        health = health_pb2_grpc.HealthStub(client._channel)
+        rng = random.Random(7)
+
+        def lookup() -> None:
+            client.lookup_reply(common_name=rng.choice(self.names))
+
+        def noop() -> None:
+            health.Check(health_pb2.HealthCheckRequest(), timeout=10)
+
+        say("B4 Lookup rate vs health Check rate (4 client threads, alternating windows)")
+        try:
+            lookups, noops = Gate(4, lookup), Gate(4, noop)
+            lookups.window(0.5)
+            noops.window(0.5)
+            ratios: list[float] = []
+            l_rates: list[float] = []
+            n_rates: list[float] = []
+            for _ in range(4):
+                n, t = lookups.window(1.5)
+                l_rates.append(n / t)
+                n, t = noops.window(1.5)
+                n_rates.append(n / t)
+                ratios.append(l_rates[-1] / n_rates[-1])
+            lookups.close()
+            noops.close()
+            say("B4 Search latency over 10,000 records")
+            queries: list[tuple[str, dict[str, Any]]] = []
+            for _ in range(100):
+                i = rng.randrange(10_000)
+                queries.append(("name_prefix", {"name": f"Bench VASP {i // 10:04d}"}))
+                queries.append(("website", {"website": f"https://{self.names[i]}"}))
+                queries.append(("name_and_country", {
+                    "name": f"Bench VASP {i // 10:04d}",
+                    "country": self.COUNTRIES[i % len(self.COUNTRIES)]}))
+            for _kind, q in queries[:20]:  # warm
+                client.search(**q)
+            rng.shuffle(queries)
+            times: dict[str, list[float]] = {}
+            hits: list[int] = []
+            for kind, q in queries:
+                start = time.perf_counter()
+                found = client.search(**q)
+                times.setdefault(kind, []).append(time.perf_counter() - start)
+                hits.append(len(found))
+            noop_lat = []
+            for _ in range(200):
+                start = time.perf_counter()
+                noop()
+                noop_lat.append(time.perf_counter() - start)
+        finally:
+            client.close()
+            child.stop()
+            self.children.remove(child)
+        every = [t for ts in times.values() for t in ts]
+        self.results["b4_lookup_ratio"] = round(median(ratios), 3)
+        self.results["b4_search_p50_ms"] = round(median(every) * 1000, 3)
+        self.results["b4_detail"] = {
+            "lookup_rate": round(median(l_rates), 1),
+            "noop_rate": round(median(n_rates), 1),
+            "ratios": [round(r, 3) for r in ratios],
+            "search_p50_ms_by_kind": {k: round(median(v) * 1000, 3) for k, v in times.items()},
+            "search_p90_ms": round(sorted(every)[int(len(every) * 0.9)] * 1000, 3),
+            "search_results_p50": median([float(h) for h in hits]),
+            "noop_p50_ms": round(median(noop_lat) * 1000, 3),
+            "records": len(self.names),
+            "client_threads": 4,
+        }
+
+    # ------------------------------------------------------------------ B5
+
+    def b5(self) -> None:
+        say("B5 memory: a node process with 10,000 cached peer decisions")
+        key = ec.generate_private_key(ec.SECP256R1())
+        leaf = self.pki.leaf("node.bench.test", key)
+
+        b5 = self.work / "b5"
+        b5.mkdir()
+        write_identity(Identity(key, leaf, (self.pki.issuing,)), b5 / "node.pem", b5 / "node.key")
+        (b5 / "trust.pem").write_bytes(self.pki.trust_pem())
+        (b5 / "leaves.pem").write_bytes(b"".join(pem(c) for c in self.leaves))
+
+        def run(*options: str) -> dict[str, Any]:
+            out = subprocess.run(
+                [sys.executable, str(HERE / "b5_memory.py"), str(b5), *options],
+                capture_output=True, text=True, timeout=180, check=False,
+            )
+            if out.returncode != 0:
+                raise RuntimeError(f"b5_memory.py failed: {out.stderr[-2000:]}")
+            return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+
+        detail = run()
+        self.results["b5_rss_mb"] = detail["rss_mb"]
+        self.results["b5_detail"] = detail
+
+
+# --------------------------------------------------------------------------- report
+
+
+def verdict(key: str, value: float) -> str:
+    if key not in TARGETS:
+        return "-"
+    op, target = TARGETS[key]
+    ok = value >= target if op == ">=" else value <= target
+    return "PASS" if ok else "MISS"
+
+
+def table(r: dict[str, Any]) -> str:
+    d = {k: r.get(k + "_detail", {}) for k in ("b1", "b2", "b3", "b4", "b5", "b6")}
+    rows = [
+        ("B1 transfer round trips/s", "b1_ratio", f"{r.get('b1_rate', 'n/a')} rt/s",
+         f"bound {r.get('b1_bound', 'n/a')} rt/s", "b1_ratio"),
+        ("B2 verification overhead (p50)", "b2_ratio",
+         f"{d['b2'].get('on_p50_ms', 'n/a')} ms", f"{d['b2'].get('off_p50_ms', 'n/a')} ms",
+         "b2_ratio"),
+        ("B3 first contact (p50)", "b3_ratio",
+         f"{d['b3'].get('first_contact_p50_ms', 'n/a')} ms",
+         f"{d['b3'].get('bare_mtls_rpc_p50_ms', 'n/a')} ms", "b3_ratio"),
+        ("B4 directory Lookup rate", "b4_lookup_ratio", f"{d['b4'].get('lookup_rate', 'n/a')}/s",
+         f"{d['b4'].get('noop_rate', 'n/a')}/s", "b4_lookup_ratio"),
+        ("B4 Search p50, 10k records", "b4_search_p50_ms",
+         f"{r.get('b4_search_p50_ms', 'n/a')} ms", f"no-op {d['b4'].get('noop_p50_ms', 'n/a')} ms",
+         "b4_search_p50_ms"),
+        ("B5 RSS, 10k cached decisions", "b5_rss_mb", f"{r.get('b5_rss_mb', 'n/a')} MB",
+         f"idle {d['b5'].get('rss_idle_mb', 'n/a')} MB", "b5_rss_mb"),
+        ("B6 TransferStream / unary", "b6_ratio", f"{d['b6'].get('stream_rate', 'n/a')} env/s",
+         f"{d['b6'].get('unary_rate', 'n/a')} env/s", "b6_ratio"),
+    ]
+    head = f"| {'figure':<31} | {'value':>14} | {'baseline':>18} | {'ratio':>7} | " \
+           f"{'target':>7} | {'result':<6} |"
+    lines = [head, "|" + "|".join("-" * (len(c)) for c in head.split("|")[1:-1]) + "|"]
+    for label, key, value, base, ratio_key in rows:
+        raw = r.get(ratio_key)
+        shown = f"{raw:.3f}" if isinstance(raw, (int, float)) else "n/a"
+        if ratio_key in ("b4_search_p50_ms", "b5_rss_mb"):
+            shown = "-"
+        op_target = TARGETS.get(key)
+        target = f"{op_target[0]} {op_target[1]:g}" if op_target else "report"
+        result = verdict(key, r[key]) if isinstance(r.get(key), (int, float)) else "n/a"
+        lines.append(f"| {label:<31} | {value:>14} | {base:>18} | {shown:>7} | {target:>7} | "
+                     f"{result:<6} |")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--senders", type=int, default=8, help="B1 concurrent senders")
+    parser.add_argument("--experiments", action="store_true",
+                        help="also run the B1 variants behind the proposed fixes")
+    parser.add_argument("--out", default=str(HERE / "results.json"))
+    parser.add_argument("--only", default="", help="comma list of b1..b6 (debugging)")
+    args = parser.parse_args()
+    only = set(filter(None, args.only.lower().split(",")))
+
+    def want(name: str) -> bool:
+        return not only or name in only
+
+    started = time.perf_counter()
+    bench = Bench(args)
+    results = bench.results
+    results["machine"] = machine()
+    results["started"] = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    failures: dict[str, str] = {}
+    try:
+        bench.start()
+        steps: list[tuple[str, Callable[[], None]]] = [
+            ("b3", bench.b3), ("b2", bench.b2), ("b1", bench.b1),
+        ]
+        if args.experiments:
+            steps.append(("b1x", bench.b1_experiments))
+        if want("b4") or want("b5"):
+            steps.insert(0, ("pki", bench.make_pki))
+        steps += [("b4", bench.b4), ("b5", bench.b5)]
+        for name, step in steps:
+            if name == "b1x" and not want("b1"):
+                continue
+            if name != "pki" and name != "b1x" and not want(name) and not (
+                    name == "b1" and want("b6")):
+                continue
+            try:
+                step()
+            except Exception as exc:
+                failures[name] = repr(exc)
+                say(f"{name} failed: {exc!r}")
+    finally:
+        bench.stop()
+    results["failures"] = failures
+    results["duration_s"] = round(time.perf_counter() - started, 1)
+    ordered = {k: results[k] for k in (
+        "b1_rate", "b1_bound", "b1_ratio", "b2_ratio", "b3_ratio", "b4_lookup_ratio",
+        "b4_search_p50_ms", "b5_rss_mb", "b6_ratio") if k in results}
+    ordered.update({k: v for k, v in results.items() if k not in ordered})
+    Path(args.out).write_text(json.dumps(ordered, indent=2) + "\n")
+    print(table(results))
+    m = results["machine"]
+    print(f"\nmachine: {m['nproc']} x {m['cpu']}; Python {m['python']}, grpcio {m['grpcio']}, "
+          f"cryptography {m['cryptography']}; {results['duration_s']} s; "
+          f"results in {args.out}")
+    if failures:
+        print(f"failed figures: {failures}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
