@@ -499,3 +499,27 @@ def test_store_durability_modes(tmp_path: Path) -> None:
         seq = store.add(envelope_id="e", peer="p", direction="incoming", kind="request",
                         state="received", envelope=b"x")
         assert store.get(seq) is not None
+
+
+def test_refusal_applies_to_every_method_including_streams(net: Net) -> None:
+    net.serve("bob")
+    mallory = net.node(identity("mallory"))
+    plan = mallory.resolver.plan("bob.vasp.test")
+    channel = mallory.connector._channel(plan)
+    network = api_pb2_grpc.TRISANetworkStub(channel)
+    envelope = seal(payload(), identity("bob").leaf.public_key())
+    calls = {
+        "Transfer": lambda: network.Transfer(envelope, timeout=5),
+        "TransferStream": lambda: list(network.TransferStream(iter([envelope]), timeout=5)),
+        "KeyExchange": lambda: network.KeyExchange(api_pb2.SigningKey(), timeout=5),
+        "ConfirmAddress": lambda: network.ConfirmAddress(api_pb2.Address(), timeout=5),
+        "Status": lambda: api_pb2_grpc.TRISAHealthStub(channel).Status(
+            api_pb2.HealthCheck(), timeout=5),
+    }
+    for name, call in calls.items():
+        with pytest.raises(grpc.RpcError) as err:
+            call()
+        assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED, name
+        assert (err.value.details() or "").startswith("step 4 "), name
+    channel.close()
+    assert net.calls == []
