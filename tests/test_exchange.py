@@ -298,3 +298,33 @@ def test_store_add_exchange_refuses_a_duplicate_request(tmp_path: Any) -> None:
     assert store.add_exchange(**args) is not None  # type: ignore[arg-type]
     assert store.add_exchange(**args) is None  # type: ignore[arg-type]
     assert store.count() == 2
+
+
+def test_callback_only_while_pending_and_only_once(net: Any) -> None:
+    # An accepted transfer: a later "callback" from the same counterparty is refused and
+    # a later rejection changes nothing.
+    result = net.alice.send(net.bob.common_name, payload_for("alice.vasp.test", "bob.vasp.test"))
+    assert result.state == "accepted"
+    bob_to_alice = net.bob.node.connect(net.alice.common_name).network
+    late = seal(payload_for("bob.vasp.test", "alice.vasp.test"),
+                net.alice.identity.leaf.public_key(), envelope_id=result.envelope_id)
+    reply = bob_to_alice.Transfer(late, timeout=10)
+    assert reply.error.code == Code.FORBIDDEN and "not awaiting" in reply.error.message
+    from trisa_peer.envelope import reject as reject_envelope
+
+    rejection = reject_envelope(result.envelope_id, Code.REJECTED, "changed our mind")
+    assert bob_to_alice.Transfer(rejection, timeout=10).error.code == Code.REJECTED
+    assert net.alice.node.store.initiated(result.envelope_id).state == "accepted"
+
+
+def test_malformed_error_envelope_and_bad_signing_key(net: Any) -> None:
+    from trisa_peer._pb.trisa.api.v1beta1 import api_pb2 as api
+
+    env = api.SecureEnvelope(id=str(uuid.uuid4()), timestamp="2024-01-01T00:00:00Z")
+    env.error.code = 12345  # not a TRISA code
+    env.error.message = "nonsense"
+    reply = stub(net).Transfer(env, timeout=10)
+    assert reply.error.code == Code.BAD_REQUEST
+    with pytest.raises(grpc.RpcError) as err:
+        stub(net).KeyExchange(api.SigningKey(data=b"not a key"), timeout=10)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT

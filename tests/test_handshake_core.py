@@ -269,3 +269,75 @@ def test_classify_dial_failure(details: str, step: HandshakeStep, kind: type) ->
     err = classify_dial_failure(details, peer="bob.vasp.test")
     assert isinstance(err, kind)
     assert err.step == step
+
+
+# ------------------------------------------------------------- review fixes
+
+
+def test_decision_made_across_a_rotation_is_not_cached() -> None:
+    class Rotating(MemoryDirectory):
+        auth: PeerAuthenticator | None = None
+
+        def lookup(self, **kw: object) -> object:  # type: ignore[override]
+            if self.auth is not None:
+                self.auth.forget()  # the trust pool / CRL changes mid-decision
+            return super().lookup(**kw)  # type: ignore[arg-type]
+
+    directory = Rotating(record_for("alice"))
+    auth = authenticator(directory)
+    directory.auth = auth
+    auth.authenticate_pem(pem("alice"))
+    directory.auth = None
+    auth.authenticate_pem(pem("alice"))
+    assert len(directory.calls) == 2  # decided again: the first decision was not kept
+    auth.authenticate_pem(pem("alice"))
+    assert len(directory.calls) == 2  # the twin: an undisturbed decision is cached
+
+
+def test_refresh_hook_runs_at_most_every_interval() -> None:
+    clock = Clock()
+    calls: list[float] = []
+    auth = PeerAuthenticator(ChainVerifier(pool()), MemoryDirectory(record_for("alice")),
+                             monotonic=clock, refresh=lambda: calls.append(clock.now),
+                             refresh_interval=5)
+    for _ in range(10):
+        auth.authenticate_pem(pem("alice"))
+    clock.now += 6
+    auth.authenticate_pem(pem("alice"))
+    assert len(calls) == 2
+
+
+def test_cached_rejection_is_raised_as_a_fresh_exception() -> None:
+    auth = authenticator(MemoryDirectory())
+    seen = []
+    for _ in range(3):
+        try:
+            auth.authenticate_pem(pem("mallory"))
+        except PeerNotRegisteredError as exc:
+            seen.append(exc)
+    assert len({id(e) for e in seen}) == 3
+    assert seen[1].step == seen[2].step and str(seen[1]) == str(seen[2])
+    depth = 0
+    tb = seen[2].__traceback__
+    while tb is not None:
+        depth, tb = depth + 1, tb.tb_next
+    assert depth < 10  # does not accumulate one frame per call
+
+
+def test_lookup_of_an_empty_common_name_is_refused_cleanly() -> None:
+    from trisa_peer.handshake import _lookup
+
+    directory = MemoryDirectory(record_for("alice"))
+    with pytest.raises(PeerNotRegisteredError) as err:
+        _lookup(directory, "", step=HandshakeStep.BIND_CLIENT_RECORD)
+    assert err.value.reason == "no-common-name"
+    assert directory.calls == []  # never sent to the directory
+    assert _lookup(directory, "alice.vasp.test", step=HandshakeStep.BIND_CLIENT_RECORD)
+
+
+def test_malformed_record_endpoint_is_a_mismatch_not_a_crash() -> None:
+    record = replace(record_for("alice"), endpoint="no-port-here")
+    auth = authenticator(MemoryDirectory(record))
+    with pytest.raises(DirectoryMismatchError) as err:
+        auth.authenticate_pem(pem("alice"))
+    assert err.value.reason == "invalid-record"

@@ -523,3 +523,40 @@ def test_refusal_applies_to_every_method_including_streams(net: Net) -> None:
         assert (err.value.details() or "").startswith("step 4 "), name
     channel.close()
     assert net.calls == []
+
+
+# ------------------------------------------------ review fixes: revalidation, rotation
+
+
+def test_cached_client_channel_revalidated_and_revocation_applies(net: Net) -> None:
+    net.serve("bob")
+    net.register(identity("alice"), free_port())
+    alice = net.node(identity("alice"), cache_ttl=0)
+    alice.connector.channel_ttl = 0  # revalidate on every connect
+    assert alice.send("bob.vasp.test", payload()).state == "accepted"  # twin: still fine
+    revoke(net.directory, net.directory.lookup(common_name="bob.vasp.test").id,
+           "key compromise")
+    with pytest.raises(HandshakeError) as err:
+        alice.send("bob.vasp.test", payload())
+    assert err.value.step == S.BIND_SERVER_RECORD and "revoked" in str(err.value)
+
+
+def test_cached_channel_repins_after_server_rotation(net: Net) -> None:
+    port = free_port()
+    vasp_id = net.register(identity("bob"), port)
+    net.register(identity("alice"), free_port())
+    old = net.node(identity("bob"), port, start=True)
+    alice = net.node(identity("alice"))  # channel_ttl default: the channel stays cached
+    assert alice.send("bob.vasp.test", payload()).state == "accepted"
+    old.stop(grace=None)
+    net.directory.update_certificate(vasp_id, [identity("bob-reissued").leaf])
+    net.node(identity("bob-reissued"), port, start=True)
+    # the cached channel's TLS now fails; send re-plans, re-queries, re-pins once
+    assert alice.send("bob.vasp.test", payload()).state == "accepted"
+
+
+def test_file_modes_of_stores_are_private(tmp_path: Path) -> None:
+    TransferStore(tmp_path / "t.db")
+    SQLiteStore(tmp_path / "g.db")
+    assert (tmp_path / "t.db").stat().st_mode & 0o777 == 0o600
+    assert (tmp_path / "g.db").stat().st_mode & 0o777 == 0o600

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from .errors import ConfigurationError
 
-__all__ = ["PRIVATE_MODE", "PUBLIC_MODE", "atomic_write", "write_private"]
+__all__ = ["PRIVATE_MODE", "PUBLIC_MODE", "atomic_write", "create_private", "write_private"]
 
 PRIVATE_MODE = 0o600
 PUBLIC_MODE = 0o644
@@ -52,3 +52,15 @@ def atomic_write(path: str | os.PathLike[str], data: bytes, *, mode: int = PUBLI
 def write_private(path: str | os.PathLike[str], data: bytes) -> Path:
     """Write a secret (private key, token cache, password) readable by the owner only."""
     return atomic_write(path, data, mode=PRIVATE_MODE)
+
+
+def create_private(path: str | os.PathLike[str]) -> None:
+    """Create ``path`` empty with mode 0600 unless it exists (e.g. before SQLite opens it;
+    SQLite gives its -wal and -shm files the database file's mode)."""
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, PRIVATE_MODE)
+    except FileExistsError:
+        return
+    except OSError as exc:
+        raise ConfigurationError(f"{path}: cannot create: {exc.strerror}") from exc
+    os.close(fd)

@@ -55,6 +55,7 @@ from .errors import (
     PeerNotRegisteredError,
     RevokedError,
     TransportSecurityError,
+    TrisaPeerError,
 )
 from .matching import bind
 from .records import DirectoryLookup, PeerRecord
@@ -184,6 +185,8 @@ class PeerAuthenticator:
         negative_ttl: float = 5.0,
         max_entries: int = 100_000,
         monotonic: Callable[[], float] = time.monotonic,
+        refresh: Callable[[], object] | None = None,
+        refresh_interval: float = 5.0,
     ) -> None:
         self.verifier = verifier
         self.directory = directory
@@ -194,6 +197,16 @@ class PeerAuthenticator:
         self._cache: dict[bytes, _Decision] = {}
         self._unchecked: dict[bytes, VerifiedPeer] = {}
         self._lock = threading.Lock()
+        # ``refresh`` (e.g. FileMaterial.current) is called at most every
+        # ``refresh_interval`` seconds, so a CRL or trust pool written to disk applies
+        # even while every peer keeps its connection open (no new TLS handshake).
+        self._refresh = refresh
+        self._refresh_interval = refresh_interval
+        self._refreshed = float("-inf")
+        # Bumped by forget(): a decision computed under an older trust pool or CRL is
+        # never cached (nor served) after a rotation.
+        self._generation = 0
+        self._inserts = 0
 
     # The hot path: one dict look-up per RPC once a certificate has been decided.
     def authenticate_pem(
@@ -206,12 +219,17 @@ class PeerAuthenticator:
                 step=Step.PRESENT_CLIENT_CERT,
                 reason="no-client-certificate",
             )
+        now = self._now()
+        if self._refresh is not None and now - self._refreshed >= self._refresh_interval:
+            self._refreshed = now
+            self._refresh()
         hit = self._cache.get(leaf_pem)
-        if hit is not None and hit.expires > self._now():
+        if hit is not None and hit.expires > now:
             if hit.error is not None:
-                raise hit.error
+                raise _fresh(hit.error)
             assert hit.peer is not None
             return hit.peer
+        generation = self._generation
         try:
             leaf, *rest = parse_certificates(leaf_pem, source="peer certificate")
             presented = parse_certificates(chain_pem, source="peer chain") if chain_pem else []
@@ -225,15 +243,24 @@ class PeerAuthenticator:
             peer = self.authenticate(leaf, [*rest, *presented])
         except HandshakeError as exc:
             if exc.reason != "directory-unavailable":
-                self._remember(leaf_pem, _Decision(None, exc, self._now() + self.negative_ttl))
+                expires = self._now() + self.negative_ttl
+                self._remember(leaf_pem, _Decision(None, _fresh(exc), expires), generation)
             raise
-        self._remember(leaf_pem, _Decision(peer, None, self._now() + self.decision_ttl))
+        self._remember(leaf_pem, _Decision(peer, None, self._now() + self.decision_ttl),
+                       generation)
         return peer
 
-    def _remember(self, key: bytes, decision: _Decision) -> None:
+    def _remember(self, key: bytes, decision: _Decision, generation: int) -> None:
         with self._lock:
+            if generation != self._generation:
+                return  # decided under material that has since been replaced
             self._cache.pop(key, None)
             self._cache[key] = decision
+            self._inserts += 1
+            if self._inserts % 1024 == 0:  # drop expired entries now and then
+                now = self._now()
+                for stale in [k for k, d in self._cache.items() if d.expires <= now]:
+                    del self._cache[stale]
             while len(self._cache) > self.max_entries:
                 self._cache.pop(next(iter(self._cache)))
 
@@ -273,7 +300,9 @@ class PeerAuthenticator:
     def forget(self) -> None:
         """Drop every cached decision (e.g. after the trust pool or CRL changed)."""
         with self._lock:
+            self._generation += 1
             self._cache.clear()
+            self._unchecked.clear()
 
     def authenticate(
         self,
@@ -292,7 +321,14 @@ class PeerAuthenticator:
                 note[0] = f"chains to {chain.chain[-1].subject.rfc4514_string()}"
             with trace.step(Step.BIND_CLIENT_RECORD) as note:
                 record = self._bind(leaf, cn, note)
-        except HandshakeError as exc:
+        except TrisaPeerError as exc:
+            if not isinstance(exc, HandshakeError):  # e.g. a malformed directory record
+                exc = DirectoryMismatchError(
+                    f"cannot bind {cn!r} to its directory record: {exc}",
+                    step=Step.BIND_CLIENT_RECORD, peer=cn, reason="invalid-record",
+                )
+                _log_decision(cn, leaf, exc.step, "reject", exc.reason, str(exc))
+                raise exc from None
             _log_decision(cn, leaf, exc.step, "reject", exc.reason, str(exc))
             raise
         # bind() proved the presented leaf and the registered one are the same DER:
@@ -342,9 +378,22 @@ def _log_decision(
     )
 
 
+def _fresh(exc: HandshakeError) -> HandshakeError:
+    """A new exception object with the same class and fields but no traceback, so a
+    cached rejection re-raised many times does not grow (or pin) a traceback chain."""
+    clone = exc.__class__.__new__(exc.__class__)
+    clone.__dict__.update(exc.__dict__)
+    clone.args = exc.args
+    return clone
+
+
 def _lookup(
     directory: DirectoryLookup, cn: str, *, step: HandshakeStep, fresh: bool = False
 ) -> PeerRecord:
+    if not cn.strip():
+        raise PeerNotRegisteredError(
+            "the certificate has no common name to look up", step=step, reason="no-common-name"
+        )
     try:
         return directory.lookup(common_name=cn, fresh=fresh)
     except DirectoryNotFoundError as exc:
@@ -363,11 +412,18 @@ def _lookup(
             reason="not-verified" if status and status != "VERIFIED" else "not-registered",
         ) from exc
     except DirectoryError as exc:
+        # The detail (addresses, gRPC text) goes to our log, not to the peer.
+        log.warning("directory unavailable while looking up %s: %s", cn, exc)
         raise HandshakeError(
-            f"directory unavailable while looking up {cn!r}: {exc}",
+            f"directory unavailable while looking up {cn!r}; try again later",
             step=step,
             peer=cn,
             reason="directory-unavailable",
+        ) from exc
+    except TrisaPeerError as exc:  # e.g. a name the directory client refuses
+        raise PeerNotRegisteredError(
+            f"cannot look {cn!r} up in the directory: {exc}", step=step, peer=cn,
+            reason="not-registered",
         ) from exc
 
 

@@ -24,7 +24,7 @@ import hashlib
 from cryptography import x509
 
 from .certs import fingerprint, spki_der
-from .errors import DirectoryMismatchError, RevokedError
+from .errors import ConfigurationError, DirectoryMismatchError, RevokedError
 from .records import PeerRecord
 from .steps import HandshakeStep
 from .verify import common_name, dns_names
@@ -79,7 +79,13 @@ def bind(leaf: x509.Certificate, record: PeerRecord, *, step: HandshakeStep) -> 
             reason="directory-revoked",
         )
     cn = common_name(leaf)
-    host = record.host
+    try:
+        host = record.host
+    except ConfigurationError:
+        raise DirectoryMismatchError(
+            f"the directory record of {peer!r} has an invalid endpoint {record.endpoint!r}",
+            step=step, peer=peer, reason="invalid-record",
+        ) from None
     if cn.lower() != record.common_name.lower():
         raise DirectoryMismatchError(
             f"certificate common name {cn!r} differs from the record's {record.common_name!r}",

@@ -174,10 +174,11 @@ class CrlChecker:
                 if crl.issuer != issuer.subject:
                     continue
                 next_update = crl.next_update_utc
-                if next_update is not None and next_update + self.grace < at:
+                # RFC 5280 requires nextUpdate; a CRL without one cannot be known fresh.
+                if next_update is None or next_update + self.grace < at:
                     raise ChainVerificationError(
-                        f"CRL of {_cn_of_name(crl.issuer)} is stale (next update was "
-                        f"{next_update:%Y-%m-%dT%H:%M:%SZ}); refusing to trust its certificates",
+                        f"CRL of {_cn_of_name(crl.issuer)} is stale (next update "
+                        f"{_when(next_update)}); refusing to trust its certificates",
                         step=step,
                         peer=peer,
                         reason="crl-stale",
@@ -191,6 +192,10 @@ class CrlChecker:
                         peer=peer,
                         reason="crl-revoked",
                     )
+
+
+def _when(moment: datetime | None) -> str:
+    return f"was {moment:%Y-%m-%dT%H:%M:%SZ}" if moment is not None else "missing"
 
 
 def _cn_of_name(name: x509.Name) -> str:
@@ -254,15 +259,26 @@ class ChainVerifier:
         crl: CrlChecker | None = None,
         max_chain_depth: int = 3,
     ) -> None:
-        self.pool = pool
+        self._state = (pool, crl)
         self.clock = clock
-        self.crl = crl
         self.max_chain_depth = max_chain_depth
 
-    def _builder(self, at: datetime) -> PolicyBuilder:
+    @property
+    def pool(self) -> TrustPool:
+        return self._state[0]
+
+    @property
+    def crl(self) -> CrlChecker | None:
+        return self._state[1]
+
+    def update(self, pool: TrustPool, crl: CrlChecker | None) -> None:
+        """Swap trust pool and CRLs together (one assignment: no verification mixes them)."""
+        self._state = (pool, crl)
+
+    def _builder(self, at: datetime, pool: TrustPool) -> PolicyBuilder:
         return (
             PolicyBuilder()
-            .store(self.pool.store)
+            .store(pool.store)
             .time(at)
             .max_chain_depth(self.max_chain_depth)
             .extension_policies(ca_policy=_CA_POLICY, ee_policy=_EE_POLICY)
@@ -301,6 +317,7 @@ class ChainVerifier:
         host: str | None,
     ) -> VerifiedChain:
         at = self.clock()
+        pool, crl = self._state
         peer = peer or common_name(leaf)
 
         def fail(message: str, reason: str) -> ChainVerificationError:
@@ -342,13 +359,13 @@ class ChainVerifier:
                 "san-mismatch",
             )
         candidates = [c for c in presented if c != leaf]
-        candidates.extend(c for c in self.pool.intermediates if c not in candidates)
+        candidates.extend(c for c in pool.intermediates if c not in candidates)
         try:
             if host is None:
-                verified = self._builder(at).build_client_verifier().verify(leaf, candidates)
+                verified = self._builder(at, pool).build_client_verifier().verify(leaf, candidates)
                 chain = list(verified.chain)
             else:
-                verifier = self._builder(at).build_server_verifier(DNSName(host))
+                verifier = self._builder(at, pool).build_server_verifier(DNSName(host))
                 chain = list(verifier.verify(leaf, candidates))
         except VerificationError as exc:
             reason = _classify(str(exc))
@@ -364,8 +381,8 @@ class ChainVerifier:
             if weak:
                 message = f"CA {common_name(cert)!r} in the chain has a weak key: {weak}"
                 raise fail(message, "weak-key")
-        if self.crl is not None:
-            self.crl.check(chain, at, step=step, peer=peer)
+        if crl is not None:
+            crl.check(chain, at, step=step, peer=peer)
         return VerifiedChain(
             leaf=leaf,
             chain=tuple(chain),

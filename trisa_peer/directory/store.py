@@ -44,7 +44,8 @@ from typing import Any, Protocol
 
 from .._pb.gds.models.v1 import models_pb2 as gds_models_pb2
 from .._pb.trisa.gds.models.v1beta1 import models_pb2
-from ..errors import StoreError
+from ..errors import ConfigurationError, StoreError
+from ..fsutil import create_private
 from .convert import lookup_reply
 from .validate import normalize_common_name, normalize_country, normalize_name, website_host
 
@@ -302,6 +303,11 @@ class SQLiteStore:
             parent = Path(self.path).parent
             if not parent.is_dir():
                 raise StoreError(f"{self.path}: directory {parent} does not exist")
+            # The database holds registrants' PKCS#12 passwords and bundles: owner only.
+            try:
+                create_private(self.path)
+            except ConfigurationError as exc:
+                raise StoreError(str(exc)) from exc
         self._migrate()
 
     def __repr__(self) -> str:

@@ -50,6 +50,10 @@ class TransferError(TrisaPeerError):
     """A transfer could not be delivered (network or peer failure, not a rejection)."""
 
 
+class _ChannelBroken(TransferError):
+    """The cached channel's TLS failed (e.g. the peer rotated its certificate)."""
+
+
 @dataclass(frozen=True)
 class TransferResult:
     """The beneficiary's answer to one envelope.
@@ -114,7 +118,8 @@ class TrisaNode:
         self.keyring.add(material.current().identity.key)
         material.subscribe(lambda m: self.keyring.add(m.identity.key))
         self.peer_keys = PeerKeys(ttl=key_ttl)
-        self._timers: list[threading.Timer] = []
+        self._timers: set[threading.Timer] = set()
+        self._timers_lock = threading.Lock()
         self.exchange = Exchange(
             common_name=self.common_name,
             handler=handler,
@@ -150,7 +155,9 @@ class TrisaNode:
         return self.server.port
 
     def stop(self, grace: float | None = 1.0) -> None:
-        for timer in self._timers:
+        with self._timers_lock:
+            timers = list(self._timers)
+        for timer in timers:
             timer.cancel()
         self.connector.close()
         self.server.stop(grace)
@@ -163,9 +170,17 @@ class TrisaNode:
         self.stop()
 
     def _schedule(self, delay: float, fn: Callable[[], None]) -> None:
-        timer = threading.Timer(max(delay, 0.0), fn)
+        def run() -> None:
+            try:
+                fn()
+            finally:  # a fired timer (and the payload its closure holds) is released
+                with self._timers_lock:
+                    self._timers.discard(timer)
+
+        timer = threading.Timer(max(delay, 0.0), run)
         timer.daemon = True
-        self._timers.append(timer)
+        with self._timers_lock:
+            self._timers.add(timer)
         timer.start()
 
     # ---------------------------------------------------------------- outgoing
@@ -184,7 +199,7 @@ class TrisaNode:
         except grpc.RpcError as exc:
             raise TransferError(f"KeyExchange with {peer} failed: {exc.code().name}: "
                                 f"{exc.details()}") from None
-        except EnvelopeError as exc:
+        except TrisaPeerError as exc:  # CertificateError / EnvelopeError from parsing
             raise TransferError(f"KeyExchange with {peer}: unusable key: {exc}") from exc
         self.peer_keys.put(peer, key)
         return key
@@ -214,20 +229,29 @@ class TrisaNode:
         """Seal ``payload`` for ``peer``, transfer it, and return the opened answer."""
         channel = self.connect(peer, trace=trace)
         eid = envelope_id or str(uuid.uuid4())
-        for attempt in range(2):
+        key_retried = channel_retried = False
+        while True:
             key = self._peer_key(peer, channel)
             try:
                 envelope = seal(payload, key, envelope_id=eid, transfer_state=transfer_state,
                                 clock=self.clock)
-            except EnvelopeRejection as exc:
-                raise TransferError(f"cannot seal the payload: {exc}") from exc
-            result = self._transfer(peer, channel, envelope)
-            retry_key = result.error is not None and result.error.code == Code.NO_SIGNING_KEY
-            if not (retry_key and attempt == 0):
+            except EnvelopeError as exc:
+                raise TransferError(f"cannot seal the payload for {peer}: {exc}") from exc
+            try:
+                result = self._transfer(peer, channel, envelope)
+            except _ChannelBroken:
+                if channel_retried:
+                    raise
+                # The cached channel no longer handshakes (the peer rotated, or was
+                # replaced): plan again from the directory and re-pin, once.
+                channel_retried = True
+                channel = self.connect(peer)
+                continue
+            if result.error is None or result.error.code != Code.NO_SIGNING_KEY or key_retried:
                 return result
+            key_retried = True
             self.peer_keys.drop(peer)
             self.exchange_keys(peer)
-        return result
 
     def send_error(
         self, peer: str, code: int, message: str, *, envelope_id: str | None = None
@@ -246,11 +270,17 @@ class TrisaNode:
             reply = channel.network.Transfer(envelope, timeout=self.timeout)
         except grpc.RpcError as exc:
             self.store.set_state(seq, "failed")
+            details = exc.details() or ""
+            message = f"transfer to {peer} failed: {exc.code().name}: {details}"
             if exc.code() in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
                 self.connector.forget(peer)
-            raise TransferError(
-                f"transfer to {peer} failed: {exc.code().name}: {exc.details()}"
-            ) from None
+            elif exc.code() == grpc.StatusCode.UNAVAILABLE and _tls_failure(details):
+                self.connector.forget(peer)
+                raise _ChannelBroken(message) from None
+            raise TransferError(message) from None
+        if reply.id != envelope.id:
+            self.store.set_state(seq, "failed")
+            raise TransferError(f"{peer} answered envelope {envelope.id} with id {reply.id!r}")
         return self._record_reply(seq, channel.common_name, reply)
 
     def _record_reply(self, seq: int, peer: str, reply: Any) -> TransferResult:
@@ -290,3 +320,8 @@ class TrisaNode:
             log.info("peer=%s envelope=%s callback delivered", peer, envelope_id)
         except (TrisaPeerError, HandshakeError) as exc:
             log.warning("peer=%s envelope=%s callback not delivered: %s", peer, envelope_id, exc)
+
+
+def _tls_failure(details: str) -> bool:
+    text = details.lower()
+    return "ssl" in text or "tls" in text or "handshake" in text or "certificate" in text

@@ -47,7 +47,7 @@ from ..envelope import (
     seal,
     signing_key_from_certificate,
 )
-from ..errors import EnvelopeError, EnvelopeRejection, StoreError
+from ..errors import EnvelopeError, EnvelopeRejection, StoreError, TrisaPeerError
 from ..handshake import VerifiedPeer
 from ..transport.interceptor import peer_from_context
 from ..verify import Clock, utcnow
@@ -62,6 +62,7 @@ log = logging.getLogger("trisa_peer.network")
 TS = api_pb2.TransferState
 Code = errors_pb2.Error
 PENDING_TYPE = "type.googleapis.com/trisa.data.generic.v1beta1.Pending"
+_KNOWN_CODES = frozenset(errors_pb2.Error.Code.values())
 
 #: Largest encrypted payload a node opens (1 MiB; Travel Rule payloads are a few KiB).
 #: It is below gRPC's default 4 MiB message limit, so an oversized envelope that gRPC
@@ -124,17 +125,25 @@ class Exchange:
         return self.peer_keys.get(peer.common_name) or record_key(peer.record)
 
     def _answer(
-        self, req: _Request, reply: Any, state: str, *, code: int = 0, discard: bool = False
+        self,
+        req: _Request,
+        reply: Any,
+        state: str,
+        *,
+        code: int = 0,
+        discard: bool = False,
+        origin: tuple[int, str, int] | None = None,
     ) -> Any:
-        """Record the request (if new) and the reply, committed, then return the reply."""
+        """Record the request (if new), the reply and any state change of the transfer it
+        answers, in one transaction, committed; then return the reply."""
         data = reply.SerializeToString()
         if req.seq is not None:
             self.store.add_reply(req.seq, state=state, envelope=data, direction="outgoing",
-                                 error_code=code, discard_request=discard)
+                                 error_code=code, discard_request=discard, origin=origin)
             return reply
         seq = self.store.add_exchange(
             envelope_id=req.envelope_id, peer=req.peer, request=b"" if discard else req.raw,
-            request_digest=req.digest, reply=data, state=state, error_code=code,
+            request_digest=req.digest, reply=data, state=state, error_code=code, origin=origin,
         )
         if seq is None:  # the same envelope was answered concurrently: send that answer
             seen = self.store.find_request(req.peer, req.envelope_id, req.digest)
@@ -146,10 +155,12 @@ class Exchange:
         req.seq = seq
         return reply
 
-    def _reject(self, req: _Request, rejection: Reject) -> Any:
+    def _reject(
+        self, req: _Request, rejection: Reject, *, origin: tuple[int, str, int] | None = None
+    ) -> Any:
         reply = reject(req.envelope_id, rejection.code, rejection.message, retry=rejection.retry)
         state = "repair" if reply.error.retry else "rejected"
-        return self._answer(req, reply, state, code=rejection.code)
+        return self._answer(req, reply, state, code=rejection.code, origin=origin)
 
     # ----------------------------------------------------------------- process
 
@@ -207,17 +218,22 @@ class Exchange:
 
     def _peer_rejection(self, envelope: Any, error: Any, peer: VerifiedPeer, req: _Request) -> Any:
         cn = peer.common_name
+        if error.code not in _KNOWN_CODES or error.code == 0 or not error.message.strip():
+            return self._reject(req, Reject(
+                Code.BAD_REQUEST, "error envelope needs a known, non-zero code and a message",
+                retry=True))
         origin = self.store.initiated(envelope.id)
         if origin is not None and origin.peer.lower() != cn.lower():
             return self._reject(req, Reject(
                 Code.FORBIDDEN, "this transfer was not exchanged with your VASP"))
-        if origin is not None:
-            self.store.set_state(origin.seq, "rejected", error_code=error.code)
+        # The beneficiary's asynchronous rejection ends a pending transfer; a rejection
+        # of a transfer already decided is recorded and acknowledged but changes nothing.
+        change = (origin.seq, "rejected", error.code) if (
+            origin is not None and origin.state == "pending") else None
         log.info("peer=%s envelope=%s peer rejection code=%d", cn, envelope.id, error.code)
         # Acknowledge with the same error: the originator of an error expects one back.
-        reply = reject(envelope.id, error.code or Code.REJECTED, error.message or "rejected",
-                       retry=error.retry)
-        return self._answer(req, reply, "rejected", code=error.code)
+        reply = reject(envelope.id, error.code, error.message, retry=error.retry)
+        return self._answer(req, reply, "rejected", code=error.code, origin=change)
 
     def _sealed_reply(self, incoming: Incoming, payload: Any, state: int) -> Any:
         key = self.peer_key(incoming.peer)
@@ -289,18 +305,25 @@ class Exchange:
         self.schedule(outcome.delay.total_seconds(), run)
 
     def _callback(self, req: _Request, origin: StoredEnvelope, incoming: Incoming) -> Any:
-        """A peer's asynchronous answer to a transfer we sent (same envelope id)."""
+        """A peer's asynchronous answer to a transfer we sent (same envelope id).
+
+        Accepted only from the counterparty of that transfer, only while it is
+        ``pending`` (so at most once), and only inside the reply window it gave.
+        """
         cn = incoming.peer.common_name
         if origin.peer.lower() != cn.lower():
             return self._reject(req, Reject(
                 Code.FORBIDDEN, "this transfer was not exchanged with your VASP"))
+        if origin.state != "pending":
+            return self._reject(req, Reject(
+                Code.FORBIDDEN,
+                f"transfer {incoming.envelope_id} is not awaiting an answer ({origin.state})"))
         deadline = self._reply_deadline(origin)
         if deadline is not None and incoming.received_at > deadline:
-            self.store.set_state(origin.seq, "expired")
             return self._reject(req, Reject(
                 Code.COMPLIANCE_PERIOD_EXCEEDED,
-                f"the reply window closed at {format_timestamp(deadline)}"))
-        self.store.set_state(origin.seq, "accepted")
+                f"the reply window closed at {format_timestamp(deadline)}"),
+                origin=(origin.seq, "expired", Code.COMPLIANCE_PERIOD_EXCEEDED))
         # Echo the payload back as the acknowledgement (the second round of the exchange).
         payload = api_pb2.Payload()
         payload.CopyFrom(incoming.payload)
@@ -309,7 +332,7 @@ class Exchange:
             reply = self._sealed_reply(incoming, payload, TS.COMPLETED)
         except EnvelopeError as exc:
             return self._reject(req, Reject(Code.NO_SIGNING_KEY, exc.message, retry=True))
-        return self._answer(req, reply, "completed")
+        return self._answer(req, reply, "completed", origin=(origin.seq, "accepted", 0))
 
     def _reply_deadline(self, origin: StoredEnvelope) -> datetime | None:
         reply = self.store.reply_to(origin.seq)
@@ -370,7 +393,7 @@ class NetworkServicer(api_pb2_grpc.TRISANetworkServicer):  # type: ignore[misc]
         peer = self._peer(context)
         try:
             key = public_key_from_signing_key(request)
-        except EnvelopeError as exc:
+        except TrisaPeerError as exc:  # CertificateError or EnvelopeError from parsing
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"unusable signing key: {exc}")
             raise
         self.exchange.peer_keys.put(peer.common_name, key)

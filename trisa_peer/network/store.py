@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import StoreError
+from ..fsutil import create_private
 
 __all__ = ["StoredEnvelope", "TransferStore", "TransferSummary", "digest"]
 
@@ -101,6 +102,13 @@ _COLUMNS = (
 )
 
 
+def _set_state(db: sqlite3.Connection, seq: int, state: str, error_code: int, now: str) -> None:
+    db.execute(
+        "UPDATE envelopes SET state = ?, error_code = ?, updated_at = ? WHERE seq = ?",
+        (state, error_code, now, seq),
+    )
+
+
 class TransferStore:
     """Thread-safe SQLite store (one connection per thread, WAL).
 
@@ -123,6 +131,8 @@ class TransferStore:
             self._uri = True
         elif not Path(self.path).parent.is_dir():
             raise StoreError(f"{self.path}: directory does not exist")
+        else:
+            create_private(self.path)  # envelopes and their metadata: owner only
         self._keeper = self._db()
         try:
             self._db().executescript(_SCHEMA)  # executescript commits on its own
@@ -227,6 +237,7 @@ class TransferStore:
         direction: str,
         error_code: int = 0,
         discard_request: bool = False,
+        origin: tuple[int, str, int] | None = None,
     ) -> int:
         """Store a reply and move its request to ``state``, in one transaction."""
         now = _now()
@@ -249,6 +260,8 @@ class TransferStore:
                 (row[0], row[1], direction, state, error_code, digest(envelope), request_seq,
                  envelope, now, now),
             )
+            if origin is not None:
+                _set_state(db, *origin, now)
             return int(cur.lastrowid or 0)
 
     def add_exchange(
@@ -261,12 +274,15 @@ class TransferStore:
         reply: bytes,
         state: str,
         error_code: int = 0,
+        origin: tuple[int, str, int] | None = None,
     ) -> int | None:
         """Store an incoming request and our reply in *one* transaction (one fsync).
 
         Returns the request's ``seq``, or None when the same request (peer, id, digest)
         is already stored: a concurrent retry, which the caller answers from the store.
         ``request`` may be ``b""`` for rejected input (only the record is kept).
+        ``origin`` = ``(seq, state, error_code)`` moves the transfer this answers (one we
+        originated) to its final state in the same transaction.
         """
         now = _now()
         with self._tx() as db:
@@ -286,6 +302,8 @@ class TransferStore:
                 "VALUES (?, ?, 'outgoing', 'reply', ?, ?, ?, ?, ?, ?, ?)",
                 (envelope_id, peer, state, error_code, digest(reply), seq, reply, now, now),
             )
+            if origin is not None:
+                _set_state(db, *origin, now)
             return seq
 
     def set_state(self, seq: int, state: str, *, error_code: int | None = None) -> None:

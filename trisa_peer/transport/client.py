@@ -72,6 +72,7 @@ class PeerChannel:
     channel: grpc.Channel
     network: Any  # api_pb2_grpc.TRISANetworkStub
     health: Any  # api_pb2_grpc.TRISAHealthStub
+    checked_at: float = 0.0  # monotonic time of the last successful steps 1, 6, 7
 
     @property
     def common_name(self) -> str:
@@ -90,10 +91,14 @@ class PeerConnector:
         resolver: PeerResolver,
         *,
         timeout: float = 10.0,
+        channel_ttl: float = 60.0,
     ) -> None:
         self.material = material
         self.resolver = resolver
         self.timeout = timeout
+        self.channel_ttl = channel_ttl
+        # Our own certificate rotated: new channels must present the new one.
+        material.subscribe(lambda _material: self.reset())
         self._channels: dict[str, PeerChannel] = {}
         self._locks: dict[str, threading.Lock] = {}
         self._lock = threading.Lock()
@@ -101,22 +106,51 @@ class PeerConnector:
     def connect(self, common_name: str, *, trace: HandshakeTrace | None = None) -> PeerChannel:
         """A verified channel to ``common_name`` (cached; probed when first opened).
 
-        With ``trace`` the steps are run (and recorded) again on a new channel, which
-        then replaces the cached one. Concurrent first connections to the same peer
-        open one channel between them. A replaced channel is not closed here, since
-        calls of other threads may still be using it; it closes when collected.
+        A cached channel is used as is for ``channel_ttl`` seconds; after that steps 1,
+        6 and 7 run again (directory lookup, offline checks): a peer that has since been
+        revoked or removed is refused and its channel dropped, and a changed registered
+        certificate is dialled anew. With ``trace`` the steps are always run and
+        recorded on a new channel. Concurrent first connections to the same peer open
+        one channel between them. Replaced channels are not closed here, since calls
+        of other threads may still be using them; they close when collected.
         """
         key = common_name.lower()
         cached = self._channels.get(key)
-        if cached is not None and trace is None:
+        if cached is not None and trace is None and self._fresh(cached):
             return cached
         with self._peer_lock(key):
             cached = self._channels.get(key)
             if cached is not None and trace is None:
-                return cached
+                if self._fresh(cached):
+                    return cached
+                revalidated = self._revalidate(key, common_name, cached)
+                if revalidated is not None:
+                    return revalidated
             peer = self._dial(common_name, trace if trace is not None else HandshakeTrace())
+            peer.checked_at = time.monotonic()
             self._channels[key] = peer
         return peer
+
+    def _fresh(self, peer: PeerChannel) -> bool:
+        return time.monotonic() - peer.checked_at < self.channel_ttl
+
+    def _revalidate(self, key: str, common_name: str, cached: PeerChannel) -> PeerChannel | None:
+        """Re-run the offline steps for a cached channel; None means dial a new one."""
+        try:
+            plan = self.resolver.plan(common_name, trace=HandshakeTrace())
+        except HandshakeError:
+            self._channels.pop(key, None)
+            raise
+        if plan.pin_pem == cached.plan.pin_pem and plan.address == cached.plan.address:
+            cached.checked_at = time.monotonic()
+            return cached
+        self._channels.pop(key, None)
+        return None
+
+    def reset(self) -> None:
+        """Forget every cached channel (in-flight calls on them finish normally)."""
+        with self._lock:
+            self._channels.clear()
 
     def _peer_lock(self, key: str) -> threading.Lock:
         with self._lock:
@@ -135,10 +169,11 @@ class PeerConnector:
             return self._open(fresh, trace)
 
     def forget(self, common_name: str) -> None:
+        """Drop the cached channel to ``common_name``; the next connect dials anew.
+
+        The channel is not closed: other threads may have calls in flight on it."""
         with self._lock:
-            peer = self._channels.pop(common_name.lower(), None)
-        if peer is not None:
-            peer.close()
+            self._channels.pop(common_name.lower(), None)
 
     def close(self) -> None:
         with self._lock:
@@ -205,6 +240,8 @@ def _dial_error(exc: grpc.RpcError, peer: str, plan: ConnectionPlan) -> Handshak
     code = exc.code()
     details = exc.details() or ""
     match = _STEP_PREFIX.match(details)
+    if match and not 1 <= int(match.group(1)) <= 8:
+        match = None  # a peer's text, not one of our step numbers
     if match and code == grpc.StatusCode.UNAVAILABLE:
         # The server could not decide (e.g. its directory is down): it failed closed.
         return HandshakeError(

@@ -10,6 +10,7 @@ Handlers obtain the verified counterparty with :func:`peer_from_context`.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -23,6 +24,8 @@ from ..errors import (
 from ..handshake import PeerAuthenticator, VerifiedPeer
 
 __all__ = ["PeerVerificationInterceptor", "peer_from_context", "status_for"]
+
+log = logging.getLogger("trisa_peer.transport")
 
 
 def status_for(exc: HandshakeError) -> grpc.StatusCode:
@@ -86,6 +89,11 @@ class PeerVerificationInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
         except HandshakeError as exc:
             context.abort(status_for(exc), str(exc))
             raise  # abort raises; this line is never reached
+        except Exception:
+            # Fail closed on anything unexpected, without telling the caller internals.
+            log.exception("peer verification failed unexpectedly; refusing the call")
+            context.abort(grpc.StatusCode.UNAUTHENTICATED, "peer verification failed")
+            raise
         setattr(context, _ATTR, peer)
         return peer
 

@@ -107,7 +107,7 @@ class TrisaServer:
         first = material.current()
         self.verifier = ChainVerifier(first.pool, clock=clock, crl=first.crl)
         self.authenticator = PeerAuthenticator(
-            self.verifier, directory, decision_ttl=decision_ttl
+            self.verifier, directory, decision_ttl=decision_ttl, refresh=material.current
         )
         material.subscribe(self._rotated)
         interceptors = [PeerVerificationInterceptor(self.authenticator)] if verify_peers else []
@@ -122,8 +122,7 @@ class TrisaServer:
 
     def _rotated(self, material: Material) -> None:
         # New trust pool or CRL: verify with it from now on and forget old decisions.
-        self.verifier.pool = material.pool
-        self.verifier.crl = material.crl
+        self.verifier.update(material.pool, material.crl)
         self.authenticator.forget()
 
     def add(self, register: Callable[[Any, grpc.Server], None], servicer: Any) -> None:
