@@ -581,3 +581,75 @@ def test_client_treats_reply_error_field_as_failure() -> None:
                 c.status()
     finally:
         grpc_server.stop(None)
+
+
+# --------------------------------------------------------------------------- user reports
+
+
+def test_second_server_on_a_port_in_use_is_refused(tmp_path: Path) -> None:
+    # accepted: one server on the port
+    first_store = SQLiteStore(tmp_path / "first.db")
+    second_store = SQLiteStore(tmp_path / "second.db")
+    try:
+        with DirectoryServer(first_store, listen="127.0.0.1:0") as first:
+            # failing twin: a second directory on the same port (gRPC's default
+            # SO_REUSEPORT would let it start and split the lookups)
+            second = DirectoryServer(second_store, listen=f"127.0.0.1:{first.port}")
+            with pytest.raises(ConfigurationError) as info:
+                second.start()
+            assert str(info.value) == (
+                f"cannot listen on 127.0.0.1:{first.port}: address already in use")
+            assert second._server is None
+    finally:
+        first_store.close()
+        second_store.close()
+
+
+def test_store_without_create_refuses_a_missing_file(tmp_path: Path) -> None:
+    SQLiteStore(tmp_path / "gds.db").close()
+    SQLiteStore(tmp_path / "gds.db", create=False).close()  # existing: accepted
+    with pytest.raises(StoreError, match=r"typo\.db: no such directory database"):
+        SQLiteStore(tmp_path / "typo.db", create=False)
+    assert not (tmp_path / "typo.db").exists()
+
+
+def test_add_validates_country(directory: Directory, alice: Identity) -> None:
+    ok = {"common_name": "alice.example.com", "endpoint": "alice.example.com:443",
+          "certificates": [alice.leaf]}
+    for bad in ("ZZZ", "U", "U1", "ÜS"):
+        with pytest.raises(ConfigurationError, match="not an ISO 3166-1 alpha-2 code"):
+            directory.add(**ok, country=bad)
+    vasp = directory.add(**ok, country=" us ")
+    assert vasp.entity.country_of_registration == "US"
+
+
+def test_add_refuses_expired_and_not_yet_valid_certificates(
+        directory: Directory, ca: CertificateAuthority) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from trisa_peer.errors import CertificateError
+
+    now = datetime.now(UTC)
+    expired = ca.issue("alice.example.com", key_size=2048,
+                       not_before=now - timedelta(days=30), not_after=now - timedelta(days=1))
+    future = ca.issue("alice.example.com", key_size=2048,
+                      not_before=now + timedelta(days=1), not_after=now + timedelta(days=30))
+    base = {"common_name": "alice.example.com", "endpoint": "alice.example.com:443"}
+    with pytest.raises(CertificateError, match=r"has expired \(valid from .* until "
+                       + expired.leaf.not_valid_after_utc.strftime("%Y-%m-%d")):
+        directory.add(**base, certificates=[expired.leaf])
+    with pytest.raises(CertificateError, match=r"is not yet valid \(valid from "
+                       + future.leaf.not_valid_before_utc.strftime("%Y-%m-%d")):
+        directory.add(**base, certificates=[future.leaf])
+    assert directory.list_vasps() == []
+    valid = ca.issue("alice.example.com", key_size=2048)
+    vasp = directory.add(**base, certificates=[valid.leaf])
+    with pytest.raises(CertificateError, match="has expired"):
+        directory.update_certificate(vasp.id, [expired.leaf])
+
+
+def test_add_name_mismatch_names_each_name_once(directory: Directory, alice: Identity) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        directory.add(common_name="mallory.example.com", endpoint="mallory.example.com:443",
+                      certificates=[alice.leaf])
+    assert str(info.value).endswith("(it names alice.example.com)")

@@ -285,3 +285,52 @@ def test_reissue_rotates_and_keeps_history(
     revoked = revoke(directory, reply.id, "superseded", sectigo=sectigo)
     assert revoked.identity_certificate.revoked
     assert emulator.ca.is_revoked(second.identity.leaf.serial_number)
+
+
+# --------------------------------------------------------------------------- user reports
+
+
+def test_reissue_refuses_an_imported_record(
+    emulator: SectigoEmulator, directory: Directory, client: DirectoryClient, tmp_path: Path
+) -> None:
+    from trisa_peer.ca import CertificateAuthority
+
+    own_ca = CertificateAuthority.init(tmp_path / "own-ca", key_size=2048)
+    ident = own_ca.issue("imported.example.com", key_size=2048)
+    vasp = directory.add(common_name="imported.example.com",
+                         endpoint="imported.example.com:443",
+                         certificates=[ident.leaf, *ident.chain])
+    with pytest.raises(DirectoryError, match="imported records are re-certified by their own "
+                       "CA and updated with `trisa-peer gds update-cert`"):
+        reissue(directory, vasp.id, sectigo_client(emulator), poll_interval=0.05)
+    assert client.lookup(vasp_id=vasp.id).identity_certificate == ident.leaf
+    assert directory.store.certreqs_for(vasp.id) == []
+    assert directory.superseded(vasp.id) == []
+
+
+def test_failed_issuance_is_reported_once_not_logged_at_error(
+    emulator: SectigoEmulator, directory: Directory, client: DirectoryClient,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    reply = pending(client, directory)
+    wrong = SectigoClient(emulator.base_url, USER, "wrong-password", cache_path=False,
+                          timeout=5, retries=1)
+    with caplog.at_level("INFO"):
+        with pytest.raises(DirectoryError, match="certificate issuance for VASP"):
+            accept(directory, reply.id, wrong, poll_interval=0.05)
+    assert [r for r in caplog.records if r.levelname in ("ERROR", "WARNING")] == []
+    assert any("CR_ERRORED" in r.getMessage() or "CR_REJECTED" in r.getMessage()
+               for r in caplog.records if r.name == "trisa_peer.directory.issuance")
+
+
+def test_cli_review_with_wrong_sectigo_credentials_prints_one_line(
+    emulator: SectigoEmulator, directory: Directory, client: DirectoryClient
+) -> None:
+    reply = pending(client, directory)
+    db = str(directory.store.path)  # type: ignore[attr-defined]
+    result = gds_cli("review", reply.id, "--accept", "--db", db, "--sectigo-endpoint",
+                     emulator.base_url, "--poll-interval", "0.05",
+                     env={"SECTIGO_USERNAME": USER, "SECTIGO_PASSWORD": "wrong-password"})
+    assert result.returncode == 1
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith("trisa-peer: error: certificate issuance for VASP")

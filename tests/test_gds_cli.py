@@ -222,3 +222,166 @@ def test_serve_subprocess(tmp_path: Path, alice_pem: Path, capsys: pytest.Captur
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=20) == 0
+
+
+# --------------------------------------------------------------------------- user reports
+
+
+def test_serve_on_a_port_in_use_fails_and_leaves_no_db(
+        capsys: pytest.CaptureFixture[str], server: DirectoryServer, tmp_path: Path) -> None:
+    other = tmp_path / "other.db"
+    code, _, err = run(capsys, "serve", "--db", str(other), "--listen", server.endpoint,
+                       "--insecure")
+    assert code == 1
+    assert err == (f"trisa-peer: error: cannot listen on {server.endpoint}: "
+                   "address already in use\n")
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("other")) == []
+
+
+def test_serve_with_a_key_of_another_certificate(
+        capsys: pytest.CaptureFixture[str], ca: CertificateAuthority, tmp_path: Path) -> None:
+    alice = ca.issue("alice.vasp.test", key_size=2048)
+    bob = ca.issue("bob.vasp.test", key_size=2048)
+    (tmp_path / "bob.pem").write_bytes(bob.chain_pem())
+    (tmp_path / "alice.key").write_bytes(alice.key_pem())
+    code, _, err = run(capsys, "serve", "--db", str(tmp_path / "new.db"), "--listen",
+                       "127.0.0.1:0", "--tls-cert", str(tmp_path / "bob.pem"), "--tls-key",
+                       str(tmp_path / "alice.key"))
+    assert code == 1 and err.count("\n") == 1
+    assert "private key does not match" in err and "cannot listen" not in err
+    assert not (tmp_path / "new.db").exists()
+
+
+def test_serve_ca_dir_says_which_name_to_connect_as(tmp_path: Path) -> None:
+    help_text = subprocess.run(
+        [sys.executable, "-m", "trisa_peer", "gds", "serve", "--help"],
+        capture_output=True, text=True, timeout=60).stdout
+    assert "localhost:PORT" in " ".join(help_text.split())
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "trisa_peer", "gds", "serve", "--db", str(tmp_path / "s.db"),
+         "--listen", "127.0.0.1:0", "--ca-dir", str(tmp_path / "ca"), "--key-size", "2048"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        first = proc.stdout.readline()
+        port = int(first.split("127.0.0.1:")[1].split()[0])
+        second = proc.stdout.readline()
+        assert f"connect as localhost:{port}" in second, (first, second)
+        status = subprocess.run(
+            [sys.executable, "-m", "trisa_peer", "gds", "status", "--directory",
+             f"localhost:{port}", "--directory-ca", str(tmp_path / "ca" / "root.pem")],
+            capture_output=True, text=True, timeout=60)
+        assert status.returncode == 0 and status.stdout.startswith("HEALTHY"), status.stderr
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+
+
+def test_operator_commands_refuse_a_missing_database(
+        capsys: pytest.CaptureFixture[str], db: str, alice_pem: Path, tmp_path: Path) -> None:
+    typo = str(tmp_path / "typo.db")
+    for argv in (["list"], ["certs", "x", "--out", str(tmp_path)], ["review", "x", "--reject"],
+                 ["revoke", "x", "--reason", "keyCompromise"], ["reissue", "x"],
+                 ["update-cert", "x", "--cert", str(alice_pem)], ["outbox"]):
+        code, out, err = run(capsys, *argv, "--db", typo)
+        assert code == 1 and out == "", argv
+        assert err == f"trisa-peer: error: {typo}: no such directory database\n", argv
+        assert not Path(typo).exists(), argv
+    # accepted twin: add creates the database, list then reads it
+    assert run(capsys, "add", "--db", db, "--common-name", "alice.example.com", "--endpoint",
+               "alice.example.com:443", "--cert", str(alice_pem))[0] == 0
+    code, out, _ = run(capsys, "list", "--db", db)
+    assert code == 0 and "alice.example.com" in out
+
+
+def test_outbox_shows_the_token_to_finish_registration(
+        capsys: pytest.CaptureFixture[str], db: str, server: DirectoryServer) -> None:
+    client = ["--directory", server.endpoint, "--directory-insecure"]
+    code, out, err = run(capsys, "register", "--common-name", "dave.example.com", "--endpoint",
+                         "dave.example.com:443", "--name", "Dave", "--email",
+                         "tech@dave.example.com", *client)
+    assert code == 0, err
+    vasp_id = out.split(" as ")[1].split()[0]
+    assert ("the verification token was sent to tech@dave.example.com; a local directory's "
+            "operator can read it with `trisa-peer gds outbox") in out
+    code, out, err = run(capsys, "outbox", "--db", db, "--id", vasp_id, "--json")
+    assert code == 0, err
+    mails = json.loads(out)
+    assert [m["recipient"] for m in mails] == ["tech@dave.example.com"]
+    token = mails[0]["body"].split("Token: ")[1].split()[0]
+    code, out, _ = run(capsys, "outbox", "--db", db)
+    assert token in out and "tech@dave.example.com" in out
+    code, out, _ = run(capsys, "verify-contact", "--id", vasp_id, "--token", token, *client)
+    assert code == 0 and out.startswith("PENDING_REVIEW")
+    code, out, _ = run(capsys, "review", vasp_id, "--reject", "--db", db, "--json")
+    assert json.loads(out)["status"] == "REJECTED"
+    code, _, err = run(capsys, "outbox", "--db", db, "--id", "nope")
+    assert code == 1 and "no VASP with id 'nope'" in err
+
+
+def test_reissue_refuses_an_imported_record(
+        capsys: pytest.CaptureFixture[str], db: str, alice_pem: Path) -> None:
+    code, out, _ = run(capsys, "add", "--db", db, "--common-name", "alice.example.com",
+                       "--endpoint", "alice.example.com:443", "--cert", str(alice_pem), "--json")
+    added = json.loads(out)
+    code, out, err = run(capsys, "reissue", added["id"], "--db", db,
+                         "--sectigo-endpoint", "http://127.0.0.1:9/")
+    assert code == 1 and out == "" and err.count("\n") == 1
+    assert "imported records are re-certified by their own CA" in err
+    assert "gds update-cert" in err
+    code, out, _ = run(capsys, "list", "--db", db, "--json")
+    assert json.loads(out)[0]["certificate"] == added["certificate"]
+
+
+def test_add_country_validity_and_messages(
+        capsys: pytest.CaptureFixture[str], db: str, alice_pem: Path, tmp_path: Path,
+        ca: CertificateAuthority, alice: Identity) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    base = ["add", "--db", db, "--common-name", "alice.example.com", "--endpoint",
+            "alice.example.com:443"]
+    key = tmp_path / "alice.key"
+    key.write_bytes(alice.key_pem())
+    now = datetime.now(UTC)
+    old = ca.issue("alice.example.com", key_size=2048, not_before=now - timedelta(days=9),
+                   not_after=now - timedelta(days=2))
+    old_pem = tmp_path / "old.pem"
+    old_pem.write_bytes(old.chain_pem())
+    cases = [
+        ([*base, "--cert", str(alice_pem), "--country", "ZZZ"],
+         "country 'ZZZ' is not an ISO 3166-1 alpha-2 code"),
+        ([*base, "--cert", str(key)],
+         f"{key}: holds a private key; --cert takes the certificate (chain) only"),
+        ([*base, "--cert", str(old_pem)], "has expired (valid from "),
+        (["add", "--db", db, "--common-name", "mallory.example.com", "--endpoint",
+          "mallory.example.com:443", "--cert", str(alice_pem)],
+         "(it names alice.example.com)\n"),
+    ]
+    for argv, message in cases:
+        code, _, err = run(capsys, *argv)
+        assert code == 1 and err.count("\n") == 1, (argv, err)
+        assert message in err, err
+    assert not Path(db).exists()  # a failed add leaves no new database behind
+    code, out, err = run(capsys, *base, "--cert", str(alice_pem), "--country", "de", "--json")
+    assert code == 0, err
+    assert json.loads(out)["country"] == "DE"
+
+
+@pytest.mark.parametrize("argv", [
+    ["lookup", "--directory-insecure"],
+    ["lookup", "--directory", "127.0.0.1:9", "--directory-insecure"],
+    ["review", "some-id", "--db", "x.db"],
+    ["status"],
+])
+def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str], argv: list[str],
+                             monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("TRISA_DIRECTORY", raising=False)
+    with pytest.raises(SystemExit) as info:
+        main(["gds", *argv])
+    assert info.value.code == 2
+    _, err = capsys.readouterr()
+    lines = err.splitlines()
+    assert lines[0].startswith("usage: trisa-peer gds ")
+    assert lines[-1].startswith(f"trisa-peer gds {argv[0]}: error: ")
+    assert "Traceback" not in err

@@ -12,6 +12,10 @@ Server and operator commands (work on the SQLite database ``--db FILE``)::
     trisa-peer gds revoke  ID --reason TEXT --db FILE [--ca-dir DIR]
     trisa-peer gds certs   ID --out DIR --db FILE
     trisa-peer gds reissue ID --db FILE
+    trisa-peer gds outbox  --db FILE [--id ID]
+
+Only ``serve`` and ``add`` create a missing database; the other operator commands
+refuse a ``--db`` that does not exist ("no such directory database").
 
 ``review --accept``, ``revoke`` and ``reissue`` reach Sectigo at ``--sectigo-endpoint``
 (default ``$SECTIGO_ENDPOINT``) with ``$SECTIGO_USERNAME`` / ``$SECTIGO_PASSWORD``.
@@ -27,16 +31,20 @@ loopback)::
     trisa-peer gds search [--name N]... [--website W]... [--country CC]...
     trisa-peer gds status
 
+Without ``--directory`` (or ``$TRISA_DIRECTORY``) a client command is a usage error.
+
 Every command takes ``--json``.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -45,8 +53,8 @@ from google.protobuf import json_format
 from .._pb.ivms101 import ivms101_pb2
 from .._pb.trisa.gds.api.v1beta1 import api_pb2 as gds_pb2
 from .._pb.trisa.gds.models.v1beta1 import models_pb2
-from ..certs import fingerprint, load_certificates
-from ..errors import ConfigurationError
+from ..certs import fingerprint, load_certificates, load_identity
+from ..errors import CertificateError, ConfigurationError
 from ..fsutil import write_private
 from ..records import PeerRecord
 
@@ -73,11 +81,20 @@ def _read_text(path: str, what: str) -> bytes:
 # --------------------------------------------------------------------------- plumbing
 
 
-def _directory(args: argparse.Namespace) -> Any:
+def _usage_error(args: argparse.Namespace, message: str) -> None:
+    """An argparse usage error of the sub-command (usage line + message, exit 2)."""
+    parser: argparse.ArgumentParser | None = getattr(args, "gds_parser", None)
+    if parser is None:
+        raise ConfigurationError(message)
+    parser.error(message)
+
+
+def _directory(args: argparse.Namespace, *, create: bool = False) -> Any:
+    """The directory on ``--db``; only ``serve`` and ``add`` may create the file."""
     from ..directory.service import Directory
     from ..directory.store import SQLiteStore
 
-    store = SQLiteStore(args.db)
+    store = SQLiteStore(args.db, create=create)
     return Directory(
         store,
         directory_id=args.directory_id,
@@ -85,12 +102,28 @@ def _directory(args: argparse.Namespace) -> Any:
     )
 
 
+@contextlib.contextmanager
+def _new_database_removed_on_error(path: str) -> Iterator[None]:
+    """Remove the database file at ``path`` (and its SQLite side files) when the block
+    fails and the file did not exist before it: a failed ``serve`` or ``add`` leaves
+    nothing behind. The block must close the store before raising."""
+    existed = Path(path).exists()
+    try:
+        yield
+    except BaseException:
+        if not existed:
+            for suffix in ("", "-wal", "-shm", "-journal"):
+                with contextlib.suppress(OSError):
+                    Path(f"{path}{suffix}").unlink()
+        raise
+
+
 def _client(args: argparse.Namespace) -> Any:
     from ..directory.client import DirectoryClient
 
     endpoint = args.directory or os.environ.get(_ENV_DIRECTORY, "")
     if not endpoint:
-        raise ConfigurationError(f"--directory HOST:PORT (or ${_ENV_DIRECTORY}) is required")
+        _usage_error(args, f"--directory HOST:PORT (or ${_ENV_DIRECTORY}) is required")
     ca_pem = _read_text(args.directory_ca, "directory CA") if args.directory_ca else None
     return DirectoryClient(
         endpoint, insecure=args.directory_insecure, ca_pem=ca_pem, timeout=args.timeout,
@@ -206,6 +239,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         raise ConfigurationError(f"--listen {args.listen!r} is not HOST:PORT")
     host = host.strip("[]")
     tls: tuple[bytes, bytes] | None = None
+    tls_name = ""
     if args.insecure:
         if args.tls_cert or args.ca_dir:
             raise ConfigurationError("--insecure cannot be combined with TLS options")
@@ -216,19 +250,31 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     elif args.tls_cert or args.tls_key:
         if not (args.tls_cert and args.tls_key):
             raise ConfigurationError("--tls-cert and --tls-key go together")
-        tls = (_read_text(args.tls_cert, "TLS certificate"), _read_text(args.tls_key, "TLS key"))
+        if args.ca_dir:
+            raise ConfigurationError("--ca-dir cannot be combined with --tls-cert/--tls-key")
+        # Checked here (a key that does not match the certificate is named as such),
+        # not left to gRPC's C core, which only fails to bind.
+        identity = load_identity(args.tls_cert, key_path=args.tls_key)
+        tls = (identity.chain_pem(), identity.key_pem())
     elif args.ca_dir:
         from ..ca import CertificateAuthority
 
         ca = CertificateAuthority.open_or_init(args.ca_dir, key_size=args.key_size)
-        name = host if not _is_ip(host) else "localhost"
-        identity = ca.issue(name, key_size=args.key_size)
+        tls_name = host if not _is_ip(host) else "localhost"
+        identity = ca.issue(tls_name, key_size=args.key_size)
         tls = (identity.chain_pem(), identity.key_pem())
     else:
         raise ConfigurationError("choose --tls-cert/--tls-key, --ca-dir or --insecure")
-    directory = _directory(args)
-    server = DirectoryServer(directory, listen=args.listen, tls=tls)
-    port = server.start()
+    # TLS material is valid: now open (maybe create) the database and bind. A start
+    # that fails removes a database file it has just created.
+    with _new_database_removed_on_error(args.db):
+        directory = _directory(args, create=True)
+        try:
+            server = DirectoryServer(directory, listen=args.listen, tls=tls)
+            port = server.start()
+        except BaseException:
+            directory.store.close()
+            raise
     stop = threading.Event()
 
     def _on_signal(signum: int, frame: Any) -> None:
@@ -237,6 +283,11 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
     print(f"directory listening on {host}:{port} ({'TLS' if tls else 'plaintext'})", flush=True)
+    if tls_name and tls_name != host:
+        # the local CA's certificate names no IP address: clients must use the name
+        print(f"TLS certificate names {tls_name}: connect as {tls_name}:{port} "
+              f"(--directory {tls_name}:{port} --directory-ca "
+              f"{Path(args.ca_dir) / 'root.pem'})", flush=True)
     try:
         stop.wait()
     finally:
@@ -259,8 +310,8 @@ def _is_ip(host: str) -> bool:
 
 
 def _cmd_review(args: argparse.Namespace) -> int:
-    if args.accept == args.reject:
-        raise ConfigurationError("choose exactly one of --accept and --reject")
+    if args.accept == args.reject:  # argparse enforces it; kept for direct callers
+        _usage_error(args, "choose exactly one of --accept and --reject")
     directory = _directory(args)
     try:
         if args.reject:
@@ -299,27 +350,40 @@ def _cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load_certs(path: str) -> list[Any]:
-    return list(load_certificates(path))
+def _load_certs(path: str, option: str = "--cert") -> list[Any]:
+    try:
+        return list(load_certificates(path))
+    except CertificateError as exc:
+        # load_certificates speaks of "trust files"; here the user gave a key file
+        if "must not contain private keys" in str(exc):
+            raise CertificateError(
+                f"{path}: holds a private key; {option} takes the certificate (chain) only"
+            ) from exc
+        raise
 
 
 def _cmd_add(args: argparse.Namespace) -> int:
+    from ..directory.validate import validate_country
+
+    if args.country:
+        args.country = validate_country(args.country)
     certs = _load_certs(args.cert)
-    signing = _load_certs(args.signing_cert)[:1] if args.signing_cert else []
-    directory = _directory(args)
-    try:
-        vasp = directory.add(
-            common_name=args.common_name,
-            endpoint=args.endpoint,
-            certificates=certs,
-            name=args.name or "",
-            country=args.country or "",
-            website=args.website or "",
-            signing_certificates=signing,
-        )
-        doc = _vasp_doc(directory, vasp)
-    finally:
-        directory.store.close()
+    signing = _load_certs(args.signing_cert, "--signing-cert")[:1] if args.signing_cert else []
+    with _new_database_removed_on_error(args.db):
+        directory = _directory(args, create=True)
+        try:
+            vasp = directory.add(
+                common_name=args.common_name,
+                endpoint=args.endpoint,
+                certificates=certs,
+                name=args.name or "",
+                country=args.country or "",
+                website=args.website or "",
+                signing_certificates=signing,
+            )
+            doc = _vasp_doc(directory, vasp)
+        finally:
+            directory.store.close()
     return _emit(args, doc, _vasp_text(doc))
 
 
@@ -371,10 +435,11 @@ def _cmd_certs(args: argparse.Namespace) -> int:
 
 
 def _cmd_reissue(args: argparse.Namespace) -> int:
-    from ..directory.issuance import reissue
+    from ..directory.issuance import check_reissuable, reissue
 
     directory = _directory(args)
     try:
+        check_reissuable(directory, args.id)  # before Sectigo is even configured
         result = reissue(
             directory, args.id, _sectigo(args),
             poll_interval=args.poll_interval, timeout=args.poll_timeout,
@@ -388,6 +453,40 @@ def _cmd_reissue(args: argparse.Namespace) -> int:
         + f"\n  PKCS#12 password (shown only once): {result.pkcs12password}"
     )
     return _emit(args, doc, text)
+
+
+def _cmd_outbox(args: argparse.Namespace) -> int:
+    directory = _directory(args)
+    try:
+        vasp_id = None
+        if args.id:
+            vasp_id = directory.get(args.id).id
+        mails = directory.store.emails(vasp_id=vasp_id)
+    finally:
+        directory.store.close()
+    docs = [
+        {
+            "vasp_id": m.vasp_id,
+            "created": m.created,
+            "recipient": m.recipient,
+            "subject": m.subject,
+            "reason": m.reason,
+            "body": m.body,
+        }
+        for m in mails
+    ]
+    if args.json:
+        print(json.dumps(docs, indent=2, sort_keys=True))
+        return 0
+    blocks = []
+    for m in mails:
+        body = "\n".join(f"    {line}" if line else "" for line in m.body.splitlines())
+        blocks.append(
+            f"{m.created}  to {m.recipient}  (VASP {m.vasp_id}, {m.reason})\n"
+            f"  subject: {m.subject}\n{body}"
+        )
+    print("\n\n".join(blocks) or "no emails")
+    return 0
 
 
 # --------------------------------------------------------------------------- client
@@ -436,9 +535,19 @@ def _cmd_register(args: argparse.Namespace) -> int:
         "message": reply.message,
         "pkcs12password": reply.pkcs12password,
     }
+    contacts = list(dict.fromkeys(
+        getattr(request.contacts, kind).email.strip()
+        for kind in ("technical", "administrative", "legal", "billing")
+        if getattr(request.contacts, kind).email.strip()
+    ))
+    doc["contacts"] = contacts
     text = (
         f"registered {reply.common_name} as {reply.id} ({doc['status']})\n"
-        f"PKCS#12 password (shown only once, keep it): {reply.pkcs12password}\n{reply.message}"
+        f"PKCS#12 password (shown only once, keep it): {reply.pkcs12password}\n"
+        + (f"{reply.message}\n" if reply.message else "")
+        + f"the verification token was sent to {', '.join(contacts) or 'the contacts'}; "
+        "a local directory's operator can read it with "
+        f"`trisa-peer gds outbox --db FILE --id {reply.id}`"
     )
     return _emit(args, doc, text)
 
@@ -452,7 +561,7 @@ def _cmd_verify_contact(args: argparse.Namespace) -> int:
 
 def _cmd_lookup(args: argparse.Namespace) -> int:
     if not args.common_name and not args.id:
-        raise ConfigurationError("give a COMMON_NAME or --id")
+        _usage_error(args, "give a COMMON_NAME or --id")
     with _client(args) as client:
         record = client.lookup(common_name=args.common_name, vasp_id=args.id, fresh=True)
     doc = _record_doc(record)
@@ -523,7 +632,9 @@ def register(subparsers: Any) -> None:
     common.add_argument("--json", action="store_true", help="machine-readable output")
 
     db = argparse.ArgumentParser(add_help=False)
-    db.add_argument("--db", required=True, help="directory database (SQLite file)")
+    db.add_argument("--db", required=True,
+                    help="directory database (SQLite file; must exist, except for serve "
+                    "and add, which create it)")
     db.add_argument(
         "--directory-id", default=os.environ.get("GDS_DIRECTORY_ID", DEFAULT_DIRECTORY_ID),
         help="registered_directory of new records (default: $GDS_DIRECTORY_ID or "
@@ -551,11 +662,18 @@ def register(subparsers: Any) -> None:
     client.add_argument("--timeout", type=_positive_float, default=10.0,
                         help="seconds per request (default 10)")
 
-    p = sub.add_parser("serve", parents=[common, db], help="run the directory gRPC server")
+    p = sub.add_parser(
+        "serve", parents=[common, db], help="run the directory gRPC server",
+        description="Run the directory gRPC server. With --ca-dir the server certificate "
+        "names the --listen host, or localhost when that is an IP address (the local CA "
+        "issues no IP names): clients then connect as localhost:PORT with "
+        "--directory-ca DIR/root.pem, as the startup output says.",
+    )
     p.add_argument("--listen", default="127.0.0.1:4433", help="HOST:PORT (default %(default)s)")
     p.add_argument("--tls-cert", help="server certificate chain (PEM)")
-    p.add_argument("--tls-key", help="server private key (PEM)")
-    p.add_argument("--ca-dir", help="issue a server certificate from this local CA")
+    p.add_argument("--tls-key", help="server private key (PEM), matching --tls-cert")
+    p.add_argument("--ca-dir", help="issue a server certificate from this local CA (for an "
+                   "IP --listen host it names localhost: connect as localhost:PORT)")
     p.add_argument("--key-size", type=int, default=2048, help="RSA size for --ca-dir")
     p.add_argument("--insecure", action="store_true", help="plaintext (loopback only)")
     p.set_defaults(func=_cmd_serve)
@@ -563,10 +681,11 @@ def register(subparsers: Any) -> None:
     p = sub.add_parser("review", parents=[common, db, sectigo],
                        help="accept (and issue the certificate) or reject a registration")
     p.add_argument("id", help="VASP id")
-    p.add_argument("--accept", action="store_true")
-    p.add_argument("--reject", action="store_true")
+    verdict = p.add_mutually_exclusive_group(required=True)
+    verdict.add_argument("--accept", action="store_true")
+    verdict.add_argument("--reject", action="store_true")
     p.add_argument("--reason", help="reason for a rejection")
-    p.set_defaults(func=_cmd_review)
+    p.set_defaults(func=_cmd_review, gds_parser=p)
 
     p = sub.add_parser("list", parents=[common, db], help="list directory records")
     p.add_argument("--status", help="only records in this state (e.g. VERIFIED)")
@@ -607,6 +726,16 @@ def register(subparsers: Any) -> None:
     p.add_argument("id", help="VASP id")
     p.set_defaults(func=_cmd_reissue)
 
+    p = sub.add_parser(
+        "outbox", parents=[common, db],
+        help="show the emails the directory sent (contact verification tokens, ...)",
+        description="Show the directory's outbox: every email it sent, with recipient, "
+        "subject and body (a contact verification email holds the token for "
+        "verify-contact).",
+    )
+    p.add_argument("--id", help="only the emails of this VASP id")
+    p.set_defaults(func=_cmd_outbox)
+
     p = sub.add_parser("register", parents=[common, client], help="register a VASP")
     p.add_argument("--file", help="RegisterRequest as protojson")
     p.add_argument("--common-name")
@@ -616,27 +745,27 @@ def register(subparsers: Any) -> None:
     p.add_argument("--contact-name", help="technical contact name")
     p.add_argument("--country", help="country of registration")
     p.add_argument("--website")
-    p.set_defaults(func=_cmd_register)
+    p.set_defaults(func=_cmd_register, gds_parser=p)
 
     p = sub.add_parser("verify-contact", parents=[common, client],
                        help="verify a contact email with its token")
     p.add_argument("--id", required=True, help="VASP id")
     p.add_argument("--token", required=True)
-    p.set_defaults(func=_cmd_verify_contact)
+    p.set_defaults(func=_cmd_verify_contact, gds_parser=p)
 
     p = sub.add_parser("lookup", parents=[common, client], help="look a VERIFIED VASP up")
     p.add_argument("common_name", nargs="?", default=None)
     p.add_argument("--id", help="look up by id instead")
-    p.set_defaults(func=_cmd_lookup)
+    p.set_defaults(func=_cmd_lookup, gds_parser=p)
 
     p = sub.add_parser("search", parents=[common, client], help="search VERIFIED VASPs")
     p.add_argument("--name", action="append", default=[])
     p.add_argument("--website", action="append", default=[])
     p.add_argument("--country", action="append", default=[])
     p.add_argument("--category", action="append", default=[])
-    p.set_defaults(func=_cmd_search)
+    p.set_defaults(func=_cmd_search, gds_parser=p)
 
     p = sub.add_parser("status", parents=[common, client], help="directory service status")
-    p.set_defaults(func=_cmd_status)
+    p.set_defaults(func=_cmd_status, gds_parser=p)
 
 

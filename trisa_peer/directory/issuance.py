@@ -51,6 +51,7 @@ __all__ = [
     "IssuanceResult",
     "accept",
     "certificate_zip",
+    "check_reissuable",
     "reissue",
     "revoke",
 ]
@@ -152,12 +153,7 @@ def reissue(
 ) -> IssuanceResult:
     """Request a new identity certificate for a VERIFIED VASP with a new PKCS#12
     password (returned once); the old serial stays in the certificate history."""
-    vasp = directory.get(vasp_id)
-    if vasp.verification_status != VS.VERIFIED:
-        raise DirectoryError(
-            f"cannot reissue for VASP {vasp.id}: it is "
-            f"{state_name(vasp.verification_status)}, not VERIFIED"
-        )
+    vasp = check_reissuable(directory, vasp_id)
     reqs = directory.store.certreqs_for(vasp.id)
     req = _latest(reqs)
     password = ""
@@ -174,6 +170,28 @@ def reissue(
         stored = directory.store.get_secret(f"{req.id}-password") or b""
         password = stored.decode("ascii", "replace")
     return IssuanceResult(result.vasp, result.certreq, result.identity, password)
+
+
+def check_reissuable(directory: Directory, vasp_id: str) -> Any:
+    """The VASP record if Sectigo may issue it a new certificate, else DirectoryError.
+
+    Only VERIFIED records that came through registration qualify: an imported record
+    (``gds add``) holds a certificate of its own CA, and a Sectigo certificate would
+    silently supersede it (and break the node presenting it).
+    """
+    vasp = directory.get(vasp_id)
+    if directory.store.get_origin(vasp.id) == "import":
+        raise DirectoryError(
+            f"cannot reissue for VASP {vasp.id}: it was imported with `gds add`; imported "
+            "records are re-certified by their own CA and updated with `trisa-peer gds "
+            "update-cert`"
+        )
+    if vasp.verification_status != VS.VERIFIED:
+        raise DirectoryError(
+            f"cannot reissue for VASP {vasp.id}: it is "
+            f"{state_name(vasp.verification_status)}, not VERIFIED"
+        )
+    return vasp
 
 
 def revoke(
@@ -534,6 +552,7 @@ def _fail(
                             "automated")
             changes.vasp = vasp
         if directory.store.commit(changes):
-            log.error("VASP %s: certificate request %s %s: %s", vasp_id, certreq_id,
+            # the caller raises DirectoryError with the reason (the CLI prints it once)
+            log.info("VASP %s: certificate request %s %s: %s", vasp_id, certreq_id,
                       gds_models_pb2.CertificateRequestState.Name(failure.state), failure.reason)
             return

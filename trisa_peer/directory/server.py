@@ -15,8 +15,10 @@ never filled, as in the GDS). The server also answers the standard
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import logging
+import socket
 from collections.abc import Callable
 from concurrent import futures
 from pathlib import Path
@@ -56,6 +58,38 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
+
+
+def _bind_problem(listen: str) -> str | None:
+    """Why ``listen`` cannot be bound, in words, or ``None`` when a plain bind works.
+
+    Probed before gRPC binds (gRPC's C core would print its own error lines and only
+    say "Failed to bind"); port 0 always binds.
+    """
+    host, _, port_text = listen.rpartition(":")
+    host = host.strip("[]") or "127.0.0.1"
+    try:
+        port = int(port_text)
+        if port == 0:
+            return None
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            # as gRPC does: TIME_WAIT leftovers do not block, a listener does
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind((host, port))
+    except ValueError:
+        return "not HOST:PORT"
+    except socket.gaierror:
+        return None  # a host name gRPC resolves itself
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            return "address already in use"
+        if exc.errno == errno.EADDRNOTAVAIL:
+            return "address not available on this host"
+        if exc.errno == errno.EACCES:
+            return "permission denied"
+        return exc.strerror or str(exc)
+    return None
 
 
 def _abort(context: Any, exc: TrisaPeerError, conflict: grpc.StatusCode) -> None:
@@ -202,7 +236,12 @@ class DirectoryServer:
         """Bind and start serving; returns the port."""
         if self._server is not None:
             raise ConfigurationError("the directory server is already running")
-        server = grpc.server(futures.ThreadPoolExecutor(max_workers=self.max_workers))
+        # gRPC sets SO_REUSEPORT by default: a second server on a port another one
+        # already listens on would start and share the lookups. Refuse instead.
+        server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=self.max_workers),
+            options=[("grpc.so_reuseport", 0)],
+        )
         gds_grpc.add_TRISADirectoryServicer_to_server(DirectoryServicer(self.directory), server)
         health_servicer = health.HealthServicer()
         for name in ("", SERVICE_NAME):
@@ -211,6 +250,10 @@ class DirectoryServer:
         reflection.enable_server_reflection(
             (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
         )
+        problem = _bind_problem(self.listen)
+        if problem is not None:
+            server.stop(None)
+            raise ConfigurationError(f"cannot listen on {self.listen}: {problem}")
         try:
             if self.tls is None:
                 port = server.add_insecure_port(self.listen)
@@ -219,8 +262,10 @@ class DirectoryServer:
                 creds = grpc.ssl_server_credentials([(key_pem, cert_pem)])
                 port = server.add_secure_port(self.listen, creds)
         except RuntimeError as exc:
+            server.stop(None)
             raise ConfigurationError(f"cannot listen on {self.listen}: {exc}") from exc
         if not port:
+            server.stop(None)
             raise ConfigurationError(f"cannot listen on {self.listen}")
         server.start()
         self._server = server

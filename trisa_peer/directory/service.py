@@ -35,6 +35,7 @@ from .._pb.ivms101 import ivms101_pb2
 from .._pb.trisa.gds.api.v1beta1 import api_pb2 as gds_pb2
 from .._pb.trisa.gds.models.v1beta1 import models_pb2
 from ..errors import (
+    CertificateError,
     ConfigurationError,
     DirectoryError,
     DirectoryNotFoundError,
@@ -45,9 +46,9 @@ from .store import Changes, ContactToken, DirectoryStore, Email, SearchRow
 from .validate import (
     new_token,
     normalize_common_name,
-    normalize_country,
     parse_email,
     validate_common_name,
+    validate_country,
     validate_endpoint,
 )
 
@@ -516,6 +517,22 @@ class Directory:
         self.set_extra_data(vasp, extra)
         return record
 
+    def check_validity(self, leaf: x509.Certificate) -> None:
+        """CertificateError unless ``leaf`` is valid now: an expired or not yet valid
+        certificate must not become a VERIFIED record's identity."""
+        now = self._clock()
+        start, end = leaf.not_valid_before_utc, leaf.not_valid_after_utc
+        dates = f"valid from {rfc3339(start)} until {rfc3339(end)}"
+        if now > end:
+            raise CertificateError(
+                f"certificate serial {serial_hex(leaf.serial_number)} has expired ({dates})"
+            )
+        if now < start:
+            raise CertificateError(
+                f"certificate serial {serial_hex(leaf.serial_number)} is not yet valid "
+                f"({dates})"
+            )
+
     def superseded(self, vasp_id: str) -> list[str]:
         """Serials (upper hex) of identity certificates replaced by a newer one."""
         vasp = self.get(vasp_id)
@@ -543,7 +560,9 @@ class Directory:
         """Import a VERIFIED record for an existing certificate of any CA."""
         cn = validate_common_name(common_name)
         validate_endpoint(endpoint)
+        code = validate_country(country) if country.strip() else ""
         leaf, chain = pick_leaf(cn, certificates)
+        self.check_validity(leaf)
         if self.store.get_lookup(common_name=cn) is not None:
             raise DirectoryError(f"common name {cn!r} is already registered")
         now = self.now()
@@ -564,8 +583,8 @@ class Directory:
                 legal_person_name=name.strip() or cn, legal_person_name_identifier_type=1
             )
         )
-        if country.strip():
-            vasp.entity.country_of_registration = normalize_country(country)
+        if code:
+            vasp.entity.country_of_registration = code
         record = self.install_certificate(vasp, leaf, chain)
         for signing in signing_certificates:
             vasp.signing_certificates.append(certificate_proto(signing))
@@ -597,6 +616,7 @@ class Directory:
         superseded."""
         vasp = self.get(vasp_id)
         leaf, chain = pick_leaf(vasp.common_name, certificates)
+        self.check_validity(leaf)
         record = self.install_certificate(vasp, leaf, chain)
         vasp.last_updated = self.now()
         self.commit(Changes(vasp=vasp, certificates=[record]), what="update certificate")
@@ -628,7 +648,7 @@ def pick_leaf(
     cn = normalize_common_name(common_name)
     leaf = next((c for c in certificates if cn in cert_names(c)), certificates[0])
     if cn not in cert_names(leaf):
-        shown = ", ".join(cert_names(leaf)) or "no names"
+        shown = ", ".join(dict.fromkeys(cert_names(leaf))) or "no names"
         raise ConfigurationError(
             f"certificate does not match common name {common_name!r} (it names {shown})"
         )

@@ -290,9 +290,17 @@ class SQLiteStore:
     """:class:`DirectoryStore` on one SQLite file (WAL, one connection per thread).
 
     ``path`` may be ``":memory:"`` only for single-threaded use; use a file otherwise.
+    With ``create=False`` a missing file is a :class:`StoreError` ("no such directory
+    database") and nothing is created (operator commands on an existing directory).
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, busy_timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        busy_timeout: float = 10.0,
+        create: bool = True,
+    ) -> None:
         self.path = os.fspath(path)
         self._busy_timeout = busy_timeout
         self._local = threading.local()
@@ -300,6 +308,8 @@ class SQLiteStore:
         self._lock = threading.Lock()
         self._closed = False
         if self.path != ":memory:":
+            if not create and not Path(self.path).is_file():
+                raise StoreError(f"{self.path}: no such directory database")
             parent = Path(self.path).parent
             if not parent.is_dir():
                 raise StoreError(f"{self.path}: directory {parent} does not exist")

@@ -24,6 +24,7 @@ __all__ = [
     "normalize_name",
     "parse_email",
     "validate_common_name",
+    "validate_country",
     "validate_endpoint",
     "website_host",
 ]
@@ -51,6 +52,18 @@ def normalize_name(name: str) -> str:
 def normalize_country(country: str) -> str:
     """Upper-case ISO 3166 code (alpha-2 expected; other values kept upper-cased)."""
     return country.strip().upper()
+
+
+def validate_country(country: str) -> str:
+    """An ISO 3166-1 alpha-2 country code (two letters), upper-cased, or
+    ConfigurationError."""
+    code = normalize_country(country)
+    if len(code) != 2 or not (code.isascii() and code.isalpha()):
+        raise ConfigurationError(
+            f"country {country.strip()!r} is not an ISO 3166-1 alpha-2 code (two letters, "
+            "e.g. US)"
+        )
+    return code
 
 
 def is_dns_name(name: str) -> bool:
