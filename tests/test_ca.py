@@ -554,3 +554,27 @@ def test_cli_sign_csr_garbage(ca: CertificateAuthority, tmp_path: Path) -> None:
     r = cli("sign-csr", "--dir", str(ca.directory), str(bad))
     assert_one_line_error(r)
     assert "not a PEM certificate request" in r.stderr
+
+
+def test_issue_refuses_names_that_are_not_dns_names(tmp_path: Path) -> None:
+    ca = CertificateAuthority.init(tmp_path / "ca", key_size=2048)
+    ca.issue("ok.example", dns_names=["*.ok.example"], key_size=2048)  # the accepted twin
+    for cn, extra in (("bad name", ()), ("*.wild.example", ()), ("ok.example", ("*bad*",)),
+                      ("-x.example", ()), ("a" * 64 + ".example", ())):
+        with pytest.raises(ConfigurationError):
+            ca.issue(cn, dns_names=extra, key_size=2048)
+    assert len(ca.issued()) == 1
+
+
+def test_cli_records_nothing_when_output_cannot_be_written(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    ca_dir = tmp_path / "ca"
+    CertificateAuthority.init(ca_dir, key_size=2048)
+    out = subprocess.run(
+        [sys.executable, "-m", "trisa_peer", "ca", "issue", "--dir", str(ca_dir), "x.example",
+         "--out", str(tmp_path / "missing"), "--key-size", "2048"],
+        capture_output=True, text=True, timeout=60)
+    assert out.returncode == 1 and "output directory does not exist" in out.stderr
+    assert CertificateAuthority.open(ca_dir).issued() == []

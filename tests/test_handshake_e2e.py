@@ -13,7 +13,7 @@ import shutil
 import subprocess
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ from trisa_peer.certs import Identity, load_identity
 from trisa_peer.directory.client import DirectoryClient
 from trisa_peer.directory.issuance import revoke
 from trisa_peer.directory.server import DirectoryServer
+from trisa_peer.directory.service import Directory
 from trisa_peer.directory.store import SQLiteStore
 from trisa_peer.envelope import seal
 from trisa_peer.errors import (
@@ -74,8 +75,15 @@ class Net:
 
     def register(self, ident: Identity, port: int) -> str:
         cn = ident.common_name
-        vasp = self.directory.add(common_name=cn, endpoint=f"{cn}:{port}",
-                                  certificates=[ident.leaf, *ident.chain], name=cn)
+        directory = self.directory
+        leaf = ident.leaf
+        if not leaf.not_valid_before_utc <= datetime.now(UTC) <= leaf.not_valid_after_utc:
+            # The directory refuses invalid certificates; such a record is one registered
+            # while its certificate was valid, which has expired (or starts) since.
+            at = leaf.not_valid_before_utc + timedelta(seconds=1)
+            directory = Directory(self.store, clock=lambda: at)
+        vasp = directory.add(common_name=cn, endpoint=f"{cn}:{port}",
+                             certificates=[ident.leaf, *ident.chain], name=cn)
         self.resolve[f"{cn}:{port}"] = f"127.0.0.1:{port}"
         self.ids[cn] = vasp.id
         return str(vasp.id)

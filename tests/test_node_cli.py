@@ -126,25 +126,60 @@ def test_serve_from_toml_config_flags_override(setup: Setup) -> None:
 
 
 @pytest.mark.parametrize(
-    ("args", "message"),
+    ("args", "message", "code"),
     [
         (["serve", "--listen", "127.0.0.1:0", "--cert", "{pki}/bob.pem"],
-         "missing required option(s): --trust"),
+         "missing required option(s): --trust", 2),
         (["check", "bob.vasp.test", "--cert", "{pki}/alice.pem", "--key", "{pki}/alice.key",
           "--trust", "{pki}/trust.pem", "--directory", "127.0.0.1:1", "--directory-insecure",
-          "--resolve", "nonsense"], "must be HOST:PORT:ADDRESS"),
-        (["serve", "--config", "{tmp}/bad.toml"], "unknown option(s): colour"),
+          "--resolve", "nonsense"], "must be HOST:PORT:ADDRESS", 2),
+        (["serve", "--config", "{tmp}/bad.toml"], "unknown option(s): colour", 1),
+        (["serve", "--config", "{tmp}/types.toml"], "trust must be a list of non-empty", 1),
+        (["serve", "--config", "{tmp}/bool.toml"], "must be true or false", 1),
+        (["serve", "--config", "{tmp}/policy.toml"], "invalid choice 'bogus'", 1),
         (["serve", "--listen", "127.0.0.1:0", "--cert", "{pki}/bob.pem", "--key",
           "{pki}/alice.key", "--trust", "{pki}/trust.pem", "--directory", "127.0.0.1:1"],
-         "does not match"),
+         "does not match", 1),
     ],
 )
-def test_bad_input_one_line_exit_1(tmp_path: Path, args: list[str], message: str) -> None:
+def test_bad_input_one_line(tmp_path: Path, args: list[str], message: str, code: int) -> None:
     (tmp_path / "bad.toml").write_text('colour = "blue"\n')
+    (tmp_path / "types.toml").write_text("trust = 5\n")
+    (tmp_path / "bool.toml").write_text('directory-insecure = "maybe"\n')
+    (tmp_path / "policy.toml").write_text('policy = "bogus"\n')
     out = cli(*[a.format(pki=PKI, tmp=tmp_path) for a in args])
-    assert out.returncode == 1, out
+    assert out.returncode == code, out
     assert message in out.stderr
-    assert out.stderr.count("\n") == 1 and "Traceback" not in out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == (2 if code == 2 else 1)  # usage errors add the usage line
+    assert "Traceback" not in out.stderr
+
+
+def test_environment_values_are_checked(tmp_path: Path) -> None:
+    env = {**os.environ, "TRISA_PEER_DIRECTORY_TIMEOUT": "abc"}
+    out = subprocess.run(
+        [sys.executable, "-m", "trisa_peer", "check", "bob.vasp.test", "--cert",
+         str(PKI / "alice.pem"), "--key", str(PKI / "alice.key"), "--trust",
+         str(PKI / "trust.pem"), "--directory", "127.0.0.1:1"],
+        capture_output=True, text=True, timeout=60, env=env)
+    assert out.returncode == 1
+    assert "TRISA_PEER_DIRECTORY_TIMEOUT: directory_timeout must be a number" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_closed_pipe_is_not_a_traceback() -> None:
+    from conftest import UPSTREAM_TRISA
+
+    env_dir = UPSTREAM_TRISA / "pkg/trisa/envelope/testdata"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "trisa_peer", "envelope", "open", "--key",
+         str(env_dir / "sealing_key.pem"), str(env_dir / "sealed_envelope.json")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()  # the reader is gone before the command writes (like `| head`)
+    err = proc.stderr.read()
+    assert proc.wait(timeout=60) == 0
+    assert "Traceback" not in err and "BrokenPipe" not in err
 
 
 def test_check_against_unreachable_directory_fails_in_bounded_time(tmp_path: Path) -> None:

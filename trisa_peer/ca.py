@@ -31,6 +31,7 @@ import fcntl
 import io
 import json
 import os
+import re
 import threading
 import zipfile
 from collections.abc import Callable, Iterator, Sequence
@@ -251,6 +252,16 @@ def _name(
     return x509.Name(attrs)
 
 
+_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
+
+
+def _is_dns_name(name: str) -> bool:
+    labels = name.rstrip(".").split(".")
+    if labels and labels[0] == "*":  # a wildcard SAN, e.g. *.alice.example
+        labels = labels[1:]
+    return bool(labels) and len(name) <= 253 and all(_LABEL.match(label) for label in labels)
+
+
 def _dns_names(names: Sequence[str]) -> list[x509.GeneralName]:
     out: list[x509.GeneralName] = []
     seen: set[str] = set()
@@ -267,6 +278,11 @@ def _dns_names(names: Sequence[str]) -> list[x509.GeneralName]:
             raise ConfigurationError(
                 f"DNS name {name!r} is not ASCII; give its IDNA (xn--) form"
             ) from exc
+        if not _is_dns_name(name):
+            raise ConfigurationError(
+                f"{name!r} is not a DNS name (letters, digits and hyphens in dot-separated "
+                "labels of at most 63 characters; a wildcard only as the whole first label)"
+            )
         out.append(x509.DNSName(name))
     return out
 
@@ -556,6 +572,10 @@ class CertificateAuthority:
         cn = common_name.strip()
         if not cn:
             raise ConfigurationError("a common name is required")
+        if not _is_dns_name(cn) or cn.startswith("*"):
+            raise ConfigurationError(
+                f"common name {cn!r} must be the endpoint's DNS host name (no wildcard)"
+            )
         subject = _name(cn, organization, country)
         san = _dns_names(list(san_override) if san_override is not None else [cn, *dns_names])
         key = _generate_key(key_type, key_size, allow_weak=allow_weak)

@@ -10,6 +10,7 @@ it never contains key material, passwords, tokens or envelope payloads.
 
     TrisaPeerError
     ├── ConfigurationError          bad option, missing file, unusable setting
+    │   └── UsageError              a command used wrongly (the CLI exits 2)
     ├── CertificateError            unreadable / malformed / wrong password / weak key
     ├── HandshakeError(.step, .peer, .reason)
     │   ├── PeerNotRegisteredError  no VERIFIED directory record for the peer
@@ -47,6 +48,7 @@ __all__ = [
     "StoreError",
     "TransportSecurityError",
     "TrisaPeerError",
+    "UsageError",
 ]
 
 
@@ -67,6 +69,10 @@ class TrisaPeerError(Exception):
 
 class ConfigurationError(TrisaPeerError):
     """A setting, option or file path cannot be used as given."""
+
+
+class UsageError(ConfigurationError):
+    """A command was used wrongly (missing or conflicting options): the CLI exits 2."""
 
 
 class CertificateError(TrisaPeerError):

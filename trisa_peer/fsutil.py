@@ -55,11 +55,21 @@ def write_private(path: str | os.PathLike[str], data: bytes) -> Path:
 
 
 def create_private(path: str | os.PathLike[str]) -> None:
-    """Create ``path`` empty with mode 0600 unless it exists (e.g. before SQLite opens it;
-    SQLite gives its -wal and -shm files the database file's mode)."""
+    """Make ``path`` a private file: create it empty with mode 0600, or tighten an
+    existing one (and its SQLite ``-wal``/``-shm`` companions) to 0600.
+
+    Used before SQLite opens a database holding secrets; SQLite gives the ``-wal`` and
+    ``-shm`` files it creates the database file's mode.
+    """
+    name = os.fspath(path)
     try:
-        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, PRIVATE_MODE)
+        fd = os.open(name, os.O_CREAT | os.O_EXCL | os.O_WRONLY, PRIVATE_MODE)
     except FileExistsError:
+        for candidate in (name, f"{name}-wal", f"{name}-shm"):
+            with contextlib.suppress(FileNotFoundError):
+                st = os.stat(candidate)
+                if st.st_mode & 0o077 and st.st_uid == os.getuid():
+                    os.chmod(candidate, PRIVATE_MODE)
         return
     except OSError as exc:
         raise ConfigurationError(f"{path}: cannot create: {exc.strerror}") from exc

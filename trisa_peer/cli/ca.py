@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +55,18 @@ def _refuse_existing(paths: list[Path], force: bool) -> None:
             raise ConfigurationError(f"{path} already exists; use --force to overwrite it")
 
 
+def _check_writable(directory: Path) -> None:
+    """Fail before issuing anything if ``directory`` cannot take new files."""
+    if not directory.is_dir():
+        what = "is not a directory" if directory.exists() else "does not exist"
+        raise ConfigurationError(f"{directory}: output directory {what}")
+    try:
+        with tempfile.NamedTemporaryFile(dir=directory, prefix=".write-test-"):
+            pass
+    except OSError as exc:
+        raise ConfigurationError(f"{directory}: cannot write here: {exc.strerror}") from exc
+
+
 def _positive(text: str) -> int:
     try:
         value = int(text)
@@ -84,8 +97,7 @@ def _cmd_issue(args: argparse.Namespace) -> int:
     if not cn or "/" in cn or cn in {".", ".."}:
         raise ConfigurationError(f"unusable common name for a file name: {args.common_name!r}")
     out = Path(args.out)
-    if not out.is_dir():
-        raise ConfigurationError(f"{out}: no such output directory")
+    _check_writable(out)  # before issuing: nothing is recorded for files never written
     pem_path, key_path = out / f"{cn}.pem", out / f"{cn}.key"
     _refuse_existing([pem_path, key_path], args.force)
     identity = ca.issue(cn, dns_names=args.dns, key_size=args.key_size, days=args.days)
@@ -107,6 +119,7 @@ def _cmd_sign_csr(args: argparse.Namespace) -> int:
         raise ConfigurationError(f"{csr_path}: cannot read: {exc.strerror}") from exc
     if args.out:
         _refuse_existing([Path(args.out)], args.force)
+        _check_writable(Path(args.out).parent)
     cert = ca.sign_csr(csr_pem, days=args.days)
     pem = cert_to_pem(cert) + (b"" if args.leaf_only else certs_to_pem([ca.issuing]))
     if args.out:
@@ -160,7 +173,7 @@ def register(subparsers: Any) -> None:
     ca = subparsers.add_parser(
         "ca",
         help="run a local TRISA certificate authority",
-        description=__doc__,
+        description=(__doc__ or "").replace("``", "").replace("\n::\n", "\n"),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = ca.add_subparsers(dest="ca_command", metavar="ACTION")

@@ -6,6 +6,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from ..errors import ConfigurationError
+
 __all__ = ["register"]
 
 
@@ -29,6 +31,16 @@ def _demo(args: argparse.Namespace) -> int:
     from ..testing.demo import run_demo
 
     workdir = Path(args.workdir) if args.workdir else None
+    if workdir is not None:
+        if workdir.exists() and (not workdir.is_dir() or any(workdir.iterdir())):
+            raise ConfigurationError(
+                f"{workdir}: --workdir must be a new or empty directory (the demo creates a "
+                "fresh CA, directory and stores there)"
+            )
+        try:
+            workdir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigurationError(f"{workdir}: cannot create: {exc.strerror}") from exc
     ok = run_demo(out=lambda line: print(line, flush=True), workdir=workdir,
                   key_size=args.key_size)
     return 0 if ok else 1

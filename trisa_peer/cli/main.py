@@ -17,7 +17,7 @@ import sys
 from collections.abc import Sequence
 
 from .. import __version__
-from ..errors import TrisaPeerError
+from ..errors import TrisaPeerError, UsageError
 
 __all__ = ["build_parser", "main"]
 
@@ -27,9 +27,9 @@ _COMMAND_MODULES: tuple[str, ...] = ("ca", "gds", "node", "envelope", "demo")
 PROG = "trisa-peer"
 
 
-# The gRPC C core prints INFO lines such as "Handshake failed" on stderr; the toolkit
-# reports those failures itself, one line each.
-os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+# The gRPC C core prints lines such as "Handshake failed" or "Failed to add port" on
+# stderr; the toolkit reports those failures itself, one line each.
+os.environ.setdefault("GRPC_VERBOSITY", "NONE")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -52,13 +52,28 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    level = logging.WARNING - 10 * min(int(args.verbose), 2)
+    # One-shot commands report failures in their own single line; only long-running
+    # services (and -v) show the library's warnings.
+    service = args.command == "serve" or getattr(args, "gds_command", None) == "serve"
+    if args.verbose:
+        level = logging.INFO if args.verbose == 1 else logging.DEBUG
+    else:
+        level = logging.WARNING if service else logging.CRITICAL
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         return int(args.func(args) or 0)
+    except UsageError as exc:
+        parser.print_usage(sys.stderr)
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
     except TrisaPeerError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 1
+    except BrokenPipeError:
+        # The reader went away (e.g. `| head`): not an error of ours; stay quiet.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130

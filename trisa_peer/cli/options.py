@@ -22,7 +22,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigurationError
+from ..errors import ConfigurationError, UsageError
 
 __all__ = [
     "add_directory_args",
@@ -64,45 +64,85 @@ def add_directory_args(parser: argparse.ArgumentParser) -> None:
                        help="deadline of each directory call (default 5)")
 
 
-def apply_config(args: argparse.Namespace, names: list[str]) -> None:
-    """Fill unset options from the environment, then from ``--config``."""
-    config: dict[str, Any] = {}
-    if getattr(args, "config", None):
-        path = Path(args.config)
+_STRING_OPTIONS = {"listen", "cert", "key", "password", "directory", "directory_ca", "db",
+                   "policy"}
+_FLOAT_OPTIONS = {"directory_timeout"}
+_CHOICES = {"policy": ("rvasp", "accept", "reject")}
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off", "")
+
+
+def _coerce(name: str, value: Any, source: str) -> Any:
+    """Check a config-file or environment value the way argparse checks a flag."""
+    where = f"{source}: {name}"
+    if name in _LIST_OPTIONS:
+        items = value if isinstance(value, list) else [value]
+        if not all(isinstance(v, str) and v for v in items):
+            raise ConfigurationError(f"{where} must be a list of non-empty strings")
+        return items
+    if name in _BOOL_OPTIONS:
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower() if isinstance(value, str) else None
+        if text in _TRUE:
+            return True
+        if text in _FALSE:
+            return False
+        raise ConfigurationError(f"{where} must be true or false, not {value!r}")
+    if name in _FLOAT_OPTIONS:
         try:
-            config = tomllib.loads(path.read_text())
+            number = float(value)
+        except (TypeError, ValueError):
+            message = f"{where} must be a number of seconds, not {value!r}"
+            raise ConfigurationError(message) from None
+        if number <= 0 or isinstance(value, bool):
+            raise ConfigurationError(f"{where} must be a positive number of seconds")
+        return number
+    if not isinstance(value, str) or not value:
+        raise ConfigurationError(f"{where} must be a non-empty string, not {value!r}")
+    if name in _CHOICES and value not in _CHOICES[name]:
+        choices = ", ".join(_CHOICES[name])
+        raise ConfigurationError(f"{where}: invalid choice {value!r} (choose from {choices})")
+    return value
+
+
+def apply_config(args: argparse.Namespace, names: list[str]) -> None:
+    """Fill unset options from the environment, then from ``--config``; check each value.
+
+    Config keys may use the flag spelling (``directory-insecure``) or ``_``.
+    """
+    config: dict[str, Any] = {}
+    path = Path(args.config) if getattr(args, "config", None) else None
+    if path is not None:
+        try:
+            raw = tomllib.loads(path.read_text())
         except OSError as exc:
             raise ConfigurationError(f"{path}: cannot read config: {exc.strerror}") from exc
         except tomllib.TOMLDecodeError as exc:
             raise ConfigurationError(f"{path}: invalid TOML: {exc}") from exc
+        config = {key.replace("-", "_"): value for key, value in raw.items()}
         unknown = sorted(set(config) - set(names))
         if unknown:
-            raise ConfigurationError(f"{path}: unknown option(s): {', '.join(unknown)}")
+            raise ConfigurationError(
+                f"{path}: unknown option(s): {', '.join(unknown)} "
+                f"(known: {', '.join(sorted(names))})"
+            )
     for name in names:
         if getattr(args, name, None) not in (None, []):
             continue
-        env = os.environ.get(f"TRISA_PEER_{name.upper()}")
-        value: Any
+        env_name = f"TRISA_PEER_{name.upper()}"
+        env = os.environ.get(env_name)
         if env is not None:
-            if name in _LIST_OPTIONS:
-                value = [v for v in env.split(",") if v]
-            elif name in _BOOL_OPTIONS:
-                value = env.strip().lower() in ("1", "true", "yes", "on")
-            else:
-                value = env
+            value: Any = [v for v in env.split(",") if v] if name in _LIST_OPTIONS else env
+            setattr(args, name, _coerce(name, value, env_name))
         elif name in config:
-            value = config[name]
-            if name in _LIST_OPTIONS and isinstance(value, str):
-                value = [value]
-        else:
-            continue
-        setattr(args, name, value)
+            setattr(args, name, _coerce(name, config[name], str(path)))
 
 
 def require(args: argparse.Namespace, *names: str) -> None:
     missing = [f"--{n.replace('_', '-')}" for n in names if not getattr(args, n, None)]
     if missing:
-        raise ConfigurationError(f"missing required option(s): {', '.join(missing)}")
+        raise UsageError(f"missing required option(s): {', '.join(missing)}")
 
 
 def resolve_map(specs: list[str] | None) -> dict[str, str]:

@@ -58,9 +58,9 @@ def parse_resolve(spec: str) -> tuple[str, str]:
     host, _, port = head.rpartition(":")
     address = address.strip("[]")
     if not host or not port.isdigit() or not address:
-        from ..errors import ConfigurationError
+        from ..errors import UsageError
 
-        raise ConfigurationError(f"--resolve {spec!r} must be HOST:PORT:ADDRESS")
+        raise UsageError(f"--resolve {spec!r} must be HOST:PORT:ADDRESS")
     return f"{host.lower()}:{port}", f"{address}:{port}"
 
 
