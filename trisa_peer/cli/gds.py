@@ -423,13 +423,17 @@ def _cmd_certs(args: argparse.Namespace) -> int:
     from ..directory.issuance import certificate_zip
 
     out = Path(args.out)
-    if not out.is_dir():
-        raise ConfigurationError(f"{out}: no such directory")
+    if out.exists() and not out.is_dir():
+        raise ConfigurationError(f"{out}: not a directory")
     directory = _directory(args)
     try:
         name, data = certificate_zip(directory, args.id)
     finally:
         directory.store.close()
+    try:  # the bundle holds the (wrapped) private key: a private folder
+        out.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigurationError(f"{out}: cannot create: {exc.strerror}") from exc
     path = write_private(out / name, data)
     return _emit(args, {"id": args.id, "path": str(path)}, f"wrote {path}")
 
