@@ -127,8 +127,9 @@ def test_documented_walkthrough(emu: SectigoEmulator, tmp_path: Path) -> None:
         {"active": 0, "success": 1, "failed": 0}]
 
     certs = tmp_path / "certs"
-    certs.mkdir()
+    assert not certs.exists()  # the walkthrough does not create it: download does
     out = ok(run("download", "-i", bid, "-o", "certs"))
+    assert oct(certs.stat().st_mode & 0o777) == "0o700"
     archive = certs / f"{bid}.zip"
     assert f"downloaded batch {bid} to certs/{bid}.zip" in out
     with zipfile.ZipFile(archive) as zf:
@@ -152,7 +153,8 @@ def test_documented_walkthrough(emu: SectigoEmulator, tmp_path: Path) -> None:
     assert found["items"][0]["serialNumber"] == serial
     assert found["items"][0]["status"] == "valid"
 
-    assert ok(run("revoke", "-p", "42", "-r", "key compromise", "-s", serial)) == ""
+    assert ok(run("revoke", "-p", "42", "-r", "key compromise", "-s", serial.lower())) == \
+        f"revoked certificate {serial} (reason: key compromise)\n"
     [found] = _json_docs(ok(run("find", "-s", serial)))
     assert found["items"][0]["status"] == "revoked"
     crl = emu.ca.crl()
@@ -379,3 +381,158 @@ def test_serve(tmp_path: Path) -> None:
     env.pop("SECTIGO_PASSWORD")
     bad = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
     fails(bad, r"sectigo serve needs credentials")
+
+
+# --------------------------------------------------------------------------- user reports
+
+
+def _cache_file(tmp_path: Path) -> Path:
+    return tmp_path / "xdg-cache" / "trisa" / "sectigo" / "credentials.json"
+
+
+def test_auth_always_checks_the_password(emu: SectigoEmulator, tmp_path: Path) -> None:
+    url = emu.base_url
+    assert ok(sectigo(tmp_path, url, "auth")).strip() == \
+        "user authenticated and credentials cached"
+    # accepted twin: the right password logs in again although tokens are cached
+    assert ok(sectigo(tmp_path, url, "auth")).strip() == \
+        "user authenticated and credentials cached"
+    assert emu.counters["auth/pwd"] == 2
+    # a wrong password fails, whatever is cached
+    proc = sectigo(tmp_path, url, "auth", SECTIGO_PASSWORD="wrongpw")
+    err = fails(proc, r"^sectigo: error: could not authenticate credentials \(401\)$")
+    assert "wrongpw" not in err and proc.stdout == ""
+    # ... and the tokens cached for that user are no longer usable
+    assert not _cache_file(tmp_path).exists()
+    fails(sectigo(tmp_path, url, "licenses", SECTIGO_PASSWORD="wrongpw"),
+          r"could not authenticate credentials \(401\)")
+    ok(sectigo(tmp_path, url, "licenses"))
+
+
+def test_cached_tokens_are_never_used_for_another_user(
+    emu: SectigoEmulator, tmp_path: Path
+) -> None:
+    url = emu.base_url
+    ok(sectigo(tmp_path, url, "auth"))
+    cache = _cache_file(tmp_path)
+    doc = json.loads(cache.read_text())
+    assert doc["username"] == USER and PASSWORD not in cache.read_text()
+    assert oct(cache.stat().st_mode & 0o777) == "0o600"
+    for args in (("licenses",), ("auth",)):
+        proc = sectigo(tmp_path, url, "-u", "mallory", "-p", "whatever", *args)
+        fails(proc, r"^sectigo: error: could not authenticate credentials \(401\)$")
+        assert proc.stdout == ""
+    assert ok(sectigo(tmp_path, url, "-u", "mallory", "-p", "whatever", "auth", "--debug")
+              ).strip() == "credentials are expired or invalid"
+    # accepted twin: the cache still serves its own user without a new login
+    assert emu.counters["auth/pwd"] == 3
+    assert _json_docs(ok(sectigo(tmp_path, url, "licenses"))) == [{"ordered": 10, "issued": 0}]
+    assert emu.counters["auth/pwd"] == 3
+
+
+def test_download_creates_the_output_directory(emu: SectigoEmulator, tmp_path: Path) -> None:
+    url = emu.base_url
+    [batch] = _json_docs(ok(sectigo(tmp_path, url, "create", "-a", "1", "-d", "example.com",
+                                    "-p", "Secret-123")))
+    bid = str(batch["batchId"])
+    # accepted: missing directories, parents included, are created (0700)
+    out = ok(sectigo(tmp_path, url, "download", "-i", bid, "-o", "deep/er/certs"))
+    assert f"downloaded batch {bid} to deep/er/certs/{bid}.zip" in out
+    assert oct((tmp_path / "deep/er/certs").stat().st_mode & 0o777) == "0o700"
+    assert zipfile.is_zipfile(tmp_path / "deep/er/certs" / f"{bid}.zip")
+    # refused: a path that exists and is not a directory (before any download)
+    (tmp_path / "plain").write_text("x")
+    before = emu.counters["batch/download"]
+    fails(sectigo(tmp_path, url, "download", "-i", bid, "-o", "plain"),
+          r"^sectigo: error: output path plain exists and is not a directory$")
+    assert emu.counters["batch/download"] == before
+    # refused: a directory that cannot be created, in one clean sentence
+    fails(sectigo(tmp_path, url, "download", "-i", bid, "-o", "plain/sub"),
+          r"^sectigo: error: cannot create directory plain/sub: Not a directory$")
+    # a file that cannot be written: the path is named once
+    (tmp_path / "busy" / f"{bid}.zip").mkdir(parents=True)
+    err = fails(sectigo(tmp_path, url, "download", "-i", bid, "-o", "busy"),
+                rf"^sectigo: error: cannot write busy/{bid}\.zip: Is a directory$")
+    assert err.count(f"{bid}.zip") == 1
+
+
+def test_auth_reports_a_cache_that_cannot_be_written(
+    emu: SectigoEmulator, tmp_path: Path
+) -> None:
+    (tmp_path / "not-a-dir").write_text("x")
+    proc = sectigo(tmp_path, emu.base_url, "auth", XDG_CACHE_HOME=str(tmp_path / "not-a-dir"))
+    assert proc.returncode == 0, proc.stderr
+    lines = (proc.stdout + proc.stderr).strip().splitlines()
+    assert len(lines) == 1, (proc.stdout, proc.stderr)
+    assert re.fullmatch(
+        r"user authenticated, but the credentials could not be cached: "
+        r"cannot create cache directory \S+/not-a-dir/trisa/sectigo: Not a directory",
+        lines[0]), lines
+    assert "credentials cached" not in proc.stdout + proc.stderr
+    assert PASSWORD not in proc.stdout + proc.stderr
+    # accepted twin: a writable cache
+    assert ok(sectigo(tmp_path, emu.base_url, "auth")).strip() == \
+        "user authenticated and credentials cached"
+
+
+def test_verbose_logs_requests(emu: SectigoEmulator, tmp_path: Path) -> None:
+    proc = sectigo(tmp_path, emu.base_url, "-v", "licenses")
+    assert proc.returncode == 0, proc.stderr
+    assert re.search(r"INFO \S+: POST /auth/pwd -> 200$", proc.stderr, re.M), proc.stderr
+    assert re.search(r"INFO \S+: GET /api/v1/devices -> 200$", proc.stderr, re.M)
+    assert "DEBUG" not in proc.stderr
+    cached = json.loads(_cache_file(tmp_path).read_text())
+    for secret in (PASSWORD, cached["access_token"], cached["refresh_token"], "Bearer",
+                   '"ordered"'):
+        assert secret not in proc.stderr
+    # accepted twin: quiet without -v
+    assert ok(sectigo(tmp_path, emu.base_url, "licenses"))
+
+
+@pytest.mark.parametrize(("args", "pattern"), [
+    (("-d", "bad name!"), r"profile parameter commonName: 'bad name!' is not valid"),
+    (("-d", "example.com", "-n", "bad name"),
+     r"profile parameter dNSName: 'bad name' is not valid"),
+])
+def test_create_validates_profile_patterns(
+    emu: SectigoEmulator, tmp_path: Path, args: tuple[str, ...], pattern: str
+) -> None:
+    proc = sectigo(tmp_path, emu.base_url, "create", "-a", "1", *args)
+    fails(proc, rf"^sectigo: error: create batch: {pattern} \(must match the validation "
+                r"pattern \^\[A-Za-z0-9\*\].*\) \(400\)$")
+    assert "pkcs12 password" not in proc.stdout
+    assert emu.balance(1) == 10
+    # accepted twin: names the pattern allows
+    ok(sectigo(tmp_path, emu.base_url, "create", "-a", "1", "-d", "good.example.com",
+               "-n", "*.good.example.com", "-p", "Secret-123"))
+    assert emu.balance(1) == 9
+
+
+@pytest.mark.parametrize(("args", "command", "message"), [
+    (("find",), "find", "find needs --common-name or --serial-number"),
+    (("create", "-a", "1", "-d", " "), "create", "--domain must not be empty"),
+    (("create", "-a", "1", "-d", ""), "create", "--domain must not be empty"),
+    (("profiles", "--params"), "profiles", "--params needs a profile --id"),
+    (("create", "-d", "x"), "create",  # argparse's own: the reference
+     "the following arguments are required: -a/--authority"),
+])
+def test_usage_errors_show_the_command_usage(
+    tmp_path: Path, args: tuple[str, ...], command: str, message: str
+) -> None:
+    err = fails(sectigo(tmp_path, "http://127.0.0.1:1", *args), re.escape(message), 2)
+    assert err.startswith(f"usage: sectigo {command} "), err
+    assert f"sectigo {command}: error: {message}" in err
+    assert "COMMAND" not in err  # not the top-level usage
+
+
+def test_revoke_confirms(emu: SectigoEmulator, tmp_path: Path) -> None:
+    url = emu.base_url
+    ok(sectigo(tmp_path, url, "create", "-a", "1", "-d", "r.example", "-p", "Secret-123"))
+    [found] = _json_docs(ok(sectigo(tmp_path, url, "find", "-n", "r.example")))
+    serial = found["items"][0]["serialNumber"]
+    assert ok(sectigo(tmp_path, url, "revoke", "-p", "42", "-s", serial)) == \
+        f"revoked certificate {serial} (reason: unspecified)\n"
+    # a second revocation fails: nothing is confirmed
+    proc = sectigo(tmp_path, url, "revoke", "-p", "42", "-r", "superseded", "-s", serial)
+    fails(proc, r"already revoked \(400\)")
+    assert proc.stdout == ""

@@ -6,6 +6,7 @@ from __future__ import annotations
 import http.server
 import io
 import json
+import logging
 import os
 import threading
 import time
@@ -321,10 +322,11 @@ def test_cache_file_is_private_and_never_holds_the_password(
     assert oct(cache.stat().st_mode & 0o777) == "0o600"
     assert oct(cache.parent.stat().st_mode & 0o777) == "0o700"
     text = cache.read_text()
-    assert PASSWORD not in text and USER not in text
+    assert PASSWORD not in text
     doc = json.loads(text)
-    assert set(doc) == {"endpoint", "access_token", "refresh_token", "subject", "issued_at",
-                        "expires_at", "not_before", "refresh_by"}
+    assert set(doc) == {"endpoint", "username", "access_token", "refresh_token", "subject",
+                        "issued_at", "expires_at", "not_before", "refresh_by"}
+    assert doc["username"] == USER  # not a secret: the cache is keyed by it
     # a second client uses the cache without logging in
     other = SectigoClient(emu.base_url, cache_path=cache)
     other.authorities()
@@ -576,3 +578,104 @@ def test_helpers() -> None:
     assert _safe_filename('attachment; filename=".hidden"', "d.zip") == "d.zip"
     assert _safe_filename('attachment; filename="a\\\\b.zip"', "d.zip") == "b.zip"
     assert _safe_filename(None, "d.zip") == "d.zip"
+
+
+# --------------------------------------------------------------------------- user reports
+
+
+def test_cache_is_keyed_by_username(emu: SectigoEmulator, tmp_path: Path) -> None:
+    cache = tmp_path / "c" / "credentials.json"
+    _client(emu.base_url, tmp_path, cache_path=cache).ensure_authenticated()
+    assert json.loads(cache.read_text())["username"] == USER
+    # accepted twin: the same user (or a client without a username) uses the cache
+    assert _client(emu.base_url, tmp_path, cache_path=cache).credentials.valid()
+    assert SectigoClient(emu.base_url, cache_path=cache).credentials.valid()
+    # another user never sees those tokens, and its failed login leaves them alone
+    mallory = SectigoClient(emu.base_url, "mallory", "whatever", cache_path=cache)
+    assert not mallory.credentials.valid()
+    with pytest.raises(SectigoError, match=r"could not authenticate credentials \(401\)"):
+        mallory.licenses()
+    assert emu.counters["devices"] == 0
+    assert _client(emu.base_url, tmp_path, cache_path=cache).credentials.valid()
+    # a cache that does not say whose tokens it holds (older format) is not trusted
+    doc = json.loads(cache.read_text())
+    del doc["username"]
+    cache.write_text(json.dumps(doc))
+    assert not _client(emu.base_url, tmp_path, cache_path=cache).credentials.valid()
+    assert SectigoClient(emu.base_url, cache_path=cache).credentials.valid()
+
+
+def test_rejected_login_forgets_the_users_cached_tokens(
+    emu: SectigoEmulator, tmp_path: Path
+) -> None:
+    cache = tmp_path / "c.json"
+    good = _client(emu.base_url, tmp_path, cache_path=cache)
+    good.authenticate()
+    # accepted twin: an explicit login with the right password succeeds again
+    good.authenticate()
+    assert emu.counters["auth/pwd"] == 2 and cache.exists()
+    bad = SectigoClient(emu.base_url, USER, "wrongpw", cache_path=cache)
+    assert bad.credentials.valid()  # same user: the cache was loaded
+    with pytest.raises(SectigoError, match=r"could not authenticate credentials \(401\)"):
+        bad.authenticate()
+    assert not bad.credentials.valid()
+    assert not cache.exists()
+    with pytest.raises(SectigoError, match=r"\(401\)"):
+        SectigoClient(emu.base_url, USER, "wrongpw", cache_path=cache).licenses()
+
+
+def test_cache_write_failure_is_reported(
+    emu: SectigoEmulator, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    (tmp_path / "file").write_text("x")
+    cache = tmp_path / "file" / "sub" / "credentials.json"
+    quiet = _client(emu.base_url, tmp_path, cache_path=cache, warn_cache_errors=False)
+    with caplog.at_level(logging.WARNING, logger="trisa_peer.sectigo"):
+        quiet.authenticate()
+    assert quiet.credentials.valid()
+    assert quiet.cache_error == f"cannot create cache directory {cache.parent}: Not a directory"
+    assert caplog.records == []
+    loud = _client(emu.base_url, tmp_path, cache_path=cache)
+    with caplog.at_level(logging.WARNING, logger="trisa_peer.sectigo"):
+        loud.authenticate()
+    assert [r.getMessage() for r in caplog.records] == [
+        f"Sectigo token cache not written: {loud.cache_error}"]
+    # accepted twin: a writable cache leaves no error behind
+    ok = _client(emu.base_url, tmp_path, cache_path=tmp_path / "ok.json")
+    ok.authenticate()
+    assert ok.cache_error is None
+
+
+def test_download_can_create_the_directory(emu: SectigoEmulator, tmp_path: Path) -> None:
+    client = _client(emu.base_url, tmp_path)
+    bid = client.create_single_cert_batch(1, "d", PARAMS)["batchId"]
+    with pytest.raises(SectigoError, match="does not exist"):
+        client.download(bid, tmp_path / "missing")
+    assert not (tmp_path / "missing").exists()
+    path = client.download(bid, tmp_path / "new" / "dir", make_dirs=True)
+    assert path == tmp_path / "new" / "dir" / f"{bid}.zip" and zipfile.is_zipfile(path)
+    assert oct((tmp_path / "new" / "dir").stat().st_mode & 0o777) == "0o700"
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(SectigoError, match="is not a directory"):
+        client.download(bid, tmp_path / "f", make_dirs=True)
+    with pytest.raises(SectigoError) as err:
+        client.download(bid, tmp_path / "f" / "g", make_dirs=True)
+    assert str(err.value) == f"cannot create directory {tmp_path / 'f' / 'g'}: Not a directory"
+    (tmp_path / "busy" / f"{bid}.zip").mkdir(parents=True)
+    with pytest.raises(SectigoError) as err:
+        client.download(bid, tmp_path / "busy")
+    assert str(err.value) == f"cannot write {tmp_path / 'busy' / f'{bid}.zip'}: Is a directory"
+
+
+def test_requests_are_logged_at_info_without_secrets(
+    emu: SectigoEmulator, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = _client(emu.base_url, tmp_path, cache_path=False)
+    with caplog.at_level(logging.INFO, logger="trisa_peer.sectigo.client"):
+        client.create_single_cert_batch(1, "x", PARAMS)
+    lines = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
+    assert "POST /auth/pwd -> 200" in lines
+    assert "PUT /api/v1/batches/createSingleCertBatch -> 200" in lines
+    for secret in (PASSWORD, PARAMS["pkcs12Password"], client.credentials.access_token,
+                   client.credentials.refresh_token):
+        assert secret not in caplog.text

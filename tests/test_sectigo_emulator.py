@@ -142,3 +142,34 @@ def test_emulator_refuses_bad_settings(tmp_path: Path) -> None:
     with pytest.raises(ConfigurationError, match="not a Sectigo emulator state file"):
         SectigoEmulator(ca_dir=tmp_path / "ca", state_path=tmp_path / "junk.json",
                         username="u", password="p", key_size=2048)
+
+
+@pytest.mark.parametrize(("param", "value", "message"), [
+    ("commonName", "bad name!", "profile parameter commonName: 'bad name!' is not valid"),
+    ("commonName", "-lead.example", "profile parameter commonName: '-lead.example'"),
+    ("dNSName", "wire.example\nbad name", "profile parameter dNSName: 'bad name' is not valid"),
+    ("pkcs12Password", "two\nlines", "profile parameter pkcs12Password does not match"),
+])
+def test_profile_params_match_their_validation_pattern(
+    emu: SectigoEmulator, param: str, value: str, message: str
+) -> None:
+    token = login(emu)["accessToken"]
+    status, _, body = call(emu, "GET", "/api/v1/profiles/42/parameters", token=token)
+    patterns = {p["name"]: p["validationPattern"] for p in json.loads(body)}
+    params = {"commonName": "wire.example", "dNSName": "wire.example\n*.wire.example",
+              "pkcs12Password": P12_PASSWORD}
+    # accepted twin: values the listed patterns allow
+    ok = call(emu, "PUT", "/api/v1/batches/createSingleCertBatch",
+              {"authorityId": 1, "batchName": "ok", "profileParams": params}, token=token)
+    assert ok[0] == 200
+    status, _, body = call(emu, "PUT", "/api/v1/batches/createSingleCertBatch",
+                           {"authorityId": 1, "batchName": "w",
+                            "profileParams": {**params, param: value}}, token=token)
+    err = json.loads(body)
+    assert status == 400 and err["status"] == 400
+    assert err["message"].startswith(message)
+    assert patterns[param] in err["message"]
+    assert "\n" not in err["message"]
+    if param == "pkcs12Password":
+        assert value not in err["message"] and "two" not in err["message"]
+    assert emu.balance(1) == 9

@@ -7,12 +7,16 @@ Global options go *before* the command (``-p`` is also a command option)::
 
 ``SECTIGO_USERNAME``, ``SECTIGO_PASSWORD`` and ``SECTIGO_ENDPOINT`` supply the
 defaults (endpoint ``https://iot.sectigo.com``). Tokens are cached in
-``${XDG_CACHE_HOME:-~/.cache}/trisa/sectigo/credentials.json`` (0600; never the
-password). Replies are printed as JSON with a 2-space indent. The only secret ever
-printed is a generated PKCS#12 password (``pkcs12 password: X``).
+``${XDG_CACHE_HOME:-~/.cache}/trisa/sectigo/credentials.json`` (0600; keyed by
+endpoint and username, never the password): tokens cached for one user are never used
+for another. ``sectigo auth`` always logs in with the password when one is given (a
+wrong password fails with the 401 message and forgets that user's cached tokens).
+Replies are printed as JSON with a 2-space indent. The only secret ever printed is a
+generated PKCS#12 password (``pkcs12 password: X``). ``-v`` logs each request
+(method, path, status) on stderr; ``-vv`` logs everything at debug level.
 
 Errors: one line ``sectigo: error: ...`` on stderr and exit status 1; usage errors
-exit 2.
+show the sub-command's usage and exit 2.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ from types import FrameType
 from typing import Any
 
 from ..errors import ConfigurationError, SectigoError, TrisaPeerError
-from ..sectigo.client import DEFAULT_TIMEOUT, SectigoClient
+from ..sectigo.client import DEFAULT_TIMEOUT, SectigoClient, normalize_serial
 from ..sectigo.models import DEFAULT_ENDPOINT
 from ..sectigo.tokens import default_cache_path
 
@@ -63,13 +67,14 @@ def _print_json(doc: Any) -> None:
     print(json.dumps(doc, indent=2))
 
 
-def _client(args: argparse.Namespace) -> SectigoClient:
+def _client(args: argparse.Namespace, *, warn_cache_errors: bool = True) -> SectigoClient:
     return SectigoClient(
         args.endpoint,
         args.username or None,
         args.password or None,
         cache_path=False if args.no_cache else None,
         timeout=args.timeout,
+        warn_cache_errors=warn_cache_errors,
     )
 
 
@@ -85,7 +90,8 @@ def cmd_auth(args: argparse.Namespace) -> int:
         path = default_cache_path()
         print(path if path.is_file() else "no credentials cache file exists")
         return 0
-    client = _client(args)
+    # the outcome of caching is reported below, in one line, instead of a log warning
+    client = _client(args, warn_cache_errors=False)
     creds = client.credentials
     if args.debug:  # no network
         if creds.valid():
@@ -95,11 +101,18 @@ def cmd_auth(args: argparse.Namespace) -> int:
         else:
             print("credentials are expired or invalid")
         return 0
-    client.ensure_authenticated()
-    if client.cache_path is not None:
-        print("user authenticated and credentials cached")
+    if client.has_password:
+        # always check the password: cached tokens prove nothing about it
+        client.authenticate()
     else:
+        client.ensure_authenticated()  # cached tokens only: refresh when needed
+    if client.cache_path is None:
         print("user authenticated")
+    elif client.cache_error:
+        print(f"user authenticated, but the credentials could not be cached: "
+              f"{client.cache_error}")
+    else:
+        print("user authenticated and credentials cached")
     return 0
 
 
@@ -123,9 +136,9 @@ def cmd_licenses(args: argparse.Namespace) -> int:
 
 
 def cmd_profiles(args: argparse.Namespace) -> int:
-    client = _client(args)
     if args.params and args.id is None:
         raise _UsageError("--params needs a profile --id")
+    client = _client(args)
     if args.id is None:
         _print_json(client.profiles())
     elif args.params:
@@ -213,9 +226,10 @@ def cmd_batches(args: argparse.Namespace) -> int:
 
 def cmd_download(args: argparse.Namespace) -> int:
     outdir = Path(args.outdir)
-    if not outdir.is_dir():
-        raise ConfigurationError(f"output directory {outdir} does not exist")
-    path = _client(args).download(args.id, outdir)
+    if outdir.exists() and not outdir.is_dir():  # before any network traffic
+        raise ConfigurationError(f"output path {outdir} exists and is not a directory")
+    # a missing directory is created (0700) once the archive has arrived
+    path = _client(args).download(args.id, outdir, make_dirs=True)
     print(f"downloaded batch {args.id} to {path}")
     try:
         with zipfile.ZipFile(path) as zf:
@@ -236,10 +250,12 @@ def cmd_find(args: argparse.Namespace) -> int:
 
 
 def cmd_revoke(args: argparse.Namespace) -> int:
-    from ..revocation import parse_reason
+    from ..revocation import parse_reason, reason_name
 
     code = parse_reason(args.reason)  # before any network traffic
-    _client(args).revoke(args.profile, code, args.serial_number)
+    serial = normalize_serial(args.serial_number)
+    _client(args).revoke(args.profile, code, serial)
+    print(f"revoked certificate {serial} (reason: {reason_name(code)})")
     return 0
 
 
@@ -318,7 +334,8 @@ def build_parser() -> argparse.ArgumentParser:
     def add(name: str, func: Callable[[argparse.Namespace], int], help: str,
             aliases: Sequence[str] = ()) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help, description=help, aliases=list(aliases))
-        p.set_defaults(func=func)
+        # usage errors found after parsing are reported with this parser's usage
+        p.set_defaults(func=func, command_parser=p)
         return p
 
     p = add("auth", cmd_auth, "log in (or refresh) and cache the tokens")
@@ -361,7 +378,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("download", cmd_download, "download a batch's zip")
     p.add_argument("-i", "--id", type=int, required=True, help="batch id")
-    p.add_argument("-o", "--outdir", required=True, help="existing output directory")
+    p.add_argument("-o", "--outdir", required=True,
+                   help="output directory (created 0700 when missing)")
 
     p = add("find", cmd_find, "find certificates by common name and/or serial")
     p.add_argument("-n", "--common-name", default="", help="common name")
@@ -391,6 +409,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    # -v: requests (INFO: method, path, status); -vv: everything (DEBUG)
     level = logging.WARNING - 10 * min(int(args.verbose), 2)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.timeout <= 0:
@@ -398,7 +417,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except _UsageError as exc:
-        parser.error(str(exc))
+        command_parser: argparse.ArgumentParser = getattr(args, "command_parser", parser)
+        command_parser.error(str(exc))
     except TrisaPeerError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 1

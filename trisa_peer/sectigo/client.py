@@ -17,8 +17,15 @@ Behaviour (``spec/sectigo-api.md``, with the upstream bugs of §12 avoided):
   with the raw refresh token) or, when that is impossible or fails, replaced by a
   password login. A 401 on a call made with a cached token triggers one re-login.
 - Tokens are cached 0600 in ``${XDG_CACHE_HOME:-~/.cache}/trisa/sectigo/
-  credentials.json`` (``cache_path=False`` disables the cache). The password is
-  never written, logged or put into an error message.
+  credentials.json`` (``cache_path=False`` disables the cache), keyed by endpoint and
+  username: a client with a username never uses tokens cached for another user (or
+  for an unknown one). A password login the server rejects (401/403) also forgets
+  the tokens cached for that user. A cache that cannot be written does not fail the
+  call: the reason is kept in :attr:`SectigoClient.cache_error` (and logged unless
+  ``warn_cache_errors=False``). The password is never written, logged or put into
+  an error message.
+- Each request is logged at INFO as ``METHOD PATH -> STATUS`` (never headers,
+  tokens or bodies).
 - Every request has a timeout (``timeout``, default 30 s). Only idempotent calls
   (GETs) are retried, on connection errors and 502/503/504, at most ``retries``
   attempts with exponential backoff. Creating, uploading and revoking are never
@@ -30,7 +37,8 @@ Behaviour (``spec/sectigo-api.md``, with the upstream bugs of §12 avoided):
   revocation reason is a :class:`~trisa_peer.errors.ConfigurationError` from
   :func:`trisa_peer.revocation.parse_reason`.
 - Downloads check the status, the media type and the zip signature before anything
-  is written; the file is written atomically under a sanitised name.
+  is written; the file is written atomically under a sanitised name (the directory
+  is created 0700 on request, ``make_dirs=True``).
 """
 
 from __future__ import annotations
@@ -148,6 +156,29 @@ def _safe_filename(disposition: str | None, default: str) -> str:
     return name
 
 
+def _reason(exc: BaseException) -> str:
+    """The OS reason of a file-system failure (``Permission denied``), without the
+    path that :mod:`trisa_peer.fsutil` puts into its messages."""
+    for candidate in (exc, exc.__cause__):
+        text = getattr(candidate, "strerror", None)
+        if isinstance(text, str) and text:
+            return text
+    return str(exc) or type(exc).__name__
+
+
+def make_private_dir(path: Path) -> None:
+    """Create ``path`` with mode 0700 (missing parents with the default mode), like
+    ``mkdir -p -m 700``; :class:`SectigoError` with one clean sentence on failure."""
+    try:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if not path.is_dir():
+            raise NotADirectoryError(20, "Not a directory")
+    except FileExistsError as exc:  # a parent or the path itself is a file
+        raise SectigoError(f"cannot create directory {path}: a file is in the way") from exc
+    except OSError as exc:
+        raise SectigoError(f"cannot create directory {path}: {_reason(exc)}") from exc
+
+
 def _is_loopback(host: str) -> bool:
     if host.lower() == "localhost":
         return True
@@ -197,6 +228,7 @@ class SectigoClient:
         backoff: float = 0.5,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
+        warn_cache_errors: bool = True,
     ) -> None:
         endpoint = endpoint or os.environ.get("SECTIGO_ENDPOINT") or DEFAULT_ENDPOINT
         parsed = urllib.parse.urlsplit(endpoint.strip())
@@ -220,10 +252,16 @@ class SectigoClient:
             self.cache_path = default_cache_path()
         else:
             self.cache_path = Path(cache_path)
+        #: why the token cache could not be written last time (``None``: it was)
+        self.cache_error: str | None = None
+        self.warn_cache_errors = warn_cache_errors
         self.credentials = Credentials(endpoint=self.endpoint, clock=clock)
         self._lock = threading.RLock()
         if self.cache_path is not None:
-            self.credentials.load(self.cache_path, endpoint=self.endpoint)
+            # keyed by endpoint and user: another user's tokens are never loaded
+            self.credentials.load(
+                self.cache_path, endpoint=self.endpoint, username=self._username or None
+            )
         handlers: list[urllib.request.BaseHandler] = [_NoFollow307()]
         if _is_loopback(parsed.hostname):
             handlers.append(urllib.request.ProxyHandler({}))
@@ -239,13 +277,32 @@ class SectigoClient:
         return bool(self._username and self._password)
 
     def authenticate(self) -> None:
-        """Password login (``POST /auth/pwd``); stores and caches the new tokens."""
+        """Password login (``POST /auth/pwd``); stores and caches the new tokens.
+
+        When the server rejects the credentials (401/403) the tokens held and cached
+        for this user are forgotten too: a wrong password never leaves them usable.
+        """
         if not self.has_password:
             raise SectigoError("no API access credentials (username and password required)")
         body = json.dumps({"username": self._username, "password": self._password}).encode()
         with self._lock:
             resp = self._send("POST", "/auth/pwd", data=body, what="login", auth=False)
+            if resp.status in (401, 403):
+                self._forget_user_tokens()
             self._store_tokens(resp, "login")
+
+    def _forget_user_tokens(self) -> None:
+        """Drop the tokens in memory, and the cache file if it holds this user's."""
+        self.credentials.clear()
+        if self.cache_path is None:
+            return
+        probe = Credentials(endpoint=self.endpoint)
+        if probe.load(self.cache_path, endpoint=self.endpoint, username=self._username):
+            try:
+                Credentials.remove(self.cache_path)
+            except OSError as exc:
+                log.warning("cannot remove Sectigo token cache %s: %s",
+                            self.cache_path, exc.strerror or exc)
 
     def refresh(self) -> None:
         """Refresh the access token (``POST /auth/refresh`` with the raw refresh token)."""
@@ -292,6 +349,8 @@ class SectigoClient:
         try:
             creds.update(access, refresh)
             creds.check()
+            if what == "login":
+                creds.username = self._username
         except SectigoError as exc:
             creds.clear()
             self._save_cache()
@@ -321,7 +380,11 @@ class SectigoClient:
         try:
             self.credentials.save(self.cache_path)
         except Exception as exc:  # a cache failure must not break the call
-            log.warning("cannot write Sectigo token cache %s: %s", self.cache_path, exc)
+            self.cache_error = str(exc) or type(exc).__name__
+            if self.warn_cache_errors:
+                log.warning("Sectigo token cache not written: %s", self.cache_error)
+        else:
+            self.cache_error = None
 
     def clear_cache(self) -> None:
         """Forget the tokens and delete the cache file."""
@@ -364,11 +427,13 @@ class SectigoClient:
                 resp = self._open(req)
             except SectigoError as exc:
                 if idempotent and attempt < self.retries:
-                    log.debug("%s %s: %s; retrying", method, path, exc)
+                    log.info("%s %s -> %s; retrying", method, path, exc)
                     self._sleep(self.backoff * 2 ** (attempt - 1))
                     continue
+                log.info("%s %s -> %s", method, path, exc)
                 raise SectigoError(f"{what}: {exc}", status=0) from exc.__cause__
-            log.debug("%s %s -> %d", method, path, resp.status)
+            # the path only: never headers (tokens), bodies (passwords) or query strings
+            log.info("%s %s -> %d", method, path.split("?", 1)[0], resp.status)
             if resp.status in _RETRY_STATUSES and idempotent and attempt < self.retries:
                 self._sleep(self.backoff * 2 ** (attempt - 1))
                 continue
@@ -662,19 +727,29 @@ class SectigoClient:
         """``GET /api/v1/batches/{id}/download``: the zip archive's bytes."""
         return self._download(batch_id)[1]
 
-    def download(self, batch_id: int, directory: str | os.PathLike[str]) -> Path:
-        """Download the batch's zip into ``directory`` (which must exist); return its
-        path. The name comes from Content-Disposition (sanitised), else ``<id>.zip``;
+    def download(
+        self, batch_id: int, directory: str | os.PathLike[str], *, make_dirs: bool = False
+    ) -> Path:
+        """Download the batch's zip into ``directory``; return its path.
+
+        ``directory`` must exist unless ``make_dirs`` is true: then a missing one is
+        created (mode 0700, parents allowed) once the archive has arrived. A path that
+        exists and is not a directory is always refused, before any network traffic.
+        The name comes from Content-Disposition (sanitised), else ``<id>.zip``;
         nothing is written unless a real zip archive arrived."""
         outdir = Path(directory)
-        if not outdir.is_dir():
+        if outdir.exists() and not outdir.is_dir():
+            raise SectigoError(f"download path {outdir} is not a directory")
+        if not outdir.exists() and not make_dirs:
             raise SectigoError(f"download directory {outdir} does not exist")
         name, data = self._download(batch_id)
+        if not outdir.is_dir():
+            make_private_dir(outdir)
         target = outdir / name
         try:
             return write_private(target, data)  # the bundle holds a (wrapped) private key
         except Exception as exc:
-            raise SectigoError(f"cannot write {target}: {exc}") from exc
+            raise SectigoError(f"cannot write {target}: {_reason(exc)}") from exc
 
     # -- certificates ---------------------------------------------------------------------
 

@@ -20,7 +20,10 @@ Same paths, methods, JSON shapes and status codes as the real API
   ``/api/v1/*`` call needs ``Authorization: Bearer <access>`` (401 otherwise).
 - One authority (id 1, ecosystem 100 "TRISA", profile 42 "TRISA Profile", balance 10
   by default); profile 42 takes exactly ``commonName``, ``dNSName`` (newline-separated)
-  and ``pkcs12Password`` (unknown, missing or empty → 400). Each issued certificate
+  and ``pkcs12Password`` (unknown, missing or empty → 400); every value must match
+  its parameter's ``validationPattern`` (as listed by ``profiles/42/parameters``; a
+  full match, as Java's ``String.matches``) or the answer is 400 naming the parameter
+  and the offending value (never a password's value). Each issued certificate
   costs one unit of balance; at zero, creation is refused (400).
 - ``createSingleCertBatch`` answers 200 with a BatchResponse (ids from 10000). The key
   and certificate are made at once; the batch reports ``PROCESSING`` until
@@ -590,6 +593,8 @@ class SectigoEmulator:
                 raise _HTTPFailure(400, f"missing required profile parameter {name}")
         if "dNSName" in params and any(not ln.strip() for ln in params["dNSName"].split("\n")):
             raise _HTTPFailure(400, "dNSName must hold one DNS name per line, no empty lines")
+        for spec in profile["params"]:
+            _check_pattern(spec, params.get(spec["name"]))
         return {str(k): str(v) for k, v in params.items()}
 
     def _reserve(self, authority: dict[str, Any], count: int) -> tuple[int, int]:
@@ -915,6 +920,33 @@ class SectigoEmulator:
         return _json_answer(None)
 
 
+def _check_pattern(spec: dict[str, Any], value: Any) -> None:
+    """400 unless ``value`` matches the parameter's ``validationPattern`` in full."""
+    pattern = spec.get("validationPattern")
+    if not isinstance(pattern, str) or not pattern or not isinstance(value, str):
+        return
+    try:
+        regex = re.compile(pattern)
+    except re.error:  # a broken profile definition is the server's fault
+        log.error("profile parameter %s has an invalid validationPattern", spec["name"])
+        raise _HTTPFailure(500, f"profile parameter {spec['name']} cannot be validated") from None
+    if regex.fullmatch(value):
+        return
+    name = spec["name"]
+    if spec.get("inputType") == "PASSWORD":  # never echo a secret
+        raise _HTTPFailure(400, f"profile parameter {name} does not match the profile's "
+                                f"validation pattern {pattern}")
+    shown = value
+    if "\n" in value:  # one name per line: point at the first offending one
+        shown = next((ln for ln in value.split("\n") if not regex.fullmatch(ln)), value)
+    if len(shown) > 80:
+        shown = shown[:77] + "..."
+    raise _HTTPFailure(
+        400, f"profile parameter {name}: {shown!r} is not valid "
+             f"(must match the validation pattern {pattern})"
+    )
+
+
 def _normal_serial(text: str) -> str:
     cleaned = "".join(text.split()).replace(":", "").upper().removeprefix("0X")
     try:
@@ -981,8 +1013,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     timeout = 30
 
     def log_message(self, format: str, *args: Any) -> None:
-        # request lines only: paths carry no secrets, headers are never logged
-        log.debug("%s %s", self.address_string(), format % args)
+        # request lines only (INFO: shown by ``sectigo -v serve``): paths carry no
+        # secrets, headers and bodies are never logged
+        log.info("%s %s", self.address_string(), format % args)
 
     def _handle(self) -> None:
         emulator = self.server.emulator

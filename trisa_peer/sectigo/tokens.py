@@ -8,8 +8,10 @@ Lifetimes are always read from the tokens, never assumed.
 The cache (``${XDG_CACHE_HOME:-~/.cache}/trisa/sectigo/credentials.json``) is a JSON
 object with the upstream YAML keys (``access_token``, ``refresh_token``, ``subject``,
 ``issued_at``, ``expires_at``, ``not_before``, ``refresh_by`` as RFC 3339 UTC strings)
-plus ``endpoint``, so tokens minted by one server are never sent to another. It is
-written 0600 in a 0700 directory; the username and password are never written.
+plus ``endpoint`` and ``username``: tokens minted by one server are never sent to
+another, and tokens cached for one user are never used for another (a client with a
+configured username ignores a cache written for a different or unknown user). It is
+written 0600 in a 0700 directory; the password is never written.
 
 :func:`mint` and :func:`verify` (HS512) are used by the local emulator only.
 """
@@ -30,7 +32,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from ..errors import SectigoError
+from ..errors import SectigoError, TrisaPeerError
 from ..fsutil import write_private
 
 __all__ = [
@@ -142,6 +144,7 @@ class Credentials:
     not_before: float = 0.0
     refresh_by: float = 0.0
     endpoint: str = ""
+    username: str = ""
     clock: Callable[[], float] = field(default=time.time, repr=False, compare=False)
 
     def update(self, access_token: str, refresh_token: str) -> None:
@@ -163,7 +166,7 @@ class Credentials:
         self.not_before = float(nbf) if isinstance(nbf, int | float) else float(refresh["iat"])
 
     def clear(self) -> None:
-        self.access_token = self.refresh_token = self.subject = ""
+        self.access_token = self.refresh_token = self.subject = self.username = ""
         self.issued_at = self.expires_at = self.not_before = self.refresh_by = 0.0
 
     def valid(self) -> bool:
@@ -189,6 +192,8 @@ class Credentials:
 
     def to_json(self) -> bytes:
         data: dict[str, str] = {"endpoint": self.endpoint}
+        if self.username:
+            data["username"] = self.username
         if self.access_token:
             data["access_token"] = self.access_token
         if self.refresh_token:
@@ -211,19 +216,31 @@ class Credentials:
             raise SectigoError(
                 f"cannot create cache directory {path.parent}: {exc.strerror}"
             ) from exc
-        write_private(path, self.to_json())
+        try:
+            write_private(path, self.to_json())
+        except (OSError, TrisaPeerError) as exc:
+            cause = exc if isinstance(exc, OSError) else exc.__cause__
+            reason = getattr(cause, "strerror", None) or str(exc)
+            raise SectigoError(f"cannot write {path}: {reason}") from exc
 
-    def load(self, path: Path, *, endpoint: str) -> bool:
-        """Load cached tokens for ``endpoint``; ``False`` when none are usable.
+    def load(self, path: Path, *, endpoint: str, username: str | None = None) -> bool:
+        """Load cached tokens for ``endpoint`` (and ``username`` unless ``None``);
+        ``False`` when none are usable.
 
-        Unreadable, foreign-endpoint or invalid caches are ignored (never an error):
-        the client falls back to a password login.
+        Unreadable, foreign-endpoint, foreign-user (or user-less, when a username is
+        given) or invalid caches are ignored (never an error): the client falls back
+        to a password login, whose tokens then replace the cache.
         """
         try:
             data = json.loads(path.read_bytes())
         except (OSError, ValueError):
             return False
         if not isinstance(data, dict) or data.get("endpoint") != endpoint:
+            return False
+        cached_user = data.get("username")
+        if not isinstance(cached_user, str):
+            cached_user = ""
+        if username is not None and cached_user != username:
             return False
         access = data.get("access_token")
         refresh = data.get("refresh_token")
@@ -235,6 +252,7 @@ class Credentials:
             self.clear()
             return False
         self.endpoint = endpoint
+        self.username = cached_user
         return True
 
     @staticmethod
