@@ -192,3 +192,19 @@ def test_check_against_unreachable_directory_fails_in_bounded_time(tmp_path: Pat
     assert time.monotonic() - start < 30
 
 
+
+
+def test_serve_on_a_port_in_use_fails_in_one_line_and_leaves_no_store(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        out = cli("serve", "--listen", f"127.0.0.1:{port}", "--cert", str(PKI / "bob.pem"),
+                  "--key", str(PKI / "bob.key"), "--trust", str(PKI / "trust.pem"),
+                  "--directory", "127.0.0.1:1", "--directory-insecure",
+                  "--db", str(tmp_path / "bob.db"))
+    assert out.returncode == 1
+    assert out.stderr.count("\n") == 1 and "cannot listen on" in out.stderr
+    assert list(tmp_path.iterdir()) == []

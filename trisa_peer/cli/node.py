@@ -12,7 +12,7 @@ from typing import Any
 
 from google.protobuf import json_format
 
-from ..errors import ConfigurationError, HandshakeError
+from ..errors import ConfigurationError, HandshakeError, TrisaPeerError
 from .options import (
     add_directory_args,
     add_identity_args,
@@ -111,8 +111,16 @@ def _serve(args: argparse.Namespace) -> int:
     require(args, "listen")
     # One line per accept/reject decision is part of what an operator runs this for.
     logging.getLogger("trisa_peer").setLevel(logging.INFO if not args.verbose else logging.DEBUG)
+    fresh_db = bool(args.db) and not Path(args.db).exists()
     node = _node(args, listen=args.listen, policy=args.policy or "rvasp")
-    port = node.start()
+    try:
+        port = node.start()
+    except TrisaPeerError:
+        node.store.close()
+        if fresh_db:  # leave nothing behind from a start that failed
+            for suffix in ("", "-wal", "-shm"):
+                Path(f"{args.db}{suffix}").unlink(missing_ok=True)
+        raise
     print(f"trisa-peer: {node.common_name} serving on port {port} "
           f"(policy {args.policy or 'rvasp'})", flush=True)
     stop = threading.Event()
