@@ -15,10 +15,8 @@ never filled, as in the GDS). The server also answers the standard
 
 from __future__ import annotations
 
-import errno
 import ipaddress
 import logging
-import socket
 from collections.abc import Callable
 from concurrent import futures
 from pathlib import Path
@@ -38,6 +36,7 @@ from ..errors import (
     StoreError,
     TrisaPeerError,
 )
+from ..netutil import bind_problem
 from ..sectigo.client import SectigoClient
 from .service import DEFAULT_DIRECTORY_ID, Directory
 from .store import DirectoryStore
@@ -58,38 +57,6 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
-
-
-def _bind_problem(listen: str) -> str | None:
-    """Why ``listen`` cannot be bound, in words, or ``None`` when a plain bind works.
-
-    Probed before gRPC binds (gRPC's C core would print its own error lines and only
-    say "Failed to bind"); port 0 always binds.
-    """
-    host, _, port_text = listen.rpartition(":")
-    host = host.strip("[]") or "127.0.0.1"
-    try:
-        port = int(port_text)
-        if port == 0:
-            return None
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        with socket.socket(family, socket.SOCK_STREAM) as probe:
-            # as gRPC does: TIME_WAIT leftovers do not block, a listener does
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            probe.bind((host, port))
-    except ValueError:
-        return "not HOST:PORT"
-    except socket.gaierror:
-        return None  # a host name gRPC resolves itself
-    except OSError as exc:
-        if exc.errno == errno.EADDRINUSE:
-            return "address already in use"
-        if exc.errno == errno.EADDRNOTAVAIL:
-            return "address not available on this host"
-        if exc.errno == errno.EACCES:
-            return "permission denied"
-        return exc.strerror or str(exc)
-    return None
 
 
 def _abort(context: Any, exc: TrisaPeerError, conflict: grpc.StatusCode) -> None:
@@ -250,7 +217,7 @@ class DirectoryServer:
         reflection.enable_server_reflection(
             (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
         )
-        problem = _bind_problem(self.listen)
+        problem = bind_problem(self.listen)
         if problem is not None:
             server.stop(None)
             raise ConfigurationError(f"cannot listen on {self.listen}: {problem}")

@@ -25,6 +25,7 @@ import grpc
 from .._pb.trisa.api.v1beta1 import api_pb2, api_pb2_grpc
 from ..errors import ConfigurationError
 from ..handshake import PeerAuthenticator
+from ..netutil import bind_problem
 from ..records import DirectoryLookup
 from ..verify import ChainVerifier, Clock, utcnow
 from .identity import Material
@@ -148,6 +149,9 @@ class TrisaServer:
         creds = grpc.dynamic_ssl_server_credentials(
             self._config(material), self._fetch, require_client_authentication=True
         )
+        problem = bind_problem(self.listen)
+        if problem is not None:
+            raise ConfigurationError(f"cannot listen on {self.listen}: {problem}")
         try:
             self.port = self._server.add_secure_port(self.listen, creds)
         except RuntimeError as exc:
