@@ -352,7 +352,7 @@ def test_add_country_validity_and_messages(
         ([*base, "--cert", str(alice_pem), "--country", "ZZZ"],
          "country 'ZZZ' is not an ISO 3166-1 alpha-2 code"),
         ([*base, "--cert", str(key)],
-         f"{key}: holds a private key; --cert takes the certificate (chain) only"),
+         f"{key}: holds a private key (PRIVATE KEY); certificates only here"),
         ([*base, "--cert", str(old_pem)], "has expired (valid from "),
         (["add", "--db", db, "--common-name", "mallory.example.com", "--endpoint",
           "mallory.example.com:443", "--cert", str(alice_pem)],

@@ -325,8 +325,7 @@ def _decode_pem(data: bytes, source: str, password: bytes | None, purpose: _Purp
         elif block.label in _KEY_LABELS:
             if purpose == "trust":
                 raise CertificateError(
-                    f"{source}: a trust file must not contain private keys "
-                    f"(found a {block.label} block)"
+                    f"{source}: holds a private key ({block.label}); certificates only here"
                 )
             material.keys.append((_key_from_pem_block(block, source, password), source))
         elif block.label == "DSA PRIVATE KEY":
@@ -378,7 +377,7 @@ def _decode_der(data: bytes, source: str, password: bytes | None, purpose: _Purp
         except TypeError as exc:  # encrypted PKCS#8 DER
             if purpose == "trust":
                 raise CertificateError(
-                    f"{source}: a trust file must not contain private keys"
+                    f"{source}: holds a private key; certificates only here"
                 ) from exc
             if password is None:
                 raise CertificateError(
@@ -392,7 +391,7 @@ def _decode_der(data: bytes, source: str, password: bytes | None, purpose: _Purp
             key = None
         if key is not None:
             if purpose == "trust":
-                raise CertificateError(f"{source}: a trust file must not contain private keys")
+                raise CertificateError(f"{source}: holds a private key; certificates only here")
             return _Material(keys=[(key, source)])
     raise CertificateError(f"{source}: not a certificate, key, PKCS#12 or zip file")
 

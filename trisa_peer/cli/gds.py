@@ -54,7 +54,7 @@ from .._pb.ivms101 import ivms101_pb2
 from .._pb.trisa.gds.api.v1beta1 import api_pb2 as gds_pb2
 from .._pb.trisa.gds.models.v1beta1 import models_pb2
 from ..certs import fingerprint, load_certificates, load_identity
-from ..errors import CertificateError, ConfigurationError
+from ..errors import ConfigurationError
 from ..fsutil import write_private
 from ..records import PeerRecord
 
@@ -350,16 +350,8 @@ def _cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load_certs(path: str, option: str = "--cert") -> list[Any]:
-    try:
-        return list(load_certificates(path))
-    except CertificateError as exc:
-        # load_certificates speaks of "trust files"; here the user gave a key file
-        if "must not contain private keys" in str(exc):
-            raise CertificateError(
-                f"{path}: holds a private key; {option} takes the certificate (chain) only"
-            ) from exc
-        raise
+def _load_certs(path: str) -> list[Any]:
+    return list(load_certificates(path))
 
 
 def _cmd_add(args: argparse.Namespace) -> int:
@@ -368,7 +360,7 @@ def _cmd_add(args: argparse.Namespace) -> int:
     if args.country:
         args.country = validate_country(args.country)
     certs = _load_certs(args.cert)
-    signing = _load_certs(args.signing_cert, "--signing-cert")[:1] if args.signing_cert else []
+    signing = _load_certs(args.signing_cert)[:1] if args.signing_cert else []
     with _new_database_removed_on_error(args.db):
         directory = _directory(args, create=True)
         try:
