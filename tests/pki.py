@@ -8,7 +8,6 @@ project's real directory server on loopback.
 from __future__ import annotations
 
 import threading
-from dataclasses import replace
 from functools import cache
 
 from conftest import PKI
@@ -75,4 +74,4 @@ class MemoryDirectory:
         return self.statuses.get(common_name)
 
 
-__all__ = ["MemoryDirectory", "identity", "pool", "record_for", "replace"]
+__all__ = ["MemoryDirectory", "identity", "pool", "record_for"]
