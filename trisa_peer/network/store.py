@@ -202,8 +202,6 @@ class TransferStore:
         envelope: bytes,
         error_code: int = 0,
         reply_to: int | None = None,
-        keep_bytes: bool = True,
-        envelope_digest: str | None = None,
     ) -> int:
         """Insert one envelope row (committed on return) and return its ``seq``."""
         now = _now()
@@ -219,9 +217,9 @@ class TransferStore:
                     kind,
                     state,
                     error_code,
-                    envelope_digest or digest(envelope),
+                    digest(envelope),
                     reply_to,
-                    envelope if keep_bytes else b"",
+                    envelope,
                     now,
                     now,
                 ),
