@@ -12,13 +12,17 @@ Numbering follows the TRISA documentation (Alice is the caller, Bob the callee):
 8. The Travel Rule exchange proceeds in secure envelopes.
 
 Steps 2, 3, 5 and 6 happen inside one TLS handshake; the numbering is logical.
+
+:class:`Reason` is the closed set of machine-readable codes a
+:class:`~trisa_peer.errors.HandshakeError` carries (``.reason``); logs, the trace and
+the CLI print its value. Add a reason here, never as a string literal elsewhere.
 """
 
 from __future__ import annotations
 
 import enum
 
-__all__ = ["HandshakeStep"]
+__all__ = ["HandshakeStep", "Reason"]
 
 
 class HandshakeStep(enum.IntEnum):
@@ -51,3 +55,46 @@ _TITLES = {
     HandshakeStep.BIND_SERVER_RECORD: "client binds the server to its directory record",
     HandshakeStep.EXCHANGE: "Travel Rule exchange",
 }
+
+
+class Reason(enum.StrEnum):
+    """Why a handshake step failed (or ``VERIFIED`` when it passed): a bounded label set.
+
+    The value is what logs, the trace and the CLI print; it is stable across releases.
+    """
+
+    # generic, the default of each HandshakeError subclass
+    HANDSHAKE_FAILED = "handshake-failed"
+    TLS_FAILED = "tls-failed"
+    CHAIN_INVALID = "chain-invalid"
+    CERTIFICATE_MISMATCH = "certificate-mismatch"
+    REVOKED = "revoked"
+    NOT_REGISTERED = "not-registered"
+    # step 1 / 4: the directory
+    NOT_VERIFIED = "not-verified"
+    NO_COMMON_NAME = "no-common-name"
+    DIRECTORY_UNAVAILABLE = "directory-unavailable"
+    INVALID_RECORD = "invalid-record"
+    NO_CERTIFICATE_ON_RECORD = "no-certificate-on-record"
+    DIRECTORY_REVOKED = "directory-revoked"
+    NAME_MISMATCH = "name-mismatch"
+    ENDPOINT_MISMATCH = "endpoint-mismatch"
+    # steps 2, 3, 6: the certificate and its chain
+    NO_CLIENT_CERTIFICATE = "no-client-certificate"
+    UNPARSEABLE = "unparseable"
+    EXPIRED = "expired"
+    NOT_YET_VALID = "not-yet-valid"
+    WEAK_KEY = "weak-key"
+    EKU = "eku"
+    SAN_MISMATCH = "san-mismatch"
+    UNKNOWN_ISSUER = "unknown-issuer"
+    CRL_STALE = "crl-stale"
+    CRL_REVOKED = "crl-revoked"
+    # the dial, as the client sees it
+    REFUSED_BY_PEER = "refused-by-peer"
+    PEER_DIRECTORY_UNAVAILABLE = "peer-directory-unavailable"
+    UNREACHABLE = "unreachable"
+    TIMEOUT = "timeout"
+    PROBE_FAILED = "probe-failed"
+    # the decision log line of an accepted peer
+    VERIFIED = "verified"

@@ -18,7 +18,7 @@ What :class:`ChainVerifier` checks, for a client (step 3) or server (step 6) lea
   not stale, and not listing the serial.
 
 What it does *not* check: that the certificate is the one the directory has on record
-(:mod:`trisa_peer.matching`), the directory's ``revoked`` flag, or OCSP.
+(:mod:`trisa_peer.binding`), the directory's ``revoked`` flag, or OCSP.
 
 Pure: imports neither grpc nor the generated protobuf code.
 """
@@ -45,7 +45,7 @@ from cryptography.x509.verification import (
 
 from .certs import fingerprint
 from .errors import CertificateError, ChainVerificationError, RevokedError
-from .steps import HandshakeStep
+from .steps import HandshakeStep, Reason
 from .trust import TrustPool
 
 __all__ = [
@@ -181,7 +181,7 @@ class CrlChecker:
                         f"{_when(next_update)}); refusing to trust its certificates",
                         step=step,
                         peer=peer,
-                        reason="crl-stale",
+                        reason=Reason.CRL_STALE,
                     )
                 entry = crl.get_revoked_certificate_by_serial_number(cert.serial_number)
                 if entry is not None:
@@ -190,7 +190,7 @@ class CrlChecker:
                         f"is on the CRL of {_cn_of_name(crl.issuer)}",
                         step=step,
                         peer=peer,
-                        reason="crl-revoked",
+                        reason=Reason.CRL_REVOKED,
                     )
 
 
@@ -229,19 +229,20 @@ def _load_crl(path: str | os.PathLike[str], pool: TrustPool) -> x509.Certificate
     )
 
 
-def _classify(message: str) -> str:
+def _classify(message: str) -> Reason:
+    """The reason in cryptography's :class:`VerificationError` text (no error codes)."""
     text = message.lower()
     if "not valid at validation time" in text or "expired" in text:
-        return "chain-expired"
+        return Reason.EXPIRED
     if "key" in text and ("small" in text or "weak" in text or "modulus" in text):
-        return "weak-key"
+        return Reason.WEAK_KEY
     if "extendedkeyusage" in text or "extended key usage" in text or "eku" in text:
-        return "eku"
+        return Reason.EKU
     if "subject" in text and "match" in text:
-        return "san-mismatch"
+        return Reason.SAN_MISMATCH
     if "exhausted" in text or "issuer" in text:
-        return "unknown-issuer"
-    return "chain-invalid"
+        return Reason.UNKNOWN_ISSUER
+    return Reason.CHAIN_INVALID
 
 
 class ChainVerifier:
@@ -320,24 +321,26 @@ class ChainVerifier:
         pool, crl = self._state
         peer = peer or common_name(leaf)
 
-        def fail(message: str, reason: str) -> ChainVerificationError:
+        def fail(message: str, reason: Reason) -> ChainVerificationError:
             return ChainVerificationError(message, step=step, peer=peer, reason=reason)
 
         if leaf.not_valid_after_utc < at:
             raise fail(
                 f"certificate of {common_name(leaf)!r} expired at "
                 f"{leaf.not_valid_after_utc:%Y-%m-%dT%H:%M:%SZ}",
-                "expired",
+                Reason.EXPIRED,
             )
         if leaf.not_valid_before_utc > at:
             raise fail(
                 f"certificate of {common_name(leaf)!r} is not valid before "
                 f"{leaf.not_valid_before_utc:%Y-%m-%dT%H:%M:%SZ}",
-                "not-yet-valid",
+                Reason.NOT_YET_VALID,
             )
         weak = check_key_strength(leaf)
         if weak:
-            raise fail(f"certificate of {common_name(leaf)!r} has a weak key: {weak}", "weak-key")
+            raise fail(
+                f"certificate of {common_name(leaf)!r} has a weak key: {weak}", Reason.WEAK_KEY
+            )
         purpose = (
             ExtendedKeyUsageOID.SERVER_AUTH if host is not None else ExtendedKeyUsageOID.CLIENT_AUTH
         )
@@ -350,13 +353,13 @@ class ChainVerifier:
             raise fail(
                 f"certificate of {common_name(leaf)!r} does not allow {what} authentication "
                 "(extendedKeyUsage)",
-                "eku",
+                Reason.EKU,
             )
         if host is not None and host.lower() not in (n.lower() for n in dns_names(leaf)):
             raise fail(
                 f"certificate of {common_name(leaf)!r} does not name host {host!r} "
                 f"(SAN: {', '.join(dns_names(leaf)) or 'none'})",
-                "san-mismatch",
+                Reason.SAN_MISMATCH,
             )
         candidates = [c for c in presented if c != leaf]
         candidates.extend(c for c in pool.intermediates if c not in candidates)
@@ -375,12 +378,12 @@ class ChainVerifier:
             ) from exc
         except ValueError as exc:  # e.g. an invalid DNS name for host
             message = f"cannot verify certificate of {common_name(leaf)!r}: {exc}"
-            raise fail(message, "chain-invalid") from exc
+            raise fail(message, Reason.CHAIN_INVALID) from exc
         for cert in chain[1:]:
             weak = check_key_strength(cert)
             if weak:
                 message = f"CA {common_name(cert)!r} in the chain has a weak key: {weak}"
-                raise fail(message, "weak-key")
+                raise fail(message, Reason.WEAK_KEY)
         if crl is not None:
             crl.check(chain, at, step=step, peer=peer)
         return VerifiedChain(
