@@ -23,18 +23,27 @@ it never contains key material, passwords, tokens or envelope payloads.
     ├── EnvelopeError               a local failure to seal / open an envelope
     │   └── EnvelopeRejection(.code, .retry)  a rejection to send back to the peer
     ├── StoreError                  persistent storage failed
+    ├── TransferError               an envelope could not be delivered (not a rejection)
+    │   └── ChannelBrokenError(.retry)  the channel to the peer no longer works
     └── SectigoError(.status)       the Sectigo IoT Manager API (or its emulator) failed
+        └── SectigoAPIError(.api_status, .api_message, .error_code, .timestamp)
+                                    a non-2xx answer carrying a Sectigo APIError body
+
+``HandshakeError.reason`` is a :class:`~trisa_peer.steps.Reason`. Mapping these errors
+to and from gRPC status codes happens in one place, :mod:`trisa_peer.transport.status`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any, TypedDict, Unpack
 
-from .steps import HandshakeStep
+from .steps import HandshakeStep, Reason
 
 __all__ = [
     "CertificateError",
     "ChainVerificationError",
+    "ChannelBrokenError",
     "ConfigurationError",
     "DirectoryError",
     "DirectoryMismatchError",
@@ -44,8 +53,10 @@ __all__ = [
     "HandshakeError",
     "PeerNotRegisteredError",
     "RevokedError",
+    "SectigoAPIError",
     "SectigoError",
     "StoreError",
+    "TransferError",
     "TransportSecurityError",
     "TrisaPeerError",
     "UsageError",
@@ -83,11 +94,11 @@ class HandshakeError(TrisaPeerError):
     """A peer failed one of the eight handshake steps.
 
     ``step`` is the :class:`HandshakeStep` that failed, ``peer`` the peer's name
-    (common name, or ``""`` when it is not known yet), ``reason`` a short
-    machine-readable code such as ``"expired"`` or ``"not-registered"``.
+    (common name, or ``""`` when it is not known yet), ``reason`` the
+    :class:`~trisa_peer.steps.Reason` (each subclass has a default).
     """
 
-    default_reason = "handshake-failed"
+    default_reason = Reason.HANDSHAKE_FAILED
 
     def __init__(
         self,
@@ -95,30 +106,35 @@ class HandshakeError(TrisaPeerError):
         *,
         step: HandshakeStep,
         peer: str = "",
-        reason: str | None = None,
+        reason: Reason | None = None,
     ) -> None:
         self.step = step
         self.peer = peer
-        self.reason = reason or self.default_reason
+        self.reason: Reason = reason or self.default_reason
         super().__init__(f"{step}: {message}")
+
+
+class _HandshakeFields(TypedDict, total=False):
+    peer: str
+    reason: Reason | None
 
 
 class PeerNotRegisteredError(HandshakeError):
     """The directory holds no VERIFIED record for the peer."""
 
-    default_reason = "not-registered"
+    default_reason = Reason.NOT_REGISTERED
 
 
 class TransportSecurityError(HandshakeError):
     """The TLS handshake failed (the cause is in the message)."""
 
-    default_reason = "tls-failed"
+    default_reason = Reason.TLS_FAILED
 
 
 class ChainVerificationError(HandshakeError):
     """The certificate chain does not satisfy the TRISA policy."""
 
-    default_reason = "chain-invalid"
+    default_reason = Reason.CHAIN_INVALID
 
 
 class DirectoryMismatchError(HandshakeError):
@@ -128,25 +144,24 @@ class DirectoryMismatchError(HandshakeError):
     (fingerprint, serial, public key); none of them holds secret material.
     """
 
-    default_reason = "certificate-mismatch"
+    default_reason = Reason.CERTIFICATE_MISMATCH
 
     def __init__(
         self,
         message: str,
         *,
         step: HandshakeStep,
-        peer: str = "",
-        reason: str | None = None,
         mismatches: Sequence[tuple[str, str, str]] = (),
+        **fields: Unpack[_HandshakeFields],
     ) -> None:
         self.mismatches = tuple(mismatches)
-        super().__init__(message, step=step, peer=peer, reason=reason)
+        super().__init__(message, step=step, **fields)
 
 
 class RevokedError(HandshakeError):
     """The certificate is revoked (directory flag or CRL)."""
 
-    default_reason = "revoked"
+    default_reason = Reason.REVOKED
 
 
 class DirectoryError(TrisaPeerError):
@@ -178,6 +193,23 @@ class StoreError(TrisaPeerError):
     """Persistent storage could not be read or written."""
 
 
+class TransferError(TrisaPeerError):
+    """A transfer could not be delivered (network or peer failure, not a rejection)."""
+
+
+class ChannelBrokenError(TransferError):
+    """The channel to the peer no longer works: drop it.
+
+    ``retry`` is true when its TLS failed (e.g. the peer rotated its certificate: plan
+    again from the directory, re-pin and send once more), false when the peer refused
+    this node.
+    """
+
+    def __init__(self, message: str, *, retry: bool) -> None:
+        self.retry = retry
+        super().__init__(message)
+
+
 class SectigoError(TrisaPeerError):
     """The Sectigo IoT Manager API (or the local emulator) failed.
 
@@ -187,3 +219,37 @@ class SectigoError(TrisaPeerError):
     def __init__(self, message: str, *, status: int = 0) -> None:
         self.status = status
         super().__init__(message)
+
+
+class SectigoAPIError(SectigoError):
+    """A non-2xx answer that carried a Sectigo APIError body.
+
+    ``status`` is the HTTP status; ``api_status``, ``api_message``, ``error_code`` and
+    ``timestamp`` are the body's ``status``, ``message``, ``errorCode`` and
+    ``timestamp`` fields (``None`` when absent).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int,
+        body: dict[str, Any] | None = None,
+    ) -> None:
+        body = body or {}
+        self.api_status = _int_or_none(body.get("status"))
+        msg = body.get("message")
+        self.api_message = msg if isinstance(msg, str) else None
+        self.error_code = _int_or_none(body.get("errorCode"))
+        self.timestamp = _int_or_none(body.get("timestamp"))
+        super().__init__(message, status=status)
+
+
+def _int_or_none(value: object) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return None
