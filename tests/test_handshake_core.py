@@ -8,6 +8,7 @@ from dataclasses import replace
 import pytest
 from pki import MemoryDirectory, identity, pool, record_for
 
+from trisa_peer.binding import bind
 from trisa_peer.errors import (
     ChainVerificationError,
     DirectoryMismatchError,
@@ -20,9 +21,8 @@ from trisa_peer.handshake import (
     HandshakeTrace,
     PeerAuthenticator,
     PeerResolver,
-    classify_dial_failure,
 )
-from trisa_peer.matching import bind
+from trisa_peer.lookup import lookup_peer
 from trisa_peer.steps import HandshakeStep
 from trisa_peer.verify import ChainVerifier
 
@@ -251,26 +251,6 @@ def test_bind_requires_a_certificate_on_record() -> None:
         bind(identity("bob").leaf, record, step=HandshakeStep.BIND_SERVER_RECORD)
 
 
-@pytest.mark.parametrize(
-    ("details", "step", "kind"),
-    [
-        ("CERTIFICATE_VERIFY_FAILED: unable to get local issuer certificate",
-         HandshakeStep.BIND_SERVER_RECORD, DirectoryMismatchError),
-        ("CERTIFICATE_VERIFY_FAILED: self signed certificate in certificate chain",
-         HandshakeStep.BIND_SERVER_RECORD, DirectoryMismatchError),
-        ("Hostname Verification Check failed", HandshakeStep.VERIFY_SERVER_CHAIN,
-         ChainVerificationError),
-        ("CERTIFICATE_VERIFY_FAILED: certificate has expired", HandshakeStep.VERIFY_SERVER_CHAIN,
-         ChainVerificationError),
-        ("Socket closed", HandshakeStep.PRESENT_SERVER_CERT, TransportSecurityError),
-    ],
-)
-def test_classify_dial_failure(details: str, step: HandshakeStep, kind: type) -> None:
-    err = classify_dial_failure(details, peer="bob.vasp.test")
-    assert isinstance(err, kind)
-    assert err.step == step
-
-
 # ------------------------------------------------------------- review fixes
 
 
@@ -325,14 +305,12 @@ def test_cached_rejection_is_raised_as_a_fresh_exception() -> None:
 
 
 def test_lookup_of_an_empty_common_name_is_refused_cleanly() -> None:
-    from trisa_peer.handshake import _lookup
-
     directory = MemoryDirectory(record_for("alice"))
     with pytest.raises(PeerNotRegisteredError) as err:
-        _lookup(directory, "", step=HandshakeStep.BIND_CLIENT_RECORD)
+        lookup_peer(directory, "", step=HandshakeStep.BIND_CLIENT_RECORD)
     assert err.value.reason == "no-common-name"
     assert directory.calls == []  # never sent to the directory
-    assert _lookup(directory, "alice.vasp.test", step=HandshakeStep.BIND_CLIENT_RECORD)
+    assert lookup_peer(directory, "alice.vasp.test", step=HandshakeStep.BIND_CLIENT_RECORD)
 
 
 def test_malformed_record_endpoint_is_a_mismatch_not_a_crash() -> None:

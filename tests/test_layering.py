@@ -10,9 +10,11 @@ from pathlib import Path
 import pytest
 from conftest import ROOT
 
+CORE = ["verify", "trust", "records", "binding", "lookup", "trace", "authenticate",
+        "resolve", "handshake", "certs", "steps", "errors"]
+
 PURE = [
-    "trisa_peer.errors", "trisa_peer.steps", "trisa_peer.certs", "trisa_peer.trust",
-    "trisa_peer.verify", "trisa_peer.records", "trisa_peer.matching", "trisa_peer.handshake",
+    *(f"trisa_peer.{module}" for module in CORE),
     "trisa_peer.revocation", "trisa_peer.ca", "trisa_peer.envelope",
 ]
 
@@ -27,7 +29,7 @@ def test_pure_core_does_not_import_grpc(module: str) -> None:
 
 
 def test_verification_core_does_not_import_generated_code() -> None:
-    for module in ("verify", "trust", "records", "matching", "handshake", "certs"):
+    for module in CORE:
         tree = ast.parse((ROOT / "trisa_peer" / f"{module}.py").read_text())
         for node in ast.walk(tree):
             if isinstance(node, ast.ImportFrom):
@@ -51,3 +53,59 @@ def test_nothing_imports_the_cli() -> None:
                 target = _absolute(path, node)
                 assert not (target == "trisa_peer.cli" or target.startswith("trisa_peer.cli.")), (
                     f"{path} imports {target}")
+
+
+def test_core_has_no_transport_knowledge() -> None:
+    """TLS text and status codes are read in trisa_peer.transport.status only."""
+    for module in CORE:
+        path = ROOT / "trisa_peer" / f"{module}.py"
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                target = _absolute(path, node)
+                assert not target.startswith("trisa_peer.transport"), f"{module} imports {target}"
+
+
+def _reason_literals(tree: ast.AST) -> list[str]:
+    """String literals used as a handshake reason: ``reason="..."`` keywords,
+    ``default_reason = "..."`` and comparisons of ``.reason`` with a string."""
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.keyword) and node.arg == "reason":
+            value = node.value
+            if isinstance(value, ast.Constant) and isinstance(value.value, str):
+                found.append(value.value)
+        elif isinstance(node, ast.Assign):
+            names = [t.id for t in node.targets if isinstance(t, ast.Name)]
+            value = node.value
+            if "default_reason" in names and isinstance(value, ast.Constant):
+                found.append(str(value.value))
+        elif isinstance(node, ast.Compare):
+            sides = [node.left, *node.comparators]
+            if any(isinstance(s, ast.Attribute) and s.attr == "reason" for s in sides):
+                found.extend(s.value for s in sides
+                             if isinstance(s, ast.Constant) and isinstance(s.value, str))
+    return found
+
+
+def test_handshake_reasons_are_never_string_literals() -> None:
+    offenders = []
+    for path in (ROOT / "trisa_peer").rglob("*.py"):
+        if "_pb" in path.parts:
+            continue
+        tree = ast.parse(path.read_text())
+        # Sectigo's and the directory's ``reason`` keywords are revocation / rejection
+        # texts, not handshake reasons: only modules that raise handshake errors count.
+        if "HandshakeError" not in path.read_text() and "Reason" not in path.read_text():
+            continue
+        offenders += [f"{path.name}: {value!r}" for value in _reason_literals(tree)]
+    assert offenders == []
+
+
+def test_reason_literal_check_has_a_failing_twin() -> None:
+    bad = ast.parse('raise ChainVerificationError("x", step=s, reason="chain-expired")\n'
+                    'if exc.reason == "directory-unavailable": pass\n'
+                    'class E(HandshakeError):\n    default_reason = "tls-failed"\n')
+    expected = ["chain-expired", "directory-unavailable", "tls-failed"]
+    assert sorted(_reason_literals(bad)) == expected
+    good = ast.parse('raise ChainVerificationError("x", step=s, reason=Reason.EXPIRED)')
+    assert _reason_literals(good) == []

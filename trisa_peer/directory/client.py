@@ -10,7 +10,8 @@
   id; ``fresh=True`` bypasses the cache (and refreshes it). Failures are not cached.
 - NOT_FOUND → :class:`~trisa_peer.errors.DirectoryNotFoundError`; any other status
   (UNAVAILABLE, DEADLINE_EXCEEDED, …) or a non-empty reply ``error`` field →
-  :class:`~trisa_peer.errors.DirectoryError`, with a one-line message.
+  :class:`~trisa_peer.errors.DirectoryError`, with a one-line message
+  (:func:`trisa_peer.transport.status.directory_error`).
 - Transport: one-way TLS with the system roots by default (what the GDS serves),
   ``ca_pem`` for a private CA, ``insecure=True`` for a plaintext loopback server.
 """
@@ -29,12 +30,13 @@ import grpc
 from .._pb.trisa.gds.api.v1beta1 import api_pb2 as gds_pb2
 from .._pb.trisa.gds.api.v1beta1 import api_pb2_grpc as gds_grpc
 from .._pb.trisa.gds.models.v1beta1 import models_pb2
-from ..errors import ConfigurationError, DirectoryError, DirectoryNotFoundError
+from ..errors import ConfigurationError, DirectoryError
 from ..records import PeerRecord, split_endpoint
+from ..transport.status import directory_error, rpc_status
 from .convert import peer_record
 from .validate import normalize_common_name
 
-__all__ = ["DirectoryClient", "SearchResult", "translate_rpc_error"]
+__all__ = ["DirectoryClient", "SearchResult"]
 
 
 @dataclass(frozen=True)
@@ -43,17 +45,6 @@ class SearchResult:
     registered_directory: str
     common_name: str
     endpoint: str
-
-
-def translate_rpc_error(exc: grpc.RpcError, what: str) -> DirectoryError:
-    """The one place where gRPC errors become trisa-peer errors."""
-    code = exc.code() if hasattr(exc, "code") else None
-    details = (exc.details() if hasattr(exc, "details") else "") or ""
-    details = " ".join(str(details).split())
-    if code == grpc.StatusCode.NOT_FOUND:
-        return DirectoryNotFoundError(f"{what}: {details or 'not found'}")
-    name = code.name if code is not None else "UNKNOWN"
-    return DirectoryError(f"{what}: {name}: {details or 'no details'}")
 
 
 def _check_error_field(reply: Any, what: str) -> None:
@@ -118,7 +109,7 @@ class DirectoryClient:
         try:
             reply = getattr(self._stub, method)(request, timeout=self.timeout)
         except grpc.RpcError as exc:
-            raise translate_rpc_error(exc, what) from exc
+            raise directory_error(*rpc_status(exc), what) from exc
         return reply
 
     # ----------------------------------------------------------------- lookup (cached)

@@ -1,8 +1,9 @@
 """The TRISADirectory gRPC service over a :class:`~.service.Directory`.
 
 Errors are gRPC status codes with one-line messages (the reply ``error`` fields are
-never filled, as in the GDS). The server also answers the standard
-``grpc.health.v1.Health`` service and server reflection.
+never filled, as in the GDS), mapped by :func:`trisa_peer.transport.status.status_for`.
+The server also answers the standard ``grpc.health.v1.Health`` service and server
+reflection.
 
 ::
 
@@ -28,16 +29,10 @@ from grpc_reflection.v1alpha import reflection
 
 from .._pb.trisa.gds.api.v1beta1 import api_pb2 as gds_pb2
 from .._pb.trisa.gds.api.v1beta1 import api_pb2_grpc as gds_grpc
-from ..errors import (
-    CertificateError,
-    ConfigurationError,
-    DirectoryError,
-    DirectoryNotFoundError,
-    StoreError,
-    TrisaPeerError,
-)
+from ..errors import ConfigurationError, StoreError, TrisaPeerError
 from ..netutil import bind_problem
 from ..sectigo.client import SectigoClient
+from ..transport.status import abort
 from .service import DEFAULT_DIRECTORY_ID, Directory
 from .store import DirectoryStore
 
@@ -59,21 +54,6 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def _abort(context: Any, exc: TrisaPeerError, conflict: grpc.StatusCode) -> None:
-    if isinstance(exc, DirectoryNotFoundError):
-        code = grpc.StatusCode.NOT_FOUND
-    elif isinstance(exc, (ConfigurationError, CertificateError)):
-        code = grpc.StatusCode.INVALID_ARGUMENT
-    elif isinstance(exc, DirectoryError):
-        code = conflict
-    elif isinstance(exc, StoreError):
-        log.error("directory store failure: %s", exc)
-        code = grpc.StatusCode.UNAVAILABLE
-    else:
-        code = grpc.StatusCode.INTERNAL
-    context.abort(code, str(exc))
-
-
 class DirectoryServicer(gds_grpc.TRISADirectoryServicer):  # type: ignore[misc]
     """Maps each RPC onto :class:`Directory` and its errors onto status codes."""
 
@@ -89,8 +69,9 @@ class DirectoryServicer(gds_grpc.TRISADirectoryServicer):  # type: ignore[misc]
         try:
             return fn()
         except TrisaPeerError as exc:
-            _abort(context, exc, conflict)
-            raise  # pragma: no cover - abort raises
+            if isinstance(exc, StoreError):
+                log.error("directory store failure: %s", exc)
+            abort(context, exc, conflict=conflict)
 
     def Lookup(self, request: Any, context: Any) -> Any:
         return self._call(

@@ -27,11 +27,20 @@ from ..envelope import (
     seal,
     signing_key_from_certificate,
 )
-from ..errors import EnvelopeError, EnvelopeRejection, HandshakeError, TrisaPeerError
-from ..handshake import HandshakeTrace, PeerResolver
+from ..errors import (
+    ChannelBrokenError,
+    EnvelopeError,
+    EnvelopeRejection,
+    TransferError,
+    TrisaPeerError,
+)
 from ..records import DirectoryLookup
+from ..resolve import PeerResolver
+from ..trace import HandshakeTrace
 from ..transport.client import PeerChannel, PeerConnector
-from ..transport.server import MaterialSource, TrisaServer
+from ..transport.material import MaterialSource
+from ..transport.server import TrisaServer
+from ..transport.status import rpc_status, transfer_error
 from ..verify import Clock, utcnow
 from .handler import Accept, Handler, Reject
 from .keys import KeyRing, PeerKeys, record_key
@@ -44,14 +53,6 @@ log = logging.getLogger("trisa_peer.network")
 
 TS = api_pb2.TransferState
 Code = errors_pb2.Error
-
-
-class TransferError(TrisaPeerError):
-    """A transfer could not be delivered (network or peer failure, not a rejection)."""
-
-
-class _ChannelBroken(TransferError):
-    """The cached channel's TLS failed (e.g. the peer rotated its certificate)."""
 
 
 @dataclass(frozen=True)
@@ -120,6 +121,7 @@ class TrisaNode:
         self.peer_keys = PeerKeys(ttl=key_ttl)
         self._timers: set[threading.Timer] = set()
         self._timers_lock = threading.Lock()
+        self._closed = False
         self.exchange = Exchange(
             common_name=self.common_name,
             handler=handler,
@@ -155,19 +157,29 @@ class TrisaNode:
         return self.server.port
 
     def stop(self, grace: float | None = 1.0) -> None:
+        """Cancel pending callbacks, close outgoing channels, stop serving; idempotent."""
         with self._timers_lock:
             timers = list(self._timers)
+            self._timers.clear()
         for timer in timers:
             timer.cancel()
         self.connector.close()
         self.server.stop(grace)
+
+    def close(self) -> None:
+        """Stop the node (as :meth:`stop`) and close its transfer store; idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self.stop()
+        self.store.close()
 
     def __enter__(self) -> TrisaNode:
         self.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.stop()
+        self.close()
 
     def _schedule(self, delay: float, fn: Callable[[], None]) -> None:
         def run() -> None:
@@ -197,8 +209,7 @@ class TrisaNode:
             reply = channel.network.KeyExchange(ours, timeout=self.timeout)
             key = public_key_from_signing_key(reply)
         except grpc.RpcError as exc:
-            raise TransferError(f"KeyExchange with {peer} failed: {exc.code().name}: "
-                                f"{exc.details()}") from None
+            raise transfer_error(*rpc_status(exc), f"KeyExchange with {peer} failed") from None
         except TrisaPeerError as exc:  # CertificateError / EnvelopeError from parsing
             raise TransferError(f"KeyExchange with {peer}: unusable key: {exc}") from exc
         self.peer_keys.put(peer, key)
@@ -239,8 +250,8 @@ class TrisaNode:
                 raise TransferError(f"cannot seal the payload for {peer}: {exc}") from exc
             try:
                 result = self._transfer(peer, channel, envelope)
-            except _ChannelBroken:
-                if channel_retried:
+            except ChannelBrokenError as exc:
+                if channel_retried or not exc.retry:
                     raise
                 # The cached channel no longer handshakes (the peer rotated, or was
                 # replaced): plan again from the directory and re-pin, once.
@@ -270,14 +281,10 @@ class TrisaNode:
             reply = channel.network.Transfer(envelope, timeout=self.timeout)
         except grpc.RpcError as exc:
             self.store.set_state(seq, "failed")
-            details = exc.details() or ""
-            message = f"transfer to {peer} failed: {exc.code().name}: {details}"
-            if exc.code() in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
+            error = transfer_error(*rpc_status(exc), f"transfer to {peer} failed")
+            if isinstance(error, ChannelBrokenError):
                 self.connector.forget(peer)
-            elif exc.code() == grpc.StatusCode.UNAVAILABLE and _tls_failure(details):
-                self.connector.forget(peer)
-                raise _ChannelBroken(message) from None
-            raise TransferError(message) from None
+            raise error from None
         if reply.id != envelope.id:
             self.store.set_state(seq, "failed")
             raise TransferError(f"{peer} answered envelope {envelope.id} with id {reply.id!r}")
@@ -318,10 +325,6 @@ class TrisaNode:
                                 transfer_state=TS.ACCEPTED, clock=self.clock)
             self._transfer(peer, channel, envelope)
             log.info("peer=%s envelope=%s callback delivered", peer, envelope_id)
-        except (TrisaPeerError, HandshakeError) as exc:
+        except TrisaPeerError as exc:
             log.warning("peer=%s envelope=%s callback not delivered: %s", peer, envelope_id, exc)
 
-
-def _tls_failure(details: str) -> bool:
-    text = details.lower()
-    return "ssl" in text or "tls" in text or "handshake" in text or "certificate" in text

@@ -1,12 +1,13 @@
 """Dialling a verified peer: steps 1, 5, 6 and 7 on the client side.
 
-:class:`PeerConnector` asks the :class:`~trisa_peer.handshake.PeerResolver` for a
-:class:`~trisa_peer.handshake.ConnectionPlan` (directory lookup, offline verification of
+:class:`PeerConnector` asks the :class:`~trisa_peer.resolve.PeerResolver` for a
+:class:`~trisa_peer.resolve.ConnectionPlan` (directory lookup, offline verification of
 the *registered* leaf), then opens a gRPC channel whose only trust anchor is that leaf
 and whose target name is the endpoint host: BoringSSL completes the handshake only if
 the server presents exactly the registered certificate for that name. A probe call
 (TRISAHealth/Status) proves the channel end to end, and tells us whether the server
-accepted *us* (steps 3 and 4 on its side).
+accepted *us* (steps 3 and 4 on its side); :func:`~.status.dial_error` names the step
+that failed.
 
 On a pinned-handshake failure the directory is asked once more, bypassing caches (the
 peer may have rotated); if the record changed the connector re-pins and retries once.
@@ -16,7 +17,6 @@ Channels are cached per peer and reused; :meth:`PeerConnector.forget` drops one.
 from __future__ import annotations
 
 import logging
-import re
 import threading
 import time
 from dataclasses import dataclass
@@ -25,30 +25,18 @@ from typing import Any
 import grpc
 
 from .._pb.trisa.api.v1beta1 import api_pb2, api_pb2_grpc
-from ..errors import (
-    ChainVerificationError,
-    DirectoryMismatchError,
-    HandshakeError,
-    PeerNotRegisteredError,
-    TransportSecurityError,
-)
-from ..handshake import (
-    ConnectionPlan,
-    HandshakeTrace,
-    PeerResolver,
-    StepRecord,
-    classify_dial_failure,
-)
+from ..errors import DirectoryMismatchError, HandshakeError
+from ..resolve import ConnectionPlan, PeerResolver
 from ..steps import HandshakeStep
-from .server import MaterialSource
+from ..trace import HandshakeTrace, StepRecord
+from .material import MaterialSource
+from .status import dial_error, rpc_status
 
 __all__ = ["PeerChannel", "PeerConnector", "parse_resolve"]
 
 log = logging.getLogger("trisa_peer.transport")
 
 Step = HandshakeStep
-
-_STEP_PREFIX = re.compile(r"^step (\d) \([^)]*\):\s*")
 
 
 def parse_resolve(spec: str) -> tuple[str, str]:
@@ -206,7 +194,7 @@ class PeerConnector:
             health.Status(api_pb2.HealthCheck(attempts=0), timeout=self.timeout)
         except grpc.RpcError as exc:
             channel.close()
-            error = _dial_error(exc, name, plan)
+            error = dial_error(*rpc_status(exc), peer=name, address=plan.address)
             _record_dial(trace, error, ours, (time.perf_counter() - start) * 1000)
             raise error from None
         _record_dial(trace, None, ours, (time.perf_counter() - start) * 1000)
@@ -234,63 +222,3 @@ def _record_dial(
         trace.add(Step.PRESENT_SERVER_CERT, "pass", "server presented the pinned certificate")
     if error is not None:
         trace.records.append(StepRecord(error.step, "fail", str(error), error.reason, ms))
-
-
-def _dial_error(exc: grpc.RpcError, peer: str, plan: ConnectionPlan) -> HandshakeError:
-    code = exc.code()
-    details = exc.details() or ""
-    match = _STEP_PREFIX.match(details)
-    if match and not 1 <= int(match.group(1)) <= 8:
-        match = None  # a peer's text, not one of our step numbers
-    if match and code == grpc.StatusCode.UNAVAILABLE:
-        # The server could not decide (e.g. its directory is down): it failed closed.
-        return HandshakeError(
-            f"{peer} could not verify this node: {details[match.end():]}",
-            step=Step(int(match.group(1))),
-            peer=peer,
-            reason="peer-directory-unavailable",
-        )
-    if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
-        step = Step(int(match.group(1))) if match else Step.BIND_CLIENT_RECORD
-        text = details[match.end() :] if match else details
-        cls: type[HandshakeError] = (
-            ChainVerificationError
-            if code == grpc.StatusCode.UNAUTHENTICATED
-            else PeerNotRegisteredError
-        )
-        message = f"{peer} refused this node: {text}"
-        return cls(message, step=step, peer=peer, reason="refused-by-peer")
-    if code == grpc.StatusCode.UNAVAILABLE:
-        lowered = details.lower()
-        tls = "ssl" in lowered or "tls" in lowered or "handshake" in lowered
-        if "socket closed" in lowered or "connection reset" in lowered:
-            # Our side already accepted the pinned certificate; an mTLS server that
-            # rejects the client chain (BoringSSL, step 3) just closes the connection.
-            return ChainVerificationError(
-                f"{peer} closed the connection during the TLS handshake: it did not accept "
-                f"this node's certificate chain ({details})",
-                step=Step.VERIFY_CLIENT_CHAIN,
-                peer=peer,
-                reason="refused-by-peer",
-            )
-        if not tls:
-            return TransportSecurityError(
-                f"cannot reach {peer} at {plan.address}: {details}",
-                step=Step.PRESENT_CLIENT_CERT,
-                peer=peer,
-                reason="unreachable",
-            )
-        return classify_dial_failure(details, peer=peer)
-    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
-        return TransportSecurityError(
-            f"no answer from {peer} at {plan.address} within the timeout",
-            step=Step.PRESENT_CLIENT_CERT,
-            peer=peer,
-            reason="timeout",
-        )
-    return TransportSecurityError(
-        f"probe call to {peer} failed: {code.name}: {details}",
-        step=Step.EXCHANGE,
-        peer=peer,
-        reason="probe-failed",
-    )

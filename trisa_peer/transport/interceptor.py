@@ -3,8 +3,9 @@
 gRPC interceptors cannot see certificates (``HandlerCallDetails`` has only the method
 and metadata), so :class:`PeerVerificationInterceptor` lets gRPC resolve the handler,
 then rebuilds it with a behaviour that first reads ``context.auth_context()``, asks the
-:class:`~trisa_peer.handshake.PeerAuthenticator` (a dictionary hit once a certificate
-has been decided) and aborts the call on rejection. All four cardinalities are wrapped.
+:class:`~trisa_peer.authenticate.PeerAuthenticator` (a dictionary hit once a certificate
+has been decided) and aborts the call on rejection (:func:`~.status.abort`). All four
+cardinalities are wrapped.
 Handlers obtain the verified counterparty with :func:`peer_from_context`.
 """
 
@@ -16,25 +17,13 @@ from typing import Any
 
 import grpc
 
-from ..errors import (
-    ChainVerificationError,
-    HandshakeError,
-    TransportSecurityError,
-)
-from ..handshake import PeerAuthenticator, VerifiedPeer
+from ..authenticate import PeerAuthenticator, VerifiedPeer
+from ..errors import HandshakeError
+from .status import abort, status_for
 
 __all__ = ["PeerVerificationInterceptor", "peer_from_context", "status_for"]
 
 log = logging.getLogger("trisa_peer.transport")
-
-
-def status_for(exc: HandshakeError) -> grpc.StatusCode:
-    """Who the peer is not -> PERMISSION_DENIED; cannot tell who it is -> UNAUTHENTICATED."""
-    if exc.reason == "directory-unavailable":
-        return grpc.StatusCode.UNAVAILABLE
-    if isinstance(exc, TransportSecurityError | ChainVerificationError):
-        return grpc.StatusCode.UNAUTHENTICATED
-    return grpc.StatusCode.PERMISSION_DENIED
 
 
 def _first(ctx: dict[str, list[bytes]], key: str) -> bytes | None:
@@ -57,7 +46,7 @@ def peer_from_context(
     """The counterparty of the current call, as the interceptor verified it.
 
     On a server in reference mode (``verify_peers=False``, no interceptor) pass
-    ``identify`` (:meth:`~trisa_peer.handshake.PeerAuthenticator.identify_pem`): the
+    ``identify`` (:meth:`~trisa_peer.authenticate.PeerAuthenticator.identify_pem`): the
     caller is then only identified by its certificate, not verified.
     """
     peer = getattr(context, _ATTR, None)
@@ -68,8 +57,7 @@ def peer_from_context(
     try:
         peer = identify(_first(context.auth_context(), "x509_pem_cert"))
     except HandshakeError as exc:
-        context.abort(status_for(exc), str(exc))
-        raise
+        abort(context, exc)
     setattr(context, _ATTR, peer)
     return peer
 
@@ -87,8 +75,7 @@ class PeerVerificationInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
         try:
             peer = _authenticate(self.authenticator, context)
         except HandshakeError as exc:
-            context.abort(status_for(exc), str(exc))
-            raise  # abort raises; this line is never reached
+            abort(context, exc)
         except Exception:
             # Fail closed on anything unexpected, without telling the caller internals.
             log.exception("peer verification failed unexpectedly; refusing the call")

@@ -2,10 +2,11 @@
 
 :class:`TrisaServer` serves TRISAHealth (and whatever servicers are added) behind
 :class:`~trisa_peer.transport.interceptor.PeerVerificationInterceptor`. TLS material
-comes from a :class:`MaterialSource`; with :class:`~trisa_peer.transport.identity.FileMaterial`
-a certificate, key, trust pool or CRL written to disk is picked up by the next new
-connection (gRPC's dynamic server credentials ask before every handshake), while
-connections and calls already open are not disturbed.
+comes from a :class:`~trisa_peer.transport.material.MaterialSource`; with
+:class:`~trisa_peer.transport.identity.FileMaterial` a certificate, key, trust pool or
+CRL written to disk is picked up by the next new connection (gRPC's dynamic server
+credentials ask before every handshake), while connections and calls already open are
+not disturbed.
 
 What the TLS layer (BoringSSL) checks: the client sent a certificate that chains to the
 trust pool (roots + intermediates). Everything else -- the TRISA policy, the directory
@@ -18,49 +19,23 @@ import logging
 from collections.abc import Callable
 from concurrent import futures
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import Any
 
 import grpc
 
 from .._pb.trisa.api.v1beta1 import api_pb2, api_pb2_grpc
+from ..authenticate import PeerAuthenticator
 from ..errors import ConfigurationError
-from ..handshake import PeerAuthenticator
 from ..netutil import bind_problem
 from ..records import DirectoryLookup
 from ..verify import ChainVerifier, Clock, utcnow
 from .identity import Material
 from .interceptor import PeerVerificationInterceptor
+from .material import MaterialSource, StaticMaterial
 
 __all__ = ["HealthServicer", "MaterialSource", "StaticMaterial", "TrisaServer"]
 
 log = logging.getLogger("trisa_peer.transport")
-
-
-class MaterialSource(Protocol):
-    def current(self) -> Material: ...
-
-    def subscribe(self, listener: Callable[[Material], None]) -> None: ...
-
-
-class StaticMaterial:
-    """Material held in memory (tests, the simulated network); ``replace`` rotates it."""
-
-    def __init__(self, material: Material) -> None:
-        self._material = material
-        self._listeners: list[Callable[[Material], None]] = []
-
-    def current(self) -> Material:
-        return self._material
-
-    def subscribe(self, listener: Callable[[Material], None]) -> None:
-        self._listeners.append(listener)
-
-    def replace(self, material: Material) -> None:
-        self._material = Material(
-            material.identity, material.pool, material.crl, self._material.generation + 1
-        )
-        for listener in self._listeners:
-            listener(self._material)
 
 
 def _rfc3339(dt: datetime) -> str:

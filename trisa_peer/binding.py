@@ -11,8 +11,8 @@
    names, and the record's common name equals the leaf's.
 
 It does *not* check the chain, validity or key strength (:mod:`trisa_peer.verify` does)
-and it does not talk to the directory (:mod:`trisa_peer.handshake` decides when to
-re-query).
+and it does not talk to the directory (:mod:`trisa_peer.authenticate` and
+:mod:`trisa_peer.resolve` decide when to re-query).
 
 Pure: imports neither grpc nor the generated protobuf code.
 """
@@ -26,7 +26,7 @@ from cryptography import x509
 from .certs import fingerprint, spki_der
 from .errors import ConfigurationError, DirectoryMismatchError, RevokedError
 from .records import PeerRecord
-from .steps import HandshakeStep
+from .steps import HandshakeStep, Reason
 from .verify import common_name, dns_names
 
 __all__ = ["bind", "describe_mismatch"]
@@ -57,7 +57,7 @@ def bind(leaf: x509.Certificate, record: PeerRecord, *, step: HandshakeStep) -> 
             f"the directory record of {peer!r} holds no identity certificate",
             step=step,
             peer=peer,
-            reason="no-certificate-on-record",
+            reason=Reason.NO_CERTIFICATE_ON_RECORD,
         )
     if fingerprint(leaf) != fingerprint(registered):
         rows = describe_mismatch(leaf, registered)
@@ -76,7 +76,7 @@ def bind(leaf: x509.Certificate, record: PeerRecord, *, step: HandshakeStep) -> 
             f"{leaf.serial_number:X}) as revoked",
             step=step,
             peer=peer,
-            reason="directory-revoked",
+            reason=Reason.DIRECTORY_REVOKED,
         )
     cn = common_name(leaf)
     try:
@@ -84,14 +84,14 @@ def bind(leaf: x509.Certificate, record: PeerRecord, *, step: HandshakeStep) -> 
     except ConfigurationError:
         raise DirectoryMismatchError(
             f"the directory record of {peer!r} has an invalid endpoint {record.endpoint!r}",
-            step=step, peer=peer, reason="invalid-record",
+            step=step, peer=peer, reason=Reason.INVALID_RECORD,
         ) from None
     if cn.lower() != record.common_name.lower():
         raise DirectoryMismatchError(
             f"certificate common name {cn!r} differs from the record's {record.common_name!r}",
             step=step,
             peer=peer,
-            reason="name-mismatch",
+            reason=Reason.NAME_MISMATCH,
             mismatches=(("common-name", cn, record.common_name),),
         )
     if host.lower() != cn.lower() or host.lower() not in (n.lower() for n in dns_names(leaf)):
@@ -100,6 +100,6 @@ def bind(leaf: x509.Certificate, record: PeerRecord, *, step: HandshakeStep) -> 
             f"(CN {cn!r}, SAN {', '.join(dns_names(leaf)) or 'none'})",
             step=step,
             peer=peer,
-            reason="endpoint-mismatch",
+            reason=Reason.ENDPOINT_MISMATCH,
             mismatches=(("endpoint-host", cn, host),),
         )

@@ -1,0 +1,286 @@
+"""Steps 2-4 on the server side (Bob verifying Alice): :class:`PeerAuthenticator`.
+
+* step 2 -- the client presented a certificate at all;
+* step 3 -- it chains to a TRISA root as a *client* certificate (:class:`ChainVerifier`),
+  and is not on a configured CRL;
+* step 4 -- the directory holds a VERIFIED record for its common name, and the
+  presented leaf is that record's identity certificate (:func:`~trisa_peer.binding.bind`);
+  on a mismatch the directory is asked once more with the cache bypassed (the peer may
+  have rotated) before the call is refused.
+
+Decisions are cached per leaf certificate (its PEM bytes) for ``decision_ttl`` seconds,
+so the per-call cost is a dictionary look-up. A cached *acceptance* is the only way a
+peer gets in while the directory is unreachable: fail closed otherwise.
+
+Pure: imports neither grpc nor the generated protobuf code.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import datetime
+
+from cryptography import x509
+
+from .binding import bind
+from .certs import fingerprint, parse_certificates
+from .errors import (
+    CertificateError,
+    ChainVerificationError,
+    DirectoryMismatchError,
+    HandshakeError,
+    TransportSecurityError,
+    TrisaPeerError,
+)
+from .lookup import lookup_peer
+from .records import DirectoryLookup, PeerRecord
+from .steps import HandshakeStep, Reason
+from .trace import HandshakeTrace
+from .verify import ChainVerifier, VerifiedChain, common_name, dns_names
+
+__all__ = ["PeerAuthenticator", "VerifiedPeer"]
+
+log = logging.getLogger("trisa_peer.handshake")
+
+Step = HandshakeStep
+
+
+@dataclass(frozen=True)
+class VerifiedPeer:
+    """A counterparty that passed steps 2-4: what a handler is given.
+
+    ``record`` is the directory record the certificate was bound to.
+    """
+
+    common_name: str
+    fingerprint: str
+    serial_hex: str
+    record: PeerRecord
+    chain: VerifiedChain
+    verified_at: datetime
+
+
+@dataclass
+class _Decision:
+    peer: VerifiedPeer | None
+    error: HandshakeError | None
+    expires: float
+
+
+class PeerAuthenticator:
+    """Steps 2-4 for an incoming connection, with a per-certificate decision cache."""
+
+    def __init__(
+        self,
+        verifier: ChainVerifier,
+        directory: DirectoryLookup,
+        *,
+        decision_ttl: float = 300.0,
+        negative_ttl: float = 5.0,
+        max_entries: int = 100_000,
+        monotonic: Callable[[], float] = time.monotonic,
+        refresh: Callable[[], object] | None = None,
+        refresh_interval: float = 5.0,
+    ) -> None:
+        self.verifier = verifier
+        self.directory = directory
+        self.decision_ttl = decision_ttl
+        self.negative_ttl = negative_ttl
+        self.max_entries = max_entries
+        self._now = monotonic
+        self._cache: dict[bytes, _Decision] = {}
+        self._unchecked: dict[bytes, VerifiedPeer] = {}
+        self._lock = threading.Lock()
+        # ``refresh`` (e.g. FileMaterial.current) is called at most every
+        # ``refresh_interval`` seconds, so a CRL or trust pool written to disk applies
+        # even while every peer keeps its connection open (no new TLS handshake).
+        self._refresh = refresh
+        self._refresh_interval = refresh_interval
+        self._refreshed = float("-inf")
+        # Bumped by forget(): a decision computed under an older trust pool or CRL is
+        # never cached (nor served) after a rotation.
+        self._generation = 0
+        self._inserts = 0
+
+    # The hot path: one dict look-up per RPC once a certificate has been decided.
+    def authenticate_pem(
+        self, leaf_pem: bytes | None, chain_pem: bytes | None = None
+    ) -> VerifiedPeer:
+        """Decide on a peer from the PEM that gRPC's auth context reports."""
+        if not leaf_pem:
+            raise _no_certificate()
+        now = self._now()
+        if self._refresh is not None and now - self._refreshed >= self._refresh_interval:
+            self._refreshed = now
+            self._refresh()
+        hit = self._cache.get(leaf_pem)
+        if hit is not None and hit.expires > now:
+            if hit.error is not None:
+                raise _fresh(hit.error)
+            assert hit.peer is not None
+            return hit.peer
+        generation = self._generation
+        try:
+            leaf, *rest = parse_certificates(leaf_pem, source="peer certificate")
+            presented = parse_certificates(chain_pem, source="peer chain") if chain_pem else []
+        except (CertificateError, ValueError) as exc:
+            raise ChainVerificationError(
+                f"cannot parse the peer's certificate: {exc}",
+                step=Step.VERIFY_CLIENT_CHAIN,
+                reason=Reason.UNPARSEABLE,
+            ) from exc
+        try:
+            peer = self.authenticate(leaf, [*rest, *presented])
+        except HandshakeError as exc:
+            if exc.reason != Reason.DIRECTORY_UNAVAILABLE:
+                expires = self._now() + self.negative_ttl
+                self._remember(leaf_pem, _Decision(None, _fresh(exc), expires), generation)
+            raise
+        self._remember(leaf_pem, _Decision(peer, None, self._now() + self.decision_ttl),
+                       generation)
+        return peer
+
+    def _remember(self, key: bytes, decision: _Decision, generation: int) -> None:
+        with self._lock:
+            if generation != self._generation:
+                return  # decided under material that has since been replaced
+            self._cache.pop(key, None)
+            self._cache[key] = decision
+            self._inserts += 1
+            if self._inserts % 1024 == 0:  # drop expired entries now and then
+                now = self._now()
+                for stale in [k for k, d in self._cache.items() if d.expires <= now]:
+                    del self._cache[stale]
+            while len(self._cache) > self.max_entries:
+                self._cache.pop(next(iter(self._cache)))
+
+    def identify_pem(self, leaf_pem: bytes | None) -> VerifiedPeer:
+        """Reference mode (``verify_peers=False``): who is calling, *without* steps 3-4.
+
+        Only the TLS layer has checked the chain; the TRISA policy, the directory binding
+        and revocation are not checked. The record is looked up by the certificate's
+        common name so that replies can be sealed. For measuring what verification
+        costs and for parity with the Go reference; never for production.
+        """
+        if not leaf_pem:
+            raise _no_certificate()
+        hit = self._unchecked.get(leaf_pem)
+        if hit is not None:
+            return hit
+        leaf = parse_certificates(leaf_pem, source="peer certificate")[0]
+        cn = common_name(leaf)
+        record = lookup_peer(self.directory, cn, step=Step.BIND_CLIENT_RECORD)
+        chain = VerifiedChain(leaf, (leaf,), fingerprint(leaf), cn, dns_names(leaf),
+                              self.verifier.clock())
+        peer = VerifiedPeer(cn, chain.fingerprint, chain.serial_hex, record, chain,
+                            chain.verified_at)
+        with self._lock:
+            if len(self._unchecked) >= self.max_entries:
+                self._unchecked.clear()
+            self._unchecked[leaf_pem] = peer
+        return peer
+
+    def cached_decisions(self) -> int:
+        return len(self._cache)
+
+    def forget(self) -> None:
+        """Drop every cached decision (e.g. after the trust pool or CRL changed)."""
+        with self._lock:
+            self._generation += 1
+            self._cache.clear()
+            self._unchecked.clear()
+
+    def authenticate(
+        self,
+        leaf: x509.Certificate,
+        presented: list[x509.Certificate] | tuple[x509.Certificate, ...] = (),
+        *,
+        trace: HandshakeTrace | None = None,
+    ) -> VerifiedPeer:
+        """Steps 3 and 4 without the cache; logs one line with the decision."""
+        trace = trace if trace is not None else HandshakeTrace()
+        cn = common_name(leaf)
+        try:
+            trace.add(Step.PRESENT_CLIENT_CERT, "pass", f"client presented {cn!r}")
+            with trace.step(Step.VERIFY_CLIENT_CHAIN) as note:
+                chain = self.verifier.verify_client(leaf, presented, peer=cn)
+                note[0] = f"chains to {chain.chain[-1].subject.rfc4514_string()}"
+            with trace.step(Step.BIND_CLIENT_RECORD) as note:
+                record = self._bind(leaf, cn, note)
+        except TrisaPeerError as exc:
+            if not isinstance(exc, HandshakeError):  # e.g. a malformed directory record
+                exc = DirectoryMismatchError(
+                    f"cannot bind {cn!r} to its directory record: {exc}",
+                    step=Step.BIND_CLIENT_RECORD, peer=cn, reason=Reason.INVALID_RECORD,
+                )
+                _log_decision(cn, leaf, exc.step, "reject", exc.reason, str(exc))
+                raise exc from None
+            _log_decision(cn, leaf, exc.step, "reject", exc.reason, str(exc))
+            raise
+        # bind() proved the presented leaf and the registered one are the same DER:
+        # keep one parsed copy (the record's) so each cached decision holds one leaf.
+        registered = record.identity_certificate
+        if registered is not None:
+            chain = replace(chain, leaf=registered, chain=(registered, *chain.chain[1:]))
+        peer = VerifiedPeer(
+            common_name=cn,
+            fingerprint=chain.fingerprint,
+            serial_hex=chain.serial_hex,
+            record=record,
+            chain=chain,
+            verified_at=chain.verified_at,
+        )
+        _log_decision(cn, leaf, Step.BIND_CLIENT_RECORD, "accept", Reason.VERIFIED, "")
+        return peer
+
+    def _bind(self, leaf: x509.Certificate, cn: str, note: list[str]) -> PeerRecord:
+        step = Step.BIND_CLIENT_RECORD
+        record = lookup_peer(self.directory, cn, step=step)
+        try:
+            bind(leaf, record, step=step)
+        except DirectoryMismatchError:
+            # The directory keeps only the current certificate and our copy may be
+            # stale (rotation): ask once more, bypassing every cache, then decide.
+            record = lookup_peer(self.directory, cn, step=step, fresh=True)
+            bind(leaf, record, step=step)
+            note[0] = f"bound to record {record.id} after a fresh directory query"
+            return record
+        note[0] = f"bound to directory record {record.id}"
+        return record
+
+
+def _no_certificate() -> TransportSecurityError:
+    return TransportSecurityError(
+        "peer did not return a certificate",
+        step=Step.PRESENT_CLIENT_CERT,
+        reason=Reason.NO_CLIENT_CERTIFICATE,
+    )
+
+
+def _log_decision(
+    cn: str, leaf: x509.Certificate, step: HandshakeStep, outcome: str, reason: Reason,
+    detail: str,
+) -> None:
+    log.info(
+        "peer=%s fingerprint=%s serial=%X step=%d outcome=%s reason=%s%s",
+        cn or "-",
+        fingerprint(leaf),
+        leaf.serial_number,
+        int(step),
+        outcome,
+        reason,
+        f" detail={detail!r}" if detail else "",
+    )
+
+
+def _fresh(exc: HandshakeError) -> HandshakeError:
+    """A new exception object with the same class and fields but no traceback, so a
+    cached rejection re-raised many times does not grow (or pin) a traceback chain."""
+    clone = exc.__class__.__new__(exc.__class__)
+    clone.__dict__.update(exc.__dict__)
+    clone.args = exc.args
+    return clone

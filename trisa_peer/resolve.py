@@ -1,0 +1,105 @@
+"""Steps 1, 6 and 7 (offline part) on the client side (Alice verifying Bob).
+
+:class:`PeerResolver` turns a common name (or id) into a :class:`ConnectionPlan`:
+
+* step 1 -- look the peer up (endpoint and registered certificate);
+* step 6 -- check offline that the *registered* leaf chains to a TRISA root as a server
+  certificate for the endpoint host, and is not on a CRL;
+* step 7 -- the record is coherent (not revoked, CN == endpoint host); the TLS channel
+  then pins that very leaf as its only trust anchor, so the handshake itself refuses any
+  other certificate. :func:`trisa_peer.transport.status.dial_error` names the step
+  when it does.
+
+Pure: imports neither grpc nor the generated protobuf code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .binding import bind
+from .certs import certs_to_pem
+from .errors import DirectoryMismatchError
+from .lookup import lookup_peer
+from .records import DirectoryLookup, PeerRecord
+from .steps import HandshakeStep, Reason
+from .trace import HandshakeTrace
+from .verify import ChainVerifier, VerifiedChain
+
+__all__ = ["ConnectionPlan", "PeerResolver"]
+
+Step = HandshakeStep
+
+
+@dataclass(frozen=True)
+class ConnectionPlan:
+    """What a client needs to dial a verified peer: the pin and the names to use.
+
+    ``pin_pem`` is the registered leaf (PEM), given to gRPC as the *only* trust anchor;
+    ``target_name`` is the name the server certificate must carry (the endpoint host);
+    ``address`` is where to connect (``--resolve`` may map the endpoint elsewhere).
+    """
+
+    record: PeerRecord
+    verified: VerifiedChain
+    pin_pem: bytes
+    target_name: str
+    address: str
+
+    @property
+    def endpoint(self) -> str:
+        return self.record.endpoint
+
+
+class PeerResolver:
+    """Steps 1, 6 and 7 (offline part) for an outgoing connection."""
+
+    def __init__(
+        self,
+        verifier: ChainVerifier,
+        directory: DirectoryLookup,
+        *,
+        resolve: dict[str, str] | None = None,
+    ) -> None:
+        self.verifier = verifier
+        self.directory = directory
+        # Kept by reference: entries added later (e.g. a peer that just registered) apply.
+        self.resolve: dict[str, str] = resolve if resolve is not None else {}
+
+    def plan(
+        self,
+        common_name_or_id: str,
+        *,
+        trace: HandshakeTrace | None = None,
+        fresh: bool = False,
+    ) -> ConnectionPlan:
+        trace = trace if trace is not None else HandshakeTrace()
+        name = common_name_or_id
+        with trace.step(Step.LOOKUP_PEER) as note:
+            record = lookup_peer(self.directory, name, step=Step.LOOKUP_PEER, fresh=fresh)
+            note[0] = f"{record.common_name} at {record.endpoint} (id {record.id})"
+        leaf = record.identity_certificate
+        with trace.step(Step.VERIFY_SERVER_CHAIN) as note:
+            if leaf is None:
+                raise DirectoryMismatchError(
+                    f"the directory record of {record.common_name!r} holds no identity "
+                    "certificate to verify",
+                    step=Step.BIND_SERVER_RECORD,
+                    peer=record.common_name,
+                    reason=Reason.NO_CERTIFICATE_ON_RECORD,
+                )
+            verified = self.verifier.verify_server(
+                leaf, record.identity_chain, host=record.host, peer=record.common_name
+            )
+            note[0] = f"registered leaf chains to {verified.chain[-1].subject.rfc4514_string()}"
+        with trace.step(Step.BIND_SERVER_RECORD) as note:
+            bind(leaf, record, step=Step.BIND_SERVER_RECORD)
+            note[0] = f"pinning registered certificate sha256 {verified.fingerprint[:16]}..."
+        address = self.resolve.get(record.endpoint.lower(), record.endpoint)
+        return ConnectionPlan(
+            record=record,
+            verified=verified,
+            pin_pem=certs_to_pem([leaf]),
+            target_name=record.host,
+            address=address,
+        )

@@ -1,0 +1,280 @@
+"""The one boundary between gRPC errors and trisa-peer errors, in both directions.
+
+Out (a server refusing a call): :func:`status_for` maps a project error to a
+``grpc.StatusCode``; :func:`abort` ends the call with it and the error's one-line text
+(which starts with ``step N (...)`` for a :class:`~trisa_peer.errors.HandshakeError`).
+
+In (a client whose call failed): :func:`rpc_status` reads the code and details of a
+``grpc.RpcError``; from those, :func:`dial_error` names the handshake step that failed
+a pinned dial, :func:`directory_error` makes a directory RPC's failure a
+:class:`~trisa_peer.errors.DirectoryError`, :func:`transfer_error` a Transfer's or
+KeyExchange's a :class:`~trisa_peer.errors.TransferError`.
+
+gRPC reports every TLS failure as ``UNAVAILABLE`` with BoringSSL's text in
+``details()``, never with a code of its own. :data:`TLS_TEXT` is the one table of the
+phrases that text is recognised by; :func:`classify_tls` reads it, first match wins.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from typing import Any, NoReturn
+
+import grpc
+
+from ..errors import (
+    CertificateError,
+    ChainVerificationError,
+    ChannelBrokenError,
+    ConfigurationError,
+    DirectoryError,
+    DirectoryMismatchError,
+    DirectoryNotFoundError,
+    HandshakeError,
+    PeerNotRegisteredError,
+    RevokedError,
+    StoreError,
+    TransferError,
+    TransportSecurityError,
+    TrisaPeerError,
+)
+from ..steps import HandshakeStep, Reason
+
+__all__ = [
+    "TLS_TEXT",
+    "TlsFailure",
+    "abort",
+    "classify_tls",
+    "dial_error",
+    "directory_error",
+    "rpc_status",
+    "status_for",
+    "tls_error",
+    "transfer_error",
+]
+
+Step = HandshakeStep
+
+
+class TlsFailure(enum.Enum):
+    """What BoringSSL's error text (as gRPC relays it) says went wrong."""
+
+    PEER_CLOSED = "the peer closed the connection during the handshake"
+    NOT_PINNED = "the server's certificate is not the pinned one"
+    HOSTNAME = "the server's certificate does not name the host"
+    EXPIRED = "a certificate has expired"
+    NOT_YET_VALID = "a certificate is not valid yet"
+    REVOKED = "a certificate is revoked"
+    OTHER = "another TLS failure"
+
+
+# (lower-case phrases, failure), in the order they are tried. With the registered leaf as
+# the only trust anchor, "unable to get local issuer" or "self signed certificate in
+# certificate chain" mean the server presented another certificate than the pinned one.
+# An mTLS server that rejects the client chain just closes the connection.
+TLS_TEXT: tuple[tuple[tuple[str, ...], TlsFailure], ...] = (
+    (("socket closed", "connection reset"), TlsFailure.PEER_CLOSED),
+    (("local issuer", "self signed", "self-signed"), TlsFailure.NOT_PINNED),
+    (("hostname", "host name", "subject alt"), TlsFailure.HOSTNAME),
+    (("expired",), TlsFailure.EXPIRED),
+    (("not yet valid",), TlsFailure.NOT_YET_VALID),
+    (("revoked",), TlsFailure.REVOKED),
+    (("ssl", "tls", "handshake", "certificate"), TlsFailure.OTHER),
+)
+
+
+def classify_tls(details: str) -> TlsFailure | None:
+    """The TLS failure ``details`` describes, or None when it is not about TLS."""
+    text = details.lower()
+    for phrases, failure in TLS_TEXT:
+        if any(phrase in text for phrase in phrases):
+            return failure
+    return None
+
+
+def _one_line(text: str, limit: int = 300) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def rpc_status(exc: grpc.RpcError) -> tuple[grpc.StatusCode | None, str]:
+    """The status code (None if the error has none) and one-line details of ``exc``."""
+    code = exc.code() if hasattr(exc, "code") else None
+    details = (exc.details() if hasattr(exc, "details") else "") or ""
+    return code, " ".join(str(details).split())
+
+
+def _name(code: grpc.StatusCode | None) -> str:
+    return code.name if code is not None else "UNKNOWN"
+
+
+# ------------------------------------------------------------------------------ out
+
+
+def status_for(
+    exc: TrisaPeerError, *, conflict: grpc.StatusCode = grpc.StatusCode.FAILED_PRECONDITION
+) -> grpc.StatusCode:
+    """The status a server answers for ``exc``.
+
+    A peer that failed the handshake: cannot tell who it is -> UNAUTHENTICATED; who it
+    is not (not registered, mismatch, revoked) -> PERMISSION_DENIED; our directory could
+    not answer -> UNAVAILABLE (try again). A directory request: no such record ->
+    NOT_FOUND; bad input -> INVALID_ARGUMENT; refused -> ``conflict``; storage failed ->
+    UNAVAILABLE.
+    """
+    if isinstance(exc, HandshakeError):
+        if exc.reason is Reason.DIRECTORY_UNAVAILABLE:
+            return grpc.StatusCode.UNAVAILABLE
+        if isinstance(exc, TransportSecurityError | ChainVerificationError):
+            return grpc.StatusCode.UNAUTHENTICATED
+        return grpc.StatusCode.PERMISSION_DENIED
+    if isinstance(exc, DirectoryNotFoundError):
+        return grpc.StatusCode.NOT_FOUND
+    if isinstance(exc, ConfigurationError | CertificateError):
+        return grpc.StatusCode.INVALID_ARGUMENT
+    if isinstance(exc, DirectoryError):
+        return conflict
+    if isinstance(exc, StoreError):
+        return grpc.StatusCode.UNAVAILABLE
+    return grpc.StatusCode.INTERNAL
+
+
+def abort(
+    context: Any,
+    exc: TrisaPeerError,
+    *,
+    conflict: grpc.StatusCode = grpc.StatusCode.FAILED_PRECONDITION,
+) -> NoReturn:
+    """End the current call with the status for ``exc`` and its one-line message."""
+    context.abort(status_for(exc, conflict=conflict), str(exc))
+    raise AssertionError("grpc's context.abort returned")  # pragma: no cover
+
+
+# ------------------------------------------------------------------------------- in
+
+_STEP_PREFIX = re.compile(r"^step (\d) \([^)]*\):\s*")
+
+
+def directory_error(code: grpc.StatusCode | None, details: str, what: str) -> DirectoryError:
+    """A failed directory RPC: NOT_FOUND -> DirectoryNotFoundError, else DirectoryError."""
+    if code == grpc.StatusCode.NOT_FOUND:
+        return DirectoryNotFoundError(f"{what}: {details or 'not found'}")
+    return DirectoryError(f"{what}: {_name(code)}: {details or 'no details'}")
+
+
+def transfer_error(code: grpc.StatusCode | None, details: str, what: str) -> TransferError:
+    """A failed call on an open channel (Transfer, KeyExchange).
+
+    :class:`~trisa_peer.errors.ChannelBrokenError` when the channel itself is no longer
+    usable: its TLS failed (``retry``: the peer may have rotated; re-pin and send once
+    more) or the peer refused this node (no retry).
+    """
+    message = f"{what}: {_name(code)}: {details}"
+    if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
+        return ChannelBrokenError(message, retry=False)
+    tls = classify_tls(details)
+    if code == grpc.StatusCode.UNAVAILABLE and tls not in (None, TlsFailure.PEER_CLOSED):
+        return ChannelBrokenError(message, retry=True)
+    return TransferError(message)
+
+
+def dial_error(
+    code: grpc.StatusCode | None, details: str, *, peer: str, address: str
+) -> HandshakeError:
+    """The handshake step a failed probe of a pinned dial to ``peer`` shows failing.
+
+    A refusal by the server carries its step in the message (``step 4 (...): ...``, as
+    :func:`abort` sends it); a failed TLS handshake is read from BoringSSL's text.
+    """
+    match = _STEP_PREFIX.match(details)
+    if match and not 1 <= int(match.group(1)) <= 8:
+        match = None  # a peer's text, not one of our step numbers
+    if match and code == grpc.StatusCode.UNAVAILABLE:
+        # The server could not decide (e.g. its directory is down): it failed closed.
+        return HandshakeError(
+            f"{peer} could not verify this node: {details[match.end():]}",
+            step=Step(int(match.group(1))),
+            peer=peer,
+            reason=Reason.PEER_DIRECTORY_UNAVAILABLE,
+        )
+    if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
+        step = Step(int(match.group(1))) if match else Step.BIND_CLIENT_RECORD
+        text = details[match.end() :] if match else details
+        cls: type[HandshakeError] = (
+            ChainVerificationError
+            if code == grpc.StatusCode.UNAUTHENTICATED
+            else PeerNotRegisteredError
+        )
+        return cls(f"{peer} refused this node: {text}", step=step, peer=peer,
+                   reason=Reason.REFUSED_BY_PEER)
+    if code == grpc.StatusCode.UNAVAILABLE:
+        tls = classify_tls(details)
+        if tls is None:
+            return TransportSecurityError(
+                f"cannot reach {peer} at {address}: {details}",
+                step=Step.PRESENT_CLIENT_CERT,
+                peer=peer,
+                reason=Reason.UNREACHABLE,
+            )
+        return tls_error(tls, details, peer=peer)
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return TransportSecurityError(
+            f"no answer from {peer} at {address} within the timeout",
+            step=Step.PRESENT_CLIENT_CERT,
+            peer=peer,
+            reason=Reason.TIMEOUT,
+        )
+    return TransportSecurityError(
+        f"probe call to {peer} failed: {_name(code)}: {details}",
+        step=Step.EXCHANGE,
+        peer=peer,
+        reason=Reason.PROBE_FAILED,
+    )
+
+
+def tls_error(failure: TlsFailure, details: str, *, peer: str) -> HandshakeError:
+    """The handshake error for a TLS failure of a dial that pinned the registered leaf."""
+    why = _one_line(details)
+    if failure is TlsFailure.PEER_CLOSED:
+        # Our side already accepted the pinned certificate; an mTLS server that
+        # rejects the client chain (BoringSSL, step 3) just closes the connection.
+        return ChainVerificationError(
+            f"{peer} closed the connection during the TLS handshake: it did not accept "
+            f"this node's certificate chain ({details})",
+            step=Step.VERIFY_CLIENT_CHAIN,
+            peer=peer,
+            reason=Reason.REFUSED_BY_PEER,
+        )
+    if failure is TlsFailure.NOT_PINNED:
+        return DirectoryMismatchError(
+            "the server presented a certificate other than the one registered in the "
+            f"directory ({why})",
+            step=Step.BIND_SERVER_RECORD,
+            peer=peer,
+            reason=Reason.CERTIFICATE_MISMATCH,
+        )
+    if failure is TlsFailure.HOSTNAME:
+        return ChainVerificationError(
+            f"server certificate does not match the endpoint host ({why})",
+            step=Step.VERIFY_SERVER_CHAIN,
+            peer=peer,
+            reason=Reason.SAN_MISMATCH,
+        )
+    if failure in (TlsFailure.EXPIRED, TlsFailure.NOT_YET_VALID):
+        return ChainVerificationError(
+            f"server certificate is outside its validity period ({why})",
+            step=Step.VERIFY_SERVER_CHAIN,
+            peer=peer,
+            reason=Reason.EXPIRED if failure is TlsFailure.EXPIRED else Reason.NOT_YET_VALID,
+        )
+    if failure is TlsFailure.REVOKED:
+        return RevokedError(
+            f"server certificate revoked ({why})", step=Step.VERIFY_SERVER_CHAIN, peer=peer
+        )
+    return TransportSecurityError(
+        f"could not establish a TLS connection: {why}",
+        step=Step.PRESENT_SERVER_CERT,
+        peer=peer,
+        reason=Reason.TLS_FAILED,
+    )
