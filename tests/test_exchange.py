@@ -6,6 +6,7 @@ Sectigo-compatible service, a directory and the nodes, all on 127.0.0.1.
 
 from __future__ import annotations
 
+import socket
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -158,7 +159,7 @@ def test_restart_loses_nothing_acknowledged(net: Any, tmp_path: Any) -> None:
             net.alice.node.connector.forget(net.bob.common_name)
             assert stub(net).Transfer(envelope, timeout=10) == first
         finally:
-            again.stop()
+            again.close()
     finally:
         _restore(net, None)
 
@@ -190,7 +191,7 @@ def _start_when_port_free(node: TrisaNode) -> None:
 
 def _restore(net: Any, extra: TrisaNode | None) -> None:
     if extra is not None:
-        extra.stop()
+        extra.close()
     sim = net.nodes["bob"]
     fresh = TrisaNode(sim.node.material, net.directory_client(), store=sim.node.store,
                       handler=net.handler_factory(sim.common_name),
@@ -328,3 +329,25 @@ def test_malformed_error_envelope_and_bad_signing_key(net: Any) -> None:
     with pytest.raises(grpc.RpcError) as err:
         stub(net).KeyExchange(api.SigningKey(data=b"not a key"), timeout=10)
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def _listening(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
+    except OSError:
+        return False
+    return True
+
+
+def test_node_close_is_idempotent_and_ends_its_context(net: Any, tmp_path: Any) -> None:
+    sim = net.nodes["bob"]
+    node = TrisaNode(sim.node.material, net.directory_client(),
+                     store=TransferStore(tmp_path / "closing.db"), handler=lambda i: Accept(),
+                     listen="127.0.0.1:0", resolve=net.resolve)
+    with node:
+        port = node.port
+        assert _listening(port)
+    assert not _listening(port)  # __exit__ closed the node
+    node.close()  # a second close (and a stop after it) does nothing
+    node.stop()
+    assert not _listening(port)

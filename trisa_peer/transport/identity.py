@@ -53,7 +53,7 @@ class FileMaterial:
         self.trust = [Path(p) for p in trust]
         self.crl_paths = [Path(p) for p in crl]
         if not self.trust:
-            raise ConfigurationError("a trust pool (--trust FILE) is required")
+            raise ConfigurationError("a trust pool (at least one trust file) is required")
         self._password = password
         self._lock = threading.Lock()
         self._listeners: list[Callable[[Material], None]] = []

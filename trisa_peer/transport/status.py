@@ -233,48 +233,39 @@ def dial_error(
     )
 
 
+# What each TLS failure of a pinned dial means: (error class, step, reason, message).
+# The message may use {peer}, {details} (gRPC's text) and {why} (the same, shortened).
+_TLS_ERRORS: dict[TlsFailure, tuple[type[HandshakeError], HandshakeStep, Reason, str]] = {
+    # Our side already accepted the pinned certificate; an mTLS server that rejects
+    # the client chain (BoringSSL, step 3) just closes the connection.
+    TlsFailure.PEER_CLOSED: (
+        ChainVerificationError, Step.VERIFY_CLIENT_CHAIN, Reason.REFUSED_BY_PEER,
+        "{peer} closed the connection during the TLS handshake: it did not accept this "
+        "node's certificate chain ({details})"),
+    TlsFailure.NOT_PINNED: (
+        DirectoryMismatchError, Step.BIND_SERVER_RECORD, Reason.CERTIFICATE_MISMATCH,
+        "the server presented a certificate other than the one registered in the "
+        "directory ({why})"),
+    TlsFailure.HOSTNAME: (
+        ChainVerificationError, Step.VERIFY_SERVER_CHAIN, Reason.SAN_MISMATCH,
+        "server certificate does not match the endpoint host ({why})"),
+    TlsFailure.EXPIRED: (
+        ChainVerificationError, Step.VERIFY_SERVER_CHAIN, Reason.EXPIRED,
+        "server certificate is outside its validity period ({why})"),
+    TlsFailure.NOT_YET_VALID: (
+        ChainVerificationError, Step.VERIFY_SERVER_CHAIN, Reason.NOT_YET_VALID,
+        "server certificate is outside its validity period ({why})"),
+    TlsFailure.REVOKED: (
+        RevokedError, Step.VERIFY_SERVER_CHAIN, Reason.REVOKED,
+        "server certificate revoked ({why})"),
+    TlsFailure.OTHER: (
+        TransportSecurityError, Step.PRESENT_SERVER_CERT, Reason.TLS_FAILED,
+        "could not establish a TLS connection: {why}"),
+}
+
+
 def tls_error(failure: TlsFailure, details: str, *, peer: str) -> HandshakeError:
     """The handshake error for a TLS failure of a dial that pinned the registered leaf."""
-    why = _one_line(details)
-    if failure is TlsFailure.PEER_CLOSED:
-        # Our side already accepted the pinned certificate; an mTLS server that
-        # rejects the client chain (BoringSSL, step 3) just closes the connection.
-        return ChainVerificationError(
-            f"{peer} closed the connection during the TLS handshake: it did not accept "
-            f"this node's certificate chain ({details})",
-            step=Step.VERIFY_CLIENT_CHAIN,
-            peer=peer,
-            reason=Reason.REFUSED_BY_PEER,
-        )
-    if failure is TlsFailure.NOT_PINNED:
-        return DirectoryMismatchError(
-            "the server presented a certificate other than the one registered in the "
-            f"directory ({why})",
-            step=Step.BIND_SERVER_RECORD,
-            peer=peer,
-            reason=Reason.CERTIFICATE_MISMATCH,
-        )
-    if failure is TlsFailure.HOSTNAME:
-        return ChainVerificationError(
-            f"server certificate does not match the endpoint host ({why})",
-            step=Step.VERIFY_SERVER_CHAIN,
-            peer=peer,
-            reason=Reason.SAN_MISMATCH,
-        )
-    if failure in (TlsFailure.EXPIRED, TlsFailure.NOT_YET_VALID):
-        return ChainVerificationError(
-            f"server certificate is outside its validity period ({why})",
-            step=Step.VERIFY_SERVER_CHAIN,
-            peer=peer,
-            reason=Reason.EXPIRED if failure is TlsFailure.EXPIRED else Reason.NOT_YET_VALID,
-        )
-    if failure is TlsFailure.REVOKED:
-        return RevokedError(
-            f"server certificate revoked ({why})", step=Step.VERIFY_SERVER_CHAIN, peer=peer
-        )
-    return TransportSecurityError(
-        f"could not establish a TLS connection: {why}",
-        step=Step.PRESENT_SERVER_CERT,
-        peer=peer,
-        reason=Reason.TLS_FAILED,
-    )
+    cls, step, reason, message = _TLS_ERRORS[failure]
+    text = message.format(peer=peer, details=details, why=_one_line(details))
+    return cls(text, step=step, peer=peer, reason=reason)
