@@ -45,7 +45,7 @@ from trisa_peer.network.store import TransferStore
 from trisa_peer.steps import HandshakeStep
 from trisa_peer.testing.network import free_port
 from trisa_peer.transport.identity import FileMaterial, Material
-from trisa_peer.transport.server import StaticMaterial
+from trisa_peer.transport.material import StaticMaterial
 from trisa_peer.trust import TrustPool
 from trisa_peer.verify import CrlChecker
 
