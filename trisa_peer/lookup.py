@@ -42,19 +42,11 @@ def lookup_peer(
         status = None
         with contextlib.suppress(DirectoryError):
             status = directory.verification_status(cn)
-        why = (
-            f"is registered but not VERIFIED (status {status})"
-            if status and status != "VERIFIED"
-            else "has no VERIFIED directory record"
-        )
-        raise PeerNotRegisteredError(
-            f"{cn!r} {why}",
-            step=step,
-            peer=cn,
-            reason=(
-                Reason.NOT_VERIFIED if status and status != "VERIFIED" else Reason.NOT_REGISTERED
-            ),
-        ) from exc
+        if status and status != "VERIFIED":
+            why, reason = f"is registered but not VERIFIED (status {status})", Reason.NOT_VERIFIED
+        else:
+            why, reason = "has no VERIFIED directory record", Reason.NOT_REGISTERED
+        raise PeerNotRegisteredError(f"{cn!r} {why}", step=step, peer=cn, reason=reason) from exc
     except DirectoryError as exc:
         # The detail (addresses, gRPC text) goes to our log, not to the peer.
         log.warning("directory unavailable while looking up %s: %s", cn, exc)

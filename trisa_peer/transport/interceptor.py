@@ -5,8 +5,8 @@ and metadata), so :class:`PeerVerificationInterceptor` lets gRPC resolve the han
 then rebuilds it with a behaviour that first reads ``context.auth_context()``, asks the
 :class:`~trisa_peer.authenticate.PeerAuthenticator` (a dictionary hit once a certificate
 has been decided) and aborts the call on rejection (:func:`~.status.abort`). All four
-cardinalities are wrapped.
-Handlers obtain the verified counterparty with :func:`peer_from_context`.
+cardinalities are wrapped. Handlers obtain the verified counterparty with
+:func:`peer_from_context`.
 """
 
 from __future__ import annotations
