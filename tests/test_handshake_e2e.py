@@ -42,7 +42,7 @@ from trisa_peer.network.handler import Accept
 from trisa_peer.network.node import TrisaNode
 from trisa_peer.network.policies import originator_payload
 from trisa_peer.network.store import TransferStore
-from trisa_peer.steps import HandshakeStep
+from trisa_peer.steps import HandshakeStep, Reason
 from trisa_peer.testing.network import free_port
 from trisa_peer.transport.identity import FileMaterial, Material
 from trisa_peer.transport.material import StaticMaterial
@@ -201,6 +201,37 @@ def test_no_client_certificate_is_refused(net: Net) -> None:
     channel.close()
     assert err.value.code() == grpc.StatusCode.UNAVAILABLE
     assert net.calls == []
+
+
+class BrokenDirectory(DirectoryClient):
+    """A directory client with a bug: lookups raise something no one expects."""
+
+    broken = True
+
+    def lookup(self, **kw: Any) -> Any:  # type: ignore[override]
+        if self.broken:
+            raise RuntimeError("internal detail the caller must not see")
+        return super().lookup(**kw)
+
+
+def test_unexpected_failure_of_the_check_fails_closed(net: Net) -> None:
+    port = free_port()
+    net.register(identity("bob"), port)
+    directory = BrokenDirectory(net.gds.endpoint, insecure=True, timeout=2)
+    bob = TrisaNode(StaticMaterial(Material(identity("bob"), pool(), None, 1)), directory,
+                    store=TransferStore(":memory:"), handler=net.handler,
+                    listen=f"127.0.0.1:{port}", resolve=net.resolve, timeout=5)
+    net.nodes.append(bob)
+    bob.start()
+    net.register(identity("alice"), free_port())
+    alice = net.node(identity("alice"))
+    err = dial(alice, "bob.vasp.test")
+    assert isinstance(err, ChainVerificationError) and err.step == S.BIND_CLIENT_RECORD
+    assert err.reason == Reason.REFUSED_BY_PEER and "peer verification failed" in str(err)
+    assert "internal detail" not in str(err)
+    assert net.calls == []
+    directory.broken = False  # the twin: the same server, its check working
+    assert dial(alice, "bob.vasp.test") is None
 
 
 def test_registered_but_not_verified(net: Net) -> None:

@@ -19,7 +19,7 @@ import grpc
 
 from ..authenticate import PeerAuthenticator, VerifiedPeer
 from ..errors import HandshakeError
-from .status import abort, status_for
+from .status import abort, abort_unverified, status_for
 
 __all__ = ["PeerVerificationInterceptor", "peer_from_context", "status_for"]
 
@@ -79,8 +79,7 @@ class PeerVerificationInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
         except Exception:
             # Fail closed on anything unexpected, without telling the caller internals.
             log.exception("peer verification failed unexpectedly; refusing the call")
-            context.abort(grpc.StatusCode.UNAUTHENTICATED, "peer verification failed")
-            raise
+            abort_unverified(context)
         setattr(context, _ATTR, peer)
         return peer
 

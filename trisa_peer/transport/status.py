@@ -45,6 +45,7 @@ __all__ = [
     "TLS_TEXT",
     "TlsFailure",
     "abort",
+    "abort_unverified",
     "classify_tls",
     "dial_error",
     "directory_error",
@@ -148,6 +149,13 @@ def abort(
 ) -> NoReturn:
     """End the current call with the status for ``exc`` and its one-line message."""
     context.abort(status_for(exc, conflict=conflict), str(exc))
+    raise AssertionError("grpc's context.abort returned")  # pragma: no cover
+
+
+def abort_unverified(context: Any) -> NoReturn:
+    """Refuse a call whose peer check failed unexpectedly (a bug, not a project error):
+    fail closed, without telling the caller our internals."""
+    context.abort(grpc.StatusCode.UNAUTHENTICATED, "peer verification failed")
     raise AssertionError("grpc's context.abort returned")  # pragma: no cover
 
 
