@@ -105,11 +105,11 @@ class Changes:
     id, ``secrets`` by name, ``tokens`` by token; ``emails`` are appended.
     """
 
-    vasp: Any = None
+    vasp: models_pb2.VASP | None = None
     create: bool = False
     origin: str = "register"
-    certreqs: list[Any] = field(default_factory=list)
-    certificates: list[Any] = field(default_factory=list)
+    certreqs: list[gds_models_pb2.CertificateRequest] = field(default_factory=list)
+    certificates: list[gds_models_pb2.Certificate] = field(default_factory=list)
     secrets: dict[str, bytes] = field(default_factory=dict)
     tokens: list[ContactToken] = field(default_factory=list)
     emails: list[Email] = field(default_factory=list)
@@ -122,9 +122,9 @@ class DirectoryStore(Protocol):
 
     def commit(self, changes: Changes) -> bool: ...
 
-    def get_vasp(self, vasp_id: str) -> Any | None: ...
+    def get_vasp(self, vasp_id: str) -> models_pb2.VASP | None: ...
 
-    def get_vasp_by_common_name(self, common_name: str) -> Any | None: ...
+    def get_vasp_by_common_name(self, common_name: str) -> models_pb2.VASP | None: ...
 
     def get_origin(self, vasp_id: str) -> str | None: ...
 
@@ -145,19 +145,19 @@ class DirectoryStore(Protocol):
         limit: int = 1000,
     ) -> list[SearchRow]: ...
 
-    def list_vasps(self, *, status: int | None = None) -> list[Any]: ...
+    def list_vasps(self, *, status: int | None = None) -> list[models_pb2.VASP]: ...
 
     def get_token(self, token: str) -> ContactToken | None: ...
 
     def tokens_for(self, vasp_id: str) -> list[ContactToken]: ...
 
-    def get_certreq(self, certreq_id: str) -> Any | None: ...
+    def get_certreq(self, certreq_id: str) -> gds_models_pb2.CertificateRequest | None: ...
 
-    def certreqs_for(self, vasp_id: str) -> list[Any]: ...
+    def certreqs_for(self, vasp_id: str) -> list[gds_models_pb2.CertificateRequest]: ...
 
-    def get_certificate(self, certificate_id: str) -> Any | None: ...
+    def get_certificate(self, certificate_id: str) -> gds_models_pb2.Certificate | None: ...
 
-    def certificates_for(self, vasp_id: str) -> list[Any]: ...
+    def certificates_for(self, vasp_id: str) -> list[gds_models_pb2.Certificate]: ...
 
     def get_secret(self, name: str) -> bytes | None: ...
 
@@ -169,7 +169,7 @@ class DirectoryStore(Protocol):
 # --------------------------------------------------------------------------- indexing
 
 
-def index_terms(vasp: Any) -> dict[str, set[str]]:
+def index_terms(vasp: models_pb2.VASP) -> dict[str, set[str]]:
     """The index keys of a VASP: names, websites, countries, categories."""
     names = {normalize_name(vasp.common_name)}
     entity = vasp.entity
@@ -383,7 +383,8 @@ class SQLiteStore:
                 conn.execute("ROLLBACK")
             raise StoreError(f"{self.path}: commit failed: {exc}") from exc
 
-    def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+    def _read(self, sql: str, params: Sequence[object] = ()) -> list[Any]:
+        # Any: sqlite3 rows; each caller knows its columns
         try:
             return self._conn().execute(sql, tuple(params)).fetchall()
         except sqlite3.Error as exc:
@@ -417,7 +418,7 @@ class SQLiteStore:
     def commit(self, changes: Changes) -> bool:
         try:
             with self._write() as conn:
-                if changes.vasp is not None and not self._write_vasp(conn, changes):
+                if changes.vasp is not None and not self._write_vasp(conn, changes.vasp, changes):
                     conn.execute("ROLLBACK")
                     conn.execute("BEGIN")  # the context manager commits an empty transaction
                     return False
@@ -461,8 +462,9 @@ class SQLiteStore:
             raise StoreError(f"{self.path}: write failed: {exc}") from exc
         return True
 
-    def _write_vasp(self, conn: sqlite3.Connection, changes: Changes) -> bool:
-        vasp = changes.vasp
+    def _write_vasp(
+        self, conn: sqlite3.Connection, vasp: models_pb2.VASP, changes: Changes
+    ) -> bool:
         cn_norm = normalize_common_name(vasp.common_name)
         if changes.create:
             vasp.version.version = max(1, int(vasp.version.version))
@@ -504,7 +506,7 @@ class SQLiteStore:
         return True
 
     @staticmethod
-    def _vasp_row(vasp: Any, cn_norm: str, origin: str) -> tuple[Any, ...]:
+    def _vasp_row(vasp: models_pb2.VASP, cn_norm: str, origin: str) -> tuple[object, ...]:
         return (
             vasp.id,
             vasp.common_name,
@@ -522,16 +524,16 @@ class SQLiteStore:
     # -- reads ----------------------------------------------------------------------------
 
     @staticmethod
-    def _vasp(blob: bytes) -> Any:
+    def _vasp(blob: bytes) -> models_pb2.VASP:
         vasp = models_pb2.VASP()
         vasp.ParseFromString(blob)
         return vasp
 
-    def get_vasp(self, vasp_id: str) -> Any | None:
+    def get_vasp(self, vasp_id: str) -> models_pb2.VASP | None:
         rows = self._read("SELECT record FROM vasps WHERE id = ?", (vasp_id,))
         return self._vasp(rows[0][0]) if rows else None
 
-    def get_vasp_by_common_name(self, common_name: str) -> Any | None:
+    def get_vasp_by_common_name(self, common_name: str) -> models_pb2.VASP | None:
         rows = self._read(
             "SELECT record FROM vasps WHERE cn_norm = ?", (normalize_common_name(common_name),)
         )
@@ -583,7 +585,7 @@ class SQLiteStore:
         # Candidates come from one index (names/websites, else countries, else
         # categories), then each is joined to its row by primary key and filtered with
         # EXISTS probes on the (term, vasp_id) primary keys: no scan of the vasps table.
-        params: list[Any] = []
+        params: list[object] = []
         sources: list[str] = []
         for name in names:
             key = normalize_name(name)
@@ -630,7 +632,7 @@ class SQLiteStore:
         params.append(int(limit))
         return [SearchRow(str(a), str(b), str(c), str(d)) for a, b, c, d in self._read(sql, params)]
 
-    def list_vasps(self, *, status: int | None = None) -> list[Any]:
+    def list_vasps(self, *, status: int | None = None) -> list[models_pb2.VASP]:
         if status is None:
             rows = self._read("SELECT record FROM vasps ORDER BY cn_norm")
         else:
@@ -667,32 +669,32 @@ class SQLiteStore:
         return [self._token(r) for r in rows]
 
     @staticmethod
-    def _certreq(blob: bytes) -> Any:
+    def _certreq(blob: bytes) -> gds_models_pb2.CertificateRequest:
         req = gds_models_pb2.CertificateRequest()
         req.ParseFromString(blob)
         return req
 
-    def get_certreq(self, certreq_id: str) -> Any | None:
+    def get_certreq(self, certreq_id: str) -> gds_models_pb2.CertificateRequest | None:
         rows = self._read("SELECT record FROM certreqs WHERE id = ?", (certreq_id,))
         return self._certreq(rows[0][0]) if rows else None
 
-    def certreqs_for(self, vasp_id: str) -> list[Any]:
+    def certreqs_for(self, vasp_id: str) -> list[gds_models_pb2.CertificateRequest]:
         rows = self._read(
             "SELECT record FROM certreqs WHERE vasp_id = ? ORDER BY created, rowid", (vasp_id,)
         )
         return [self._certreq(r[0]) for r in rows]
 
     @staticmethod
-    def _certificate(blob: bytes) -> Any:
+    def _certificate(blob: bytes) -> gds_models_pb2.Certificate:
         cert = gds_models_pb2.Certificate()
         cert.ParseFromString(blob)
         return cert
 
-    def get_certificate(self, certificate_id: str) -> Any | None:
+    def get_certificate(self, certificate_id: str) -> gds_models_pb2.Certificate | None:
         rows = self._read("SELECT record FROM certificates WHERE id = ?", (certificate_id,))
         return self._certificate(rows[0][0]) if rows else None
 
-    def certificates_for(self, vasp_id: str) -> list[Any]:
+    def certificates_for(self, vasp_id: str) -> list[gds_models_pb2.Certificate]:
         rows = self._read(
             "SELECT record FROM certificates WHERE vasp_id = ? ORDER BY seq", (vasp_id,)
         )
@@ -704,7 +706,7 @@ class SQLiteStore:
 
     def emails(self, *, vasp_id: str | None = None) -> list[Email]:
         sql = "SELECT recipient, subject, body, reason, vasp_id, created FROM emails"
-        params: tuple[Any, ...] = ()
+        params: tuple[object, ...] = ()
         if vasp_id is not None:
             sql += " WHERE vasp_id = ?"
             params = (vasp_id,)
