@@ -40,7 +40,9 @@ import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
+
+from google.protobuf.message import Message
 
 from .._pb.gds.models.v1 import models_pb2 as gds_models_pb2
 from .._pb.trisa.gds.models.v1beta1 import models_pb2
@@ -61,6 +63,8 @@ __all__ = [
 ]
 
 VERIFIED = 6  # models.VerificationState.VERIFIED
+
+_M = TypeVar("_M", bound=Message)
 
 
 @dataclass(frozen=True)
@@ -523,21 +527,24 @@ class SQLiteStore:
 
     # -- reads ----------------------------------------------------------------------------
 
-    @staticmethod
-    def _vasp(blob: bytes) -> models_pb2.VASP:
-        vasp = models_pb2.VASP()
-        vasp.ParseFromString(blob)
-        return vasp
+    def _record(self, cls: type[_M], sql: str, params: Sequence[object]) -> _M | None:
+        """The message of type ``cls`` serialised in the first column of the first row."""
+        rows = self._read(sql, params)
+        return cls.FromString(rows[0][0]) if rows else None
+
+    def _records(self, cls: type[_M], sql: str, params: Sequence[object] = ()) -> list[_M]:
+        """The messages of type ``cls`` serialised in the first column of every row."""
+        return [cls.FromString(row[0]) for row in self._read(sql, params)]
 
     def get_vasp(self, vasp_id: str) -> models_pb2.VASP | None:
-        rows = self._read("SELECT record FROM vasps WHERE id = ?", (vasp_id,))
-        return self._vasp(rows[0][0]) if rows else None
+        return self._record(models_pb2.VASP, "SELECT record FROM vasps WHERE id = ?", (vasp_id,))
 
     def get_vasp_by_common_name(self, common_name: str) -> models_pb2.VASP | None:
-        rows = self._read(
-            "SELECT record FROM vasps WHERE cn_norm = ?", (normalize_common_name(common_name),)
+        return self._record(
+            models_pb2.VASP,
+            "SELECT record FROM vasps WHERE cn_norm = ?",
+            (normalize_common_name(common_name),),
         )
-        return self._vasp(rows[0][0]) if rows else None
 
     def get_origin(self, vasp_id: str) -> str | None:
         rows = self._read("SELECT origin FROM vasps WHERE id = ?", (vasp_id,))
@@ -634,15 +641,14 @@ class SQLiteStore:
 
     def list_vasps(self, *, status: int | None = None) -> list[models_pb2.VASP]:
         if status is None:
-            rows = self._read("SELECT record FROM vasps ORDER BY cn_norm")
-        else:
-            rows = self._read(
-                "SELECT record FROM vasps WHERE status = ? ORDER BY cn_norm", (int(status),)
-            )
-        return [self._vasp(r[0]) for r in rows]
+            return self._records(models_pb2.VASP, "SELECT record FROM vasps ORDER BY cn_norm")
+        return self._records(
+            models_pb2.VASP, "SELECT record FROM vasps WHERE status = ? ORDER BY cn_norm",
+            (int(status),),
+        )
 
     @staticmethod
-    def _token(row: Sequence[Any]) -> ContactToken:
+    def _token(row: Sequence[Any]) -> ContactToken:  # Any: one sqlite3 row
         return ContactToken(
             token=str(row[0]),
             vasp_id=str(row[1]),
@@ -668,37 +674,33 @@ class SQLiteStore:
         )
         return [self._token(r) for r in rows]
 
-    @staticmethod
-    def _certreq(blob: bytes) -> gds_models_pb2.CertificateRequest:
-        req = gds_models_pb2.CertificateRequest()
-        req.ParseFromString(blob)
-        return req
-
     def get_certreq(self, certreq_id: str) -> gds_models_pb2.CertificateRequest | None:
-        rows = self._read("SELECT record FROM certreqs WHERE id = ?", (certreq_id,))
-        return self._certreq(rows[0][0]) if rows else None
+        return self._record(
+            gds_models_pb2.CertificateRequest,
+            "SELECT record FROM certreqs WHERE id = ?",
+            (certreq_id,),
+        )
 
     def certreqs_for(self, vasp_id: str) -> list[gds_models_pb2.CertificateRequest]:
-        rows = self._read(
-            "SELECT record FROM certreqs WHERE vasp_id = ? ORDER BY created, rowid", (vasp_id,)
+        return self._records(
+            gds_models_pb2.CertificateRequest,
+            "SELECT record FROM certreqs WHERE vasp_id = ? ORDER BY created, rowid",
+            (vasp_id,),
         )
-        return [self._certreq(r[0]) for r in rows]
-
-    @staticmethod
-    def _certificate(blob: bytes) -> gds_models_pb2.Certificate:
-        cert = gds_models_pb2.Certificate()
-        cert.ParseFromString(blob)
-        return cert
 
     def get_certificate(self, certificate_id: str) -> gds_models_pb2.Certificate | None:
-        rows = self._read("SELECT record FROM certificates WHERE id = ?", (certificate_id,))
-        return self._certificate(rows[0][0]) if rows else None
+        return self._record(
+            gds_models_pb2.Certificate,
+            "SELECT record FROM certificates WHERE id = ?",
+            (certificate_id,),
+        )
 
     def certificates_for(self, vasp_id: str) -> list[gds_models_pb2.Certificate]:
-        rows = self._read(
-            "SELECT record FROM certificates WHERE vasp_id = ? ORDER BY seq", (vasp_id,)
+        return self._records(
+            gds_models_pb2.Certificate,
+            "SELECT record FROM certificates WHERE vasp_id = ? ORDER BY seq",
+            (vasp_id,),
         )
-        return [self._certificate(r[0]) for r in rows]
 
     def get_secret(self, name: str) -> bytes | None:
         rows = self._read("SELECT value FROM secrets WHERE name = ?", (name,))
