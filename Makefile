@@ -32,14 +32,16 @@ typecheck: $(STAMP)
 pytest: $(STAMP)
 	$(BIN)/python -m pytest -q
 
-# Regenerate trisa_peer/_pb from protos/ (imports rewritten to live inside trisa_peer).
+# Regenerate trisa_peer/_pb from protos/: modules plus their mypy-protobuf .pyi stubs
+# (imports rewritten to live inside trisa_peer).
 protos: $(STAMP)
 	$(BIN)/python scripts/gen_protos.py
 
-# Regenerate the committed test PKI in certs/fixtures/.
+# Exit 1 if trisa_peer/_pb (modules or stubs) differs from what protos/ generates.
 protos-check: $(STAMP)
 	$(BIN)/python scripts/gen_protos.py --check
 
+# Regenerate the committed test PKI in certs/fixtures/.
 fixtures: $(STAMP)
 	$(BIN)/python scripts/make_fixtures.py
 

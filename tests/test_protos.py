@@ -2,7 +2,8 @@
 
 What is checked, against ``spec/trisa-wire.md`` and the upstream fixtures:
 
-* the committed ``_pb`` tree is exactly what ``scripts/gen_protos.py`` generates;
+* the committed ``_pb`` tree, modules and mypy-protobuf ``.pyi`` stubs alike, is
+  exactly what ``scripts/gen_protos.py`` generates;
 * every upstream protojson fixture parses strictly (no ``ignore_unknown_fields``)
   into the generated classes, carries the documented values and round-trips through
   ``MessageToJson(preserving_proto_field_name=True)``; the IVMS101-JSON twin is
@@ -76,12 +77,21 @@ def test_generated_code_matches_protos() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def test_every_generated_module_has_a_stub() -> None:
+    """Each ``_pb2``/``_pb2_grpc`` module has its stub, and no stub is left alone."""
+    pb_dir = ROOT / "trisa_peer" / "_pb"
+    modules = {p.with_suffix("") for p in pb_dir.rglob("*_pb2*.py")}
+    stubs = {p.with_suffix("") for p in pb_dir.rglob("*.pyi")}
+    assert modules, "no generated modules found"
+    assert stubs == modules
+
+
 def test_generated_imports_are_package_relative() -> None:
-    """No generated module imports the top-level ivms101/trisa/gds names."""
+    """No generated module or stub imports the top-level ivms101/trisa/gds names."""
     pb_dir = ROOT / "trisa_peer" / "_pb"
     offenders = [
         f"{path.relative_to(pb_dir)}: {line}"
-        for path in sorted(pb_dir.rglob("*.py"))
+        for path in sorted([*pb_dir.rglob("*.py"), *pb_dir.rglob("*.pyi")])
         for line in path.read_text(encoding="utf-8").splitlines()
         if line.lstrip().startswith(("from ivms101", "from trisa.", "from gds.", "import trisa"))
     ]

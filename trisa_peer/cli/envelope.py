@@ -124,7 +124,7 @@ def _open(args: argparse.Namespace) -> int:
     try:
         payload = open_envelope(envelope, key)
     except EnvelopeRejection as exc:
-        name = errors_pb2.Error.Code.Name(exc.code)
+        name = errors_pb2.Error.Code.Name(errors_pb2.Error.Code.ValueType(exc.code))
         message = f"cannot open {args.envelope}: {name} ({exc.code}): {exc}"
         raise ConfigurationError(message) from exc
     print(to_json(payload))

@@ -50,7 +50,7 @@ from typing import Any
 
 from google.protobuf import json_format
 
-from .._pb.ivms101 import ivms101_pb2
+from .._pb.ivms101 import enum_pb2, ivms101_pb2
 from .._pb.trisa.gds.api.v1beta1 import api_pb2 as gds_pb2
 from .._pb.trisa.gds.models.v1beta1 import models_pb2
 from ..certs import fingerprint, load_certificates, load_identity
@@ -507,7 +507,8 @@ def _register_request(args: argparse.Namespace) -> Any:
         del request.entity.name.name_identifiers[:]
         request.entity.name.name_identifiers.append(
             ivms101_pb2.LegalPersonNameId(
-                legal_person_name=args.name, legal_person_name_identifier_type=1
+                legal_person_name=args.name,
+                legal_person_name_identifier_type=enum_pb2.LEGAL_PERSON_NAME_TYPE_CODE_LEGL,
             )
         )
     if args.country:

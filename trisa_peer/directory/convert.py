@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import gzip
 from datetime import UTC, datetime
-from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from cryptography.x509.oid import NameOID, SignatureAlgorithmOID
 
+from .._pb.ivms101 import enum_pb2
 from .._pb.trisa.gds.api.v1beta1 import api_pb2 as gds_pb2
-from .._pb.trisa.gds.models.v1beta1 import ca_pb2
+from .._pb.trisa.gds.models.v1beta1 import ca_pb2, models_pb2
 from ..certs import cert_to_pem, certs_to_pem, fingerprint, parse_certificates
 from ..errors import CertificateError, DirectoryError
 from ..records import PeerRecord
@@ -60,7 +60,9 @@ _NAME_FIELDS: tuple[tuple[str, x509.ObjectIdentifier], ...] = (
 )
 
 # ivms101 LegalPersonNameTypeCode values (enum.proto).
-_LEGL, _SHRT, _TRAD = 1, 2, 3
+_LEGL = enum_pb2.LEGAL_PERSON_NAME_TYPE_CODE_LEGL
+_SHRT = enum_pb2.LEGAL_PERSON_NAME_TYPE_CODE_SHRT
+_TRAD = enum_pb2.LEGAL_PERSON_NAME_TYPE_CODE_TRAD
 
 
 def rfc3339(when: datetime) -> str:
@@ -84,7 +86,7 @@ def _attr(name: x509.Name, oid: x509.ObjectIdentifier) -> list[str]:
     return [str(a.value) for a in name.get_attributes_for_oid(oid)]
 
 
-def _name_proto(name: x509.Name) -> Any:
+def _name_proto(name: x509.Name) -> ca_pb2.Name:
     proto = ca_pb2.Name()
     cns = _attr(name, NameOID.COMMON_NAME)
     proto.common_name = cns[0] if cns else ""
@@ -111,7 +113,7 @@ def certificate_proto(
     chain: tuple[x509.Certificate, ...] | list[x509.Certificate] = (),
     *,
     revoked: bool = False,
-) -> Any:
+) -> ca_pb2.Certificate:
     """``models.Certificate`` for ``leaf``: fields copied, ``data`` = PEM leaf,
     ``chain`` = gzip PEM of the leaf followed by ``chain`` (as the GDS stores it)."""
     proto = ca_pb2.Certificate()
@@ -133,7 +135,7 @@ def certificate_proto(
 
 
 def certificate_from_proto(
-    proto: Any, *, source: str
+    proto: ca_pb2.Certificate, *, source: str
 ) -> tuple[x509.Certificate, tuple[x509.Certificate, ...]] | None:
     """``(leaf, rest of chain)`` of a ``models.Certificate``; ``None`` when it has no data.
 
@@ -153,7 +155,7 @@ def certificate_from_proto(
     return leaf, tuple(rest)
 
 
-def display_name(vasp: Any) -> str:
+def display_name(vasp: models_pb2.VASP) -> str:
     """``VASP.Name()``: the first TRADING name, else SHORT, else LEGAL (else any)."""
     ids = list(vasp.entity.name.name_identifiers)
     for wanted in (_TRAD, _SHRT, _LEGL):
@@ -166,7 +168,7 @@ def display_name(vasp: Any) -> str:
     return ""
 
 
-def lookup_reply(vasp: Any) -> Any:
+def lookup_reply(vasp: models_pb2.VASP) -> gds_pb2.LookupReply:
     """The ``LookupReply`` projection of a stored ``VASP`` (spec §7.2)."""
     reply = gds_pb2.LookupReply(
         id=vasp.id,
@@ -184,7 +186,7 @@ def lookup_reply(vasp: Any) -> Any:
     return reply
 
 
-def peer_record(reply: Any, *, fetched_at: datetime | None = None) -> PeerRecord:
+def peer_record(reply: gds_pb2.LookupReply, *, fetched_at: datetime | None = None) -> PeerRecord:
     """A ``LookupReply`` → :class:`PeerRecord`; a non-empty ``error`` field or an
     unreadable certificate raises :class:`DirectoryError`."""
     if reply.HasField("error") and (reply.error.code or reply.error.message):

@@ -83,7 +83,7 @@ class _Failure:
     """A step's verdict that the request has failed for good (not an exception: the
     error tree lives in :mod:`trisa_peer.errors`)."""
 
-    state: int
+    state: gds_models_pb2.CertificateRequestState.ValueType
     reason: str
 
 

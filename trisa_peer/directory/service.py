@@ -26,12 +26,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from pathlib import Path
-from typing import Any
 
 from cryptography import x509
 
 from .._pb.gds.models.v1 import models_pb2 as gds_models_pb2
-from .._pb.ivms101 import ivms101_pb2
+from .._pb.ivms101 import enum_pb2, ivms101_pb2
 from .._pb.trisa.gds.api.v1beta1 import api_pb2 as gds_pb2
 from .._pb.trisa.gds.models.v1beta1 import models_pb2
 from ..errors import (
@@ -79,14 +78,14 @@ SUBJECT_WELCOME = "Welcome to the TRISA network!"
 def state_name(value: int) -> str:
     """``6`` → ``"VERIFIED"``."""
     try:
-        return str(models_pb2.VerificationState.Name(int(value)))
+        return str(VS.Name(VS.ValueType(int(value))))
     except ValueError:
         return str(value)
 
 
 @dataclass(frozen=True)
 class RegisterResult:
-    vasp: Any
+    vasp: models_pb2.VASP
     pkcs12password: str
     message: str
 
@@ -128,14 +127,20 @@ class Directory:
 
     # ----------------------------------------------------------------- helpers
 
-    def get(self, vasp_id: str) -> Any:
+    def get(self, vasp_id: str) -> models_pb2.VASP:
         """The stored VASP record, or DirectoryNotFoundError."""
         vasp = self.store.get_vasp(vasp_id.strip())
         if vasp is None:
             raise DirectoryNotFoundError(f"no VASP with id {vasp_id!r}")
         return vasp
 
-    def audit(self, vasp: Any, new_state: int, description: str, source: str) -> None:
+    def audit(
+        self,
+        vasp: models_pb2.VASP,
+        new_state: models_pb2.VerificationState.ValueType,
+        description: str,
+        source: str,
+    ) -> None:
         """Move ``vasp`` to ``new_state`` and append an audit log entry to its extra data."""
         extra = self.extra_data(vasp)
         extra.audit_log.append(
@@ -152,14 +157,14 @@ class Directory:
         self.set_extra_data(vasp, extra)
 
     @staticmethod
-    def extra_data(vasp: Any) -> Any:
+    def extra_data(vasp: models_pb2.VASP) -> gds_models_pb2.GDSExtraData:
         extra = gds_models_pb2.GDSExtraData()
         if vasp.HasField("extra"):
             vasp.extra.Unpack(extra)
         return extra
 
     @staticmethod
-    def set_extra_data(vasp: Any, extra: Any) -> None:
+    def set_extra_data(vasp: models_pb2.VASP, extra: gds_models_pb2.GDSExtraData) -> None:
         vasp.extra.Pack(extra)
 
     def email(self, vasp_id: str, recipient: str, subject: str, body: str, reason: str) -> Email:
@@ -196,6 +201,7 @@ class Directory:
         """Commit; a stale version (concurrent change) becomes DirectoryError."""
         if not self.store.commit(changes):
             if changes.create:
+                assert changes.vasp is not None  # a create always carries its VASP
                 raise DirectoryError(
                     f"common name {changes.vasp.common_name!r} is already registered"
                 )
@@ -204,7 +210,7 @@ class Directory:
 
     # ----------------------------------------------------------------- Register
 
-    def register(self, request: Any) -> RegisterResult:
+    def register(self, request: gds_pb2.RegisterRequest) -> RegisterResult:
         """Validate and store a ``RegisterRequest`` (spec §7.2)."""
         host, _ = validate_endpoint(request.trisa_endpoint)
         common_name = validate_common_name(request.common_name or host)
@@ -287,7 +293,9 @@ class Directory:
             ),
         )
 
-    def _contacts(self, vasp: Any, contacts: Any) -> list[ContactToken]:
+    def _contacts(
+        self, vasp: models_pb2.VASP, contacts: models_pb2.Contacts
+    ) -> list[ContactToken]:
         by_email: dict[str, list[str]] = {}
         for kind in CONTACT_KINDS:
             contact = getattr(contacts, kind)
@@ -317,7 +325,9 @@ class Directory:
 
     # ----------------------------------------------------------------- VerifyContact
 
-    def verify_contact(self, vasp_id: str, token: str) -> tuple[int, str]:
+    def verify_contact(
+        self, vasp_id: str, token: str
+    ) -> tuple[models_pb2.VerificationState.ValueType, str]:
         """Mark the contact of ``token`` verified; returns ``(state, message)``."""
         token = token.strip()
         if not token:
@@ -327,15 +337,15 @@ class Directory:
             raise DirectoryNotFoundError("could not verify contact: unknown token")
         vasp = self.get(found.vasp_id)
         if found.verified:
-            return int(vasp.verification_status), "email address already verified"
+            return vasp.verification_status, "email address already verified"
         now = self.now()
         for kind in found.kinds:
             contact = getattr(vasp.contacts, kind)
-            extra = gds_models_pb2.GDSContactExtraData()
+            contact_extra = gds_models_pb2.GDSContactExtraData()
             if contact.HasField("extra"):
-                contact.extra.Unpack(extra)
-            extra.verified = True
-            contact.extra.Pack(extra)
+                contact.extra.Unpack(contact_extra)
+            contact_extra.verified = True
+            contact.extra.Pack(contact_extra)
         emails: list[Email] = []
         message = "email successfully verified"
         if vasp.verification_status == VS.SUBMITTED:
@@ -364,7 +374,7 @@ class Directory:
             verified_on=now,
         )
         self.commit(Changes(vasp=vasp, tokens=[verified], emails=emails), what="verify contact")
-        return int(vasp.verification_status), message
+        return vasp.verification_status, message
 
     # ----------------------------------------------------------------- Lookup
 
@@ -385,7 +395,7 @@ class Directory:
     def _key_text(vasp_id: str, common_name: str) -> str:
         return f"id {vasp_id.strip()!r}" if vasp_id.strip() else f"common name {common_name!r}"
 
-    def lookup(self, *, vasp_id: str = "", common_name: str = "") -> Any:
+    def lookup(self, *, vasp_id: str = "", common_name: str = "") -> gds_pb2.LookupReply:
         """The ``LookupReply`` of a VERIFIED VASP (id wins over common name)."""
         if not vasp_id.strip() and not common_name.strip():
             raise ConfigurationError("lookup needs an id or a common name")
@@ -398,7 +408,9 @@ class Directory:
         reply.ParseFromString(found[1])
         return reply
 
-    def verification(self, *, vasp_id: str = "", common_name: str = "") -> Any:
+    def verification(
+        self, *, vasp_id: str = "", common_name: str = ""
+    ) -> gds_pb2.VerificationReply:
         """The ``VerificationReply`` of any VASP, verified or not."""
         if not vasp_id.strip() and not common_name.strip():
             raise ConfigurationError("verification needs an id or a common name")
@@ -431,7 +443,7 @@ class Directory:
             names=names, websites=websites, countries=countries, categories=categories
         )
 
-    def status(self) -> Any:
+    def status(self) -> gds_pb2.ServiceState:
         now = self._clock()
         return gds_pb2.ServiceState(
             status=(
@@ -445,10 +457,12 @@ class Directory:
 
     # ----------------------------------------------------------------- operator
 
-    def list_vasps(self, *, status: int | None = None) -> list[Any]:
+    def list_vasps(self, *, status: int | None = None) -> list[models_pb2.VASP]:
         return self.store.list_vasps(status=status)
 
-    def reject(self, vasp_id: str, reason: str, *, source: str = "operator") -> Any:
+    def reject(
+        self, vasp_id: str, reason: str, *, source: str = "operator"
+    ) -> models_pb2.VASP:
         """PENDING_REVIEW → REJECTED; open certificate requests → CR_REJECTED."""
         vasp = self.get(vasp_id)
         if vasp.verification_status != VS.PENDING_REVIEW:
@@ -474,7 +488,13 @@ class Directory:
         self.commit(Changes(vasp=vasp, certreqs=reqs, emails=emails), what="reject")
         return vasp
 
-    def certreq_state(self, req: Any, new_state: int, description: str, source: str) -> None:
+    def certreq_state(
+        self,
+        req: gds_models_pb2.CertificateRequest,
+        new_state: gds_models_pb2.CertificateRequestState.ValueType,
+        description: str,
+        source: str,
+    ) -> None:
         req.audit_log.append(
             gds_models_pb2.CertificateRequestLogEntry(
                 timestamp=self.now(),
@@ -488,9 +508,9 @@ class Directory:
         req.modified = self.now()
 
     def certificate_record(
-        self, vasp: Any, leaf: x509.Certificate, chain: Sequence[x509.Certificate],
+        self, vasp: models_pb2.VASP, leaf: x509.Certificate, chain: Sequence[x509.Certificate],
         *, request: str = "",
-    ) -> Any:
+    ) -> gds_models_pb2.Certificate:
         """A ``gds.models.v1.Certificate`` record (id = upper-hex serial)."""
         return gds_models_pb2.Certificate(
             id=serial_hex(leaf.serial_number),
@@ -502,12 +522,12 @@ class Directory:
 
     def install_certificate(
         self,
-        vasp: Any,
+        vasp: models_pb2.VASP,
         leaf: x509.Certificate,
         chain: Sequence[x509.Certificate],
         *,
         request: str = "",
-    ) -> Any:
+    ) -> gds_models_pb2.Certificate:
         """Set ``vasp.identity_certificate`` (in memory) and return its record."""
         record = self.certificate_record(vasp, leaf, chain, request=request)
         vasp.identity_certificate.CopyFrom(record.details)
@@ -556,7 +576,7 @@ class Directory:
         website: str = "",
         signing_certificates: Sequence[x509.Certificate] = (),
         source: str = "operator",
-    ) -> Any:
+    ) -> models_pb2.VASP:
         """Import a VERIFIED record for an existing certificate of any CA."""
         cn = validate_common_name(common_name)
         validate_endpoint(endpoint)
@@ -580,7 +600,8 @@ class Directory:
         )
         vasp.entity.name.name_identifiers.append(
             ivms101_pb2.LegalPersonNameId(
-                legal_person_name=name.strip() or cn, legal_person_name_identifier_type=1
+                legal_person_name=name.strip() or cn,
+                legal_person_name_identifier_type=enum_pb2.LEGAL_PERSON_NAME_TYPE_CODE_LEGL,
             )
         )
         if code:
@@ -611,7 +632,7 @@ class Directory:
         certificates: Sequence[x509.Certificate],
         *,
         source: str = "operator",
-    ) -> Any:
+    ) -> models_pb2.VASP:
         """Replace the identity certificate (rotation); the old serial is kept as
         superseded."""
         vasp = self.get(vasp_id)

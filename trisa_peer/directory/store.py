@@ -40,7 +40,9 @@ import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
+
+from google.protobuf.message import Message
 
 from .._pb.gds.models.v1 import models_pb2 as gds_models_pb2
 from .._pb.trisa.gds.models.v1beta1 import models_pb2
@@ -61,6 +63,8 @@ __all__ = [
 ]
 
 VERIFIED = 6  # models.VerificationState.VERIFIED
+
+_M = TypeVar("_M", bound=Message)
 
 
 @dataclass(frozen=True)
@@ -105,11 +109,11 @@ class Changes:
     id, ``secrets`` by name, ``tokens`` by token; ``emails`` are appended.
     """
 
-    vasp: Any = None
+    vasp: models_pb2.VASP | None = None
     create: bool = False
     origin: str = "register"
-    certreqs: list[Any] = field(default_factory=list)
-    certificates: list[Any] = field(default_factory=list)
+    certreqs: list[gds_models_pb2.CertificateRequest] = field(default_factory=list)
+    certificates: list[gds_models_pb2.Certificate] = field(default_factory=list)
     secrets: dict[str, bytes] = field(default_factory=dict)
     tokens: list[ContactToken] = field(default_factory=list)
     emails: list[Email] = field(default_factory=list)
@@ -122,9 +126,9 @@ class DirectoryStore(Protocol):
 
     def commit(self, changes: Changes) -> bool: ...
 
-    def get_vasp(self, vasp_id: str) -> Any | None: ...
+    def get_vasp(self, vasp_id: str) -> models_pb2.VASP | None: ...
 
-    def get_vasp_by_common_name(self, common_name: str) -> Any | None: ...
+    def get_vasp_by_common_name(self, common_name: str) -> models_pb2.VASP | None: ...
 
     def get_origin(self, vasp_id: str) -> str | None: ...
 
@@ -145,19 +149,19 @@ class DirectoryStore(Protocol):
         limit: int = 1000,
     ) -> list[SearchRow]: ...
 
-    def list_vasps(self, *, status: int | None = None) -> list[Any]: ...
+    def list_vasps(self, *, status: int | None = None) -> list[models_pb2.VASP]: ...
 
     def get_token(self, token: str) -> ContactToken | None: ...
 
     def tokens_for(self, vasp_id: str) -> list[ContactToken]: ...
 
-    def get_certreq(self, certreq_id: str) -> Any | None: ...
+    def get_certreq(self, certreq_id: str) -> gds_models_pb2.CertificateRequest | None: ...
 
-    def certreqs_for(self, vasp_id: str) -> list[Any]: ...
+    def certreqs_for(self, vasp_id: str) -> list[gds_models_pb2.CertificateRequest]: ...
 
-    def get_certificate(self, certificate_id: str) -> Any | None: ...
+    def get_certificate(self, certificate_id: str) -> gds_models_pb2.Certificate | None: ...
 
-    def certificates_for(self, vasp_id: str) -> list[Any]: ...
+    def certificates_for(self, vasp_id: str) -> list[gds_models_pb2.Certificate]: ...
 
     def get_secret(self, name: str) -> bytes | None: ...
 
@@ -169,7 +173,7 @@ class DirectoryStore(Protocol):
 # --------------------------------------------------------------------------- indexing
 
 
-def index_terms(vasp: Any) -> dict[str, set[str]]:
+def index_terms(vasp: models_pb2.VASP) -> dict[str, set[str]]:
     """The index keys of a VASP: names, websites, countries, categories."""
     names = {normalize_name(vasp.common_name)}
     entity = vasp.entity
@@ -383,7 +387,8 @@ class SQLiteStore:
                 conn.execute("ROLLBACK")
             raise StoreError(f"{self.path}: commit failed: {exc}") from exc
 
-    def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+    def _read(self, sql: str, params: Sequence[object] = ()) -> list[Any]:
+        # Any: sqlite3 rows; each caller knows its columns
         try:
             return self._conn().execute(sql, tuple(params)).fetchall()
         except sqlite3.Error as exc:
@@ -417,7 +422,7 @@ class SQLiteStore:
     def commit(self, changes: Changes) -> bool:
         try:
             with self._write() as conn:
-                if changes.vasp is not None and not self._write_vasp(conn, changes):
+                if changes.vasp is not None and not self._write_vasp(conn, changes.vasp, changes):
                     conn.execute("ROLLBACK")
                     conn.execute("BEGIN")  # the context manager commits an empty transaction
                     return False
@@ -461,8 +466,9 @@ class SQLiteStore:
             raise StoreError(f"{self.path}: write failed: {exc}") from exc
         return True
 
-    def _write_vasp(self, conn: sqlite3.Connection, changes: Changes) -> bool:
-        vasp = changes.vasp
+    def _write_vasp(
+        self, conn: sqlite3.Connection, vasp: models_pb2.VASP, changes: Changes
+    ) -> bool:
         cn_norm = normalize_common_name(vasp.common_name)
         if changes.create:
             vasp.version.version = max(1, int(vasp.version.version))
@@ -504,7 +510,7 @@ class SQLiteStore:
         return True
 
     @staticmethod
-    def _vasp_row(vasp: Any, cn_norm: str, origin: str) -> tuple[Any, ...]:
+    def _vasp_row(vasp: models_pb2.VASP, cn_norm: str, origin: str) -> tuple[object, ...]:
         return (
             vasp.id,
             vasp.common_name,
@@ -521,21 +527,24 @@ class SQLiteStore:
 
     # -- reads ----------------------------------------------------------------------------
 
-    @staticmethod
-    def _vasp(blob: bytes) -> Any:
-        vasp = models_pb2.VASP()
-        vasp.ParseFromString(blob)
-        return vasp
+    def _record(self, cls: type[_M], sql: str, params: Sequence[object]) -> _M | None:
+        """The message of type ``cls`` serialised in the first column of the first row."""
+        rows = self._read(sql, params)
+        return cls.FromString(rows[0][0]) if rows else None
 
-    def get_vasp(self, vasp_id: str) -> Any | None:
-        rows = self._read("SELECT record FROM vasps WHERE id = ?", (vasp_id,))
-        return self._vasp(rows[0][0]) if rows else None
+    def _records(self, cls: type[_M], sql: str, params: Sequence[object] = ()) -> list[_M]:
+        """The messages of type ``cls`` serialised in the first column of every row."""
+        return [cls.FromString(row[0]) for row in self._read(sql, params)]
 
-    def get_vasp_by_common_name(self, common_name: str) -> Any | None:
-        rows = self._read(
-            "SELECT record FROM vasps WHERE cn_norm = ?", (normalize_common_name(common_name),)
+    def get_vasp(self, vasp_id: str) -> models_pb2.VASP | None:
+        return self._record(models_pb2.VASP, "SELECT record FROM vasps WHERE id = ?", (vasp_id,))
+
+    def get_vasp_by_common_name(self, common_name: str) -> models_pb2.VASP | None:
+        return self._record(
+            models_pb2.VASP,
+            "SELECT record FROM vasps WHERE cn_norm = ?",
+            (normalize_common_name(common_name),),
         )
-        return self._vasp(rows[0][0]) if rows else None
 
     def get_origin(self, vasp_id: str) -> str | None:
         rows = self._read("SELECT origin FROM vasps WHERE id = ?", (vasp_id,))
@@ -583,7 +592,7 @@ class SQLiteStore:
         # Candidates come from one index (names/websites, else countries, else
         # categories), then each is joined to its row by primary key and filtered with
         # EXISTS probes on the (term, vasp_id) primary keys: no scan of the vasps table.
-        params: list[Any] = []
+        params: list[object] = []
         sources: list[str] = []
         for name in names:
             key = normalize_name(name)
@@ -630,17 +639,16 @@ class SQLiteStore:
         params.append(int(limit))
         return [SearchRow(str(a), str(b), str(c), str(d)) for a, b, c, d in self._read(sql, params)]
 
-    def list_vasps(self, *, status: int | None = None) -> list[Any]:
+    def list_vasps(self, *, status: int | None = None) -> list[models_pb2.VASP]:
         if status is None:
-            rows = self._read("SELECT record FROM vasps ORDER BY cn_norm")
-        else:
-            rows = self._read(
-                "SELECT record FROM vasps WHERE status = ? ORDER BY cn_norm", (int(status),)
-            )
-        return [self._vasp(r[0]) for r in rows]
+            return self._records(models_pb2.VASP, "SELECT record FROM vasps ORDER BY cn_norm")
+        return self._records(
+            models_pb2.VASP, "SELECT record FROM vasps WHERE status = ? ORDER BY cn_norm",
+            (int(status),),
+        )
 
     @staticmethod
-    def _token(row: Sequence[Any]) -> ContactToken:
+    def _token(row: Sequence[Any]) -> ContactToken:  # Any: one sqlite3 row
         return ContactToken(
             token=str(row[0]),
             vasp_id=str(row[1]),
@@ -666,37 +674,33 @@ class SQLiteStore:
         )
         return [self._token(r) for r in rows]
 
-    @staticmethod
-    def _certreq(blob: bytes) -> Any:
-        req = gds_models_pb2.CertificateRequest()
-        req.ParseFromString(blob)
-        return req
-
-    def get_certreq(self, certreq_id: str) -> Any | None:
-        rows = self._read("SELECT record FROM certreqs WHERE id = ?", (certreq_id,))
-        return self._certreq(rows[0][0]) if rows else None
-
-    def certreqs_for(self, vasp_id: str) -> list[Any]:
-        rows = self._read(
-            "SELECT record FROM certreqs WHERE vasp_id = ? ORDER BY created, rowid", (vasp_id,)
+    def get_certreq(self, certreq_id: str) -> gds_models_pb2.CertificateRequest | None:
+        return self._record(
+            gds_models_pb2.CertificateRequest,
+            "SELECT record FROM certreqs WHERE id = ?",
+            (certreq_id,),
         )
-        return [self._certreq(r[0]) for r in rows]
 
-    @staticmethod
-    def _certificate(blob: bytes) -> Any:
-        cert = gds_models_pb2.Certificate()
-        cert.ParseFromString(blob)
-        return cert
-
-    def get_certificate(self, certificate_id: str) -> Any | None:
-        rows = self._read("SELECT record FROM certificates WHERE id = ?", (certificate_id,))
-        return self._certificate(rows[0][0]) if rows else None
-
-    def certificates_for(self, vasp_id: str) -> list[Any]:
-        rows = self._read(
-            "SELECT record FROM certificates WHERE vasp_id = ? ORDER BY seq", (vasp_id,)
+    def certreqs_for(self, vasp_id: str) -> list[gds_models_pb2.CertificateRequest]:
+        return self._records(
+            gds_models_pb2.CertificateRequest,
+            "SELECT record FROM certreqs WHERE vasp_id = ? ORDER BY created, rowid",
+            (vasp_id,),
         )
-        return [self._certificate(r[0]) for r in rows]
+
+    def get_certificate(self, certificate_id: str) -> gds_models_pb2.Certificate | None:
+        return self._record(
+            gds_models_pb2.Certificate,
+            "SELECT record FROM certificates WHERE id = ?",
+            (certificate_id,),
+        )
+
+    def certificates_for(self, vasp_id: str) -> list[gds_models_pb2.Certificate]:
+        return self._records(
+            gds_models_pb2.Certificate,
+            "SELECT record FROM certificates WHERE vasp_id = ? ORDER BY seq",
+            (vasp_id,),
+        )
 
     def get_secret(self, name: str) -> bytes | None:
         rows = self._read("SELECT value FROM secrets WHERE name = ?", (name,))
@@ -704,7 +708,7 @@ class SQLiteStore:
 
     def emails(self, *, vasp_id: str | None = None) -> list[Email]:
         sql = "SELECT recipient, subject, body, reason, vasp_id, created FROM emails"
-        params: tuple[Any, ...] = ()
+        params: tuple[object, ...] = ()
         if vasp_id is not None:
             sql += " WHERE vasp_id = ?"
             params = (vasp_id,)

@@ -32,7 +32,7 @@ it can repair the message.
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import TypeAlias, cast
 
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes, PublicKeyTypes
@@ -97,15 +97,16 @@ OPEN_REJECTION_CODES: frozenset[int] = frozenset(
         VALIDATION_ERROR,
     }
 )
+_TransferState: TypeAlias = api_pb2.TransferState.ValueType
 _TRANSFER_STATES: frozenset[int] = frozenset(api_pb2.TransferState.values())
-_REPAIR: int = api_pb2.TransferState.Value("REPAIR")
-_REJECTED: int = api_pb2.TransferState.Value("REJECTED")
+_REPAIR: _TransferState = api_pb2.TransferState.Value("REPAIR")
+_REJECTED: _TransferState = api_pb2.TransferState.Value("REJECTED")
 _OVERHEAD = NONCE_SIZE + TAG_SIZE
 
 
 def _code_name(code: int) -> str:
     try:
-        return str(_Error.Code.Name(code))
+        return str(_Error.Code.Name(cast(_Error.Code.ValueType, code)))
     except ValueError:
         return str(code)
 
@@ -114,7 +115,8 @@ def _now(clock: Clock | None) -> str:
     return format_timestamp((clock or utcnow)())
 
 
-def _check_envelope_type(envelope: Any) -> None:
+def _check_envelope_type(envelope: object) -> None:
+    # object: a run-time guard for callers that pass anything
     if not isinstance(envelope, api_pb2.SecureEnvelope):
         raise TypeError("expected a trisa.api.v1beta1.SecureEnvelope")
 
@@ -125,14 +127,14 @@ def _check_envelope_type(envelope: Any) -> None:
 
 
 def seal(
-    payload: Any,
+    payload: api_pb2.Payload,
     recipient_public_key: PublicKeyTypes,
     *,
     envelope_id: str | None = None,
     transfer_state: int = 0,
     hmac_secret: bytes | None = None,
     clock: Clock | None = None,
-) -> Any:
+) -> api_pb2.SecureEnvelope:
     """Encrypt and seal ``payload`` (a ``Payload``) for ``recipient_public_key``.
 
     Spec §9.2: validate, serialise, AES-256-GCM with a fresh 32-byte key and 12-byte
@@ -178,7 +180,7 @@ def seal(
         timestamp=_now(clock),
         sealed=True,
         public_key_signature=public_key_signature(recipient_public_key),
-        transfer_state=transfer_state,
+        transfer_state=cast(_TransferState, transfer_state),  # checked above
     )
 
 
@@ -187,7 +189,7 @@ def seal(
 # ---------------------------------------------------------------------------
 
 
-def envelope_error(envelope: Any) -> Any | None:
+def envelope_error(envelope: api_pb2.SecureEnvelope) -> errors_pb2.Error | None:
     """A copy of the envelope's ``Error`` if it carries one (the peer's rejection), else None.
 
     An error envelope has no payload; an envelope may also carry both (Go state
@@ -201,7 +203,9 @@ def envelope_error(envelope: Any) -> Any | None:
     return error
 
 
-def _unseal(envelope: Any, private_key: PrivateKeyTypes | None) -> tuple[bytes, bytes]:
+def _unseal(
+    envelope: api_pb2.SecureEnvelope, private_key: PrivateKeyTypes | None
+) -> tuple[bytes, bytes]:
     if not envelope.sealed:
         return bytes(envelope.encryption_key), bytes(envelope.hmac_secret)
     if not isinstance(private_key, rsa.RSAPrivateKey):
@@ -223,11 +227,11 @@ def _unseal(envelope: Any, private_key: PrivateKeyTypes | None) -> tuple[bytes, 
 
 
 def open_envelope(
-    envelope: Any,
+    envelope: api_pb2.SecureEnvelope,
     private_key: PrivateKeyTypes | None,
     *,
     max_payload_size: int = MAX_PAYLOAD_SIZE,
-) -> Any:
+) -> api_pb2.Payload:
     """Validate, unseal, verify and decrypt ``envelope``; return its ``Payload``.
 
     Follows spec §9.4 in order (see the module docstring for the code of each step).
@@ -296,7 +300,7 @@ def reject(
     *,
     retry: bool | None = None,
     clock: Clock | None = None,
-) -> Any:
+) -> api_pb2.SecureEnvelope:
     """A rejection envelope (spec §9.7) answering the envelope ``envelope_id``.
 
     No payload and no crypto fields; ``error`` = (code, message, retry) with ``retry``
@@ -314,7 +318,7 @@ def reject(
     do_retry = code >= BAD_REQUEST if retry is None else bool(retry)
     return api_pb2.SecureEnvelope(
         id=envelope_id,
-        error=_Error(code=code, message=message, retry=do_retry),
+        error=_Error(code=_Error.Code.ValueType(code), message=message, retry=do_retry),
         timestamp=_now(clock),
         sealed=False,
         transfer_state=_REPAIR if do_retry else _REJECTED,
@@ -323,7 +327,7 @@ def reject(
 
 def rejection_envelope(
     envelope_id: str, rejection: EnvelopeRejection, *, clock: Clock | None = None
-) -> Any:
+) -> api_pb2.SecureEnvelope:
     """:func:`reject` with the code, message and retry flag of ``rejection``."""
     return reject(
         envelope_id, rejection.code, rejection.message, retry=rejection.retry, clock=clock

@@ -8,8 +8,6 @@ certificate) by delegating to :func:`trisa_peer.certs.load_public_key`.
 
 from __future__ import annotations
 
-from typing import Any
-
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
@@ -84,7 +82,9 @@ def go_public_key_algorithm(cert: x509.Certificate) -> str:
     return _UNKNOWN
 
 
-def signing_key_from_certificate(cert: x509.Certificate, *, revoked: bool = False) -> Any:
+def signing_key_from_certificate(
+    cert: x509.Certificate, *, revoked: bool = False
+) -> api_pb2.SigningKey:
     """A ``trisa.api.v1beta1.SigningKey`` describing ``cert`` as Go builds it.
 
     version = x509 version (3), signature = the certificate's signature bytes,
@@ -103,7 +103,7 @@ def signing_key_from_certificate(cert: x509.Certificate, *, revoked: bool = Fals
 
 
 def public_key_from_signing_key(
-    signing_key: Any, *, source: str = "SigningKey.data"
+    signing_key: api_pb2.SigningKey, *, source: str = "SigningKey.data"
 ) -> PeerPublicKey:
     """The public key of a received SigningKey (§10 parsing order).
 

@@ -9,7 +9,7 @@ payload contents, and attacker-controlled strings are shortened.
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Literal
 
 from .._pb.trisa.api.v1beta1 import api_pb2, errors_pb2
 from .timestamps import parse_timestamp
@@ -54,7 +54,7 @@ def is_uuid(text: str) -> bool:
     return not (braced and urn)
 
 
-def _error_set(error: Any) -> bool:
+def _error_set(error: errors_pb2.Error) -> bool:
     return int(error.ByteSize()) > 0
 
 
@@ -66,7 +66,9 @@ def _timestamp_ok(text: str) -> bool:
     return True
 
 
-def envelope_problem(envelope: Any, *, max_payload_size: int = MAX_PAYLOAD_SIZE) -> str | None:
+def envelope_problem(
+    envelope: api_pb2.SecureEnvelope, *, max_payload_size: int = MAX_PAYLOAD_SIZE
+) -> str | None:
     """Why ``envelope`` is not a valid SecureEnvelope, or ``None`` (spec §9.4 step 1).
 
     ``sealed`` and ``public_key_signature`` are not checked (as in Go).
@@ -98,12 +100,16 @@ def envelope_problem(envelope: Any, *, max_payload_size: int = MAX_PAYLOAD_SIZE)
     return None
 
 
-def _any_set(payload: Any, name: str) -> bool:
-    return bool(payload.HasField(name)) and bool(getattr(payload, name).type_url)
+def _any_set(payload: api_pb2.Payload, name: Literal["identity", "transaction"]) -> bool:
+    return payload.HasField(name) and bool(getattr(payload, name).type_url)
 
 
-def payload_problem(payload: Any) -> str | None:
-    """Why ``payload`` is not a valid TRISA Payload, or ``None`` (spec §9.2 step 1)."""
+def payload_problem(payload: object) -> str | None:
+    """Why ``payload`` is not a valid TRISA Payload, or ``None`` (spec §9.2 step 1).
+
+    Takes any object: callers hand in whatever they were given, and a wrong type is
+    one of the problems reported.
+    """
     if not isinstance(payload, api_pb2.Payload):
         return "not a trisa.api.v1beta1.Payload"
     if not _any_set(payload, "identity"):

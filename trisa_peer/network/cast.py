@@ -29,7 +29,6 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from types import MappingProxyType
-from typing import Any
 
 from .._pb.ivms101 import enum_pb2, ivms101_pb2
 
@@ -93,7 +92,7 @@ class PostalAddress:
     country: str
     country_sub_division: str = ""
 
-    def to_ivms(self, address_type: int) -> Any:
+    def to_ivms(self, address_type: enum_pb2.AddressTypeCode.ValueType) -> ivms101_pb2.Address:
         """An ``ivms101.Address`` of ``address_type`` (an ``AddressTypeCode`` value)."""
         return ivms101_pb2.Address(
             address_type=address_type,
@@ -122,7 +121,7 @@ class VaspProfile:
     address: PostalAddress
     email_domain: str = ""
 
-    def legal_person(self) -> Any:
+    def legal_person(self) -> ivms101_pb2.LegalPerson:
         """The VASP as an ``ivms101.LegalPerson``.
 
         LEGL (and SHRT) names, the business address, the country of registration and
@@ -152,7 +151,7 @@ class VaspProfile:
             country_of_registration=self.country,
         )
 
-    def person(self) -> Any:
+    def person(self) -> ivms101_pb2.Person:
         """The VASP as an ``ivms101.Person`` (the ``legal_person`` branch)."""
         return ivms101_pb2.Person(legal_person=self.legal_person())
 
@@ -457,7 +456,7 @@ BOOK = WalletBook(VASPS, WALLETS)
 # -- IVMS101 ------------------------------------------------------------------------
 
 
-def natural_person(wallet: Wallet) -> Any:
+def natural_person(wallet: Wallet) -> ivms101_pb2.Person:
     """The wallet holder as an ``ivms101.Person`` (``natural_person`` branch).
 
     LEGL name (primary = last name, secondary = first name), the home address, the

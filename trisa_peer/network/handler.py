@@ -22,8 +22,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 
+from .._pb.trisa.api.v1beta1 import api_pb2
 from ..handshake import VerifiedPeer
 
 __all__ = ["Accept", "Handler", "Incoming", "Outcome", "Pending", "Reject", "Repair"]
@@ -39,7 +39,7 @@ class Incoming:
 
     peer: VerifiedPeer
     envelope_id: str
-    payload: Any
+    payload: api_pb2.Payload
     transfer_state: int
     received_at: datetime
 
@@ -48,7 +48,7 @@ class Incoming:
 class Accept:
     """Accept; ``payload`` replaces the echoed payload (e.g. a repaired beneficiary)."""
 
-    payload: Any | None = None
+    payload: api_pb2.Payload | None = None
 
 
 @dataclass(frozen=True)

@@ -45,10 +45,11 @@ import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TypeVar, cast
 
 from google.protobuf import any_pb2
-from google.protobuf.message import DecodeError
+from google.protobuf.descriptor import Descriptor
+from google.protobuf.message import DecodeError, Message
 
 from .._pb.ivms101 import enum_pb2, identity_pb2
 from .._pb.trisa.api.v1beta1 import api_pb2, errors_pb2
@@ -105,7 +106,7 @@ def build_payload(
     sent_at: datetime,
     txid: str | None = None,
     book: WalletBook = BOOK,
-) -> Any:
+) -> api_pb2.Payload:
     """A ``trisa.api.v1beta1.Payload`` from ``originator`` to ``beneficiary``.
 
     ``identity`` packs an ``ivms101.IdentityPayload``: the originator's natural person
@@ -157,7 +158,7 @@ def originator_payload(
     network: str = "BTC",
     asset_type: str = "BTC",
     book: WalletBook = BOOK,
-) -> Any:
+) -> api_pb2.Payload | Reject:
     """What ``originator``'s VASP sends to ``beneficiary``: a Payload, or a :class:`Reject`.
 
     SendPartial -> partial payload; SendFull -> full payload; SendError ->
@@ -211,11 +212,16 @@ def expected_code(originator: Wallet, beneficiary: Wallet) -> int | None:
 # -- parsing --------------------------------------------------------------------------
 
 
-def _unpack(message: Any, cls: Any) -> Any | None:
+_M = TypeVar("_M", bound=Message)
+
+
+def _unpack(message: any_pb2.Any, cls: type[_M]) -> _M | None:
     """``message`` (an Any) unpacked into ``cls``, or ``None`` if wrong type or bytes."""
     if not isinstance(message, any_pb2.Any) or not message.type_url:
         return None
-    if not message.Is(cls.DESCRIPTOR):
+    # types-protobuf types Message.DESCRIPTOR as a union with upb's own Descriptor,
+    # which Any.Is accepts at run time.
+    if not message.Is(cast(Descriptor, cls.DESCRIPTOR)):
         return None
     out = cls()
     try:
@@ -225,13 +231,13 @@ def _unpack(message: Any, cls: Any) -> Any | None:
     return out
 
 
-def _identity(payload: Any) -> Any | None:
+def _identity(payload: api_pb2.Payload) -> identity_pb2.IdentityPayload | None:
     if not isinstance(payload, api_pb2.Payload) or not payload.HasField("identity"):
         return None
     return _unpack(payload.identity, identity_pb2.IdentityPayload)
 
 
-def _transaction(payload: Any) -> Any | None:
+def _transaction(payload: api_pb2.Payload) -> transaction_pb2.Transaction | None:
     if not isinstance(payload, api_pb2.Payload) or not payload.HasField("transaction"):
         return None
     tx = _unpack(payload.transaction, transaction_pb2.Transaction)
@@ -243,7 +249,7 @@ def _transaction(payload: Any) -> Any | None:
     return None
 
 
-def _named_beneficiaries(identity: Any) -> list[tuple[str, str]]:
+def _named_beneficiaries(identity: identity_pb2.IdentityPayload) -> list[tuple[str, str]]:
     """(primary, secondary) of every LEGL (else first) name of beneficiary natural persons."""
     names = []
     for person in identity.beneficiary.beneficiary_persons:
@@ -260,11 +266,11 @@ def _named_beneficiaries(identity: Any) -> list[tuple[str, str]]:
     return names
 
 
-def _complete(identity: Any) -> bool:
+def _complete(identity: identity_pb2.IdentityPayload) -> bool:
     return bool(_named_beneficiaries(identity))
 
 
-def is_complete_beneficiary(payload: Any) -> bool:
+def is_complete_beneficiary(payload: api_pb2.Payload) -> bool:
     """True if ``payload``'s identity names a beneficiary natural person.
 
     "Named" means a name identifier with a non-empty primary identifier (LEGL
@@ -278,7 +284,7 @@ def _fold(text: str) -> str:
     return " ".join(text.split()).casefold()
 
 
-def _names_holder(identity: Any, wallet: Wallet) -> bool:
+def _names_holder(identity: identity_pb2.IdentityPayload, wallet: Wallet) -> bool:
     names = _named_beneficiaries(identity)
     if not names:
         return True  # nothing named: nothing to contradict (repair or require decides)
@@ -290,12 +296,12 @@ def _names_holder(identity: Any, wallet: Wallet) -> bool:
 
 
 def repair_payload(
-    payload: Any,
+    payload: api_pb2.Payload,
     wallet: Wallet,
     vasp: VaspProfile,
     *,
     received_at: datetime | None = None,
-) -> Any:
+) -> api_pb2.Payload:
     """A copy of ``payload`` with the beneficiary filled in (``payload`` is not modified).
 
     If no beneficiary natural person is named, the beneficiary persons become the
@@ -328,7 +334,7 @@ def repair_payload(
 
 @dataclass(frozen=True)
 class _Checked:
-    identity: Any
+    identity: identity_pb2.IdentityPayload
     wallet: Wallet
 
 

@@ -29,9 +29,11 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import NoReturn
 
 import grpc
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 from google.protobuf import any_pb2
 
 from .._pb.trisa.api.v1beta1 import api_pb2, api_pb2_grpc, errors_pb2
@@ -71,7 +73,7 @@ _KNOWN_CODES = frozenset(errors_pb2.Error.Code.values())
 MAX_ENVELOPE_PAYLOAD = 1024 * 1024
 
 
-def pending_of(payload: Any) -> Any | None:
+def pending_of(payload: api_pb2.Payload) -> transaction_pb2.Pending | None:
     """The ``Pending`` message of a payload whose transaction is one, else None."""
     if payload.transaction.type_url != PENDING_TYPE:
         return None
@@ -104,7 +106,7 @@ class Exchange:
         keyring: KeyRing,
         peer_keys: PeerKeys,
         schedule: Callable[[float, Callable[[], None]], None],
-        send_callback: Callable[[str, str, Accept | Reject, Any], None],
+        send_callback: Callable[[str, str, Accept | Reject, api_pb2.Payload], None],
         clock: Clock = utcnow,
         max_payload_size: int = MAX_ENVELOPE_PAYLOAD,
     ) -> None:
@@ -121,19 +123,19 @@ class Exchange:
 
     # ----------------------------------------------------------------- helpers
 
-    def peer_key(self, peer: VerifiedPeer) -> Any:
+    def peer_key(self, peer: VerifiedPeer) -> PublicKeyTypes | None:
         return self.peer_keys.get(peer.common_name) or record_key(peer.record)
 
     def _answer(
         self,
         req: _Request,
-        reply: Any,
+        reply: api_pb2.SecureEnvelope,
         state: str,
         *,
         code: int = 0,
         discard: bool = False,
         origin: tuple[int, str, int] | None = None,
-    ) -> Any:
+    ) -> api_pb2.SecureEnvelope:
         """Record the request (if new), the reply and any state change of the transfer it
         answers, in one transaction, committed; then return the reply."""
         data = reply.SerializeToString()
@@ -157,14 +159,16 @@ class Exchange:
 
     def _reject(
         self, req: _Request, rejection: Reject, *, origin: tuple[int, str, int] | None = None
-    ) -> Any:
+    ) -> api_pb2.SecureEnvelope:
         reply = reject(req.envelope_id, rejection.code, rejection.message, retry=rejection.retry)
         state = "repair" if reply.error.retry else "rejected"
         return self._answer(req, reply, state, code=rejection.code, origin=origin)
 
     # ----------------------------------------------------------------- process
 
-    def process(self, envelope: Any, peer: VerifiedPeer) -> Any:
+    def process(
+        self, envelope: api_pb2.SecureEnvelope, peer: VerifiedPeer
+    ) -> api_pb2.SecureEnvelope:
         """Answer one envelope; raises only :class:`StoreError` (nothing unrecorded)."""
         raw = envelope.SerializeToString()
         dig = digest(raw)
@@ -173,7 +177,9 @@ class Exchange:
         with self._stripes[hash((peer.common_name, envelope.id, dig)) % len(self._stripes)]:
             return self._process(envelope, peer, raw, dig)
 
-    def _process(self, envelope: Any, peer: VerifiedPeer, raw: bytes, dig: str) -> Any:
+    def _process(
+        self, envelope: api_pb2.SecureEnvelope, peer: VerifiedPeer, raw: bytes, dig: str
+    ) -> api_pb2.SecureEnvelope:
         eid = envelope.id
         cn = peer.common_name
         seen = self.store.find_request(cn, eid, dig)
@@ -216,7 +222,13 @@ class Exchange:
             outcome = Reject(Code.INTERNAL_ERROR, "the beneficiary could not process the transfer")
         return self._outcome(req, incoming, outcome)
 
-    def _peer_rejection(self, envelope: Any, error: Any, peer: VerifiedPeer, req: _Request) -> Any:
+    def _peer_rejection(
+        self,
+        envelope: api_pb2.SecureEnvelope,
+        error: errors_pb2.Error,
+        peer: VerifiedPeer,
+        req: _Request,
+    ) -> api_pb2.SecureEnvelope:
         cn = peer.common_name
         if error.code not in _KNOWN_CODES or error.code == 0 or not error.message.strip():
             return self._reject(req, Reject(
@@ -235,14 +247,19 @@ class Exchange:
         reply = reject(envelope.id, error.code, error.message, retry=error.retry)
         return self._answer(req, reply, "rejected", code=error.code, origin=change)
 
-    def _sealed_reply(self, incoming: Incoming, payload: Any, state: int) -> Any:
+    def _sealed_reply(
+        self, incoming: Incoming, payload: api_pb2.Payload, state: int
+    ) -> api_pb2.SecureEnvelope:
         key = self.peer_key(incoming.peer)
         if key is None:
             raise EnvelopeRejection(Code.NO_SIGNING_KEY, "no sealing key known for the peer")
         return seal(payload, key, envelope_id=incoming.envelope_id, transfer_state=state,
                     clock=self.clock)
 
-    def _outcome(self, req: _Request, incoming: Incoming, outcome: Any) -> Any:
+    def _outcome(
+        self, req: _Request, incoming: Incoming, outcome: object
+    ) -> api_pb2.SecureEnvelope:
+        # object: whatever the user's handler returned, checked below
         if isinstance(outcome, Repair):
             outcome = outcome.as_reject()
         try:
@@ -266,7 +283,7 @@ class Exchange:
             return self._reject(req, Reject(code, exc.message, retry=False))
         return self._reject(req, Reject(Code.INTERNAL_ERROR, "handler returned no outcome"))
 
-    def _pending_payload(self, incoming: Incoming, outcome: Pending) -> Any:
+    def _pending_payload(self, incoming: Incoming, outcome: Pending) -> api_pb2.Payload:
         now = incoming.received_at
         pending = transaction_pb2.Pending(
             envelope_id=incoming.envelope_id,
@@ -304,7 +321,9 @@ class Exchange:
 
         self.schedule(outcome.delay.total_seconds(), run)
 
-    def _callback(self, req: _Request, origin: StoredEnvelope, incoming: Incoming) -> Any:
+    def _callback(
+        self, req: _Request, origin: StoredEnvelope, incoming: Incoming
+    ) -> api_pb2.SecureEnvelope:
         """A peer's asynchronous answer to a transfer we sent (same envelope id).
 
         Accepted only from the counterparty of that transfer, only while it is
@@ -354,14 +373,14 @@ class Exchange:
             return None
 
 
-class NetworkServicer(api_pb2_grpc.TRISANetworkServicer):  # type: ignore[misc]
+class NetworkServicer(api_pb2_grpc.TRISANetworkServicer):
     """gRPC face of :class:`Exchange`; the interceptor has verified the peer already."""
 
     def __init__(
         self,
         exchange: Exchange,
         *,
-        identity_leaf: Callable[[], Any],
+        identity_leaf: Callable[[], x509.Certificate],
         identify: Callable[[bytes | None], VerifiedPeer] | None = None,
     ) -> None:
         self.exchange = exchange
@@ -371,7 +390,9 @@ class NetworkServicer(api_pb2_grpc.TRISANetworkServicer):  # type: ignore[misc]
     def _peer(self, context: grpc.ServicerContext) -> VerifiedPeer:
         return peer_from_context(context, self.identify)
 
-    def _process(self, envelope: Any, context: grpc.ServicerContext) -> Any:
+    def _process(
+        self, envelope: api_pb2.SecureEnvelope, context: grpc.ServicerContext
+    ) -> api_pb2.SecureEnvelope:
         peer = self._peer(context)
         try:
             return self.exchange.process(envelope, peer)
@@ -380,16 +401,20 @@ class NetworkServicer(api_pb2_grpc.TRISANetworkServicer):  # type: ignore[misc]
             context.abort(grpc.StatusCode.UNAVAILABLE, "transfer could not be recorded; retry")
             raise
 
-    def Transfer(self, request: Any, context: grpc.ServicerContext) -> Any:
+    def Transfer(
+        self, request: api_pb2.SecureEnvelope, context: grpc.ServicerContext
+    ) -> api_pb2.SecureEnvelope:
         return self._process(request, context)
 
     def TransferStream(
-        self, request_iterator: Iterator[Any], context: grpc.ServicerContext
-    ) -> Iterator[Any]:
+        self, request_iterator: Iterator[api_pb2.SecureEnvelope], context: grpc.ServicerContext
+    ) -> Iterator[api_pb2.SecureEnvelope]:
         for envelope in request_iterator:
             yield self._process(envelope, context)
 
-    def KeyExchange(self, request: Any, context: grpc.ServicerContext) -> Any:
+    def KeyExchange(
+        self, request: api_pb2.SigningKey, context: grpc.ServicerContext
+    ) -> api_pb2.SigningKey:
         peer = self._peer(context)
         try:
             key = public_key_from_signing_key(request)
@@ -399,5 +424,6 @@ class NetworkServicer(api_pb2_grpc.TRISANetworkServicer):  # type: ignore[misc]
         self.exchange.peer_keys.put(peer.common_name, key)
         return signing_key_from_certificate(self.identity_leaf())
 
-    def ConfirmAddress(self, request: Any, context: grpc.ServicerContext) -> Any:
+    def ConfirmAddress(self, request: api_pb2.Address, context: grpc.ServicerContext) -> NoReturn:
         context.abort(grpc.StatusCode.UNIMPLEMENTED, "this node does not confirm addresses")
+        raise AssertionError("unreachable: context.abort raises")

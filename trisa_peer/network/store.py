@@ -319,7 +319,7 @@ class TransferStore:
 
     # ------------------------------------------------------------------- reads
 
-    def _read(self, sql: str, args: tuple[object, ...]) -> list[Any]:
+    def _read(self, sql: str, args: tuple[object, ...]) -> list[Any]:  # Any: sqlite3 rows
         guard = self._write_lock if self._uri else contextlib.nullcontext()
         with guard:
             return self._db().execute(sql, args).fetchall()
