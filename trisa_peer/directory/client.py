@@ -26,6 +26,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import grpc
+from google.protobuf.message import Message
 
 from .._pb.trisa.gds.api.v1beta1 import api_pb2 as gds_pb2
 from .._pb.trisa.gds.api.v1beta1 import api_pb2_grpc as gds_grpc
@@ -47,7 +48,11 @@ class SearchResult:
     endpoint: str
 
 
-def _check_error_field(reply: Any, what: str) -> None:
+def _check_error_field(
+    reply: gds_pb2.LookupReply | gds_pb2.SearchReply | gds_pb2.RegisterReply
+    | gds_pb2.VerifyContactReply,
+    what: str,
+) -> None:
     if reply.HasField("error") and (reply.error.code or reply.error.message):
         raise DirectoryError(f"{what}: directory error [{reply.error.code}] {reply.error.message}")
 
@@ -105,7 +110,8 @@ class DirectoryClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _rpc(self, method: str, request: Any, what: str) -> Any:
+    def _rpc(self, method: str, request: Message, what: str) -> Any:
+        # Any: the reply type depends on ``method`` (callers annotate what they get)
         try:
             reply = getattr(self._stub, method)(request, timeout=self.timeout)
         except grpc.RpcError as exc:
@@ -145,7 +151,7 @@ class DirectoryClient:
                 return hit
         what = f"directory lookup of {vasp_id or common_name}"
         request = gds_pb2.LookupRequest(id=vasp_id or "", common_name=common_name or "")
-        reply = self._rpc("Lookup", request, what)
+        reply: gds_pb2.LookupReply = self._rpc("Lookup", request, what)
         _check_error_field(reply, what)
         record = peer_record(reply, fetched_at=datetime.now(UTC))
         if self.cache_ttl > 0:
@@ -159,10 +165,10 @@ class DirectoryClient:
                 )
         return record
 
-    def lookup_reply(self, *, common_name: str = "", vasp_id: str = "") -> Any:
+    def lookup_reply(self, *, common_name: str = "", vasp_id: str = "") -> gds_pb2.LookupReply:
         """The raw ``LookupReply`` (uncached)."""
         what = f"directory lookup of {vasp_id or common_name}"
-        reply = self._rpc(
+        reply: gds_pb2.LookupReply = self._rpc(
             "Lookup", gds_pb2.LookupRequest(id=vasp_id, common_name=common_name), what
         )
         _check_error_field(reply, what)
@@ -170,14 +176,17 @@ class DirectoryClient:
 
     # ----------------------------------------------------------------- other RPCs
 
-    def verification(self, *, common_name: str = "", vasp_id: str = "") -> Any:
+    def verification(
+        self, *, common_name: str = "", vasp_id: str = ""
+    ) -> gds_pb2.VerificationReply:
         """The ``VerificationReply`` of any VASP (not cached)."""
         what = f"directory verification of {vasp_id or common_name}"
-        return self._rpc(
+        reply: gds_pb2.VerificationReply = self._rpc(
             "Verification",
             gds_pb2.VerificationRequest(id=vasp_id, common_name=common_name),
             what,
         )
+        return reply
 
     def verification_status(self, common_name: str) -> str | None:
         """E.g. ``"PENDING_REVIEW"``; ``None`` when unknown or the directory is unreachable."""
@@ -202,22 +211,22 @@ class DirectoryClient:
             country=_strings(country),
             vasp_category=_strings(category),
         )
-        reply = self._rpc("Search", request, "directory search")
+        reply: gds_pb2.SearchReply = self._rpc("Search", request, "directory search")
         _check_error_field(reply, "directory search")
         return [
             SearchResult(r.id, r.registered_directory, r.common_name, r.endpoint)
             for r in reply.results
         ]
 
-    def register(self, request: Any) -> Any:
+    def register(self, request: gds_pb2.RegisterRequest) -> gds_pb2.RegisterReply:
         """Send a ``RegisterRequest``; returns the ``RegisterReply`` (whose
         ``pkcs12password`` is shown only this once)."""
-        reply = self._rpc("Register", request, "directory registration")
+        reply: gds_pb2.RegisterReply = self._rpc("Register", request, "directory registration")
         _check_error_field(reply, "directory registration")
         return reply
 
-    def verify_contact(self, vasp_id: str, token: str) -> Any:
-        reply = self._rpc(
+    def verify_contact(self, vasp_id: str, token: str) -> gds_pb2.VerifyContactReply:
+        reply: gds_pb2.VerifyContactReply = self._rpc(
             "VerifyContact",
             gds_pb2.VerifyContactRequest(id=vasp_id, token=token),
             "contact verification",
@@ -225,9 +234,12 @@ class DirectoryClient:
         _check_error_field(reply, "contact verification")
         return reply
 
-    def status(self) -> Any:
+    def status(self) -> gds_pb2.ServiceState:
         """The directory's ``ServiceState``."""
-        return self._rpc("Status", gds_pb2.HealthCheck(), "directory status")
+        state: gds_pb2.ServiceState = self._rpc(
+            "Status", gds_pb2.HealthCheck(), "directory status"
+        )
+        return state
 
 
 def _strings(value: Sequence[str] | str) -> list[str]:

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .._pb.gds.models.v1 import models_pb2 as gds_models_pb2
+from .._pb.trisa.gds.models.v1beta1 import models_pb2
 from ..ca import CertificateAuthority
 from ..certs import Identity, load_identity
 from ..errors import (
@@ -68,8 +69,8 @@ class IssuanceResult:
     """What an issuance produced: the updated VASP, the request, the identity (key
     included) and, for a reissue, the new PKCS#12 password (shown once)."""
 
-    vasp: Any
-    certreq: Any
+    vasp: models_pb2.VASP
+    certreq: gds_models_pb2.CertificateRequest
     identity: Identity
     pkcs12password: str = ""
 
@@ -172,7 +173,7 @@ def reissue(
     return IssuanceResult(result.vasp, result.certreq, result.identity, password)
 
 
-def check_reissuable(directory: Directory, vasp_id: str) -> Any:
+def check_reissuable(directory: Directory, vasp_id: str) -> models_pb2.VASP:
     """The VASP record if Sectigo may issue it a new certificate, else DirectoryError.
 
     Only VERIFIED records that came through registration qualify: an imported record
@@ -202,7 +203,7 @@ def revoke(
     sectigo: SectigoClient | None = None,
     ca: CertificateAuthority | None = None,
     source: str = "operator",
-) -> Any:
+) -> models_pb2.VASP:
     """Revoke the VASP's identity certificate and set ``revoked`` on the record.
 
     Registered records are revoked through Sectigo (``revoke(profile, reason,
@@ -262,11 +263,13 @@ def certificate_zip(directory: Directory, vasp_id: str) -> tuple[str, bytes]:
 # --------------------------------------------------------------------------- internals
 
 
-def _latest(reqs: list[Any]) -> Any | None:
+def _latest(
+    reqs: list[gds_models_pb2.CertificateRequest],
+) -> gds_models_pb2.CertificateRequest | None:
     return reqs[-1] if reqs else None
 
 
-def _password_of(directory: Directory, reqs: list[Any]) -> bytes:
+def _password_of(directory: Directory, reqs: list[gds_models_pb2.CertificateRequest]) -> bytes:
     """The registrant's PKCS#12 password: the newest stored one."""
     for req in reversed(reqs):
         secret = directory.store.get_secret(f"{req.id}-password")
@@ -277,12 +280,12 @@ def _password_of(directory: Directory, reqs: list[Any]) -> bytes:
 
 def _new_request(
     directory: Directory,
-    vasp: Any,
-    reqs: list[Any],
+    vasp: models_pb2.VASP,
+    reqs: list[gds_models_pb2.CertificateRequest],
     source: str,
     *,
     dns_names: tuple[str, ...] = (),
-) -> Any:
+) -> gds_models_pb2.CertificateRequest:
     previous = _latest(reqs)
     names = list(dns_names) or (list(previous.dns_names) if previous is not None else [])
     req = gds_models_pb2.CertificateRequest(
@@ -306,7 +309,7 @@ def _new_request(
     return req
 
 
-def _profile_of(directory: Directory, record: Any | None) -> int:
+def _profile_of(directory: Directory, record: gds_models_pb2.Certificate | None) -> int:
     if record is not None and record.request:
         req = directory.store.get_certreq(record.request)
         if req is not None and req.profile.isdigit():
@@ -330,18 +333,19 @@ def _run(
     req = directory.store.get_certreq(certreq_id)
     if req is None:
         raise DirectoryError(f"certificate request {certreq_id} disappeared")
-    step: Any = req
-    if step.status == CRS.READY_TO_SUBMIT:
-        step = _submit(directory, vasp_id, step, sectigo, reissue=reissue, source=source)
+    step: gds_models_pb2.CertificateRequest | _Failure = req
+    if req.status == CRS.READY_TO_SUBMIT:
+        step = _submit(directory, vasp_id, req, sectigo, reissue=reissue, source=source)
     if not isinstance(step, _Failure) and step.status == CRS.PROCESSING:
         step = _poll(directory, step, sectigo, poll_interval=poll_interval,
                      timeout=timeout, sleep=sleep, source=source)
     if not isinstance(step, _Failure) and step.status == CRS.DOWNLOADING:
         step = _download(directory, step, sectigo, source=source)
     if not isinstance(step, _Failure) and step.status == CRS.DOWNLOADED:
-        step = _install(directory, vasp_id, step, reissue=reissue, source=source)
-        if isinstance(step, IssuanceResult):
-            return step
+        done = _install(directory, vasp_id, step, reissue=reissue, source=source)
+        if isinstance(done, IssuanceResult):
+            return done
+        step = done
     if isinstance(step, _Failure):
         _fail(directory, vasp_id, req.id, step, reissue=reissue, source=source)
         raise DirectoryError(
@@ -356,14 +360,14 @@ def _run(
     )
 
 
-def _save_req(directory: Directory, req: Any, **extra: Any) -> None:
+def _save_req(directory: Directory, req: gds_models_pb2.CertificateRequest, **extra: Any) -> None:
     directory.commit(Changes(certreqs=[req], **extra), what="certificate request")
 
 
 def _submit(
-    directory: Directory, vasp_id: str, req: Any, sectigo: SectigoClient, *,
-    reissue: bool, source: str,
-) -> Any | _Failure:
+    directory: Directory, vasp_id: str, req: gds_models_pb2.CertificateRequest,
+    sectigo: SectigoClient, *, reissue: bool, source: str,
+) -> gds_models_pb2.CertificateRequest | _Failure:
     if not reissue:
         vasp = directory.get(vasp_id)
         if vasp.verification_status != VS.ISSUING_CERTIFICATE:
@@ -412,9 +416,9 @@ def _submit(
 
 
 def _poll(
-    directory: Directory, req: Any, sectigo: SectigoClient, *,
+    directory: Directory, req: gds_models_pb2.CertificateRequest, sectigo: SectigoClient, *,
     poll_interval: float, timeout: float, sleep: Callable[[float], None], source: str,
-) -> Any | _Failure:
+) -> gds_models_pb2.CertificateRequest | _Failure:
     deadline = time.monotonic() + max(0.0, timeout)
     while True:
         try:
@@ -457,8 +461,9 @@ def _poll(
 
 
 def _download(
-    directory: Directory, req: Any, sectigo: SectigoClient, *, source: str
-) -> Any | _Failure:
+    directory: Directory, req: gds_models_pb2.CertificateRequest, sectigo: SectigoClient, *,
+    source: str,
+) -> gds_models_pb2.CertificateRequest | _Failure:
     try:
         data = sectigo.download_bytes(req.batch_id)
     except SectigoAPIError as exc:
@@ -489,7 +494,8 @@ def open_zip(data: bytes, password: bytes) -> Identity:
 
 
 def _install(
-    directory: Directory, vasp_id: str, req: Any, *, reissue: bool, source: str
+    directory: Directory, vasp_id: str, req: gds_models_pb2.CertificateRequest, *,
+    reissue: bool, source: str,
 ) -> IssuanceResult | _Failure:
     data = directory.store.get_secret(f"{req.id}-cert") or b""
     password = directory.store.get_secret(f"{req.id}-password") or b""

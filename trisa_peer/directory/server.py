@@ -21,7 +21,7 @@ import logging
 from collections.abc import Callable
 from concurrent import futures
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -35,6 +35,9 @@ from ..sectigo.client import SectigoClient
 from ..transport.status import abort
 from .service import DEFAULT_DIRECTORY_ID, Directory
 from .store import DirectoryStore
+
+if TYPE_CHECKING:
+    from .issuance import IssuanceResult
 
 __all__ = ["SERVICE_NAME", "DirectoryServer", "DirectoryServicer", "is_loopback"]
 
@@ -54,7 +57,7 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-class DirectoryServicer(gds_grpc.TRISADirectoryServicer):  # type: ignore[misc]
+class DirectoryServicer(gds_grpc.TRISADirectoryServicer):
     """Maps each RPC onto :class:`Directory` and its errors onto status codes."""
 
     def __init__(self, directory: Directory) -> None:
@@ -62,7 +65,7 @@ class DirectoryServicer(gds_grpc.TRISADirectoryServicer):  # type: ignore[misc]
 
     def _call(
         self,
-        context: Any,
+        context: grpc.ServicerContext,
         fn: Callable[[], T],
         conflict: grpc.StatusCode = grpc.StatusCode.FAILED_PRECONDITION,
     ) -> T:
@@ -73,13 +76,17 @@ class DirectoryServicer(gds_grpc.TRISADirectoryServicer):  # type: ignore[misc]
                 log.error("directory store failure: %s", exc)
             abort(context, exc, conflict=conflict)
 
-    def Lookup(self, request: Any, context: Any) -> Any:
+    def Lookup(
+        self, request: gds_pb2.LookupRequest, context: grpc.ServicerContext
+    ) -> gds_pb2.LookupReply:
         return self._call(
             context,
             lambda: self.directory.lookup(vasp_id=request.id, common_name=request.common_name),
         )
 
-    def Search(self, request: Any, context: Any) -> Any:
+    def Search(
+        self, request: gds_pb2.SearchRequest, context: grpc.ServicerContext
+    ) -> gds_pb2.SearchReply:
         from .._pb.trisa.gds.models.v1beta1 import models_pb2
 
         categories = [models_pb2.BusinessCategory.Name(c) for c in request.business_category]
@@ -103,7 +110,9 @@ class DirectoryServicer(gds_grpc.TRISADirectoryServicer):  # type: ignore[misc]
             )
         return reply
 
-    def Register(self, request: Any, context: Any) -> Any:
+    def Register(
+        self, request: gds_pb2.RegisterRequest, context: grpc.ServicerContext
+    ) -> gds_pb2.RegisterReply:
         result = self._call(
             context, lambda: self.directory.register(request), grpc.StatusCode.ALREADY_EXISTS
         )
@@ -117,13 +126,17 @@ class DirectoryServicer(gds_grpc.TRISADirectoryServicer):  # type: ignore[misc]
             pkcs12password=result.pkcs12password,
         )
 
-    def VerifyContact(self, request: Any, context: Any) -> Any:
+    def VerifyContact(
+        self, request: gds_pb2.VerifyContactRequest, context: grpc.ServicerContext
+    ) -> gds_pb2.VerifyContactReply:
         state, message = self._call(
             context, lambda: self.directory.verify_contact(request.id, request.token)
         )
         return gds_pb2.VerifyContactReply(status=state, message=message)
 
-    def Verification(self, request: Any, context: Any) -> Any:
+    def Verification(
+        self, request: gds_pb2.VerificationRequest, context: grpc.ServicerContext
+    ) -> gds_pb2.VerificationReply:
         return self._call(
             context,
             lambda: self.directory.verification(
@@ -131,7 +144,9 @@ class DirectoryServicer(gds_grpc.TRISADirectoryServicer):  # type: ignore[misc]
             ),
         )
 
-    def Status(self, request: Any, context: Any) -> Any:
+    def Status(
+        self, request: gds_pb2.HealthCheck, context: grpc.ServicerContext
+    ) -> gds_pb2.ServiceState:
         return self.directory.status()
 
 
@@ -238,7 +253,7 @@ class DirectoryServer:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def accept(self, vasp_id: str, **kw: Any) -> Any:
+    def accept(self, vasp_id: str, **kw: Any) -> IssuanceResult:
         """Accept a registration and issue its certificate through ``sectigo``."""
         from .issuance import accept
 

@@ -13,11 +13,13 @@ import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import grpc
+from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 
 from .._pb.trisa.api.v1beta1 import api_pb2, api_pb2_grpc, errors_pb2
+from .._pb.trisa.data.generic.v1beta1 import transaction_pb2
+from ..certs import PeerPublicKey
 from ..envelope import (
     envelope_error,
     format_timestamp,
@@ -68,11 +70,11 @@ class TransferResult:
     peer: str
     state: str
     transfer_state: int
-    payload: Any | None = None
-    error: Any | None = None
+    payload: api_pb2.Payload | None = None
+    error: errors_pb2.Error | None = None
 
     @property
-    def pending(self) -> Any | None:
+    def pending(self) -> transaction_pb2.Pending | None:
         return pending_of(self.payload) if self.payload is not None else None
 
     def describe(self) -> str:
@@ -201,7 +203,7 @@ class TrisaNode:
         """A verified channel to ``peer`` (steps 1-7); raises :class:`HandshakeError`."""
         return self.connector.connect(peer, trace=trace)
 
-    def exchange_keys(self, peer: str) -> Any:
+    def exchange_keys(self, peer: str) -> PeerPublicKey:
         """KeyExchange with ``peer``: send our key, cache and return theirs."""
         channel = self.connect(peer)
         ours = signing_key_from_certificate(self.material.current().identity.leaf)
@@ -215,7 +217,7 @@ class TrisaNode:
         self.peer_keys.put(peer, key)
         return key
 
-    def _peer_key(self, peer: str, channel: PeerChannel) -> Any:
+    def _peer_key(self, peer: str, channel: PeerChannel) -> PublicKeyTypes:
         key = self.peer_keys.get(peer)
         if key is not None:
             return key
@@ -231,7 +233,7 @@ class TrisaNode:
     def send(
         self,
         peer: str,
-        payload: Any,
+        payload: api_pb2.Payload,
         *,
         envelope_id: str | None = None,
         transfer_state: int = TS.STARTED,
@@ -272,7 +274,9 @@ class TrisaNode:
         envelope = reject(envelope_id or str(uuid.uuid4()), code, message, retry=False)
         return self._transfer(peer, channel, envelope)
 
-    def _transfer(self, peer: str, channel: PeerChannel, envelope: Any) -> TransferResult:
+    def _transfer(
+        self, peer: str, channel: PeerChannel, envelope: api_pb2.SecureEnvelope
+    ) -> TransferResult:
         seq = self.store.add(
             envelope_id=envelope.id, peer=channel.common_name, direction="outgoing",
             kind="request", state="sent", envelope=envelope.SerializeToString(),
@@ -290,7 +294,9 @@ class TrisaNode:
             raise TransferError(f"{peer} answered envelope {envelope.id} with id {reply.id!r}")
         return self._record_reply(seq, channel.common_name, reply)
 
-    def _record_reply(self, seq: int, peer: str, reply: Any) -> TransferResult:
+    def _record_reply(
+        self, seq: int, peer: str, reply: api_pb2.SecureEnvelope
+    ) -> TransferResult:
         raw = reply.SerializeToString()
         error = envelope_error(reply)
         if error is not None and not reply.payload:
@@ -310,7 +316,7 @@ class TrisaNode:
         return TransferResult(reply.id, peer, state, reply.transfer_state, payload=payload)
 
     def _send_callback(self, peer: str, envelope_id: str, decision: Accept | Reject,
-                       original: Any) -> None:
+                       original: api_pb2.Payload) -> None:
         """Deliver an asynchronous decision: a new Transfer with the same envelope id."""
         try:
             channel = self.connect(peer)

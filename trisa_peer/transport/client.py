@@ -20,7 +20,6 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any
 
 import grpc
 
@@ -58,8 +57,8 @@ class PeerChannel:
 
     plan: ConnectionPlan
     channel: grpc.Channel
-    network: Any  # api_pb2_grpc.TRISANetworkStub
-    health: Any  # api_pb2_grpc.TRISAHealthStub
+    network: api_pb2_grpc.TRISANetworkStub
+    health: api_pb2_grpc.TRISAHealthStub
     checked_at: float = 0.0  # monotonic time of the last successful steps 1, 6, 7
 
     @property

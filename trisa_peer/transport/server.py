@@ -42,13 +42,15 @@ def _rfc3339(dt: datetime) -> str:
     return dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-class HealthServicer(api_pb2_grpc.TRISAHealthServicer):  # type: ignore[misc]
+class HealthServicer(api_pb2_grpc.TRISAHealthServicer):
     """TRISAHealth/Status: HEALTHY, with the suggested next-check window."""
 
     def __init__(self, clock: Clock = utcnow) -> None:
         self.clock = clock
 
-    def Status(self, request: Any, context: grpc.ServicerContext) -> Any:
+    def Status(
+        self, request: api_pb2.HealthCheck, context: grpc.ServicerContext
+    ) -> api_pb2.ServiceState:
         now = self.clock()
         return api_pb2.ServiceState(
             status=api_pb2.ServiceState.HEALTHY,
