@@ -47,7 +47,10 @@ __all__ = [
     "PeerPublicKey",
     "cert_to_pem",
     "certs_to_pem",
+    "clean_serial",
+    "common_name",
     "fingerprint",
+    "format_serial",
     "key_to_pem",
     "load_certificates",
     "load_identity",
@@ -56,6 +59,7 @@ __all__ = [
     "load_trust_pool",
     "order_chain",
     "parse_certificates",
+    "parse_serial",
     "spki_der",
     "split_pem",
     "write_identity",
@@ -84,6 +88,37 @@ def fingerprint(cert: x509.Certificate) -> str:
     return hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()
 
 
+def common_name(
+    source: x509.Certificate | x509.CertificateSigningRequest | x509.Name,
+) -> str:
+    """The first subject common name of a certificate or CSR (or of a name); ``""`` if none."""
+    name = source if isinstance(source, x509.Name) else source.subject
+    attrs = name.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
+    return str(attrs[0].value) if attrs else ""
+
+
+def format_serial(serial: int) -> str:
+    """A serial number as upper-case hex without prefix or padding: ``0x0A1B`` → ``A1B``."""
+    return format(serial, "X")
+
+
+def clean_serial(text: str) -> str:
+    """A hex serial as typed (``0x0a1b``, ``0a:1B``, spaces ignored) → ``0A1B``.
+
+    Leading zeros are kept (some services show them); raises :class:`ValueError` if the
+    text is empty or not hexadecimal.
+    """
+    cleaned = "".join(text.split()).replace(":", "").upper().removeprefix("0X")
+    if not cleaned or any(c not in "0123456789ABCDEF" for c in cleaned):
+        raise ValueError(f"not a hexadecimal serial number: {text.strip()!r}")
+    return cleaned
+
+
+def parse_serial(text: str) -> int:
+    """A hex serial as typed (see :func:`clean_serial`) → its integer value."""
+    return int(clean_serial(text), 16)
+
+
 def spki_der(public_key: PublicKeyTypes) -> bytes:
     """The SubjectPublicKeyInfo DER of a public key."""
     return public_key.public_bytes(
@@ -105,8 +140,7 @@ class Identity:
 
     @property
     def common_name(self) -> str:
-        attrs = self.leaf.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
-        return str(attrs[0].value) if attrs else ""
+        return common_name(self.leaf)
 
     @property
     def fingerprint(self) -> str:

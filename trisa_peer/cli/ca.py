@@ -21,8 +21,9 @@ from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 
+from .. import certs
 from ..ca import CertificateAuthority
-from ..certs import cert_to_pem, certs_to_pem
+from ..certs import cert_to_pem, certs_to_pem, format_serial
 from ..errors import ConfigurationError
 from ..fsutil import atomic_write, write_private
 from ..revocation import REASONS, parse_reason
@@ -32,19 +33,10 @@ __all__ = ["parse_serial", "register"]
 
 def parse_serial(text: str) -> int:
     """A serial number in hex: ``0x1A2B``, ``1a2b`` or ``1A:2B`` (spaces ignored)."""
-    cleaned = "".join(text.split()).replace(":", "")
-    if cleaned[:2].lower() == "0x":
-        cleaned = cleaned[2:]
     try:
-        if not cleaned:
-            raise ValueError
-        return int(cleaned, 16)
-    except ValueError:
-        raise ConfigurationError(f"not a hexadecimal serial number: {text.strip()!r}") from None
-
-
-def _hex(serial: int) -> str:
-    return format(serial, "X")
+        return certs.parse_serial(text)
+    except ValueError as exc:
+        raise ConfigurationError(str(exc)) from None
 
 
 def _refuse_existing(paths: list[Path], force: bool) -> None:
@@ -83,11 +75,9 @@ def _positive(text: str) -> int:
 def _cmd_init(args: argparse.Namespace) -> int:
     ca = CertificateAuthority.init(args.dir, name=args.name, key_size=args.key_size)
     print(f"created CA in {ca.directory}")
-    print(f"  root:    {ca.root.subject.rfc4514_string()} (serial {_hex(ca.root.serial_number)})")
-    print(
-        f"  issuing: {ca.issuing.subject.rfc4514_string()} "
-        f"(serial {_hex(ca.issuing.serial_number)})"
-    )
+    for label, cert in (("root:   ", ca.root), ("issuing:", ca.issuing)):
+        serial = format_serial(cert.serial_number)
+        print(f"  {label} {cert.subject.rfc4514_string()} (serial {serial})")
     return 0
 
 
@@ -103,7 +93,7 @@ def _cmd_issue(args: argparse.Namespace) -> int:
     identity = ca.issue(cn, dns_names=args.dns, key_size=args.key_size, days=args.days)
     write_private(key_path, identity.key_pem())
     atomic_write(pem_path, identity.chain_pem())
-    print(f"issued {cn} serial {_hex(identity.leaf.serial_number)}")
+    print(f"issued {cn} serial {format_serial(identity.leaf.serial_number)}")
     print(f"  certificate: {pem_path}")
     print(f"  key:         {key_path}")
     print(f"  not after:   {identity.leaf.not_valid_after_utc.isoformat()}")
@@ -124,11 +114,11 @@ def _cmd_sign_csr(args: argparse.Namespace) -> int:
     pem = cert_to_pem(cert) + (b"" if args.leaf_only else certs_to_pem([ca.issuing]))
     if args.out:
         atomic_write(args.out, pem)
-        print(f"signed {csr_path} serial {_hex(cert.serial_number)} -> {args.out}")
+        print(f"signed {csr_path} serial {format_serial(cert.serial_number)} -> {args.out}")
     else:
         sys.stdout.buffer.write(pem)
         sys.stdout.flush()
-        print(f"signed {csr_path} serial {_hex(cert.serial_number)}", file=sys.stderr)
+        print(f"signed {csr_path} serial {format_serial(cert.serial_number)}", file=sys.stderr)
     return 0
 
 
@@ -136,7 +126,7 @@ def _cmd_revoke(args: argparse.Namespace) -> int:
     ca = CertificateAuthority.open(args.dir)
     serial = parse_serial(args.serial)
     ca.revoke(serial, args.reason)
-    print(f"revoked serial {_hex(serial)} ({REASONS[parse_reason(args.reason)]})")
+    print(f"revoked serial {format_serial(serial)} ({REASONS[parse_reason(args.reason)]})")
     return 0
 
 

@@ -53,10 +53,11 @@ from google.protobuf import json_format
 from .._pb.ivms101 import ivms101_pb2
 from .._pb.trisa.gds.api.v1beta1 import api_pb2 as gds_pb2
 from .._pb.trisa.gds.models.v1beta1 import models_pb2
-from ..certs import fingerprint, load_certificates, load_identity
+from ..certs import fingerprint, format_serial, load_certificates, load_identity
 from ..errors import ConfigurationError
 from ..fsutil import write_private
 from ..records import PeerRecord
+from .options import host_port_arg
 
 __all__ = ["register"]
 
@@ -216,7 +217,7 @@ def _record_doc(record: PeerRecord) -> dict[str, Any]:
     if record.identity_certificate is not None:
         leaf = record.identity_certificate
         doc["certificate"] = {
-            "serial": format(leaf.serial_number, "X"),
+            "serial": format_serial(leaf.serial_number),
             "subject": leaf.subject.rfc4514_string(),
             "issuer": leaf.issuer.rfc4514_string(),
             "not_after": leaf.not_valid_after_utc.isoformat(),
@@ -234,10 +235,7 @@ def _record_doc(record: PeerRecord) -> dict[str, Any]:
 def _cmd_serve(args: argparse.Namespace) -> int:
     from ..directory.server import DirectoryServer, is_loopback
 
-    host, sep, port_text = args.listen.strip().rpartition(":")
-    if not sep or not host or not port_text.isdigit() or int(port_text) > 65535:
-        raise ConfigurationError(f"--listen {args.listen!r} is not HOST:PORT")
-    host = host.strip("[]")
+    host, _ = host_port_arg("--listen", args.listen)
     tls: tuple[bytes, bytes] | None = None
     tls_name = ""
     if args.insecure:

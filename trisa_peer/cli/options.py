@@ -23,11 +23,13 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigurationError, UsageError
+from ..netutil import split_host_port
 
 __all__ = [
     "add_directory_args",
     "add_identity_args",
     "apply_config",
+    "host_port_arg",
     "load_material",
     "open_directory",
     "require",
@@ -143,6 +145,16 @@ def require(args: argparse.Namespace, *names: str) -> None:
     missing = [f"--{n.replace('_', '-')}" for n in names if not getattr(args, n, None)]
     if missing:
         raise UsageError(f"missing required option(s): {', '.join(missing)}")
+
+
+def host_port_arg(flag: str, text: str) -> tuple[str, int]:
+    """A listener's ``HOST:PORT`` option (port 0: any free port); the error names ``flag``."""
+    try:
+        return split_host_port(text, allow_port_zero=True)
+    except ValueError as exc:
+        hint = " (give 0.0.0.0:PORT to listen on every interface)" if text.strip().startswith(
+            ":") else ""
+        raise ConfigurationError(f"{flag} {text!r} is not HOST:PORT: {exc}{hint}") from None
 
 
 def resolve_map(specs: list[str] | None) -> dict[str, str]:

@@ -41,6 +41,7 @@ from ..errors import ConfigurationError, SectigoError, TrisaPeerError
 from ..sectigo.client import DEFAULT_TIMEOUT, SectigoClient, normalize_serial
 from ..sectigo.models import DEFAULT_ENDPOINT
 from ..sectigo.tokens import default_cache_path
+from .options import host_port_arg
 
 __all__ = ["build_parser", "main"]
 
@@ -259,14 +260,6 @@ def cmd_revoke(args: argparse.Namespace) -> int:
     return 0
 
 
-def _parse_addr(text: str) -> tuple[str, int]:
-    host, sep, port = text.strip().rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ConfigurationError(f"--addr {text!r} is not HOST:PORT")
-    host = host.strip("[]") or "0.0.0.0"
-    return host, int(port)
-
-
 def cmd_serve(args: argparse.Namespace) -> int:
     from ..sectigo.emulator import SectigoEmulator
 
@@ -274,7 +267,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise ConfigurationError(
             "sectigo serve needs credentials: set SECTIGO_USERNAME and SECTIGO_PASSWORD"
         )
-    host, port = _parse_addr(args.addr)
+    host, port = host_port_arg("--addr", args.addr)
     emulator = SectigoEmulator(
         ca_dir=args.ca_dir,
         state_path=args.state,

@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
@@ -34,6 +34,8 @@ from .._pb.gds.models.v1 import models_pb2 as gds_models_pb2
 from .._pb.ivms101 import ivms101_pb2
 from .._pb.trisa.gds.api.v1beta1 import api_pb2 as gds_pb2
 from .._pb.trisa.gds.models.v1beta1 import models_pb2
+from ..certs import common_name
+from ..clock import Clock, utcnow
 from ..errors import (
     CertificateError,
     ConfigurationError,
@@ -91,13 +93,6 @@ class RegisterResult:
     message: str
 
 
-Clock = Callable[[], datetime]
-
-
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
 class Directory:
     """A Global Directory Service over a :class:`~.store.DirectoryStore`.
 
@@ -121,7 +116,7 @@ class Directory:
         self.outbox_dir = Path(outbox_dir) if outbox_dir is not None else None
         self.admin_email = admin_email or f"admin@{directory_id}"
         self.maintenance = maintenance
-        self._clock: Clock = clock or _utcnow
+        self._clock: Clock = clock or utcnow
 
     def now(self) -> str:
         return rfc3339(self._clock())
@@ -626,10 +621,8 @@ class Directory:
 
 def cert_names(cert: x509.Certificate) -> list[str]:
     """CN and SAN DNS names of a certificate, lower-case."""
-    names = [
-        str(a.value).lower()
-        for a in cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
-    ]
+    cn = common_name(cert)
+    names = [cn.lower()] if cn else []
     try:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
         names.extend(n.lower() for n in san.get_values_for_type(x509.DNSName))

@@ -63,6 +63,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from ..certs import clean_serial, format_serial
 from ..errors import SectigoError
 from ..fsutil import write_private
 from ..revocation import parse_reason
@@ -123,13 +124,11 @@ def normalize_serial(serial: str | int) -> str:
     if isinstance(serial, int) and not isinstance(serial, bool):
         if serial < 0:
             raise SectigoError("serial number must not be negative")
-        return format(serial, "X")
-    text = "".join(str(serial).split()).replace(":", "").upper()
-    if text.startswith("0X"):
-        text = text[2:]
-    if not text or any(c not in "0123456789ABCDEF" for c in text):
-        raise SectigoError(f"serial number {str(serial).strip()!r} is not hexadecimal")
-    return text
+        return format_serial(serial)
+    try:
+        return clean_serial(str(serial))
+    except ValueError:
+        raise SectigoError(f"serial number {str(serial).strip()!r} is not hexadecimal") from None
 
 
 def _safe_filename(disposition: str | None, default: str) -> str:

@@ -74,7 +74,7 @@ from cryptography import x509
 
 from .. import __version__
 from ..ca import CertificateAuthority, export_pkcs12_zip, p12_member_name
-from ..certs import Identity, certs_to_pem
+from ..certs import Identity, certs_to_pem, common_name, format_serial, parse_serial
 from ..errors import CertificateError, ConfigurationError, TrisaPeerError
 from ..fsutil import write_private
 from ..revocation import REASONS
@@ -635,14 +635,13 @@ class SectigoEmulator:
         with self._mutate() as state:
             serials = []
             for cert in certs:
-                cns = cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
-                serial = format(cert.serial_number, "X")
+                serial = format_serial(cert.serial_number)
                 serials.append(serial)
                 device = int(state["next_device_id"])
                 state["next_device_id"] = device + 1
                 state["certificates"][serial] = {
                     "deviceId": device,
-                    "commonName": str(cns[0].value) if cns else "",
+                    "commonName": common_name(cert),
                     "serialNumber": serial,
                     "creationDate": _sectigo_date(created),
                     "status": "valid",
@@ -774,8 +773,7 @@ class SectigoEmulator:
         used: set[str] = set()
         with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
             for cert in certs:
-                cns = cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
-                stem = p12_member_name(str(cns[0].value) if cns else "certificate")[: -len(".p12")]
+                stem = p12_member_name(common_name(cert) or "certificate")[: -len(".p12")]
                 member, n = f"{stem}.pem", 0
                 while member in used:
                     n += 1
@@ -948,9 +946,8 @@ def _check_pattern(spec: dict[str, Any], value: Any) -> None:
 
 
 def _normal_serial(text: str) -> str:
-    cleaned = "".join(text.split()).replace(":", "").upper().removeprefix("0X")
     try:
-        return format(int(cleaned, 16), "X")
+        return format_serial(parse_serial(text))
     except ValueError:
         raise _HTTPFailure(400, "serialNumber must be hexadecimal") from None
 
