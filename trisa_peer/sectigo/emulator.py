@@ -78,7 +78,7 @@ from ..certs import Identity, certs_to_pem, common_name, format_serial, parse_se
 from ..errors import CertificateError, ConfigurationError, TrisaPeerError
 from ..fsutil import write_private
 from ..revocation import REASONS
-from . import tokens
+from . import paths, tokens
 from .models import PROCESSING, READY_FOR_DOWNLOAD
 
 __all__ = ["DEFAULT_AUTHORITIES", "DEFAULT_PROFILES", "SectigoEmulator"]
@@ -403,45 +403,21 @@ class SectigoEmulator:
 
     # ----------------------------------------------------------------- dispatch
 
-    _ROUTES: tuple[tuple[str, re.Pattern[str], str, bool], ...] = (
-        ("GET", re.compile(r"/status"), "status", False),
-        ("GET", re.compile(r"/ca/crl\.pem"), "crl", False),
-        ("GET", re.compile(r"/ca/trust\.pem"), "trust", False),
-        ("POST", re.compile(r"/auth/pwd"), "auth/pwd", False),
-        ("POST", re.compile(r"/auth/refresh"), "auth/refresh", False),
-        ("GET", re.compile(r"/api/v1/authorities/allowed"), "authorities", True),
-        ("GET", re.compile(r"/api/v1/authorities/([^/]+)/balanceavailable"), "balance", True),
-        ("GET", re.compile(r"/api/v1/devices"), "devices", True),
-        ("GET", re.compile(r"/api/v1/profiles"), "profiles", True),
-        ("GET", re.compile(r"/api/v1/profiles/([^/]+)"), "profile", True),
-        ("GET", re.compile(r"/api/v1/profiles/([^/]+)/parameters"), "profile/params", True),
-        ("GET", re.compile(r"/api/v1/organizations/user"), "organization", True),
-        ("PUT", re.compile(r"/api/v1/batches/createSingleCertBatch"), "batches/create", True),
-        ("POST", re.compile(r"/api/v1/batches/upload"), "batches/upload", True),
-        ("GET", re.compile(r"/api/v1/batches/([^/]+)"), "batch", True),
-        ("GET", re.compile(r"/api/v1/batches/([^/]+)/status"), "batch/status", True),
-        ("GET", re.compile(r"/api/v1/batches/([^/]+)/processing_info"), "batch/info", True),
-        ("GET", re.compile(r"/api/v1/batches/([^/]+)/download"), "batch/download", True),
-        ("POST", re.compile(r"/api/v1/certificates/find"), "certificates/find", True),
-        ("POST", re.compile(r"/api/v1/certificates/([^/]+)/revoke"), "certificates/revoke",
-         True),
-    )
-
     def _dispatch(self, req: _Request) -> _Answer:
         path = req.path.split("?", 1)[0].rstrip("/") or "/"
         allowed: list[str] = []
-        for method, pattern, name, needs_auth in self._ROUTES:
-            match = pattern.fullmatch(path)
+        for route in paths.ROUTES:
+            match = route.pattern.fullmatch(path)
             if match is None:
                 continue
-            if method != req.method:
-                allowed.append(method)
+            if route.method != req.method:
+                allowed.append(route.method)
                 continue
             with self._lock:
-                self.counters[name] += 1
-            if needs_auth:
+                self.counters[route.name] += 1
+            if route.auth:
                 self._authenticate(req)
-            handler: Callable[..., _Answer] = getattr(self, "_h_" + name.replace("/", "_"))
+            handler: Callable[..., _Answer] = getattr(self, "_h_" + route.name.replace("/", "_"))
             return handler(req, *match.groups())
         if allowed:
             raise _HTTPFailure(405, f"method {req.method} not allowed on {path}")
