@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from email.message import EmailMessage
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 from cryptography import x509
@@ -96,6 +97,8 @@ class RegisterResult:
 class Directory:
     """A Global Directory Service over a :class:`~.store.DirectoryStore`.
 
+    A context manager: leaving the ``with`` block closes the store.
+
     ``directory_id`` is the ``registered_directory`` of new records; ``outbox_dir``
     (optional) receives a ``.eml`` file for every email (the store's ``emails`` table
     always does); ``admin_email`` receives review requests.
@@ -120,6 +123,21 @@ class Directory:
 
     def now(self) -> str:
         return rfc3339(self._clock())
+
+    def close(self) -> None:
+        """Close the store; the directory is unusable afterwards."""
+        self.store.close()
+
+    def __enter__(self) -> Directory:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
 
     # ----------------------------------------------------------------- helpers
 
