@@ -27,6 +27,7 @@ from ..certs import cert_to_pem, certs_to_pem, format_serial
 from ..errors import ConfigurationError
 from ..fsutil import atomic_write, write_private
 from ..revocation import REASONS, parse_reason
+from .options import positive_int
 
 __all__ = ["parse_serial", "register"]
 
@@ -57,16 +58,6 @@ def _check_writable(directory: Path) -> None:
             pass
     except OSError as exc:
         raise ConfigurationError(f"{directory}: cannot write here: {exc.strerror}") from exc
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be positive: {text!r}")
-    return value
 
 
 # --------------------------------------------------------------------------- commands
@@ -175,22 +166,22 @@ def register(subparsers: Any) -> None:
 
     p = with_dir(sub.add_parser("init", help="create a root and an issuing CA in DIR"))
     p.add_argument("--name", default="trisa-peer Local Root CA", help="root common name")
-    p.add_argument("--key-size", type=_positive, default=4096, metavar="N", help="RSA bits")
+    p.add_argument("--key-size", type=positive_int, default=4096, metavar="N", help="RSA bits")
     p.set_defaults(func=_cmd_init)
 
     p = with_dir(sub.add_parser("issue", help="issue a TRISA identity (key + certificate)"))
     p.add_argument("common_name", metavar="COMMON_NAME")
     p.add_argument("--dns", action="append", default=[], metavar="NAME", help="extra SAN DNS name")
     p.add_argument("--out", default=".", metavar="DIR", help="where to write CN.pem and CN.key")
-    p.add_argument("--key-size", type=_positive, default=4096, metavar="N", help="RSA bits")
-    p.add_argument("--days", type=_positive, default=395, metavar="N", help="validity in days")
+    p.add_argument("--key-size", type=positive_int, default=4096, metavar="N", help="RSA bits")
+    p.add_argument("--days", type=positive_int, default=395, metavar="N", help="validity in days")
     p.add_argument("--force", action="store_true", help="overwrite existing files")
     p.set_defaults(func=_cmd_issue)
 
     p = with_dir(sub.add_parser("sign-csr", help="sign a PEM certificate request"))
     p.add_argument("csr", metavar="FILE.csr")
     p.add_argument("--out", metavar="FILE", help="certificate chain PEM (default: stdout)")
-    p.add_argument("--days", type=_positive, default=395, metavar="N", help="validity in days")
+    p.add_argument("--days", type=positive_int, default=395, metavar="N", help="validity in days")
     p.add_argument(
         "--leaf-only", action="store_true", help="write only the leaf, not leaf + issuing CA"
     )
@@ -211,7 +202,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--out", required=True, metavar="FILE", help="PEM, or DER if FILE.der")
     p.add_argument("--der", action="store_true", help="write DER whatever the file name")
     p.add_argument(
-        "--next-update-days", type=_positive, default=7, metavar="N", help="CRL lifetime"
+        "--next-update-days", type=positive_int, default=7, metavar="N", help="CRL lifetime"
     )
     p.set_defaults(func=_cmd_crl)
 

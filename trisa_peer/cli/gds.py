@@ -57,7 +57,7 @@ from ..certs import fingerprint, format_serial, load_certificates, load_identity
 from ..errors import ConfigurationError, DirectoryError, UsageError
 from ..fsutil import write_private
 from ..records import PeerRecord
-from .options import host_port_arg
+from .options import add_directory_args, host_port_arg, open_directory, positive_float
 
 __all__ = ["register"]
 
@@ -113,16 +113,7 @@ def _new_database_removed_on_error(path: str) -> Iterator[None]:
 
 
 def _client(args: argparse.Namespace) -> Any:
-    from ..directory.client import DirectoryClient
-
-    endpoint = args.directory or os.environ.get(_ENV_DIRECTORY, "")
-    if not endpoint:
-        raise UsageError(f"--directory HOST:PORT (or ${_ENV_DIRECTORY}) is required")
-    ca_pem = _read_text(args.directory_ca, "directory CA") if args.directory_ca else None
-    return DirectoryClient(
-        endpoint, insecure=args.directory_insecure, ca_pem=ca_pem, timeout=args.timeout,
-        cache_ttl=0,
-    )
+    return open_directory(args, cache_ttl=0)  # an operator wants fresh answers
 
 
 def _sectigo(args: argparse.Namespace) -> Any:
@@ -565,16 +556,6 @@ def _cmd_status(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- parser
 
 
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be positive: {text!r}")
-    return value
-
-
 def register(subparsers: Any) -> None:
     from ..directory.service import DEFAULT_DIRECTORY_ID
 
@@ -604,20 +585,16 @@ def register(subparsers: Any) -> None:
         "--sectigo-endpoint", help="Sectigo IoT Manager URL (default: $SECTIGO_ENDPOINT); "
         "credentials from $SECTIGO_USERNAME / $SECTIGO_PASSWORD",
     )
-    sectigo.add_argument("--sectigo-timeout", type=_positive_float, default=30.0,
+    sectigo.add_argument("--sectigo-timeout", type=positive_float, default=30.0,
                          help="seconds per Sectigo request (default 30)")
-    sectigo.add_argument("--poll-interval", type=_positive_float, default=1.0,
+    sectigo.add_argument("--poll-interval", type=positive_float, default=1.0,
                          help="seconds between batch status checks (default 1)")
-    sectigo.add_argument("--poll-timeout", type=_positive_float, default=120.0,
+    sectigo.add_argument("--poll-timeout", type=positive_float, default=120.0,
                          help="give up waiting for the batch after this many seconds")
 
     client = argparse.ArgumentParser(add_help=False)
-    client.add_argument("--directory", help=f"directory HOST:PORT (default: ${_ENV_DIRECTORY})")
-    client.add_argument("--directory-insecure", action="store_true",
-                        help="plaintext connection (loopback development servers)")
-    client.add_argument("--directory-ca", help="PEM CA bundle for a private directory CA")
-    client.add_argument("--timeout", type=_positive_float, default=10.0,
-                        help="seconds per request (default 10)")
+    add_directory_args(client, env=_ENV_DIRECTORY, timeout_flag="--timeout",
+                       timeout_type=positive_float, timeout_default=10.0)
 
     p = sub.add_parser(
         "serve", parents=[common, db], help="run the directory gRPC server",
