@@ -292,15 +292,10 @@ def _new_request(
         created=directory.now(),
         modified=directory.now(),
     )
-    req.audit_log.append(
-        gds_models_pb2.CertificateRequestLogEntry(
-            timestamp=directory.now(),
-            previous_state=CRS.INITIALIZED,
-            current_state=CRS.READY_TO_SUBMIT,
-            description="certificate request created",
-            source=source,
-        )
-    )
+    req.audit_log.append(directory.log_entry(
+        gds_models_pb2.CertificateRequestLogEntry, CRS.INITIALIZED, CRS.READY_TO_SUBMIT,
+        "certificate request created", source,
+    ))
     return req
 
 

@@ -19,6 +19,7 @@ sectigo-api.md §12 #7 (see :mod:`.issuance`).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import uuid
 from collections.abc import Sequence
@@ -148,18 +149,25 @@ class Directory:
             raise DirectoryNotFoundError(f"no VASP with id {vasp_id!r}")
         return vasp
 
+    def log_entry(
+        self, entry_type: Any, previous: int, current: int, description: str, source: str
+    ) -> Any:
+        """An audit log entry (``AuditLogEntry`` of a VASP or ``CertificateRequestLogEntry``
+        of a certificate request) of a state change, stamped now."""
+        return entry_type(
+            timestamp=self.now(),
+            previous_state=previous,
+            current_state=current,
+            description=description,
+            source=source,
+        )
+
     def audit(self, vasp: Any, new_state: int, description: str, source: str) -> None:
         """Move ``vasp`` to ``new_state`` and append an audit log entry to its extra data."""
         extra = self.extra_data(vasp)
-        extra.audit_log.append(
-            gds_models_pb2.AuditLogEntry(
-                timestamp=self.now(),
-                previous_state=vasp.verification_status,
-                current_state=new_state,
-                description=description,
-                source=source,
-            )
-        )
+        extra.audit_log.append(self.log_entry(
+            gds_models_pb2.AuditLogEntry, vasp.verification_status, new_state, description, source
+        ))
         vasp.verification_status = new_state
         vasp.last_updated = self.now()
         self.set_extra_data(vasp, extra)
@@ -256,15 +264,10 @@ class Directory:
         password = new_token(PASSWORD_LENGTH)
         extra = gds_models_pb2.GDSExtraData()
         extra.certificate_requests.append(certreq.id)
-        extra.audit_log.append(
-            gds_models_pb2.AuditLogEntry(
-                timestamp=self.now(),
-                previous_state=VS.NO_VERIFICATION,
-                current_state=VS.SUBMITTED,
-                description="register",
-                source="automated",
-            )
-        )
+        extra.audit_log.append(self.log_entry(
+            gds_models_pb2.AuditLogEntry, VS.NO_VERIFICATION, VS.SUBMITTED, "register",
+            "automated",
+        ))
         emails = [
             self.email(
                 vasp.id,
@@ -368,14 +371,7 @@ class Directory:
             )
             self.audit(vasp, VS.PENDING_REVIEW, "review email sent", "automated")
             message = "email successfully verified; registration is pending review"
-        verified = ContactToken(
-            token=found.token,
-            vasp_id=found.vasp_id,
-            email=found.email,
-            kinds=found.kinds,
-            verified=True,
-            verified_on=now,
-        )
+        verified = dataclasses.replace(found, verified=True, verified_on=now)
         self.commit(Changes(vasp=vasp, tokens=[verified], emails=emails), what="verify contact")
         return int(vasp.verification_status), message
 
@@ -488,15 +484,9 @@ class Directory:
         return vasp
 
     def certreq_state(self, req: Any, new_state: int, description: str, source: str) -> None:
-        req.audit_log.append(
-            gds_models_pb2.CertificateRequestLogEntry(
-                timestamp=self.now(),
-                previous_state=req.status,
-                current_state=new_state,
-                description=description,
-                source=source,
-            )
-        )
+        req.audit_log.append(self.log_entry(
+            gds_models_pb2.CertificateRequestLogEntry, req.status, new_state, description, source
+        ))
         req.status = new_state
         req.modified = self.now()
 

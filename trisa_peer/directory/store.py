@@ -521,21 +521,15 @@ class SQLiteStore:
 
     # -- reads ----------------------------------------------------------------------------
 
-    @staticmethod
-    def _vasp(blob: bytes) -> Any:
-        vasp = models_pb2.VASP()
-        vasp.ParseFromString(blob)
-        return vasp
-
     def get_vasp(self, vasp_id: str) -> Any | None:
         rows = self._read("SELECT record FROM vasps WHERE id = ?", (vasp_id,))
-        return self._vasp(rows[0][0]) if rows else None
+        return models_pb2.VASP.FromString(rows[0][0]) if rows else None
 
     def get_vasp_by_common_name(self, common_name: str) -> Any | None:
         rows = self._read(
             "SELECT record FROM vasps WHERE cn_norm = ?", (normalize_common_name(common_name),)
         )
-        return self._vasp(rows[0][0]) if rows else None
+        return models_pb2.VASP.FromString(rows[0][0]) if rows else None
 
     def get_origin(self, vasp_id: str) -> str | None:
         rows = self._read("SELECT origin FROM vasps WHERE id = ?", (vasp_id,))
@@ -637,7 +631,7 @@ class SQLiteStore:
             rows = self._read(
                 "SELECT record FROM vasps WHERE status = ? ORDER BY cn_norm", (int(status),)
             )
-        return [self._vasp(r[0]) for r in rows]
+        return [models_pb2.VASP.FromString(r[0]) for r in rows]
 
     @staticmethod
     def _token(row: Sequence[Any]) -> ContactToken:
@@ -666,37 +660,25 @@ class SQLiteStore:
         )
         return [self._token(r) for r in rows]
 
-    @staticmethod
-    def _certreq(blob: bytes) -> Any:
-        req = gds_models_pb2.CertificateRequest()
-        req.ParseFromString(blob)
-        return req
-
     def get_certreq(self, certreq_id: str) -> Any | None:
         rows = self._read("SELECT record FROM certreqs WHERE id = ?", (certreq_id,))
-        return self._certreq(rows[0][0]) if rows else None
+        return gds_models_pb2.CertificateRequest.FromString(rows[0][0]) if rows else None
 
     def certreqs_for(self, vasp_id: str) -> list[Any]:
         rows = self._read(
             "SELECT record FROM certreqs WHERE vasp_id = ? ORDER BY created, rowid", (vasp_id,)
         )
-        return [self._certreq(r[0]) for r in rows]
-
-    @staticmethod
-    def _certificate(blob: bytes) -> Any:
-        cert = gds_models_pb2.Certificate()
-        cert.ParseFromString(blob)
-        return cert
+        return [gds_models_pb2.CertificateRequest.FromString(r[0]) for r in rows]
 
     def get_certificate(self, certificate_id: str) -> Any | None:
         rows = self._read("SELECT record FROM certificates WHERE id = ?", (certificate_id,))
-        return self._certificate(rows[0][0]) if rows else None
+        return gds_models_pb2.Certificate.FromString(rows[0][0]) if rows else None
 
     def certificates_for(self, vasp_id: str) -> list[Any]:
         rows = self._read(
             "SELECT record FROM certificates WHERE vasp_id = ? ORDER BY seq", (vasp_id,)
         )
-        return [self._certificate(r[0]) for r in rows]
+        return [gds_models_pb2.Certificate.FromString(r[0]) for r in rows]
 
     def get_secret(self, name: str) -> bytes | None:
         rows = self._read("SELECT value FROM secrets WHERE name = ?", (name,))
