@@ -305,18 +305,7 @@ def _ca_builder(
         .not_valid_after(not_after)
         .add_extension(x509.BasicConstraints(ca=True, path_length=path_length), critical=True)
         .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
+            _key_usage(digital_signature=True, key_cert_sign=True, crl_sign=True), critical=True
         )
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
         .add_extension(
@@ -324,6 +313,20 @@ def _ca_builder(
             critical=False,
         )
     )
+
+
+_KEY_USAGES = (
+    "digital_signature", "content_commitment", "key_encipherment", "data_encipherment",
+    "key_agreement", "key_cert_sign", "crl_sign", "encipher_only", "decipher_only",
+)
+
+
+def _key_usage(**enabled: bool) -> x509.KeyUsage:
+    """A KeyUsage extension with the named usages set and every other one cleared."""
+    unknown = set(enabled) - set(_KEY_USAGES)
+    if unknown:
+        raise TypeError(f"unknown key usage(s): {', '.join(sorted(unknown))}")
+    return x509.KeyUsage(**{name: enabled.get(name, False) for name in _KEY_USAGES})
 
 
 def _leaf_extensions(
@@ -339,18 +342,7 @@ def _leaf_extensions(
     builder = builder.add_extension(
         x509.BasicConstraints(ca=False, path_length=None), critical=True
     ).add_extension(
-        x509.KeyUsage(
-            digital_signature=True,
-            content_commitment=False,
-            key_encipherment=True,
-            data_encipherment=False,
-            key_agreement=False,
-            key_cert_sign=False,
-            crl_sign=False,
-            encipher_only=False,
-            decipher_only=False,
-        ),
-        critical=True,
+        _key_usage(digital_signature=True, key_encipherment=True), critical=True
     )
     usages = []
     if client_auth:

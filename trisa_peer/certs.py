@@ -270,34 +270,39 @@ def split_pem(data: bytes, *, source: str = "PEM data") -> list[tuple[str, bytes
     return [(b.label, b.der) for b in _pem_blocks(data, source)]
 
 
+_KEY_TYPE_NAMES: tuple[tuple[tuple[type, ...], str], ...] = (
+    ((rsa.RSAPrivateKey, rsa.RSAPublicKey), "RSA"),
+    ((dsa.DSAPrivateKey, dsa.DSAPublicKey), "DSA"),
+    ((ed25519.Ed25519PrivateKey, ed25519.Ed25519PublicKey), "Ed25519"),
+    ((ed448.Ed448PrivateKey, ed448.Ed448PublicKey), "Ed448"),
+    ((x25519.X25519PrivateKey, x25519.X25519PublicKey), "X25519"),
+    ((x448.X448PrivateKey, x448.X448PublicKey), "X448"),
+)  # DH is looked up only when needed: touching it warns (deprecated in cryptography)
+
+
 def _key_type_name(key: object) -> str:
-    if isinstance(key, (rsa.RSAPrivateKey, rsa.RSAPublicKey)):
-        return "RSA"
     if isinstance(key, (ec.EllipticCurvePrivateKey, ec.EllipticCurvePublicKey)):
         return f"EC {key.curve.name}"
-    if isinstance(key, (dsa.DSAPrivateKey, dsa.DSAPublicKey)):
-        return "DSA"
-    if isinstance(key, (ed25519.Ed25519PrivateKey, ed25519.Ed25519PublicKey)):
-        return "Ed25519"
-    if isinstance(key, (ed448.Ed448PrivateKey, ed448.Ed448PublicKey)):
-        return "Ed448"
-    if isinstance(key, (x25519.X25519PrivateKey, x25519.X25519PublicKey)):
-        return "X25519"
-    if isinstance(key, (x448.X448PrivateKey, x448.X448PublicKey)):
-        return "X448"
+    for types, name in _KEY_TYPE_NAMES:
+        if isinstance(key, types):
+            return name
     if isinstance(key, (dh.DHPrivateKey, dh.DHPublicKey)):
         return "DH"
     return type(key).__name__
+
+
+def _check_curve(curve: ec.EllipticCurve, source: str) -> None:
+    if curve.name not in _ACCEPTED_CURVES:
+        raise CertificateError(
+            f"{source}: unsupported EC curve {curve.name} (use P-256, P-384 or P-521)"
+        )
 
 
 def _check_identity_key(key: object, source: str) -> IdentityKey:
     if isinstance(key, rsa.RSAPrivateKey):
         return key
     if isinstance(key, ec.EllipticCurvePrivateKey):
-        if key.curve.name not in _ACCEPTED_CURVES:
-            raise CertificateError(
-                f"{source}: unsupported EC curve {key.curve.name} (use P-256, P-384 or P-521)"
-            )
+        _check_curve(key.curve, source)
         return key
     raise CertificateError(
         f"{source}: unsupported key type {_key_type_name(key)} (private keys must be RSA or EC)"
@@ -308,10 +313,7 @@ def _check_public_key(key: object, source: str) -> PeerPublicKey:
     if isinstance(key, (rsa.RSAPublicKey, ed25519.Ed25519PublicKey)):
         return key
     if isinstance(key, ec.EllipticCurvePublicKey):
-        if key.curve.name not in _ACCEPTED_CURVES:
-            raise CertificateError(
-                f"{source}: unsupported EC curve {key.curve.name} (use P-256, P-384 or P-521)"
-            )
+        _check_curve(key.curve, source)
         return key
     raise CertificateError(
         f"{source}: unsupported key type {_key_type_name(key)} "

@@ -5,7 +5,7 @@ from __future__ import annotations
 import errno
 import socket
 
-__all__ = ["bind_problem", "split_host_port"]
+__all__ = ["bind_problem", "split_host_port", "split_resolve"]
 
 
 def split_host_port(
@@ -31,6 +31,18 @@ def split_host_port(
             raise ValueError("the host is missing")
         host = default_host
     return host, port
+
+
+def split_resolve(spec: str) -> tuple[str, str]:
+    """curl's ``HOST:PORT:ADDRESS`` → ``("host:port", "address:port")``: dial HOST:PORT
+    at ADDRESS (brackets around an IPv6 ADDRESS removed). Raises :class:`ValueError`."""
+    parts = spec.rsplit(":", 1)
+    head, address = (parts[0], parts[1]) if len(parts) == 2 else ("", "")
+    host, _, port = head.rpartition(":")
+    address = address.strip("[]")
+    if not host or not port.isdigit() or not address:
+        raise ValueError(f"{spec!r} is not HOST:PORT:ADDRESS")
+    return f"{host.lower()}:{port}", f"{address}:{port}"
 
 
 def bind_problem(listen: str) -> str | None:

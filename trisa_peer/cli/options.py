@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigurationError, UsageError
-from ..netutil import split_host_port
+from ..netutil import split_host_port, split_resolve
 
 __all__ = [
     "add_directory_args",
@@ -200,9 +200,14 @@ def host_port_arg(flag: str, text: str) -> tuple[str, int]:
 
 
 def resolve_map(specs: list[str] | None) -> dict[str, str]:
-    from ..transport.client import parse_resolve
-
-    return dict(parse_resolve(spec) for spec in specs or [])
+    resolved: dict[str, str] = {}
+    for spec in specs or []:
+        try:
+            name, address = split_resolve(spec)
+        except ValueError:
+            raise UsageError(f"--resolve {spec!r} must be HOST:PORT:ADDRESS") from None
+        resolved[name] = address
+    return resolved
 
 
 def open_directory(args: argparse.Namespace, **client_options: Any) -> Any:

@@ -256,6 +256,10 @@ def cmd_revoke(args: argparse.Namespace) -> int:
     return 0
 
 
+#: ``sectigo serve`` options passed to the local service unchanged
+_SERVE_OPTIONS = ("issue_delay", "key_size", "legacy_pkcs12", "access_ttl", "refresh_ttl")
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from ..sectigo.emulator import SectigoEmulator
 
@@ -269,11 +273,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         state_path=args.state,
         username=args.username,
         password=args.password,
-        issue_delay=args.issue_delay,
-        key_size=args.key_size,
-        legacy_pkcs12=args.legacy_pkcs12,
-        access_ttl=args.access_ttl,
-        refresh_ttl=args.refresh_ttl,
+        **{option: getattr(args, option) for option in _SERVE_OPTIONS},
     )
     stop = threading.Event()
 

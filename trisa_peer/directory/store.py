@@ -521,15 +521,22 @@ class SQLiteStore:
 
     # -- reads ----------------------------------------------------------------------------
 
+    def _records(self, message_type: Any, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        """The ``record`` column (a serialized ``message_type``) of each row ``sql`` selects."""
+        return [message_type.FromString(row[0]) for row in self._read(sql, params)]
+
+    def _record(self, message_type: Any, sql: str, params: Sequence[Any]) -> Any | None:
+        records = self._records(message_type, sql, params)
+        return records[0] if records else None
+
     def get_vasp(self, vasp_id: str) -> Any | None:
-        rows = self._read("SELECT record FROM vasps WHERE id = ?", (vasp_id,))
-        return models_pb2.VASP.FromString(rows[0][0]) if rows else None
+        return self._record(models_pb2.VASP, "SELECT record FROM vasps WHERE id = ?", (vasp_id,))
 
     def get_vasp_by_common_name(self, common_name: str) -> Any | None:
-        rows = self._read(
-            "SELECT record FROM vasps WHERE cn_norm = ?", (normalize_common_name(common_name),)
+        return self._record(
+            models_pb2.VASP, "SELECT record FROM vasps WHERE cn_norm = ?",
+            (normalize_common_name(common_name),),
         )
-        return models_pb2.VASP.FromString(rows[0][0]) if rows else None
 
     def get_origin(self, vasp_id: str) -> str | None:
         rows = self._read("SELECT origin FROM vasps WHERE id = ?", (vasp_id,))
@@ -626,12 +633,11 @@ class SQLiteStore:
 
     def list_vasps(self, *, status: int | None = None) -> list[Any]:
         if status is None:
-            rows = self._read("SELECT record FROM vasps ORDER BY cn_norm")
-        else:
-            rows = self._read(
-                "SELECT record FROM vasps WHERE status = ? ORDER BY cn_norm", (int(status),)
-            )
-        return [models_pb2.VASP.FromString(r[0]) for r in rows]
+            return self._records(models_pb2.VASP, "SELECT record FROM vasps ORDER BY cn_norm")
+        return self._records(
+            models_pb2.VASP, "SELECT record FROM vasps WHERE status = ? ORDER BY cn_norm",
+            (int(status),),
+        )
 
     @staticmethod
     def _token(row: Sequence[Any]) -> ContactToken:
@@ -661,24 +667,24 @@ class SQLiteStore:
         return [self._token(r) for r in rows]
 
     def get_certreq(self, certreq_id: str) -> Any | None:
-        rows = self._read("SELECT record FROM certreqs WHERE id = ?", (certreq_id,))
-        return gds_models_pb2.CertificateRequest.FromString(rows[0][0]) if rows else None
+        return self._record(gds_models_pb2.CertificateRequest,
+                            "SELECT record FROM certreqs WHERE id = ?", (certreq_id,))
 
     def certreqs_for(self, vasp_id: str) -> list[Any]:
-        rows = self._read(
-            "SELECT record FROM certreqs WHERE vasp_id = ? ORDER BY created, rowid", (vasp_id,)
+        return self._records(
+            gds_models_pb2.CertificateRequest,
+            "SELECT record FROM certreqs WHERE vasp_id = ? ORDER BY created, rowid", (vasp_id,),
         )
-        return [gds_models_pb2.CertificateRequest.FromString(r[0]) for r in rows]
 
     def get_certificate(self, certificate_id: str) -> Any | None:
-        rows = self._read("SELECT record FROM certificates WHERE id = ?", (certificate_id,))
-        return gds_models_pb2.Certificate.FromString(rows[0][0]) if rows else None
+        return self._record(gds_models_pb2.Certificate,
+                            "SELECT record FROM certificates WHERE id = ?", (certificate_id,))
 
     def certificates_for(self, vasp_id: str) -> list[Any]:
-        rows = self._read(
-            "SELECT record FROM certificates WHERE vasp_id = ? ORDER BY seq", (vasp_id,)
+        return self._records(
+            gds_models_pb2.Certificate,
+            "SELECT record FROM certificates WHERE vasp_id = ? ORDER BY seq", (vasp_id,),
         )
-        return [gds_models_pb2.Certificate.FromString(r[0]) for r in rows]
 
     def get_secret(self, name: str) -> bytes | None:
         rows = self._read("SELECT value FROM secrets WHERE name = ?", (name,))

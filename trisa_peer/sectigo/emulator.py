@@ -370,29 +370,13 @@ class SectigoEmulator:
         now = int(self.clock())
         user_id = int.from_bytes(hashlib.sha256(self.username.encode()).digest()[:4], "big")
         subject = f"/account/1/user/{user_id % 100000}"
-        access = tokens.mint(
-            {
-                "iss": _ISSUER,
-                "sub": subject,
-                "iat": now,
-                "exp": now + self.access_ttl,
-                "jti": uuid.uuid4().hex,
-                "scopes": ["ROLE_USER"],
-                "first-login": False,
-            },
-            self._secret,
-        )
-        refresh = tokens.mint(
-            {
-                "iss": _ISSUER,
-                "sub": subject,
-                "iat": now,
-                "exp": now + self.refresh_ttl,
-                "jti": uuid.uuid4().hex,
-                "scopes": ["ROLE_REFRESH_TOKEN"],
-            },
-            self._secret,
-        )
+        def mint(ttl: int, scope: str, **extra: Any) -> str:
+            claims = {"iss": _ISSUER, "sub": subject, "iat": now, "exp": now + ttl,
+                      "jti": uuid.uuid4().hex, "scopes": [scope], **extra}
+            return tokens.mint(claims, self._secret)
+
+        access = mint(self.access_ttl, "ROLE_USER", **{"first-login": False})
+        refresh = mint(self.refresh_ttl, "ROLE_REFRESH_TOKEN")
         return access, refresh
 
     def _token_claims(self, token: str, scope: str) -> dict[str, Any] | None:
