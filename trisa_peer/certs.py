@@ -16,7 +16,7 @@ import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
@@ -166,6 +166,7 @@ IdentityKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
 PeerPublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey
 
 _ACCEPTED_CURVES = frozenset({"secp256r1", "secp384r1", "secp521r1"})
+_K = TypeVar("_K", bound=object)
 _CURVE_NAMES = {"secp256r1": "P-256", "secp384r1": "P-384", "secp521r1": "P-521"}
 
 _MAX_INFLATED = 16 * 1024 * 1024  # decompressed size cap for gzip and zip entries
@@ -291,30 +292,27 @@ def _key_type_name(key: object) -> str:
     return type(key).__name__
 
 
-def _check_curve(curve: ec.EllipticCurve, source: str) -> None:
-    if curve.name not in _ACCEPTED_CURVES:
-        raise CertificateError(
-            f"{source}: unsupported EC curve {curve.name} (use P-256, P-384 or P-521)"
-        )
+def _check_curve(key: _K, source: str) -> _K:
+    """``key``, unless it is an EC key on a curve TRISA does not accept."""
+    if isinstance(key, (ec.EllipticCurvePrivateKey, ec.EllipticCurvePublicKey)):
+        if key.curve.name not in _ACCEPTED_CURVES:
+            raise CertificateError(
+                f"{source}: unsupported EC curve {key.curve.name} (use P-256, P-384 or P-521)"
+            )
+    return key
 
 
 def _check_identity_key(key: object, source: str) -> IdentityKey:
-    if isinstance(key, rsa.RSAPrivateKey):
-        return key
-    if isinstance(key, ec.EllipticCurvePrivateKey):
-        _check_curve(key.curve, source)
-        return key
+    if isinstance(key, (rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey)):
+        return _check_curve(key, source)
     raise CertificateError(
         f"{source}: unsupported key type {_key_type_name(key)} (private keys must be RSA or EC)"
     )
 
 
 def _check_public_key(key: object, source: str) -> PeerPublicKey:
-    if isinstance(key, (rsa.RSAPublicKey, ed25519.Ed25519PublicKey)):
-        return key
-    if isinstance(key, ec.EllipticCurvePublicKey):
-        _check_curve(key.curve, source)
-        return key
+    if isinstance(key, (rsa.RSAPublicKey, ec.EllipticCurvePublicKey, ed25519.Ed25519PublicKey)):
+        return _check_curve(key, source)
     raise CertificateError(
         f"{source}: unsupported key type {_key_type_name(key)} "
         "(public keys must be RSA, EC or Ed25519)"

@@ -666,25 +666,24 @@ class SQLiteStore:
         )
         return [self._token(r) for r in rows]
 
+    def _of_vasp(self, message_type: Any, table: str, vasp_id: str, order: str) -> list[Any]:
+        sql = f"SELECT record FROM {table} WHERE vasp_id = ? ORDER BY {order}"  # noqa: S608
+        return self._records(message_type, sql, (vasp_id,))
+
     def get_certreq(self, certreq_id: str) -> Any | None:
         return self._record(gds_models_pb2.CertificateRequest,
                             "SELECT record FROM certreqs WHERE id = ?", (certreq_id,))
 
     def certreqs_for(self, vasp_id: str) -> list[Any]:
-        return self._records(
-            gds_models_pb2.CertificateRequest,
-            "SELECT record FROM certreqs WHERE vasp_id = ? ORDER BY created, rowid", (vasp_id,),
-        )
+        return self._of_vasp(gds_models_pb2.CertificateRequest, "certreqs", vasp_id,
+                             "created, rowid")
 
     def get_certificate(self, certificate_id: str) -> Any | None:
         return self._record(gds_models_pb2.Certificate,
                             "SELECT record FROM certificates WHERE id = ?", (certificate_id,))
 
     def certificates_for(self, vasp_id: str) -> list[Any]:
-        return self._records(
-            gds_models_pb2.Certificate,
-            "SELECT record FROM certificates WHERE vasp_id = ? ORDER BY seq", (vasp_id,),
-        )
+        return self._of_vasp(gds_models_pb2.Certificate, "certificates", vasp_id, "seq")
 
     def get_secret(self, name: str) -> bytes | None:
         rows = self._read("SELECT value FROM secrets WHERE name = ?", (name,))
