@@ -480,15 +480,10 @@ class CertificateAuthority:
         path = Path(directory)
         if not path.is_dir():
             raise ConfigurationError(f"{path}: no such CA directory")
-        missing = [
-            n
-            for n in (_ROOT_CERT, _ROOT_KEY, _ISSUING_CERT, _ISSUING_KEY, _STATE)
-            if not (path / n).is_file()
-        ]
+        missing = cls.missing_files(path)
         if missing:
             raise ConfigurationError(
-                f"{path} is not a trisa-peer CA directory (missing {', '.join(missing)});"
-                " create one with 'trisa-peer ca init'"
+                f"{path} is not a trisa-peer CA directory (missing {', '.join(missing)})"
             )
         root = _load_cert(path / _ROOT_CERT)
         issuing = _load_cert(path / _ISSUING_CERT)
@@ -508,6 +503,17 @@ class CertificateAuthority:
         )
         ca._read_state()  # fail now on a corrupt state file
         return ca
+
+    @staticmethod
+    def missing_files(directory: str | os.PathLike[str]) -> list[str]:
+        """The files of a CA directory that ``directory`` lacks (all of them if it is
+        not a directory); empty for a CA directory."""
+        path = Path(directory)
+        return [
+            n
+            for n in (_ROOT_CERT, _ROOT_KEY, _ISSUING_CERT, _ISSUING_KEY, _STATE)
+            if not (path / n).is_file()
+        ]
 
     @classmethod
     def open_or_init(cls, directory: str | os.PathLike[str], **kw: Any) -> CertificateAuthority:

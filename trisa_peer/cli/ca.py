@@ -40,6 +40,16 @@ def parse_serial(text: str) -> int:
         raise ConfigurationError(str(exc)) from None
 
 
+def _open(args: argparse.Namespace) -> CertificateAuthority:
+    """The CA in ``--dir``; the error of a directory that is not one says how to make one."""
+    try:
+        return CertificateAuthority.open(args.dir)
+    except ConfigurationError as exc:
+        if Path(args.dir).is_dir() and CertificateAuthority.missing_files(args.dir):
+            raise ConfigurationError(f"{exc}; create one with 'trisa-peer ca init'") from exc
+        raise
+
+
 def _refuse_existing(paths: list[Path], force: bool) -> None:
     if force:
         return
@@ -73,7 +83,7 @@ def _cmd_init(args: argparse.Namespace) -> int:
 
 
 def _cmd_issue(args: argparse.Namespace) -> int:
-    ca = CertificateAuthority.open(args.dir)
+    ca = _open(args)
     cn = args.common_name.strip()
     if not cn or "/" in cn or cn in {".", ".."}:
         raise ConfigurationError(f"unusable common name for a file name: {args.common_name!r}")
@@ -92,7 +102,7 @@ def _cmd_issue(args: argparse.Namespace) -> int:
 
 
 def _cmd_sign_csr(args: argparse.Namespace) -> int:
-    ca = CertificateAuthority.open(args.dir)
+    ca = _open(args)
     csr_path = Path(args.csr)
     try:
         csr_pem = csr_path.read_bytes()
@@ -114,7 +124,7 @@ def _cmd_sign_csr(args: argparse.Namespace) -> int:
 
 
 def _cmd_revoke(args: argparse.Namespace) -> int:
-    ca = CertificateAuthority.open(args.dir)
+    ca = _open(args)
     serial = parse_serial(args.serial)
     ca.revoke(serial, args.reason)
     print(f"revoked serial {format_serial(serial)} ({REASONS[parse_reason(args.reason)]})")
@@ -122,7 +132,7 @@ def _cmd_revoke(args: argparse.Namespace) -> int:
 
 
 def _cmd_crl(args: argparse.Namespace) -> int:
-    ca = CertificateAuthority.open(args.dir)
+    ca = _open(args)
     out = Path(args.out)
     der = args.der or out.suffix.lower() == ".der"
     crl = ca.crl(next_update_days=args.next_update_days)
@@ -137,7 +147,7 @@ def _cmd_crl(args: argparse.Namespace) -> int:
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
-    ca = CertificateAuthority.open(args.dir)
+    ca = _open(args)
     for rec in ca.issued():
         state = f"revoked ({rec.reason_name})" if rec.revoked else "valid"
         print(
