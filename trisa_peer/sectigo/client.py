@@ -67,26 +67,8 @@ from ..certs import clean_serial, format_serial
 from ..errors import SectigoError
 from ..fsutil import write_private
 from ..revocation import parse_reason
+from . import paths
 from .models import COLLECTED, DEFAULT_ENDPOINT, SectigoAPIError, normalize_status
-from .paths import (
-    AUTH_PWD,
-    AUTH_REFRESH,
-    AUTHORITIES,
-    BALANCE,
-    BATCH,
-    BATCH_CREATE,
-    BATCH_DOWNLOAD,
-    BATCH_INFO,
-    BATCH_STATUS,
-    BATCH_UPLOAD,
-    CERTIFICATES_FIND,
-    CERTIFICATES_REVOKE,
-    DEVICES,
-    ORGANIZATION,
-    PROFILE,
-    PROFILE_PARAMS,
-    PROFILES,
-)
 from .tokens import Credentials, default_cache_path
 
 __all__ = ["DEFAULT_TIMEOUT", "USER_AGENT", "SectigoClient", "normalize_serial"]
@@ -304,7 +286,8 @@ class SectigoClient:
             raise SectigoError("no API access credentials (username and password required)")
         body = json.dumps({"username": self._username, "password": self._password}).encode()
         with self._lock:
-            resp = self._send(AUTH_PWD.method, AUTH_PWD.path(), data=body, what="login", auth=False)
+            resp = self._send(paths.AUTH_PWD.method, paths.AUTH_PWD.path(), data=body,
+                              what="login", auth=False)
             if resp.status in (401, 403):
                 self._forget_user_tokens()
             self._store_tokens(resp, "login")
@@ -328,7 +311,7 @@ class SectigoClient:
             if not self.credentials.refresh_token:
                 raise SectigoError("no refresh token to refresh with")
             data = self.credentials.refresh_token.encode("ascii")
-            resp = self._send(AUTH_REFRESH.method, AUTH_REFRESH.path(), data=data,
+            resp = self._send(paths.AUTH_REFRESH.method, paths.AUTH_REFRESH.path(), data=data,
                               what="refresh", auth=False)
             self._store_tokens(resp, "refresh")
 
@@ -574,14 +557,14 @@ class SectigoClient:
 
     def authorities(self) -> list[dict[str, Any]]:
         """``GET /api/v1/authorities/allowed``: the Authority list."""
-        return self._expect_list(self._get_json(AUTHORITIES.path(), "authorities"),
+        return self._expect_list(self._get_json(paths.AUTHORITIES.path(), "authorities"),
                                  "authorities")
 
     def balance(self, authority_id: int) -> int:
         """``GET /api/v1/authorities/{id}/balanceavailable``: a bare integer."""
         what = f"balance of authority {int(authority_id)}"
         doc = self._get_json(
-            BALANCE.path(int(authority_id)),
+            paths.BALANCE.path(int(authority_id)),
             what,
             not_found=f"authority {int(authority_id)}",
         )
@@ -591,29 +574,29 @@ class SectigoClient:
 
     def licenses(self) -> dict[str, Any]:
         """``GET /api/v1/devices``: ``{"ordered": int, "issued": int}``."""
-        return self._expect_dict(self._get_json(DEVICES.path(), "licenses"), "licenses")
+        return self._expect_dict(self._get_json(paths.DEVICES.path(), "licenses"), "licenses")
 
     def profiles(self) -> list[dict[str, Any]]:
         """``GET /api/v1/profiles``."""
-        return self._expect_list(self._get_json(PROFILES.path(), "profiles"), "profiles")
+        return self._expect_list(self._get_json(paths.PROFILES.path(), "profiles"), "profiles")
 
     def profile_detail(self, profile_id: int) -> dict[str, Any]:
         """``GET /api/v1/profiles/{id}``."""
         pid = int(profile_id)
-        doc = self._get_json(PROFILE.path(pid), f"profile {pid}",
+        doc = self._get_json(paths.PROFILE.path(pid), f"profile {pid}",
                              not_found=f"profile {pid}")
         return self._expect_dict(doc, f"profile {pid}")
 
     def profile_params(self, profile_id: int) -> list[dict[str, Any]]:
         """``GET /api/v1/profiles/{id}/parameters``: the ProfileParam list."""
         pid = int(profile_id)
-        doc = self._get_json(PROFILE_PARAMS.path(pid), f"profile {pid} parameters",
+        doc = self._get_json(paths.PROFILE_PARAMS.path(pid), f"profile {pid} parameters",
                              not_found=f"profile {pid}")
         return self._expect_list(doc, f"profile {pid} parameters")
 
     def organization(self) -> dict[str, Any]:
         """``GET /api/v1/organizations/user``."""
-        return self._expect_dict(self._get_json(ORGANIZATION.path(), "organization"),
+        return self._expect_dict(self._get_json(paths.ORGANIZATION.path(), "organization"),
                                  "organization")
 
     # -- batches --------------------------------------------------------------------------
@@ -631,7 +614,7 @@ class SectigoClient:
             "profileParams": {str(k): str(v) for k, v in params.items()},
         }
         resp = self._post_json(
-            BATCH_CREATE.method, BATCH_CREATE.path(), doc, "create batch",
+            paths.BATCH_CREATE.method, paths.BATCH_CREATE.path(), doc, "create batch",
             not_found=f"authority {int(authority_id)}",
         )
         return self._expect_dict(self._json(resp, "create batch"), "create batch")
@@ -673,7 +656,7 @@ class SectigoClient:
             for head, content in parts
         ) + f"--{boundary}--\r\n".encode()
         resp = self._send(
-            BATCH_UPLOAD.method, BATCH_UPLOAD.path(), data=body,
+            paths.BATCH_UPLOAD.method, paths.BATCH_UPLOAD.path(), data=body,
             content_type=f"multipart/form-data; boundary={boundary}", what="upload CSR",
         )
         self._check(resp, "upload CSR", not_found=f"profile {pid}")
@@ -684,7 +667,7 @@ class SectigoClient:
         the text status endpoint's answer (upstream hotfix #248)."""
         bid = int(batch_id)
         doc = self._expect_dict(
-            self._get_json(BATCH.path(bid), f"batch {bid}", not_found=f"batch {bid}"),
+            self._get_json(paths.BATCH.path(bid), f"batch {bid}", not_found=f"batch {bid}"),
             f"batch {bid}",
         )
         status = doc.get("status")
@@ -697,7 +680,7 @@ class SectigoClient:
         ``"Ready for download"`` → ``"READY_FOR_DOWNLOAD"``."""
         bid = int(batch_id)
         what = f"status of batch {bid}"
-        resp = self._send(BATCH_STATUS.method, BATCH_STATUS.path(bid), what=what,
+        resp = self._send(paths.BATCH_STATUS.method, paths.BATCH_STATUS.path(bid), what=what,
                           accept="text/plain, application/json")
         self._check(resp, what, not_found=f"batch {bid}")
         media = resp.media_type
@@ -717,7 +700,7 @@ class SectigoClient:
     def processing_info(self, batch_id: int) -> dict[str, Any]:
         """``GET /api/v1/batches/{id}/processing_info``: ``{active, success, failed}``."""
         bid = int(batch_id)
-        doc = self._get_json(BATCH_INFO.path(bid),
+        doc = self._get_json(paths.BATCH_INFO.path(bid),
                              f"processing info of batch {bid}", not_found=f"batch {bid}")
         return self._expect_dict(doc, f"processing info of batch {bid}")
 
@@ -725,7 +708,7 @@ class SectigoClient:
         bid = int(batch_id)
         what = f"download batch {bid}"
         resp = self._send(
-            BATCH_DOWNLOAD.method, BATCH_DOWNLOAD.path(bid), what=what,
+            paths.BATCH_DOWNLOAD.method, paths.BATCH_DOWNLOAD.path(bid), what=what,
             content_type="application/octet-stream", accept="application/octet-stream",
         )
         self._check(resp, what, not_found=f"batch {bid}")
@@ -785,8 +768,8 @@ class SectigoClient:
             doc["serialNumber"] = normalize_serial(serial)
         if not doc:
             raise SectigoError("find needs a common name or a serial number")
-        resp = self._post_json(CERTIFICATES_FIND.method, CERTIFICATES_FIND.path(), doc,
-                               "find certificates")
+        resp = self._post_json(paths.CERTIFICATES_FIND.method, paths.CERTIFICATES_FIND.path(),
+                               doc, "find certificates")
         return self._expect_dict(self._json(resp, "find certificates"), "find certificates")
 
     def revoke(self, profile_id: int, reason: str | int, serial: str | int) -> None:
@@ -796,7 +779,7 @@ class SectigoClient:
         hexserial = normalize_serial(serial)
         pid = int(profile_id)
         self._post_json(
-            CERTIFICATES_REVOKE.method, CERTIFICATES_REVOKE.path(pid),
+            paths.CERTIFICATES_REVOKE.method, paths.CERTIFICATES_REVOKE.path(pid),
             {"reasonCode": code, "serialNumber": hexserial},
             f"revoke certificate {hexserial}", not_found=f"certificate {hexserial}",
         )
