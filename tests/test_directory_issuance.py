@@ -301,7 +301,7 @@ def test_reissue_refuses_an_imported_record(
                          endpoint="imported.example.com:443",
                          certificates=[ident.leaf, *ident.chain])
     with pytest.raises(DirectoryError, match="imported records are re-certified by their own "
-                       "CA and updated with `trisa-peer gds update-cert`"):
+                       "CA and updated with the new certificate"):
         reissue(directory, vasp.id, sectigo_client(emulator), poll_interval=0.05)
     assert client.lookup(vasp_id=vasp.id).identity_certificate == ident.leaf
     assert directory.store.certreqs_for(vasp.id) == []

@@ -34,7 +34,7 @@ import os
 import re
 import threading
 import zipfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -51,7 +51,17 @@ from cryptography.hazmat.primitives.asymmetric.types import (
 from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from .certs import Identity, cert_to_pem, certs_to_pem, fingerprint, key_to_pem
+from .certs import (
+    Identity,
+    cert_to_pem,
+    certs_to_pem,
+    common_name,
+    fingerprint,
+    format_serial,
+    key_to_pem,
+    parse_serial,
+)
+from .clock import Clock, utcnow
 from .errors import CertificateError, ConfigurationError
 from .fsutil import atomic_write, write_private
 from .revocation import REASONS, parse_reason, reason_flag
@@ -62,8 +72,6 @@ __all__ = [
     "export_pkcs12_zip",
     "p12_member_name",
 ]
-
-Clock = Callable[[], datetime]
 
 _ROOT_CERT = "root.pem"
 _ROOT_KEY = "root.key"
@@ -85,10 +93,6 @@ _SIGNATURE_HASH = hashes.SHA384()
 _BACKDATE = timedelta(minutes=5)  # tolerate small clock skew between peers
 
 
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
 def _aware(value: datetime, what: str) -> datetime:
     if value.tzinfo is None or value.utcoffset() is None:
         raise ConfigurationError(f"{what} must be an aware datetime (UTC), got a naive one")
@@ -101,11 +105,6 @@ def _iso(value: datetime) -> str:
 
 def _parse_iso(value: str) -> datetime:
     return datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(UTC)
-
-
-def _serial_hex(serial: int) -> str:
-    """Upper-case hex without prefix: the GDS certificate-record id of a serial."""
-    return format(serial, "X")
 
 
 # --------------------------------------------------------------------------- records
@@ -126,7 +125,7 @@ class IssuedRecord:
 
     @property
     def serial_hex(self) -> str:
-        return _serial_hex(self.serial)
+        return format_serial(self.serial)
 
     @property
     def revoked(self) -> bool:
@@ -153,7 +152,7 @@ class IssuedRecord:
         revoked_at = data.get("revoked_at")
         reason = data.get("reason")
         return cls(
-            serial=int(str(data["serial"]), 16),
+            serial=parse_serial(str(data["serial"])),
             common_name=str(data["common_name"]),
             fingerprint=str(data["fingerprint"]),
             not_before=_parse_iso(str(data["not_before"])),
@@ -306,18 +305,7 @@ def _ca_builder(
         .not_valid_after(not_after)
         .add_extension(x509.BasicConstraints(ca=True, path_length=path_length), critical=True)
         .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=True,
-                crl_sign=True,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
+            _key_usage(digital_signature=True, key_cert_sign=True, crl_sign=True), critical=True
         )
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
         .add_extension(
@@ -325,6 +313,20 @@ def _ca_builder(
             critical=False,
         )
     )
+
+
+_KEY_USAGES = (
+    "digital_signature", "content_commitment", "key_encipherment", "data_encipherment",
+    "key_agreement", "key_cert_sign", "crl_sign", "encipher_only", "decipher_only",
+)
+
+
+def _key_usage(**enabled: bool) -> x509.KeyUsage:
+    """A KeyUsage extension with the named usages set and every other one cleared."""
+    unknown = set(enabled) - set(_KEY_USAGES)
+    if unknown:
+        raise TypeError(f"unknown key usage(s): {', '.join(sorted(unknown))}")
+    return x509.KeyUsage(**{name: enabled.get(name, False) for name in _KEY_USAGES})
 
 
 def _leaf_extensions(
@@ -340,18 +342,7 @@ def _leaf_extensions(
     builder = builder.add_extension(
         x509.BasicConstraints(ca=False, path_length=None), critical=True
     ).add_extension(
-        x509.KeyUsage(
-            digital_signature=True,
-            content_commitment=False,
-            key_encipherment=True,
-            data_encipherment=False,
-            key_agreement=False,
-            key_cert_sign=False,
-            crl_sign=False,
-            encipher_only=False,
-            decipher_only=False,
-        ),
-        critical=True,
+        _key_usage(digital_signature=True, key_encipherment=True), critical=True
     )
     usages = []
     if client_auth:
@@ -399,7 +390,7 @@ class CertificateAuthority:
         self.issuing = issuing
         self._root_key = root_key
         self._issuing_key = issuing_key
-        self._clock: Clock = clock or _utcnow
+        self._clock: Clock = clock or utcnow
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -430,7 +421,7 @@ class CertificateAuthority:
             raise ConfigurationError(
                 f"CA key RSA-{key_size} is too weak; at least RSA-{_MIN_RSA_BITS} is required"
             )
-        now = _aware((clock or _utcnow)(), "clock()")
+        now = _aware((clock or utcnow)(), "clock()")
         start = _aware(not_before, "not_before") if not_before else now - _BACKDATE
         issuing_cn = issuing_name or _issuing_name_for(name)
 
@@ -489,15 +480,10 @@ class CertificateAuthority:
         path = Path(directory)
         if not path.is_dir():
             raise ConfigurationError(f"{path}: no such CA directory")
-        missing = [
-            n
-            for n in (_ROOT_CERT, _ROOT_KEY, _ISSUING_CERT, _ISSUING_KEY, _STATE)
-            if not (path / n).is_file()
-        ]
+        missing = cls.missing_files(path)
         if missing:
             raise ConfigurationError(
-                f"{path} is not a trisa-peer CA directory (missing {', '.join(missing)});"
-                " create one with 'trisa-peer ca init'"
+                f"{path} is not a trisa-peer CA directory (missing {', '.join(missing)})"
             )
         root = _load_cert(path / _ROOT_CERT)
         issuing = _load_cert(path / _ISSUING_CERT)
@@ -517,6 +503,17 @@ class CertificateAuthority:
         )
         ca._read_state()  # fail now on a corrupt state file
         return ca
+
+    @staticmethod
+    def missing_files(directory: str | os.PathLike[str]) -> list[str]:
+        """The files of a CA directory that ``directory`` lacks (all of them if it is
+        not a directory); empty for a CA directory."""
+        path = Path(directory)
+        return [
+            n
+            for n in (_ROOT_CERT, _ROOT_KEY, _ISSUING_CERT, _ISSUING_KEY, _STATE)
+            if not (path / n).is_file()
+        ]
 
     @classmethod
     def open_or_init(cls, directory: str | os.PathLike[str], **kw: Any) -> CertificateAuthority:
@@ -623,8 +620,7 @@ class CertificateAuthority:
         except (ValueError, UnsupportedAlgorithm) as exc:
             raise CertificateError("CSR public key cannot be read") from exc
         _check_public_key(public_key, "CSR")
-        cns = csr.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-        cn = str(cns[0].value) if cns else ""
+        cn = common_name(csr)
         try:
             san_ext = csr.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
             names = [str(n) for n in san_ext.get_values_for_type(x509.DNSName)]
@@ -725,10 +721,9 @@ class CertificateAuthority:
             eku_critical=eku_critical,
         )
         cert = builder.sign(issuer_key, _SIGNATURE_HASH)
-        cns = subject.get_attributes_for_oid(NameOID.COMMON_NAME)
         record = IssuedRecord(
             serial=cert.serial_number,
-            common_name=str(cns[0].value) if cns else "",
+            common_name=common_name(subject),
             fingerprint=fingerprint(cert),
             not_before=cert.not_valid_before_utc,
             not_after=cert.not_valid_after_utc,
@@ -743,7 +738,7 @@ class CertificateAuthority:
     def revoke(self, serial: int, reason: int | str = "unspecified") -> None:
         """Mark ``serial`` revoked with an RFC 5280 reason (name or code)."""
         code = parse_reason(reason)
-        key = _serial_hex(serial)
+        key = format_serial(serial)
         with self._mutate() as state:
             entry = state["issued"].get(key)
             if entry is None:
@@ -756,7 +751,7 @@ class CertificateAuthority:
             entry["reason"] = code
 
     def is_revoked(self, serial: int) -> bool:
-        entry = self._read_state()["issued"].get(_serial_hex(serial))
+        entry = self._read_state()["issued"].get(format_serial(serial))
         return bool(entry and entry.get("revoked_at"))
 
     def issued(self) -> list[IssuedRecord]:
@@ -909,7 +904,7 @@ def export_pkcs12_zip(
         )
     except (ValueError, TypeError) as exc:
         raise CertificateError(f"cannot build PKCS#12 for {name}: {exc}") from exc
-    when = _aware((clock or _utcnow)(), "clock()")
+    when = _aware((clock or utcnow)(), "clock()")
     info = zipfile.ZipInfo(p12_member_name(name), date_time=when.timetuple()[:6])
     info.compress_type = zipfile.ZIP_DEFLATED
     info.external_attr = 0o600 << 16

@@ -16,7 +16,7 @@ import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
@@ -47,7 +47,10 @@ __all__ = [
     "PeerPublicKey",
     "cert_to_pem",
     "certs_to_pem",
+    "clean_serial",
+    "common_name",
     "fingerprint",
+    "format_serial",
     "key_to_pem",
     "load_certificates",
     "load_identity",
@@ -56,6 +59,7 @@ __all__ = [
     "load_trust_pool",
     "order_chain",
     "parse_certificates",
+    "parse_serial",
     "spki_der",
     "split_pem",
     "write_identity",
@@ -84,6 +88,37 @@ def fingerprint(cert: x509.Certificate) -> str:
     return hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()
 
 
+def common_name(
+    source: x509.Certificate | x509.CertificateSigningRequest | x509.Name,
+) -> str:
+    """The first subject common name of a certificate or CSR (or of a name); ``""`` if none."""
+    name = source if isinstance(source, x509.Name) else source.subject
+    attrs = name.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
+    return str(attrs[0].value) if attrs else ""
+
+
+def format_serial(serial: int) -> str:
+    """A serial number as upper-case hex without prefix or padding: ``0x0A1B`` → ``A1B``."""
+    return format(serial, "X")
+
+
+def clean_serial(text: str) -> str:
+    """A hex serial as typed (``0x0a1b``, ``0a:1B``, spaces ignored) → ``0A1B``.
+
+    Leading zeros are kept (some services show them); raises :class:`ValueError` if the
+    text is empty or not hexadecimal.
+    """
+    cleaned = "".join(text.split()).replace(":", "").upper().removeprefix("0X")
+    if not cleaned or any(c not in "0123456789ABCDEF" for c in cleaned):
+        raise ValueError(f"not a hexadecimal serial number: {text.strip()!r}")
+    return cleaned
+
+
+def parse_serial(text: str) -> int:
+    """A hex serial as typed (see :func:`clean_serial`) → its integer value."""
+    return int(clean_serial(text), 16)
+
+
 def spki_der(public_key: PublicKeyTypes) -> bytes:
     """The SubjectPublicKeyInfo DER of a public key."""
     return public_key.public_bytes(
@@ -105,8 +140,7 @@ class Identity:
 
     @property
     def common_name(self) -> str:
-        attrs = self.leaf.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
-        return str(attrs[0].value) if attrs else ""
+        return common_name(self.leaf)
 
     @property
     def fingerprint(self) -> str:
@@ -132,6 +166,7 @@ IdentityKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
 PeerPublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey
 
 _ACCEPTED_CURVES = frozenset({"secp256r1", "secp384r1", "secp521r1"})
+_K = TypeVar("_K", bound=object)
 _CURVE_NAMES = {"secp256r1": "P-256", "secp384r1": "P-384", "secp521r1": "P-521"}
 
 _MAX_INFLATED = 16 * 1024 * 1024  # decompressed size cap for gzip and zip entries
@@ -236,49 +271,48 @@ def split_pem(data: bytes, *, source: str = "PEM data") -> list[tuple[str, bytes
     return [(b.label, b.der) for b in _pem_blocks(data, source)]
 
 
+_KEY_TYPE_NAMES: tuple[tuple[tuple[type, ...], str], ...] = (
+    ((rsa.RSAPrivateKey, rsa.RSAPublicKey), "RSA"),
+    ((dsa.DSAPrivateKey, dsa.DSAPublicKey), "DSA"),
+    ((ed25519.Ed25519PrivateKey, ed25519.Ed25519PublicKey), "Ed25519"),
+    ((ed448.Ed448PrivateKey, ed448.Ed448PublicKey), "Ed448"),
+    ((x25519.X25519PrivateKey, x25519.X25519PublicKey), "X25519"),
+    ((x448.X448PrivateKey, x448.X448PublicKey), "X448"),
+)  # DH is looked up only when needed: touching it warns (deprecated in cryptography)
+
+
 def _key_type_name(key: object) -> str:
-    if isinstance(key, (rsa.RSAPrivateKey, rsa.RSAPublicKey)):
-        return "RSA"
     if isinstance(key, (ec.EllipticCurvePrivateKey, ec.EllipticCurvePublicKey)):
         return f"EC {key.curve.name}"
-    if isinstance(key, (dsa.DSAPrivateKey, dsa.DSAPublicKey)):
-        return "DSA"
-    if isinstance(key, (ed25519.Ed25519PrivateKey, ed25519.Ed25519PublicKey)):
-        return "Ed25519"
-    if isinstance(key, (ed448.Ed448PrivateKey, ed448.Ed448PublicKey)):
-        return "Ed448"
-    if isinstance(key, (x25519.X25519PrivateKey, x25519.X25519PublicKey)):
-        return "X25519"
-    if isinstance(key, (x448.X448PrivateKey, x448.X448PublicKey)):
-        return "X448"
+    for types, name in _KEY_TYPE_NAMES:
+        if isinstance(key, types):
+            return name
     if isinstance(key, (dh.DHPrivateKey, dh.DHPublicKey)):
         return "DH"
     return type(key).__name__
 
 
-def _check_identity_key(key: object, source: str) -> IdentityKey:
-    if isinstance(key, rsa.RSAPrivateKey):
-        return key
-    if isinstance(key, ec.EllipticCurvePrivateKey):
+def _check_curve(key: _K, source: str) -> _K:
+    """``key``, unless it is an EC key on a curve TRISA does not accept."""
+    if isinstance(key, (ec.EllipticCurvePrivateKey, ec.EllipticCurvePublicKey)):
         if key.curve.name not in _ACCEPTED_CURVES:
             raise CertificateError(
                 f"{source}: unsupported EC curve {key.curve.name} (use P-256, P-384 or P-521)"
             )
-        return key
+    return key
+
+
+def _check_identity_key(key: object, source: str) -> IdentityKey:
+    if isinstance(key, (rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey)):
+        return _check_curve(key, source)
     raise CertificateError(
         f"{source}: unsupported key type {_key_type_name(key)} (private keys must be RSA or EC)"
     )
 
 
 def _check_public_key(key: object, source: str) -> PeerPublicKey:
-    if isinstance(key, (rsa.RSAPublicKey, ed25519.Ed25519PublicKey)):
-        return key
-    if isinstance(key, ec.EllipticCurvePublicKey):
-        if key.curve.name not in _ACCEPTED_CURVES:
-            raise CertificateError(
-                f"{source}: unsupported EC curve {key.curve.name} (use P-256, P-384 or P-521)"
-            )
-        return key
+    if isinstance(key, (rsa.RSAPublicKey, ec.EllipticCurvePublicKey, ed25519.Ed25519PublicKey)):
+        return _check_curve(key, source)
     raise CertificateError(
         f"{source}: unsupported key type {_key_type_name(key)} "
         "(public keys must be RSA, EC or Ed25519)"

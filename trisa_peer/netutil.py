@@ -5,7 +5,44 @@ from __future__ import annotations
 import errno
 import socket
 
-__all__ = ["bind_problem"]
+__all__ = ["bind_problem", "split_host_port", "split_resolve"]
+
+
+def split_host_port(
+    text: str, *, allow_port_zero: bool = False, default_host: str | None = None
+) -> tuple[str, int]:
+    """``"host:port"`` → ``("host", port)``; brackets around an IPv6 literal are removed.
+
+    The port must be 1-65535 (0 too with ``allow_port_zero``, "any free port" for a
+    listener). An empty host is an error unless the caller names ``default_host``: a
+    listener never widens to every interface by accident. Raises :class:`ValueError`
+    saying what is wrong; callers add which option or field it came from.
+    """
+    host, sep, port_text = text.strip().rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not sep or not port_text.isdigit():
+        raise ValueError("not HOST:PORT")
+    port = int(port_text)
+    if not (0 if allow_port_zero else 1) <= port <= 65535:
+        raise ValueError(f"port {port} is out of range")
+    if not host:
+        if default_host is None:
+            raise ValueError("the host is missing")
+        host = default_host
+    return host, port
+
+
+def split_resolve(spec: str) -> tuple[str, str]:
+    """curl's ``HOST:PORT:ADDRESS`` → ``("host:port", "address:port")``: dial HOST:PORT
+    at ADDRESS (brackets around an IPv6 ADDRESS removed). Raises :class:`ValueError`."""
+    parts = spec.rsplit(":", 1)
+    head, address = (parts[0], parts[1]) if len(parts) == 2 else ("", "")
+    host, _, port = head.rpartition(":")
+    address = address.strip("[]")
+    if not host or not port.isdigit() or not address:
+        raise ValueError(f"{spec!r} is not HOST:PORT:ADDRESS")
+    return f"{host.lower()}:{port}", f"{address}:{port}"
 
 
 def bind_problem(listen: str) -> str | None:
@@ -14,10 +51,8 @@ def bind_problem(listen: str) -> str | None:
     Probed before gRPC binds (gRPC's C core would print its own error lines and only
     say "Failed to bind"); port 0 always binds.
     """
-    host, _, port_text = listen.rpartition(":")
-    host = host.strip("[]") or "127.0.0.1"
     try:
-        port = int(port_text)
+        host, port = split_host_port(listen, allow_port_zero=True, default_host="127.0.0.1")
         if port == 0:
             return None
         family = socket.AF_INET6 if ":" in host else socket.AF_INET

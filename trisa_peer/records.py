@@ -13,6 +13,7 @@ from typing import Protocol
 from cryptography import x509
 
 from .errors import ConfigurationError
+from .netutil import split_host_port
 
 __all__ = ["DirectoryLookup", "PeerRecord", "split_endpoint"]
 
@@ -22,12 +23,12 @@ def split_endpoint(endpoint: str) -> tuple[str, int]:
     text = endpoint.strip()
     if "://" in text:
         raise ConfigurationError(f"endpoint {endpoint!r} must be host:port, without a scheme")
-    host, sep, port = text.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ConfigurationError(f"endpoint {endpoint!r} is not host:port with a port 1-65535")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    return host, int(port)
+    try:
+        return split_host_port(text)
+    except ValueError:
+        raise ConfigurationError(
+            f"endpoint {endpoint!r} is not host:port with a port 1-65535"
+        ) from None
 
 
 @dataclass(frozen=True)

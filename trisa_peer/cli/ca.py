@@ -21,30 +21,33 @@ from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 
+from .. import certs
 from ..ca import CertificateAuthority
-from ..certs import cert_to_pem, certs_to_pem
+from ..certs import cert_to_pem, certs_to_pem, format_serial
 from ..errors import ConfigurationError
 from ..fsutil import atomic_write, write_private
 from ..revocation import REASONS, parse_reason
+from .options import positive_int
 
 __all__ = ["parse_serial", "register"]
 
 
 def parse_serial(text: str) -> int:
     """A serial number in hex: ``0x1A2B``, ``1a2b`` or ``1A:2B`` (spaces ignored)."""
-    cleaned = "".join(text.split()).replace(":", "")
-    if cleaned[:2].lower() == "0x":
-        cleaned = cleaned[2:]
     try:
-        if not cleaned:
-            raise ValueError
-        return int(cleaned, 16)
-    except ValueError:
-        raise ConfigurationError(f"not a hexadecimal serial number: {text.strip()!r}") from None
+        return certs.parse_serial(text)
+    except ValueError as exc:
+        raise ConfigurationError(str(exc)) from None
 
 
-def _hex(serial: int) -> str:
-    return format(serial, "X")
+def _open(args: argparse.Namespace) -> CertificateAuthority:
+    """The CA in ``--dir``; the error of a directory that is not one says how to make one."""
+    try:
+        return CertificateAuthority.open(args.dir)
+    except ConfigurationError as exc:
+        if Path(args.dir).is_dir() and CertificateAuthority.missing_files(args.dir):
+            raise ConfigurationError(f"{exc}; create one with 'trisa-peer ca init'") from exc
+        raise
 
 
 def _refuse_existing(paths: list[Path], force: bool) -> None:
@@ -67,32 +70,20 @@ def _check_writable(directory: Path) -> None:
         raise ConfigurationError(f"{directory}: cannot write here: {exc.strerror}") from exc
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be positive: {text!r}")
-    return value
-
-
 # --------------------------------------------------------------------------- commands
 
 
 def _cmd_init(args: argparse.Namespace) -> int:
     ca = CertificateAuthority.init(args.dir, name=args.name, key_size=args.key_size)
     print(f"created CA in {ca.directory}")
-    print(f"  root:    {ca.root.subject.rfc4514_string()} (serial {_hex(ca.root.serial_number)})")
-    print(
-        f"  issuing: {ca.issuing.subject.rfc4514_string()} "
-        f"(serial {_hex(ca.issuing.serial_number)})"
-    )
+    for label, cert in (("root:   ", ca.root), ("issuing:", ca.issuing)):
+        serial = format_serial(cert.serial_number)
+        print(f"  {label} {cert.subject.rfc4514_string()} (serial {serial})")
     return 0
 
 
 def _cmd_issue(args: argparse.Namespace) -> int:
-    ca = CertificateAuthority.open(args.dir)
+    ca = _open(args)
     cn = args.common_name.strip()
     if not cn or "/" in cn or cn in {".", ".."}:
         raise ConfigurationError(f"unusable common name for a file name: {args.common_name!r}")
@@ -103,7 +94,7 @@ def _cmd_issue(args: argparse.Namespace) -> int:
     identity = ca.issue(cn, dns_names=args.dns, key_size=args.key_size, days=args.days)
     write_private(key_path, identity.key_pem())
     atomic_write(pem_path, identity.chain_pem())
-    print(f"issued {cn} serial {_hex(identity.leaf.serial_number)}")
+    print(f"issued {cn} serial {format_serial(identity.leaf.serial_number)}")
     print(f"  certificate: {pem_path}")
     print(f"  key:         {key_path}")
     print(f"  not after:   {identity.leaf.not_valid_after_utc.isoformat()}")
@@ -111,7 +102,7 @@ def _cmd_issue(args: argparse.Namespace) -> int:
 
 
 def _cmd_sign_csr(args: argparse.Namespace) -> int:
-    ca = CertificateAuthority.open(args.dir)
+    ca = _open(args)
     csr_path = Path(args.csr)
     try:
         csr_pem = csr_path.read_bytes()
@@ -124,24 +115,24 @@ def _cmd_sign_csr(args: argparse.Namespace) -> int:
     pem = cert_to_pem(cert) + (b"" if args.leaf_only else certs_to_pem([ca.issuing]))
     if args.out:
         atomic_write(args.out, pem)
-        print(f"signed {csr_path} serial {_hex(cert.serial_number)} -> {args.out}")
+        print(f"signed {csr_path} serial {format_serial(cert.serial_number)} -> {args.out}")
     else:
         sys.stdout.buffer.write(pem)
         sys.stdout.flush()
-        print(f"signed {csr_path} serial {_hex(cert.serial_number)}", file=sys.stderr)
+        print(f"signed {csr_path} serial {format_serial(cert.serial_number)}", file=sys.stderr)
     return 0
 
 
 def _cmd_revoke(args: argparse.Namespace) -> int:
-    ca = CertificateAuthority.open(args.dir)
+    ca = _open(args)
     serial = parse_serial(args.serial)
     ca.revoke(serial, args.reason)
-    print(f"revoked serial {_hex(serial)} ({REASONS[parse_reason(args.reason)]})")
+    print(f"revoked serial {format_serial(serial)} ({REASONS[parse_reason(args.reason)]})")
     return 0
 
 
 def _cmd_crl(args: argparse.Namespace) -> int:
-    ca = CertificateAuthority.open(args.dir)
+    ca = _open(args)
     out = Path(args.out)
     der = args.der or out.suffix.lower() == ".der"
     crl = ca.crl(next_update_days=args.next_update_days)
@@ -156,7 +147,7 @@ def _cmd_crl(args: argparse.Namespace) -> int:
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
-    ca = CertificateAuthority.open(args.dir)
+    ca = _open(args)
     for rec in ca.issued():
         state = f"revoked ({rec.reason_name})" if rec.revoked else "valid"
         print(
@@ -185,22 +176,22 @@ def register(subparsers: Any) -> None:
 
     p = with_dir(sub.add_parser("init", help="create a root and an issuing CA in DIR"))
     p.add_argument("--name", default="trisa-peer Local Root CA", help="root common name")
-    p.add_argument("--key-size", type=_positive, default=4096, metavar="N", help="RSA bits")
+    p.add_argument("--key-size", type=positive_int, default=4096, metavar="N", help="RSA bits")
     p.set_defaults(func=_cmd_init)
 
     p = with_dir(sub.add_parser("issue", help="issue a TRISA identity (key + certificate)"))
     p.add_argument("common_name", metavar="COMMON_NAME")
     p.add_argument("--dns", action="append", default=[], metavar="NAME", help="extra SAN DNS name")
     p.add_argument("--out", default=".", metavar="DIR", help="where to write CN.pem and CN.key")
-    p.add_argument("--key-size", type=_positive, default=4096, metavar="N", help="RSA bits")
-    p.add_argument("--days", type=_positive, default=395, metavar="N", help="validity in days")
+    p.add_argument("--key-size", type=positive_int, default=4096, metavar="N", help="RSA bits")
+    p.add_argument("--days", type=positive_int, default=395, metavar="N", help="validity in days")
     p.add_argument("--force", action="store_true", help="overwrite existing files")
     p.set_defaults(func=_cmd_issue)
 
     p = with_dir(sub.add_parser("sign-csr", help="sign a PEM certificate request"))
     p.add_argument("csr", metavar="FILE.csr")
     p.add_argument("--out", metavar="FILE", help="certificate chain PEM (default: stdout)")
-    p.add_argument("--days", type=_positive, default=395, metavar="N", help="validity in days")
+    p.add_argument("--days", type=positive_int, default=395, metavar="N", help="validity in days")
     p.add_argument(
         "--leaf-only", action="store_true", help="write only the leaf, not leaf + issuing CA"
     )
@@ -221,7 +212,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--out", required=True, metavar="FILE", help="PEM, or DER if FILE.der")
     p.add_argument("--der", action="store_true", help="write DER whatever the file name")
     p.add_argument(
-        "--next-update-days", type=_positive, default=7, metavar="N", help="CRL lifetime"
+        "--next-update-days", type=positive_int, default=7, metavar="N", help="CRL lifetime"
     )
     p.set_defaults(func=_cmd_crl)
 

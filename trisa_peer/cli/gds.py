@@ -53,10 +53,11 @@ from google.protobuf import json_format
 from .._pb.ivms101 import enum_pb2, ivms101_pb2
 from .._pb.trisa.gds.api.v1beta1 import api_pb2 as gds_pb2
 from .._pb.trisa.gds.models.v1beta1 import models_pb2
-from ..certs import fingerprint, load_certificates, load_identity
-from ..errors import ConfigurationError
+from ..certs import fingerprint, format_serial, load_certificates, load_identity
+from ..errors import ConfigurationError, DirectoryError, UsageError
 from ..fsutil import write_private
 from ..records import PeerRecord
+from .options import add_directory_args, host_port_arg, open_directory, positive_float
 
 __all__ = ["register"]
 
@@ -81,16 +82,9 @@ def _read_text(path: str, what: str) -> bytes:
 # --------------------------------------------------------------------------- plumbing
 
 
-def _usage_error(args: argparse.Namespace, message: str) -> None:
-    """An argparse usage error of the sub-command (usage line + message, exit 2)."""
-    parser: argparse.ArgumentParser | None = getattr(args, "gds_parser", None)
-    if parser is None:
-        raise ConfigurationError(message)
-    parser.error(message)
-
-
 def _directory(args: argparse.Namespace, *, create: bool = False) -> Any:
-    """The directory on ``--db``; only ``serve`` and ``add`` may create the file."""
+    """The directory on ``--db`` (a context manager that closes it); only ``serve`` and
+    ``add`` may create the file."""
     from ..directory.service import Directory
     from ..directory.store import SQLiteStore
 
@@ -106,7 +100,7 @@ def _directory(args: argparse.Namespace, *, create: bool = False) -> Any:
 def _new_database_removed_on_error(path: str) -> Iterator[None]:
     """Remove the database file at ``path`` (and its SQLite side files) when the block
     fails and the file did not exist before it: a failed ``serve`` or ``add`` leaves
-    nothing behind. The block must close the store before raising."""
+    nothing behind. The block must close the directory before raising."""
     existed = Path(path).exists()
     try:
         yield
@@ -119,16 +113,7 @@ def _new_database_removed_on_error(path: str) -> Iterator[None]:
 
 
 def _client(args: argparse.Namespace) -> Any:
-    from ..directory.client import DirectoryClient
-
-    endpoint = args.directory or os.environ.get(_ENV_DIRECTORY, "")
-    if not endpoint:
-        _usage_error(args, f"--directory HOST:PORT (or ${_ENV_DIRECTORY}) is required")
-    ca_pem = _read_text(args.directory_ca, "directory CA") if args.directory_ca else None
-    return DirectoryClient(
-        endpoint, insecure=args.directory_insecure, ca_pem=ca_pem, timeout=args.timeout,
-        cache_ttl=0,
-    )
+    return open_directory(args, cache_ttl=0)  # an operator wants fresh answers
 
 
 def _sectigo(args: argparse.Namespace) -> Any:
@@ -216,7 +201,7 @@ def _record_doc(record: PeerRecord) -> dict[str, Any]:
     if record.identity_certificate is not None:
         leaf = record.identity_certificate
         doc["certificate"] = {
-            "serial": format(leaf.serial_number, "X"),
+            "serial": format_serial(leaf.serial_number),
             "subject": leaf.subject.rfc4514_string(),
             "issuer": leaf.issuer.rfc4514_string(),
             "not_after": leaf.not_valid_after_utc.isoformat(),
@@ -234,10 +219,7 @@ def _record_doc(record: PeerRecord) -> dict[str, Any]:
 def _cmd_serve(args: argparse.Namespace) -> int:
     from ..directory.server import DirectoryServer, is_loopback
 
-    host, sep, port_text = args.listen.strip().rpartition(":")
-    if not sep or not host or not port_text.isdigit() or int(port_text) > 65535:
-        raise ConfigurationError(f"--listen {args.listen!r} is not HOST:PORT")
-    host = host.strip("[]")
+    host, _ = host_port_arg("--listen", args.listen)
     tls: tuple[bytes, bytes] | None = None
     tls_name = ""
     if args.insecure:
@@ -273,7 +255,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             server = DirectoryServer(directory, listen=args.listen, tls=tls)
             port = server.start()
         except BaseException:
-            directory.store.close()
+            directory.close()
             raise
     stop = threading.Event()
 
@@ -288,11 +270,11 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         print(f"TLS certificate names {tls_name}: connect as {tls_name}:{port} "
               f"(--directory {tls_name}:{port} --directory-ca "
               f"{Path(args.ca_dir) / 'root.pem'})", flush=True)
-    try:
-        stop.wait()
-    finally:
-        server.stop(1.0)
-        directory.store.close()
+    with directory:
+        try:
+            stop.wait()
+        finally:
+            server.stop(1.0)
     return 0
 
 
@@ -309,45 +291,44 @@ def _is_ip(host: str) -> bool:
 # --------------------------------------------------------------------------- operator
 
 
+def _show(args: argparse.Namespace, directory: Any, vasp: Any) -> int:
+    """Print one VASP record (``--json`` or text)."""
+    doc = _vasp_doc(directory, vasp)
+    return _emit(args, doc, _vasp_text(doc))
+
+
 def _cmd_review(args: argparse.Namespace) -> int:
     if args.accept == args.reject:  # argparse enforces it; kept for direct callers
-        _usage_error(args, "choose exactly one of --accept and --reject")
-    directory = _directory(args)
-    try:
+        raise UsageError("choose exactly one of --accept and --reject")
+    with _directory(args) as directory:
         if args.reject:
             vasp = directory.reject(args.id, args.reason or "")
         else:
             from ..directory.issuance import accept
 
-            result = accept(
+            vasp = accept(
                 directory, args.id, _sectigo(args),
                 poll_interval=args.poll_interval, timeout=args.poll_timeout,
-            )
-            vasp = result.vasp
-        doc = _vasp_doc(directory, vasp)
-    finally:
-        directory.store.close()
-    return _emit(args, doc, _vasp_text(doc))
+            ).vasp
+        return _show(args, directory, vasp)
+
+
+def _print_docs(args: argparse.Namespace, docs: list[dict[str, Any]], text: str) -> int:
+    """Print a list of records: JSON with ``--json``, else ``text``."""
+    print(json.dumps(docs, indent=2, sort_keys=True) if args.json else text)
+    return 0
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
-    directory = _directory(args)
-    try:
-        status = None
-        if args.status:
-            try:
-                status = models_pb2.VerificationState.Value(args.status.upper())
-            except ValueError:
-                raise ConfigurationError(f"unknown verification state {args.status!r}") from None
+    status = None
+    if args.status:
+        try:
+            status = models_pb2.VerificationState.Value(args.status.upper())
+        except ValueError:
+            raise ConfigurationError(f"unknown verification state {args.status!r}") from None
+    with _directory(args) as directory:
         docs = [_vasp_doc(directory, v) for v in directory.list_vasps(status=status)]
-    finally:
-        directory.store.close()
-    text = "\n".join(_vasp_text(d) for d in docs) or "no VASPs"
-    if args.json:
-        print(json.dumps(docs, indent=2, sort_keys=True))
-        return 0
-    print(text)
-    return 0
+    return _print_docs(args, docs, "\n".join(_vasp_text(d) for d in docs) or "no VASPs")
 
 
 def _load_certs(path: str) -> list[Any]:
@@ -361,54 +342,37 @@ def _cmd_add(args: argparse.Namespace) -> int:
         args.country = validate_country(args.country)
     certs = _load_certs(args.cert)
     signing = _load_certs(args.signing_cert)[:1] if args.signing_cert else []
-    with _new_database_removed_on_error(args.db):
-        directory = _directory(args, create=True)
-        try:
-            vasp = directory.add(
-                common_name=args.common_name,
-                endpoint=args.endpoint,
-                certificates=certs,
-                name=args.name or "",
-                country=args.country or "",
-                website=args.website or "",
-                signing_certificates=signing,
-            )
-            doc = _vasp_doc(directory, vasp)
-        finally:
-            directory.store.close()
-    return _emit(args, doc, _vasp_text(doc))
+    with _new_database_removed_on_error(args.db), _directory(args, create=True) as directory:
+        vasp = directory.add(
+            common_name=args.common_name,
+            endpoint=args.endpoint,
+            certificates=certs,
+            name=args.name or "",
+            country=args.country or "",
+            website=args.website or "",
+            signing_certificates=signing,
+        )
+        return _show(args, directory, vasp)
 
 
 def _cmd_update_cert(args: argparse.Namespace) -> int:
     certs = _load_certs(args.cert)
-    directory = _directory(args)
-    try:
-        vasp = directory.update_certificate(args.id, certs)
-        doc = _vasp_doc(directory, vasp)
-    finally:
-        directory.store.close()
-    return _emit(args, doc, _vasp_text(doc))
+    with _directory(args) as directory:
+        return _show(args, directory, directory.update_certificate(args.id, certs))
 
 
 def _cmd_revoke(args: argparse.Namespace) -> int:
     from ..directory.issuance import revoke
 
-    directory = _directory(args)
-    try:
-        ca = None
-        sectigo = None
-        if directory.store.get_origin(args.id.strip()) == "import":
-            if args.ca_dir:
-                from ..ca import CertificateAuthority
-
-                ca = CertificateAuthority.open(args.ca_dir)
-        else:
-            sectigo = _sectigo(args)
-        vasp = revoke(directory, args.id, args.reason, sectigo=sectigo, ca=ca)
-        doc = _vasp_doc(directory, vasp)
-    finally:
-        directory.store.close()
-    return _emit(args, doc, _vasp_text(doc))
+    with _directory(args) as directory:
+        # the directory picks the authority (Sectigo, or the local CA of an imported
+        # record); each is opened only if it is the one needed
+        vasp = revoke(
+            directory, args.id, args.reason,
+            sectigo=lambda: _sectigo(args),
+            ca_dir=args.ca_dir,
+        )
+        return _show(args, directory, vasp)
 
 
 def _cmd_certs(args: argparse.Namespace) -> int:
@@ -417,11 +381,8 @@ def _cmd_certs(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise ConfigurationError(f"{out}: not a directory")
-    directory = _directory(args)
-    try:
+    with _directory(args) as directory:
         name, data = certificate_zip(directory, args.id)
-    finally:
-        directory.store.close()
     try:  # the bundle holds the (wrapped) private key: a private folder
         out.mkdir(mode=0o700, parents=True, exist_ok=True)
     except OSError as exc:
@@ -433,16 +394,20 @@ def _cmd_certs(args: argparse.Namespace) -> int:
 def _cmd_reissue(args: argparse.Namespace) -> int:
     from ..directory.issuance import check_reissuable, reissue
 
-    directory = _directory(args)
-    try:
-        check_reissuable(directory, args.id)  # before Sectigo is even configured
+    with _directory(args) as directory:
+        try:
+            check_reissuable(directory, args.id)  # before Sectigo is even configured
+        except DirectoryError as exc:
+            if directory.store.get_origin(args.id.strip()) == "import":
+                raise DirectoryError(
+                    f"{exc}: use `trisa-peer gds update-cert {args.id.strip()} --cert FILE`"
+                ) from exc
+            raise
         result = reissue(
             directory, args.id, _sectigo(args),
             poll_interval=args.poll_interval, timeout=args.poll_timeout,
         )
         doc = _vasp_doc(directory, result.vasp)
-    finally:
-        directory.store.close()
     doc["pkcs12password"] = result.pkcs12password
     text = (
         _vasp_text(doc)
@@ -452,14 +417,9 @@ def _cmd_reissue(args: argparse.Namespace) -> int:
 
 
 def _cmd_outbox(args: argparse.Namespace) -> int:
-    directory = _directory(args)
-    try:
-        vasp_id = None
-        if args.id:
-            vasp_id = directory.get(args.id).id
+    with _directory(args) as directory:
+        vasp_id = directory.get(args.id).id if args.id else None
         mails = directory.store.emails(vasp_id=vasp_id)
-    finally:
-        directory.store.close()
     docs = [
         {
             "vasp_id": m.vasp_id,
@@ -471,9 +431,6 @@ def _cmd_outbox(args: argparse.Namespace) -> int:
         }
         for m in mails
     ]
-    if args.json:
-        print(json.dumps(docs, indent=2, sort_keys=True))
-        return 0
     blocks = []
     for m in mails:
         body = "\n".join(f"    {line}" if line else "" for line in m.body.splitlines())
@@ -481,8 +438,7 @@ def _cmd_outbox(args: argparse.Namespace) -> int:
             f"{m.created}  to {m.recipient}  (VASP {m.vasp_id}, {m.reason})\n"
             f"  subject: {m.subject}\n{body}"
         )
-    print("\n\n".join(blocks) or "no emails")
-    return 0
+    return _print_docs(args, docs, "\n\n".join(blocks) or "no emails")
 
 
 # --------------------------------------------------------------------------- client
@@ -558,7 +514,7 @@ def _cmd_verify_contact(args: argparse.Namespace) -> int:
 
 def _cmd_lookup(args: argparse.Namespace) -> int:
     if not args.common_name and not args.id:
-        _usage_error(args, "give a COMMON_NAME or --id")
+        raise UsageError("give a COMMON_NAME or --id")
     with _client(args) as client:
         record = client.lookup(common_name=args.common_name, vasp_id=args.id, fresh=True)
     doc = _record_doc(record)
@@ -582,12 +538,8 @@ def _cmd_search(args: argparse.Namespace) -> int:
         results = client.search(
             name=args.name, website=args.website, country=args.country, category=args.category
         )
-    docs = [r.__dict__ for r in results]
-    if args.json:
-        print(json.dumps(docs, indent=2, sort_keys=True))
-        return 0
-    print("\n".join(f"{r.id}  {r.common_name}  {r.endpoint}" for r in results) or "no results")
-    return 0
+    text = "\n".join(f"{r.id}  {r.common_name}  {r.endpoint}" for r in results)
+    return _print_docs(args, [r.__dict__ for r in results], text or "no results")
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
@@ -603,16 +555,6 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 
 # --------------------------------------------------------------------------- parser
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be positive: {text!r}")
-    return value
 
 
 def register(subparsers: Any) -> None:
@@ -644,20 +586,16 @@ def register(subparsers: Any) -> None:
         "--sectigo-endpoint", help="Sectigo IoT Manager URL (default: $SECTIGO_ENDPOINT); "
         "credentials from $SECTIGO_USERNAME / $SECTIGO_PASSWORD",
     )
-    sectigo.add_argument("--sectigo-timeout", type=_positive_float, default=30.0,
+    sectigo.add_argument("--sectigo-timeout", type=positive_float, default=30.0,
                          help="seconds per Sectigo request (default 30)")
-    sectigo.add_argument("--poll-interval", type=_positive_float, default=1.0,
+    sectigo.add_argument("--poll-interval", type=positive_float, default=1.0,
                          help="seconds between batch status checks (default 1)")
-    sectigo.add_argument("--poll-timeout", type=_positive_float, default=120.0,
+    sectigo.add_argument("--poll-timeout", type=positive_float, default=120.0,
                          help="give up waiting for the batch after this many seconds")
 
     client = argparse.ArgumentParser(add_help=False)
-    client.add_argument("--directory", help=f"directory HOST:PORT (default: ${_ENV_DIRECTORY})")
-    client.add_argument("--directory-insecure", action="store_true",
-                        help="plaintext connection (loopback development servers)")
-    client.add_argument("--directory-ca", help="PEM CA bundle for a private directory CA")
-    client.add_argument("--timeout", type=_positive_float, default=10.0,
-                        help="seconds per request (default 10)")
+    add_directory_args(client, env=_ENV_DIRECTORY, timeout_flag="--timeout",
+                       timeout_type=positive_float, timeout_default=10.0)
 
     p = sub.add_parser(
         "serve", parents=[common, db], help="run the directory gRPC server",
@@ -682,7 +620,7 @@ def register(subparsers: Any) -> None:
     verdict.add_argument("--accept", action="store_true")
     verdict.add_argument("--reject", action="store_true")
     p.add_argument("--reason", help="reason for a rejection")
-    p.set_defaults(func=_cmd_review, gds_parser=p)
+    p.set_defaults(func=_cmd_review, command_parser=p)
 
     p = sub.add_parser("list", parents=[common, db], help="list directory records")
     p.add_argument("--status", help="only records in this state (e.g. VERIFIED)")
@@ -742,27 +680,27 @@ def register(subparsers: Any) -> None:
     p.add_argument("--contact-name", help="technical contact name")
     p.add_argument("--country", help="country of registration")
     p.add_argument("--website")
-    p.set_defaults(func=_cmd_register, gds_parser=p)
+    p.set_defaults(func=_cmd_register, command_parser=p)
 
     p = sub.add_parser("verify-contact", parents=[common, client],
                        help="verify a contact email with its token")
     p.add_argument("--id", required=True, help="VASP id")
     p.add_argument("--token", required=True)
-    p.set_defaults(func=_cmd_verify_contact, gds_parser=p)
+    p.set_defaults(func=_cmd_verify_contact, command_parser=p)
 
     p = sub.add_parser("lookup", parents=[common, client], help="look a VERIFIED VASP up")
     p.add_argument("common_name", nargs="?", default=None)
     p.add_argument("--id", help="look up by id instead")
-    p.set_defaults(func=_cmd_lookup, gds_parser=p)
+    p.set_defaults(func=_cmd_lookup, command_parser=p)
 
     p = sub.add_parser("search", parents=[common, client], help="search VERIFIED VASPs")
     p.add_argument("--name", action="append", default=[])
     p.add_argument("--website", action="append", default=[])
     p.add_argument("--country", action="append", default=[])
     p.add_argument("--category", action="append", default=[])
-    p.set_defaults(func=_cmd_search, gds_parser=p)
+    p.set_defaults(func=_cmd_search, command_parser=p)
 
     p = sub.add_parser("status", parents=[common, client], help="directory service status")
-    p.set_defaults(func=_cmd_status, gds_parser=p)
+    p.set_defaults(func=_cmd_status, command_parser=p)
 
 

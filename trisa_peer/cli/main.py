@@ -2,9 +2,9 @@
 
 Each module listed in ``_COMMAND_MODULES`` exposes ``register(subparsers)`` which adds
 its parser(s) and sets ``func`` (``Callable[[argparse.Namespace], int]``) as a default.
-Errors derived from :class:`~trisa_peer.errors.TrisaPeerError` print one line on stderr
-and exit 1; argparse usage errors exit 2; no traceback reaches the user for a mistake
-of theirs.
+:func:`.runner.run` turns failures into exit statuses (shared with the ``sectigo``
+command): a TrisaPeerError prints one line on stderr and exits 1, a usage error exits
+2; no traceback reaches the user for a mistake of theirs.
 """
 
 from __future__ import annotations
@@ -13,11 +13,10 @@ import argparse
 import importlib
 import logging
 import os
-import sys
 from collections.abc import Sequence
 
 from .. import __version__
-from ..errors import TrisaPeerError, UsageError
+from .runner import run
 
 __all__ = ["build_parser", "main"]
 
@@ -49,31 +48,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+def _quiet_level(args: argparse.Namespace) -> int:
     # One-shot commands report failures in their own single line; only long-running
     # services (and -v) show the library's warnings.
     service = args.command == "serve" or getattr(args, "gds_command", None) == "serve"
-    if args.verbose:
-        level = logging.INFO if args.verbose == 1 else logging.DEBUG
-    else:
-        level = logging.WARNING if service else logging.CRITICAL
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        return int(args.func(args) or 0)
-    except UsageError as exc:
-        parser.print_usage(sys.stderr)
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return 2
-    except TrisaPeerError as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return 1
-    except BrokenPipeError:
-        # The reader went away (e.g. `| head`): not an error of ours; stay quiet.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        return 0
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
-        return 130
+    return logging.WARNING if service else logging.CRITICAL
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run(build_parser(), argv, quiet_level=_quiet_level)

@@ -19,21 +19,27 @@ from __future__ import annotations
 import argparse
 import os
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigurationError, UsageError
+from ..netutil import split_host_port, split_resolve
 
 __all__ = [
     "add_directory_args",
     "add_identity_args",
     "apply_config",
+    "host_port_arg",
     "load_material",
     "open_directory",
+    "positive_float",
+    "positive_int",
     "require",
     "resolve_map",
 ]
 
+_DEFAULT_DIRECTORY_TIMEOUT = 5.0
 _LIST_OPTIONS = {"trust", "crl", "resolve"}
 _BOOL_OPTIONS = {"directory_insecure"}
 
@@ -53,15 +59,33 @@ def add_identity_args(parser: argparse.ArgumentParser, *, required: bool = True)
     parser.set_defaults(_identity_required=required)
 
 
-def add_directory_args(parser: argparse.ArgumentParser) -> None:
+def add_directory_args(
+    parser: argparse.ArgumentParser,
+    *,
+    env: str | None = None,
+    timeout_flag: str = "--directory-timeout",
+    timeout_type: Callable[[str], float] = float,
+    timeout_default: float | None = None,
+) -> None:
+    """The options of every command that talks to a directory (GDS) as a client.
+
+    ``env`` names an environment variable that supplies ``--directory``;
+    ``timeout_flag`` is how the command spells the per-call deadline (stored as
+    ``directory_timeout`` whatever its spelling). See :func:`open_directory`.
+    """
     group = parser.add_argument_group("directory")
-    group.add_argument("--directory", metavar="HOST:PORT", help="the TRISA directory (GDS)")
+    default = f" (default: ${env})" if env else ""
+    group.add_argument("--directory", metavar="HOST:PORT",
+                       help=f"the TRISA directory (GDS){default}")
     group.add_argument("--directory-insecure", action="store_true", default=None,
                        help="plaintext connection to a loopback development directory")
     group.add_argument("--directory-ca", metavar="FILE",
                        help="CA certificate of a private directory's TLS server")
-    group.add_argument("--directory-timeout", metavar="SECONDS", type=float,
-                       help="deadline of each directory call (default 5)")
+    shown = timeout_default if timeout_default is not None else _DEFAULT_DIRECTORY_TIMEOUT
+    group.add_argument(timeout_flag, dest="directory_timeout", metavar="SECONDS",
+                       type=timeout_type, default=timeout_default,
+                       help=f"deadline of each directory call (default {shown:g})")
+    parser.set_defaults(directory_env=env)
 
 
 _STRING_OPTIONS = {"listen", "cert", "key", "password", "directory", "directory_ca", "db",
@@ -139,34 +163,78 @@ def apply_config(args: argparse.Namespace, names: list[str]) -> None:
             setattr(args, name, _coerce(name, config[name], str(path)))
 
 
+def _positive(text: str, convert: Callable[[str], Any], kind: str) -> Any:
+    try:
+        value = convert(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not {kind}: {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive: {text!r}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """An argparse ``type`` for a positive integer option."""
+    return int(_positive(text, int, "an integer"))
+
+
+def positive_float(text: str) -> float:
+    """An argparse ``type`` for a positive number option."""
+    return float(_positive(text, float, "a number"))
+
+
 def require(args: argparse.Namespace, *names: str) -> None:
     missing = [f"--{n.replace('_', '-')}" for n in names if not getattr(args, n, None)]
     if missing:
         raise UsageError(f"missing required option(s): {', '.join(missing)}")
 
 
+def host_port_arg(flag: str, text: str) -> tuple[str, int]:
+    """A listener's ``HOST:PORT`` option (port 0: any free port); the error names ``flag``."""
+    try:
+        return split_host_port(text, allow_port_zero=True)
+    except ValueError as exc:
+        hint = " (give 0.0.0.0:PORT to listen on every interface)" if text.strip().startswith(
+            ":") else ""
+        raise ConfigurationError(f"{flag} {text!r} is not HOST:PORT: {exc}{hint}") from None
+
+
 def resolve_map(specs: list[str] | None) -> dict[str, str]:
-    from ..transport.client import parse_resolve
+    resolved: dict[str, str] = {}
+    for spec in specs or []:
+        try:
+            name, address = split_resolve(spec)
+        except ValueError:
+            raise UsageError(f"--resolve {spec!r} must be HOST:PORT:ADDRESS") from None
+        resolved[name] = address
+    return resolved
 
-    return dict(parse_resolve(spec) for spec in specs or [])
 
-
-def open_directory(args: argparse.Namespace) -> Any:
-    """A DirectoryClient from ``--directory`` / ``--directory-insecure`` / ``--directory-ca``."""
+def open_directory(args: argparse.Namespace, **client_options: Any) -> Any:
+    """A DirectoryClient from the options of :func:`add_directory_args`; keyword
+    arguments go to :class:`~trisa_peer.directory.client.DirectoryClient`."""
     from ..directory.client import DirectoryClient
 
+    env = getattr(args, "directory_env", None)
+    if not getattr(args, "directory", None) and env:
+        args.directory = os.environ.get(env) or None
+        if not args.directory:
+            raise UsageError(f"--directory HOST:PORT (or ${env}) is required")
     require(args, "directory")
     ca_pem = None
     if getattr(args, "directory_ca", None):
         try:
             ca_pem = Path(args.directory_ca).read_bytes()
         except OSError as exc:
-            raise ConfigurationError(f"{args.directory_ca}: {exc.strerror}") from exc
+            raise ConfigurationError(
+                f"{args.directory_ca}: cannot read directory CA: {exc.strerror or exc}"
+            ) from exc
     return DirectoryClient(
         args.directory,
         insecure=bool(args.directory_insecure),
         ca_pem=ca_pem,
-        timeout=float(getattr(args, "directory_timeout", None) or 5.0),
+        timeout=float(getattr(args, "directory_timeout", None) or _DEFAULT_DIRECTORY_TIMEOUT),
+        **client_options,
     )
 
 

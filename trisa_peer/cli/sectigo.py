@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import secrets
 import signal
@@ -37,10 +36,12 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from ..errors import ConfigurationError, SectigoError, TrisaPeerError
+from ..errors import ConfigurationError, SectigoError, UsageError
 from ..sectigo.client import DEFAULT_TIMEOUT, SectigoClient, normalize_serial
 from ..sectigo.models import DEFAULT_ENDPOINT
 from ..sectigo.tokens import default_cache_path
+from .options import host_port_arg
+from .runner import run
 
 __all__ = ["build_parser", "main"]
 
@@ -57,10 +58,6 @@ _SUBJECT_DEFAULTS = {
     "stateOrProvinceName": ("state", "California"),
     "countryName": ("country", "US"),
 }
-
-
-class _UsageError(Exception):
-    """A mistake in the command line found after parsing (exit status 2)."""
 
 
 def _print_json(doc: Any) -> None:
@@ -137,7 +134,7 @@ def cmd_licenses(args: argparse.Namespace) -> int:
 
 def cmd_profiles(args: argparse.Namespace) -> int:
     if args.params and args.id is None:
-        raise _UsageError("--params needs a profile --id")
+        raise UsageError("--params needs a profile --id")
     client = _client(args)
     if args.id is None:
         _print_json(client.profiles())
@@ -169,7 +166,7 @@ def _profile_param_names(client: SectigoClient, authority_id: int) -> list[str] 
 def cmd_create(args: argparse.Namespace) -> int:
     domain = args.domain.strip()
     if not domain:
-        raise _UsageError("--domain must not be empty")
+        raise UsageError("--domain must not be empty")
     client = _client(args)
     generated = not args.pkcs12_password
     password = args.pkcs12_password or "".join(
@@ -244,7 +241,7 @@ def cmd_download(args: argparse.Namespace) -> int:
 
 def cmd_find(args: argparse.Namespace) -> int:
     if not (args.common_name or args.serial_number):
-        raise _UsageError("find needs --common-name or --serial-number")
+        raise UsageError("find needs --common-name or --serial-number")
     _print_json(_client(args).find(common_name=args.common_name, serial=args.serial_number))
     return 0
 
@@ -259,12 +256,8 @@ def cmd_revoke(args: argparse.Namespace) -> int:
     return 0
 
 
-def _parse_addr(text: str) -> tuple[str, int]:
-    host, sep, port = text.strip().rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ConfigurationError(f"--addr {text!r} is not HOST:PORT")
-    host = host.strip("[]") or "0.0.0.0"
-    return host, int(port)
+#: ``sectigo serve`` options passed to the local service unchanged
+_SERVE_OPTIONS = ("issue_delay", "key_size", "legacy_pkcs12", "access_ttl", "refresh_ttl")
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -274,17 +267,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise ConfigurationError(
             "sectigo serve needs credentials: set SECTIGO_USERNAME and SECTIGO_PASSWORD"
         )
-    host, port = _parse_addr(args.addr)
+    host, port = host_port_arg("--addr", args.addr)
     emulator = SectigoEmulator(
         ca_dir=args.ca_dir,
         state_path=args.state,
         username=args.username,
         password=args.password,
-        issue_delay=args.issue_delay,
-        key_size=args.key_size,
-        legacy_pkcs12=args.legacy_pkcs12,
-        access_ttl=args.access_ttl,
-        refresh_ttl=args.refresh_ttl,
+        **{option: getattr(args, option) for option in _SERVE_OPTIONS},
     )
     stop = threading.Event()
 
@@ -406,28 +395,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    # -v: requests (INFO: method, path, status); -vv: everything (DEBUG)
-    level = logging.WARNING - 10 * min(int(args.verbose), 2)
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+def _check_globals(args: argparse.Namespace) -> None:
     if args.timeout <= 0:
-        parser.error("--timeout must be positive")
-    try:
-        return int(args.func(args) or 0)
-    except _UsageError as exc:
-        command_parser: argparse.ArgumentParser = getattr(args, "command_parser", parser)
-        command_parser.error(str(exc))
-    except TrisaPeerError as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
-        return 130
-    except BrokenPipeError:
-        return 1
-    return 1  # pragma: no cover - parser.error exits
+        raise UsageError("--timeout must be positive")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    # -v: requests (INFO: method, path, status); -vv: everything (DEBUG)
+    return run(build_parser(), argv, check=_check_globals)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,14 @@ from cryptography.x509.oid import NameOID, SignatureAlgorithmOID
 from .._pb.ivms101 import enum_pb2
 from .._pb.trisa.gds.api.v1beta1 import api_pb2 as gds_pb2
 from .._pb.trisa.gds.models.v1beta1 import ca_pb2, models_pb2
-from ..certs import cert_to_pem, certs_to_pem, fingerprint, parse_certificates
+from ..certs import (
+    cert_to_pem,
+    certs_to_pem,
+    common_name,
+    fingerprint,
+    format_serial,
+    parse_certificates,
+)
 from ..errors import CertificateError, DirectoryError
 from ..records import PeerRecord
 
@@ -78,7 +85,7 @@ def go_serial(serial: int) -> bytes:
 def serial_hex(serial: int | bytes) -> str:
     """Upper-case hex of a serial (the GDS certificate record id), even length."""
     value = int.from_bytes(serial, "big") if isinstance(serial, bytes) else serial
-    text = f"{value:X}"
+    text = format_serial(value)
     return text if len(text) % 2 == 0 else "0" + text
 
 
@@ -88,8 +95,7 @@ def _attr(name: x509.Name, oid: x509.ObjectIdentifier) -> list[str]:
 
 def _name_proto(name: x509.Name) -> ca_pb2.Name:
     proto = ca_pb2.Name()
-    cns = _attr(name, NameOID.COMMON_NAME)
-    proto.common_name = cns[0] if cns else ""
+    proto.common_name = common_name(name)
     serials = _attr(name, NameOID.SERIAL_NUMBER)
     proto.serial_number = serials[0] if serials else ""
     for field_name, oid in _NAME_FIELDS:

@@ -183,9 +183,8 @@ def check_reissuable(directory: Directory, vasp_id: str) -> models_pb2.VASP:
     vasp = directory.get(vasp_id)
     if directory.store.get_origin(vasp.id) == "import":
         raise DirectoryError(
-            f"cannot reissue for VASP {vasp.id}: it was imported with `gds add`; imported "
-            "records are re-certified by their own CA and updated with `trisa-peer gds "
-            "update-cert`"
+            f"cannot reissue for VASP {vasp.id}: it was imported; imported records are "
+            "re-certified by their own CA and updated with the new certificate"
         )
     if vasp.verification_status != VS.VERIFIED:
         raise DirectoryError(
@@ -200,15 +199,19 @@ def revoke(
     vasp_id: str,
     reason: str,
     *,
-    sectigo: SectigoClient | None = None,
+    sectigo: SectigoClient | Callable[[], SectigoClient] | None = None,
     ca: CertificateAuthority | None = None,
+    ca_dir: str | os.PathLike[str] | None = None,
     source: str = "operator",
 ) -> models_pb2.VASP:
     """Revoke the VASP's identity certificate and set ``revoked`` on the record.
 
-    Registered records are revoked through Sectigo (``revoke(profile, reason,
-    serial)``); imported ones through the local CA when ``ca`` is given (otherwise the
-    directory only flags the certificate, and its issuer must be told separately).
+    The record's origin picks the authority. Registered records are revoked through
+    Sectigo (``revoke(profile, reason, serial)``); imported ones through their local
+    CA, ``ca`` or the one in ``ca_dir``, when given (otherwise the directory only flags
+    the certificate, and its issuer must be told separately). ``sectigo`` may be a
+    factory, called only when Sectigo is the authority, so that revoking an imported
+    record needs no Sectigo configuration.
     """
     vasp = directory.get(vasp_id)
     if not vasp.HasField("identity_certificate") or not vasp.identity_certificate.data:
@@ -220,26 +223,21 @@ def revoke(
     origin = directory.store.get_origin(vasp.id)
     record = directory.store.get_certificate(cert_id)
     if origin == "import":
+        if ca is None and ca_dir is not None:
+            ca = CertificateAuthority.open(ca_dir)
         if ca is not None:
             ca.revoke(serial, reason)
     else:
-        if sectigo is None:
+        client = sectigo() if callable(sectigo) else sectigo
+        if client is None:
             raise ConfigurationError("revoking a Sectigo-issued certificate needs Sectigo access")
         profile = _profile_of(directory, record)
-        sectigo.revoke(profile, reason, cert_id)
+        client.revoke(profile, reason, cert_id)
     vasp.identity_certificate.revoked = True
-    extra = directory.extra_data(vasp)
-    extra.audit_log.append(
-        gds_models_pb2.AuditLogEntry(
-            timestamp=directory.now(),
-            previous_state=vasp.verification_status,
-            current_state=vasp.verification_status,
-            description=f"identity certificate {cert_id} revoked: {reason}",
-            source=source,
-        )
+    directory.audit(  # the verification state stays as it is
+        vasp, vasp.verification_status, f"identity certificate {cert_id} revoked: {reason}",
+        source,
     )
-    directory.set_extra_data(vasp, extra)
-    vasp.last_updated = directory.now()
     certs = []
     if record is not None:
         record.status = gds_models_pb2.REVOKED
@@ -297,15 +295,10 @@ def _new_request(
         created=directory.now(),
         modified=directory.now(),
     )
-    req.audit_log.append(
-        gds_models_pb2.CertificateRequestLogEntry(
-            timestamp=directory.now(),
-            previous_state=CRS.INITIALIZED,
-            current_state=CRS.READY_TO_SUBMIT,
-            description="certificate request created",
-            source=source,
-        )
-    )
+    req.audit_log.append(directory.log_entry(
+        gds_models_pb2.CertificateRequestLogEntry, CRS.INITIALIZED, CRS.READY_TO_SUBMIT,
+        "certificate request created", source,
+    ))
     return req
 
 

@@ -19,13 +19,16 @@ sectigo-api.md §12 #7 (see :mod:`.issuance`).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from email.message import EmailMessage
 from pathlib import Path
+from types import TracebackType
+from typing import TypeVar
 
 from cryptography import x509
 
@@ -33,6 +36,8 @@ from .._pb.gds.models.v1 import models_pb2 as gds_models_pb2
 from .._pb.ivms101 import enum_pb2, ivms101_pb2
 from .._pb.trisa.gds.api.v1beta1 import api_pb2 as gds_pb2
 from .._pb.trisa.gds.models.v1beta1 import models_pb2
+from ..certs import common_name
+from ..clock import Clock, utcnow
 from ..errors import (
     CertificateError,
     ConfigurationError,
@@ -58,6 +63,10 @@ __all__ = [
     "RegisterResult",
     "state_name",
 ]
+
+_Entry = TypeVar(
+    "_Entry", gds_models_pb2.AuditLogEntry, gds_models_pb2.CertificateRequestLogEntry
+)
 
 log = logging.getLogger(__name__)
 
@@ -90,15 +99,10 @@ class RegisterResult:
     message: str
 
 
-Clock = Callable[[], datetime]
-
-
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
 class Directory:
     """A Global Directory Service over a :class:`~.store.DirectoryStore`.
+
+    A context manager: leaving the ``with`` block closes the store.
 
     ``directory_id`` is the ``registered_directory`` of new records; ``outbox_dir``
     (optional) receives a ``.eml`` file for every email (the store's ``emails`` table
@@ -120,10 +124,25 @@ class Directory:
         self.outbox_dir = Path(outbox_dir) if outbox_dir is not None else None
         self.admin_email = admin_email or f"admin@{directory_id}"
         self.maintenance = maintenance
-        self._clock: Clock = clock or _utcnow
+        self._clock: Clock = clock or utcnow
 
     def now(self) -> str:
         return rfc3339(self._clock())
+
+    def close(self) -> None:
+        """Close the store; the directory is unusable afterwards."""
+        self.store.close()
+
+    def __enter__(self) -> Directory:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
 
     # ----------------------------------------------------------------- helpers
 
@@ -134,6 +153,22 @@ class Directory:
             raise DirectoryNotFoundError(f"no VASP with id {vasp_id!r}")
         return vasp
 
+    def log_entry(
+        self, entry_type: type[_Entry], previous: int, current: int, description: str,
+        source: str,
+    ) -> _Entry:
+        """An audit log entry (``AuditLogEntry`` of a VASP or ``CertificateRequestLogEntry``
+        of a certificate request) of a state change, stamped now."""
+        # The two entry types take different state enums (both ints on the wire); the
+        # callers pass the enum of the record they log for.
+        return entry_type(
+            timestamp=self.now(),
+            previous_state=previous,  # type: ignore[arg-type]
+            current_state=current,  # type: ignore[arg-type]
+            description=description,
+            source=source,
+        )
+
     def audit(
         self,
         vasp: models_pb2.VASP,
@@ -143,15 +178,9 @@ class Directory:
     ) -> None:
         """Move ``vasp`` to ``new_state`` and append an audit log entry to its extra data."""
         extra = self.extra_data(vasp)
-        extra.audit_log.append(
-            gds_models_pb2.AuditLogEntry(
-                timestamp=self.now(),
-                previous_state=vasp.verification_status,
-                current_state=new_state,
-                description=description,
-                source=source,
-            )
-        )
+        extra.audit_log.append(self.log_entry(
+            gds_models_pb2.AuditLogEntry, vasp.verification_status, new_state, description, source
+        ))
         vasp.verification_status = new_state
         vasp.last_updated = self.now()
         self.set_extra_data(vasp, extra)
@@ -249,15 +278,10 @@ class Directory:
         password = new_token(PASSWORD_LENGTH)
         extra = gds_models_pb2.GDSExtraData()
         extra.certificate_requests.append(certreq.id)
-        extra.audit_log.append(
-            gds_models_pb2.AuditLogEntry(
-                timestamp=self.now(),
-                previous_state=VS.NO_VERIFICATION,
-                current_state=VS.SUBMITTED,
-                description="register",
-                source="automated",
-            )
-        )
+        extra.audit_log.append(self.log_entry(
+            gds_models_pb2.AuditLogEntry, VS.NO_VERIFICATION, VS.SUBMITTED, "register",
+            "automated",
+        ))
         emails = [
             self.email(
                 vasp.id,
@@ -365,14 +389,7 @@ class Directory:
             )
             self.audit(vasp, VS.PENDING_REVIEW, "review email sent", "automated")
             message = "email successfully verified; registration is pending review"
-        verified = ContactToken(
-            token=found.token,
-            vasp_id=found.vasp_id,
-            email=found.email,
-            kinds=found.kinds,
-            verified=True,
-            verified_on=now,
-        )
+        verified = dataclasses.replace(found, verified=True, verified_on=now)
         self.commit(Changes(vasp=vasp, tokens=[verified], emails=emails), what="verify contact")
         return vasp.verification_status, message
 
@@ -495,15 +512,9 @@ class Directory:
         description: str,
         source: str,
     ) -> None:
-        req.audit_log.append(
-            gds_models_pb2.CertificateRequestLogEntry(
-                timestamp=self.now(),
-                previous_state=req.status,
-                current_state=new_state,
-                description=description,
-                source=source,
-            )
-        )
+        req.audit_log.append(self.log_entry(
+            gds_models_pb2.CertificateRequestLogEntry, req.status, new_state, description, source
+        ))
         req.status = new_state
         req.modified = self.now()
 
@@ -647,10 +658,8 @@ class Directory:
 
 def cert_names(cert: x509.Certificate) -> list[str]:
     """CN and SAN DNS names of a certificate, lower-case."""
-    names = [
-        str(a.value).lower()
-        for a in cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
-    ]
+    cn = common_name(cert)
+    names = [cn.lower()] if cn else []
     try:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
         names.extend(n.lower() for n in san.get_values_for_type(x509.DNSName))

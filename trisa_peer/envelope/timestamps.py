@@ -9,13 +9,11 @@ sixth are accepted on input and truncated.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
 
-__all__ = ["Clock", "format_timestamp", "format_timestamp_seconds", "parse_timestamp", "utcnow"]
+from ..clock import Clock, utcnow
 
-#: A source of the current time (aware datetimes); injectable for tests.
-Clock = Callable[[], datetime]
+__all__ = ["Clock", "format_timestamp", "format_timestamp_seconds", "parse_timestamp", "utcnow"]
 
 _RFC3339 = re.compile(
     r"([0-9]{4})-([0-9]{2})-([0-9]{2})[Tt]([0-9]{2}):([0-9]{2}):([0-9]{2})"
@@ -23,10 +21,6 @@ _RFC3339 = re.compile(
     re.ASCII,
 )
 _MAX_LEN = 64
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 def _as_utc(dt: datetime) -> datetime:

@@ -361,19 +361,13 @@ def beneficiary_handler(
 
     def check(incoming: Incoming) -> _Checked | Reject:
         identity = _identity(incoming.payload)
-        if identity is None:
-            return Reject(
-                _E.UNPARSEABLE_IDENTITY,
-                "identity is not a parseable ivms101.IdentityPayload",
-                retry=True,
-            )
         transaction = _transaction(incoming.payload)
+        if identity is None:
+            return Reject(_E.UNPARSEABLE_IDENTITY,
+                          "identity is not a parseable ivms101.IdentityPayload", retry=True)
         if transaction is None:
-            return Reject(
-                _E.UNPARSEABLE_TRANSACTION,
-                "transaction is not a parseable trisa.data.generic.v1beta1.Transaction",
-                retry=True,
-            )
+            return Reject(_E.UNPARSEABLE_TRANSACTION, "transaction is not a parseable "
+                          "trisa.data.generic.v1beta1.Transaction", retry=True)
         if not transaction.beneficiary:
             return Reject(
                 _E.MISSING_FIELDS, "transaction has no beneficiary wallet address", retry=True

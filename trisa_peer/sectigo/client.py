@@ -63,9 +63,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from ..certs import clean_serial, format_serial
 from ..errors import SectigoError
 from ..fsutil import write_private
 from ..revocation import parse_reason
+from . import paths
 from .models import COLLECTED, DEFAULT_ENDPOINT, SectigoAPIError, normalize_status
 from .tokens import Credentials, default_cache_path
 
@@ -123,13 +125,11 @@ def normalize_serial(serial: str | int) -> str:
     if isinstance(serial, int) and not isinstance(serial, bool):
         if serial < 0:
             raise SectigoError("serial number must not be negative")
-        return format(serial, "X")
-    text = "".join(str(serial).split()).replace(":", "").upper()
-    if text.startswith("0X"):
-        text = text[2:]
-    if not text or any(c not in "0123456789ABCDEF" for c in text):
-        raise SectigoError(f"serial number {str(serial).strip()!r} is not hexadecimal")
-    return text
+        return format_serial(serial)
+    try:
+        return clean_serial(str(serial))
+    except ValueError:
+        raise SectigoError(f"serial number {str(serial).strip()!r} is not hexadecimal") from None
 
 
 def _safe_filename(disposition: str | None, default: str) -> str:
@@ -286,7 +286,8 @@ class SectigoClient:
             raise SectigoError("no API access credentials (username and password required)")
         body = json.dumps({"username": self._username, "password": self._password}).encode()
         with self._lock:
-            resp = self._send("POST", "/auth/pwd", data=body, what="login", auth=False)
+            resp = self._send(paths.AUTH_PWD.method, paths.AUTH_PWD.path(), data=body,
+                              what="login", auth=False)
             if resp.status in (401, 403):
                 self._forget_user_tokens()
             self._store_tokens(resp, "login")
@@ -310,7 +311,8 @@ class SectigoClient:
             if not self.credentials.refresh_token:
                 raise SectigoError("no refresh token to refresh with")
             data = self.credentials.refresh_token.encode("ascii")
-            resp = self._send("POST", "/auth/refresh", data=data, what="refresh", auth=False)
+            resp = self._send(paths.AUTH_REFRESH.method, paths.AUTH_REFRESH.path(), data=data,
+                              what="refresh", auth=False)
             self._store_tokens(resp, "refresh")
 
     def ensure_authenticated(self) -> None:
@@ -555,14 +557,14 @@ class SectigoClient:
 
     def authorities(self) -> list[dict[str, Any]]:
         """``GET /api/v1/authorities/allowed``: the Authority list."""
-        return self._expect_list(self._get_json("/api/v1/authorities/allowed", "authorities"),
+        return self._expect_list(self._get_json(paths.AUTHORITIES.path(), "authorities"),
                                  "authorities")
 
     def balance(self, authority_id: int) -> int:
         """``GET /api/v1/authorities/{id}/balanceavailable``: a bare integer."""
         what = f"balance of authority {int(authority_id)}"
         doc = self._get_json(
-            f"/api/v1/authorities/{int(authority_id)}/balanceavailable",
+            paths.BALANCE.path(int(authority_id)),
             what,
             not_found=f"authority {int(authority_id)}",
         )
@@ -572,29 +574,29 @@ class SectigoClient:
 
     def licenses(self) -> dict[str, Any]:
         """``GET /api/v1/devices``: ``{"ordered": int, "issued": int}``."""
-        return self._expect_dict(self._get_json("/api/v1/devices", "licenses"), "licenses")
+        return self._expect_dict(self._get_json(paths.DEVICES.path(), "licenses"), "licenses")
 
     def profiles(self) -> list[dict[str, Any]]:
         """``GET /api/v1/profiles``."""
-        return self._expect_list(self._get_json("/api/v1/profiles", "profiles"), "profiles")
+        return self._expect_list(self._get_json(paths.PROFILES.path(), "profiles"), "profiles")
 
     def profile_detail(self, profile_id: int) -> dict[str, Any]:
         """``GET /api/v1/profiles/{id}``."""
         pid = int(profile_id)
-        doc = self._get_json(f"/api/v1/profiles/{pid}", f"profile {pid}",
+        doc = self._get_json(paths.PROFILE.path(pid), f"profile {pid}",
                              not_found=f"profile {pid}")
         return self._expect_dict(doc, f"profile {pid}")
 
     def profile_params(self, profile_id: int) -> list[dict[str, Any]]:
         """``GET /api/v1/profiles/{id}/parameters``: the ProfileParam list."""
         pid = int(profile_id)
-        doc = self._get_json(f"/api/v1/profiles/{pid}/parameters", f"profile {pid} parameters",
+        doc = self._get_json(paths.PROFILE_PARAMS.path(pid), f"profile {pid} parameters",
                              not_found=f"profile {pid}")
         return self._expect_list(doc, f"profile {pid} parameters")
 
     def organization(self) -> dict[str, Any]:
         """``GET /api/v1/organizations/user``."""
-        return self._expect_dict(self._get_json("/api/v1/organizations/user", "organization"),
+        return self._expect_dict(self._get_json(paths.ORGANIZATION.path(), "organization"),
                                  "organization")
 
     # -- batches --------------------------------------------------------------------------
@@ -612,7 +614,7 @@ class SectigoClient:
             "profileParams": {str(k): str(v) for k, v in params.items()},
         }
         resp = self._post_json(
-            "PUT", "/api/v1/batches/createSingleCertBatch", doc, "create batch",
+            paths.BATCH_CREATE.method, paths.BATCH_CREATE.path(), doc, "create batch",
             not_found=f"authority {int(authority_id)}",
         )
         return self._expect_dict(self._json(resp, "create batch"), "create batch")
@@ -654,7 +656,7 @@ class SectigoClient:
             for head, content in parts
         ) + f"--{boundary}--\r\n".encode()
         resp = self._send(
-            "POST", "/api/v1/batches/upload", data=body,
+            paths.BATCH_UPLOAD.method, paths.BATCH_UPLOAD.path(), data=body,
             content_type=f"multipart/form-data; boundary={boundary}", what="upload CSR",
         )
         self._check(resp, "upload CSR", not_found=f"profile {pid}")
@@ -665,7 +667,7 @@ class SectigoClient:
         the text status endpoint's answer (upstream hotfix #248)."""
         bid = int(batch_id)
         doc = self._expect_dict(
-            self._get_json(f"/api/v1/batches/{bid}", f"batch {bid}", not_found=f"batch {bid}"),
+            self._get_json(paths.BATCH.path(bid), f"batch {bid}", not_found=f"batch {bid}"),
             f"batch {bid}",
         )
         status = doc.get("status")
@@ -678,7 +680,7 @@ class SectigoClient:
         ``"Ready for download"`` → ``"READY_FOR_DOWNLOAD"``."""
         bid = int(batch_id)
         what = f"status of batch {bid}"
-        resp = self._send("GET", f"/api/v1/batches/{bid}/status", what=what,
+        resp = self._send(paths.BATCH_STATUS.method, paths.BATCH_STATUS.path(bid), what=what,
                           accept="text/plain, application/json")
         self._check(resp, what, not_found=f"batch {bid}")
         media = resp.media_type
@@ -698,7 +700,7 @@ class SectigoClient:
     def processing_info(self, batch_id: int) -> dict[str, Any]:
         """``GET /api/v1/batches/{id}/processing_info``: ``{active, success, failed}``."""
         bid = int(batch_id)
-        doc = self._get_json(f"/api/v1/batches/{bid}/processing_info",
+        doc = self._get_json(paths.BATCH_INFO.path(bid),
                              f"processing info of batch {bid}", not_found=f"batch {bid}")
         return self._expect_dict(doc, f"processing info of batch {bid}")
 
@@ -706,7 +708,7 @@ class SectigoClient:
         bid = int(batch_id)
         what = f"download batch {bid}"
         resp = self._send(
-            "GET", f"/api/v1/batches/{bid}/download", what=what,
+            paths.BATCH_DOWNLOAD.method, paths.BATCH_DOWNLOAD.path(bid), what=what,
             content_type="application/octet-stream", accept="application/octet-stream",
         )
         self._check(resp, what, not_found=f"batch {bid}")
@@ -766,7 +768,8 @@ class SectigoClient:
             doc["serialNumber"] = normalize_serial(serial)
         if not doc:
             raise SectigoError("find needs a common name or a serial number")
-        resp = self._post_json("POST", "/api/v1/certificates/find", doc, "find certificates")
+        resp = self._post_json(paths.CERTIFICATES_FIND.method, paths.CERTIFICATES_FIND.path(),
+                               doc, "find certificates")
         return self._expect_dict(self._json(resp, "find certificates"), "find certificates")
 
     def revoke(self, profile_id: int, reason: str | int, serial: str | int) -> None:
@@ -776,7 +779,7 @@ class SectigoClient:
         hexserial = normalize_serial(serial)
         pid = int(profile_id)
         self._post_json(
-            "POST", f"/api/v1/certificates/{pid}/revoke",
+            paths.CERTIFICATES_REVOKE.method, paths.CERTIFICATES_REVOKE.path(pid),
             {"reasonCode": code, "serialNumber": hexserial},
             f"revoke certificate {hexserial}", not_found=f"certificate {hexserial}",
         )

@@ -74,11 +74,11 @@ from cryptography import x509
 
 from .. import __version__
 from ..ca import CertificateAuthority, export_pkcs12_zip, p12_member_name
-from ..certs import Identity, certs_to_pem
+from ..certs import Identity, certs_to_pem, common_name, format_serial, parse_serial
 from ..errors import CertificateError, ConfigurationError, TrisaPeerError
 from ..fsutil import write_private
 from ..revocation import REASONS
-from . import tokens
+from . import paths, tokens
 from .models import PROCESSING, READY_FOR_DOWNLOAD
 
 __all__ = ["DEFAULT_AUTHORITIES", "DEFAULT_PROFILES", "SectigoEmulator"]
@@ -370,29 +370,13 @@ class SectigoEmulator:
         now = int(self.clock())
         user_id = int.from_bytes(hashlib.sha256(self.username.encode()).digest()[:4], "big")
         subject = f"/account/1/user/{user_id % 100000}"
-        access = tokens.mint(
-            {
-                "iss": _ISSUER,
-                "sub": subject,
-                "iat": now,
-                "exp": now + self.access_ttl,
-                "jti": uuid.uuid4().hex,
-                "scopes": ["ROLE_USER"],
-                "first-login": False,
-            },
-            self._secret,
-        )
-        refresh = tokens.mint(
-            {
-                "iss": _ISSUER,
-                "sub": subject,
-                "iat": now,
-                "exp": now + self.refresh_ttl,
-                "jti": uuid.uuid4().hex,
-                "scopes": ["ROLE_REFRESH_TOKEN"],
-            },
-            self._secret,
-        )
+        def mint(ttl: int, scope: str, **extra: Any) -> str:
+            claims = {"iss": _ISSUER, "sub": subject, "iat": now, "exp": now + ttl,
+                      "jti": uuid.uuid4().hex, "scopes": [scope], **extra}
+            return tokens.mint(claims, self._secret)
+
+        access = mint(self.access_ttl, "ROLE_USER", **{"first-login": False})
+        refresh = mint(self.refresh_ttl, "ROLE_REFRESH_TOKEN")
         return access, refresh
 
     def _token_claims(self, token: str, scope: str) -> dict[str, Any] | None:
@@ -403,45 +387,21 @@ class SectigoEmulator:
 
     # ----------------------------------------------------------------- dispatch
 
-    _ROUTES: tuple[tuple[str, re.Pattern[str], str, bool], ...] = (
-        ("GET", re.compile(r"/status"), "status", False),
-        ("GET", re.compile(r"/ca/crl\.pem"), "crl", False),
-        ("GET", re.compile(r"/ca/trust\.pem"), "trust", False),
-        ("POST", re.compile(r"/auth/pwd"), "auth/pwd", False),
-        ("POST", re.compile(r"/auth/refresh"), "auth/refresh", False),
-        ("GET", re.compile(r"/api/v1/authorities/allowed"), "authorities", True),
-        ("GET", re.compile(r"/api/v1/authorities/([^/]+)/balanceavailable"), "balance", True),
-        ("GET", re.compile(r"/api/v1/devices"), "devices", True),
-        ("GET", re.compile(r"/api/v1/profiles"), "profiles", True),
-        ("GET", re.compile(r"/api/v1/profiles/([^/]+)"), "profile", True),
-        ("GET", re.compile(r"/api/v1/profiles/([^/]+)/parameters"), "profile/params", True),
-        ("GET", re.compile(r"/api/v1/organizations/user"), "organization", True),
-        ("PUT", re.compile(r"/api/v1/batches/createSingleCertBatch"), "batches/create", True),
-        ("POST", re.compile(r"/api/v1/batches/upload"), "batches/upload", True),
-        ("GET", re.compile(r"/api/v1/batches/([^/]+)"), "batch", True),
-        ("GET", re.compile(r"/api/v1/batches/([^/]+)/status"), "batch/status", True),
-        ("GET", re.compile(r"/api/v1/batches/([^/]+)/processing_info"), "batch/info", True),
-        ("GET", re.compile(r"/api/v1/batches/([^/]+)/download"), "batch/download", True),
-        ("POST", re.compile(r"/api/v1/certificates/find"), "certificates/find", True),
-        ("POST", re.compile(r"/api/v1/certificates/([^/]+)/revoke"), "certificates/revoke",
-         True),
-    )
-
     def _dispatch(self, req: _Request) -> _Answer:
         path = req.path.split("?", 1)[0].rstrip("/") or "/"
         allowed: list[str] = []
-        for method, pattern, name, needs_auth in self._ROUTES:
-            match = pattern.fullmatch(path)
+        for route in paths.ROUTES:
+            match = route.pattern.fullmatch(path)
             if match is None:
                 continue
-            if method != req.method:
-                allowed.append(method)
+            if route.method != req.method:
+                allowed.append(route.method)
                 continue
             with self._lock:
-                self.counters[name] += 1
-            if needs_auth:
+                self.counters[route.name] += 1
+            if route.auth:
                 self._authenticate(req)
-            handler: Callable[..., _Answer] = getattr(self, "_h_" + name.replace("/", "_"))
+            handler: Callable[..., _Answer] = getattr(self, "_h_" + route.name.replace("/", "_"))
             return handler(req, *match.groups())
         if allowed:
             raise _HTTPFailure(405, f"method {req.method} not allowed on {path}")
@@ -635,14 +595,13 @@ class SectigoEmulator:
         with self._mutate() as state:
             serials = []
             for cert in certs:
-                cns = cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
-                serial = format(cert.serial_number, "X")
+                serial = format_serial(cert.serial_number)
                 serials.append(serial)
                 device = int(state["next_device_id"])
                 state["next_device_id"] = device + 1
                 state["certificates"][serial] = {
                     "deviceId": device,
-                    "commonName": str(cns[0].value) if cns else "",
+                    "commonName": common_name(cert),
                     "serialNumber": serial,
                     "creationDate": _sectigo_date(created),
                     "status": "valid",
@@ -774,8 +733,7 @@ class SectigoEmulator:
         used: set[str] = set()
         with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
             for cert in certs:
-                cns = cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
-                stem = p12_member_name(str(cns[0].value) if cns else "certificate")[: -len(".p12")]
+                stem = p12_member_name(common_name(cert) or "certificate")[: -len(".p12")]
                 member, n = f"{stem}.pem", 0
                 while member in used:
                     n += 1
@@ -948,9 +906,8 @@ def _check_pattern(spec: dict[str, Any], value: Any) -> None:
 
 
 def _normal_serial(text: str) -> str:
-    cleaned = "".join(text.split()).replace(":", "").upper().removeprefix("0X")
     try:
-        return format(int(cleaned, 16), "X")
+        return format_serial(parse_serial(text))
     except ValueError:
         raise _HTTPFailure(400, "serialNumber must be hexadecimal") from None
 
