@@ -27,7 +27,7 @@ from datetime import datetime
 from cryptography import x509
 
 from .binding import bind
-from .certs import fingerprint, parse_certificates
+from .certs import common_name, fingerprint, parse_certificates
 from .errors import (
     CertificateError,
     ChainVerificationError,
@@ -40,7 +40,7 @@ from .lookup import lookup_peer
 from .records import DirectoryLookup, PeerRecord
 from .steps import HandshakeStep, Reason
 from .trace import HandshakeTrace
-from .verify import ChainVerifier, VerifiedChain, common_name, dns_names
+from .verify import ChainVerifier, VerifiedChain, dns_names
 
 __all__ = ["PeerAuthenticator", "VerifiedPeer"]
 

@@ -23,11 +23,11 @@ import hashlib
 
 from cryptography import x509
 
-from .certs import fingerprint, spki_der
+from .certs import common_name, fingerprint, format_serial, spki_der
 from .errors import ConfigurationError, DirectoryMismatchError, RevokedError
 from .records import PeerRecord
 from .steps import HandshakeStep, Reason
-from .verify import common_name, dns_names
+from .verify import dns_names
 
 __all__ = ["bind", "describe_mismatch"]
 
@@ -42,7 +42,7 @@ def describe_mismatch(
     """``(field, presented, registered)`` for fingerprint, serial and public key."""
     rows = [
         ("fingerprint", fingerprint(presented), fingerprint(registered)),
-        ("serial", format(presented.serial_number, "X"), format(registered.serial_number, "X")),
+        ("serial", format_serial(presented.serial_number), format_serial(registered.serial_number)),
         ("public-key-sha256", _spki_sha256(presented), _spki_sha256(registered)),
     ]
     return tuple(rows)
@@ -73,7 +73,7 @@ def bind(leaf: x509.Certificate, record: PeerRecord, *, step: HandshakeStep) -> 
     if record.identity_revoked:
         raise RevokedError(
             f"the directory marks the certificate of {peer!r} (serial "
-            f"{leaf.serial_number:X}) as revoked",
+            f"{format_serial(leaf.serial_number)}) as revoked",
             step=step,
             peer=peer,
             reason=Reason.DIRECTORY_REVOKED,

@@ -27,14 +27,14 @@ from __future__ import annotations
 
 import itertools
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from cryptography.x509.general_name import DNSName
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509.oid import ExtendedKeyUsageOID
 from cryptography.x509.verification import (
     Criticality,
     ExtensionPolicy,
@@ -43,7 +43,8 @@ from cryptography.x509.verification import (
     VerificationError,
 )
 
-from .certs import fingerprint
+from .certs import common_name, fingerprint, format_serial
+from .clock import Clock, utcnow
 from .errors import CertificateError, ChainVerificationError, RevokedError
 from .steps import HandshakeStep, Reason
 from .trust import TrustPool
@@ -51,29 +52,14 @@ from .trust import TrustPool
 __all__ = [
     "MIN_RSA_BITS",
     "ChainVerifier",
-    "Clock",
     "CrlChecker",
     "VerifiedChain",
     "check_key_strength",
-    "common_name",
     "dns_names",
-    "utcnow",
 ]
 
 MIN_RSA_BITS = 2048
 _EC_CURVES = (ec.SECP256R1, ec.SECP384R1, ec.SECP521R1)
-
-Clock = Callable[[], datetime]
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-def common_name(cert: x509.Certificate) -> str:
-    attrs = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-    return str(attrs[0].value) if attrs else ""
-
 
 def dns_names(cert: x509.Certificate) -> tuple[str, ...]:
     try:
@@ -132,7 +118,7 @@ class VerifiedChain:
 
     @property
     def serial_hex(self) -> str:
-        return format(self.leaf.serial_number, "X")
+        return format_serial(self.leaf.serial_number)
 
 
 @dataclass(frozen=True)
@@ -186,7 +172,8 @@ class CrlChecker:
                 entry = crl.get_revoked_certificate_by_serial_number(cert.serial_number)
                 if entry is not None:
                     raise RevokedError(
-                        f"certificate serial {cert.serial_number:X} of {common_name(cert)!r} "
+                        f"certificate serial {format_serial(cert.serial_number)} of "
+                        f"{common_name(cert)!r} "
                         f"is on the CRL of {_cn_of_name(crl.issuer)}",
                         step=step,
                         peer=peer,
@@ -199,8 +186,7 @@ def _when(moment: datetime | None) -> str:
 
 
 def _cn_of_name(name: x509.Name) -> str:
-    attrs = name.get_attributes_for_oid(NameOID.COMMON_NAME)
-    return str(attrs[0].value) if attrs else name.rfc4514_string()
+    return common_name(name) or name.rfc4514_string()
 
 
 def _load_crl(path: str | os.PathLike[str], pool: TrustPool) -> x509.CertificateRevocationList:

@@ -116,7 +116,7 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         port = node.start()
     except TrisaPeerError:
-        node.store.close()
+        node.close()
         if fresh_db:  # leave nothing behind from a start that failed
             for suffix in ("", "-wal", "-shm"):
                 Path(f"{args.db}{suffix}").unlink(missing_ok=True)
@@ -128,6 +128,7 @@ def _serve(args: argparse.Namespace) -> int:
         signal.signal(sig, lambda *_: stop.set())
     stop.wait()
     node.stop(grace=5.0)
+    node.close()
     return 0
 
 
@@ -149,7 +150,7 @@ def _check(args: argparse.Namespace) -> int:
     except HandshakeError:
         pass
     finally:
-        node.connector.close()
+        node.close()
     print(trace.render())
     failed = trace.failed()
     if ok and trace.ok:
@@ -172,7 +173,7 @@ def _send(args: argparse.Namespace) -> int:
     except TransferError as exc:
         raise ConfigurationError(str(exc)) from exc
     finally:
-        node.connector.close()
+        node.close()
     out: dict[str, Any] = {
         "envelope_id": result.envelope_id,
         "peer": result.peer,

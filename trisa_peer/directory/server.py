@@ -30,7 +30,7 @@ from grpc_reflection.v1alpha import reflection
 from .._pb.trisa.gds.api.v1beta1 import api_pb2 as gds_pb2
 from .._pb.trisa.gds.api.v1beta1 import api_pb2_grpc as gds_grpc
 from ..errors import ConfigurationError, StoreError, TrisaPeerError
-from ..netutil import bind_problem
+from ..netutil import bind_problem, split_host_port
 from ..sectigo.client import SectigoClient
 from ..transport.status import abort
 from .service import DEFAULT_DIRECTORY_ID, Directory
@@ -178,7 +178,10 @@ class DirectoryServer:
         self.tls = tls
         self.sectigo = sectigo
         self.max_workers = max_workers
-        host = listen.rpartition(":")[0]
+        try:
+            host = split_host_port(listen, allow_port_zero=True, default_host="")[0]
+        except ValueError as exc:
+            raise ConfigurationError(f"directory listen address: {exc}") from exc
         if tls is None and not is_loopback(host):
             raise ConfigurationError(
                 f"refusing to serve the directory without TLS on non-loopback address {listen}"
@@ -192,7 +195,7 @@ class DirectoryServer:
 
     @property
     def endpoint(self) -> str:
-        host = self.listen.rpartition(":")[0] or "127.0.0.1"
+        host = split_host_port(self.listen, allow_port_zero=True, default_host="127.0.0.1")[0]
         return f"{host}:{self.port}"
 
     def start(self) -> int:

@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 from .._pb.trisa.api.v1beta1 import api_pb2, api_pb2_grpc, errors_pb2
 from .._pb.trisa.data.generic.v1beta1 import transaction_pb2
 from ..certs import PeerPublicKey
+from ..clock import Clock, utcnow
 from ..envelope import (
     envelope_error,
     format_timestamp,
@@ -43,7 +44,6 @@ from ..transport.client import PeerChannel, PeerConnector
 from ..transport.material import MaterialSource
 from ..transport.server import TrisaServer
 from ..transport.status import rpc_status, transfer_error
-from ..verify import Clock, utcnow
 from .handler import Accept, Handler, Reject
 from .keys import KeyRing, PeerKeys, record_key
 from .service import Exchange, NetworkServicer, pending_of

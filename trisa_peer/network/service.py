@@ -38,6 +38,7 @@ from google.protobuf import any_pb2
 
 from .._pb.trisa.api.v1beta1 import api_pb2, api_pb2_grpc, errors_pb2
 from .._pb.trisa.data.generic.v1beta1 import transaction_pb2
+from ..clock import Clock, utcnow
 from ..envelope import (
     envelope_error,
     format_timestamp,
@@ -52,7 +53,6 @@ from ..envelope import (
 from ..errors import EnvelopeError, EnvelopeRejection, StoreError, TrisaPeerError
 from ..handshake import VerifiedPeer
 from ..transport.interceptor import peer_from_context
-from ..verify import Clock, utcnow
 from .handler import Accept, Handler, Incoming, Pending, Reject, Repair
 from .keys import KeyRing, PeerKeys, record_key
 from .store import StoredEnvelope, TransferStore, digest

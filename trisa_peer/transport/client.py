@@ -31,24 +31,11 @@ from ..trace import HandshakeTrace, StepRecord
 from .material import MaterialSource
 from .status import dial_error, rpc_status
 
-__all__ = ["PeerChannel", "PeerConnector", "parse_resolve"]
+__all__ = ["PeerChannel", "PeerConnector"]
 
 log = logging.getLogger("trisa_peer.transport")
 
 Step = HandshakeStep
-
-
-def parse_resolve(spec: str) -> tuple[str, str]:
-    """curl's ``--resolve HOST:PORT:ADDRESS`` -> ``("host:port", "address:port")``."""
-    parts = spec.rsplit(":", 1)
-    head, address = (parts[0], parts[1]) if len(parts) == 2 else ("", "")
-    host, _, port = head.rpartition(":")
-    address = address.strip("[]")
-    if not host or not port.isdigit() or not address:
-        from ..errors import UsageError
-
-        raise UsageError(f"--resolve {spec!r} must be HOST:PORT:ADDRESS")
-    return f"{host.lower()}:{port}", f"{address}:{port}"
 
 
 @dataclass

@@ -25,10 +25,11 @@ import grpc
 
 from .._pb.trisa.api.v1beta1 import api_pb2, api_pb2_grpc
 from ..authenticate import PeerAuthenticator
+from ..clock import Clock, utcnow
 from ..errors import ConfigurationError
 from ..netutil import bind_problem
 from ..records import DirectoryLookup
-from ..verify import ChainVerifier, Clock, utcnow
+from ..verify import ChainVerifier
 from .identity import Material
 from .interceptor import PeerVerificationInterceptor
 from .material import MaterialSource, StaticMaterial
