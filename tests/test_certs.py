@@ -14,12 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import UPSTREAM_SECTIGO, UPSTREAM_TRISA
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import NameOID
+from helpers import UPSTREAM_SECTIGO, UPSTREAM_TRISA
 
 from trisa_peer.certs import (
     Identity,

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import PKI, UPSTREAM_TRISA
+from helpers import PKI, UPSTREAM_TRISA
 
 ENV = UPSTREAM_TRISA / "pkg/trisa/envelope/testdata"
 

@@ -18,11 +18,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from conftest import UPSTREAM_TRISA
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError
+from helpers import UPSTREAM_TRISA
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import grpc
 import pytest
-from conftest import PKI, UPSTREAM_TRISA
+from helpers import PKI, UPSTREAM_TRISA
 from pki import identity, pool
 
 from trisa_peer._pb.trisa.api.v1beta1 import api_pb2, api_pb2_grpc

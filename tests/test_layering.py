@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
+from helpers import ROOT
 
 PURE = [
     "trisa_peer.errors", "trisa_peer.steps", "trisa_peer.certs", "trisa_peer.trust",

@@ -12,8 +12,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from conftest import PKI
 from google.protobuf import json_format
+from helpers import PKI
 from pki import identity
 
 from trisa_peer.directory.server import DirectoryServer
@@ -170,7 +170,7 @@ def test_environment_values_are_checked(tmp_path: Path) -> None:
 
 
 def test_closed_pipe_is_not_a_traceback() -> None:
-    from conftest import UPSTREAM_TRISA
+    from helpers import UPSTREAM_TRISA
 
     env_dir = UPSTREAM_TRISA / "pkg/trisa/envelope/testdata"
     proc = subprocess.Popen(

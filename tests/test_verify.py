@@ -8,10 +8,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from conftest import PKI, UPSTREAM_SECTIGO, UPSTREAM_TRISA
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 from cryptography.x509.verification import PolicyBuilder, VerificationError
+from helpers import PKI, UPSTREAM_SECTIGO, UPSTREAM_TRISA
 from pki import identity, pool
 
 from trisa_peer.certs import load_identity, parse_certificates
