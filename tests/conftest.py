@@ -82,8 +82,8 @@ def emu(make_emu: Callable[..., SectigoEmulator]) -> SectigoEmulator:
 
 
 def _invoke(main: Callable[[Sequence[str]], int], argv: Sequence[str],
-            capsys: pytest.CaptureFixture[str]) -> CliResult:
-    capsys.readouterr()  # drop anything printed before
+            capture: pytest.CaptureFixture[str]) -> CliResult:
+    capture.readouterr()  # drop anything printed before
     # ``logging.basicConfig`` in main() only acts on a root logger without handlers
     # (pytest's capture handlers are there): clear them for the call, restore after.
     root, ours = logging.getLogger(), logging.getLogger("trisa_peer")
@@ -105,16 +105,19 @@ def _invoke(main: Callable[[Sequence[str]], int], argv: Sequence[str],
         root.handlers[:] = saved[0]
         root.setLevel(saved[1])
         ours.setLevel(saved[2])
-    out, err = capsys.readouterr()
+    out, err = capture.readouterr()
     return CliResult(code, out, err)
 
 
 @pytest.fixture
-def trisa_peer_cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., CliResult]:
-    """``trisa_peer_cli("gds", "list", ...)`` runs ``trisa-peer gds list ...`` in process."""
+def trisa_peer_cli(capfd: pytest.CaptureFixture[str]) -> Callable[..., CliResult]:
+    """``trisa_peer_cli("gds", "list", ...)`` runs ``trisa-peer gds list ...`` in process.
+
+    File descriptors 1 and 2 are captured too (``capfd``), so a line the gRPC C core
+    writes there shows up in ``stderr`` as it would for a user."""
     from trisa_peer.cli.main import main
 
-    return lambda *argv: _invoke(main, [str(a) for a in argv], capsys)
+    return lambda *argv: _invoke(main, [str(a) for a in argv], capfd)
 
 
 @pytest.fixture
