@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 from helpers import SECTIGO_PASSWORD, SECTIGO_USER, CliResult
 
+import trisa_peer.ca
 from trisa_peer.ca import CertificateAuthority
 from trisa_peer.sectigo.emulator import SectigoEmulator
 
@@ -46,11 +47,29 @@ def _sectigo_ca_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+_original_load_key = trisa_peer.ca._load_key
+_loaded_keys: dict[bytes, Any] = {}
+
+
+def _load_key_once(path: Path) -> Any:
+    """``ca._load_key`` that parses each key file's bytes once per session: loading an
+    RSA key checks it (~0.1 s), and every Sectigo test opens the same template CA."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError:
+        return _original_load_key(path)  # its own error message
+    if data not in _loaded_keys:
+        _loaded_keys[data] = _original_load_key(path)
+    return _loaded_keys[data]
+
+
 @pytest.fixture
-def sectigo_ca_dir(_sectigo_ca_template: Path, tmp_path: Path) -> Path:
-    """A fresh copy of this module's Sectigo CA in ``tmp_path / "ca"``."""
+def sectigo_ca_dir(_sectigo_ca_template: Path, tmp_path: Path,
+                   monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh copy of this module's Sectigo CA in ``tmp_path / "ca"`` (keys parsed once)."""
     dest = tmp_path / "ca"
     shutil.copytree(_sectigo_ca_template, dest)
+    monkeypatch.setattr(trisa_peer.ca, "_load_key", _load_key_once)
     return dest
 
 

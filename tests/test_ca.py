@@ -213,6 +213,7 @@ def test_explicit_validity_and_clock(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- chain checks
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("purpose", ["sslclient", "sslserver"])
 def test_openssl_verifies_leaf(
     ca: CertificateAuthority, alice: Identity, tmp_path: Path, purpose: str
@@ -221,6 +222,7 @@ def test_openssl_verifies_leaf(
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+@pytest.mark.slow
 def test_openssl_rejects_leaf_under_foreign_root(
     evil: CertificateAuthority, alice: Identity, tmp_path: Path
 ) -> None:
@@ -228,6 +230,7 @@ def test_openssl_rejects_leaf_under_foreign_root(
     assert result.returncode != 0
 
 
+@pytest.mark.slow
 def test_openssl_purpose_twin(ca: CertificateAuthority, tmp_path: Path) -> None:
     server_only = ca.issue("s.vasp.test", key_size=2048, client_auth=False).leaf
     assert openssl_verify(tmp_path, ca.root, ca.issuing, server_only, "sslserver").returncode == 0
@@ -263,6 +266,7 @@ def _openssl_csr(tmp: Path, bits: int = 2048) -> bytes:
     return (tmp / "req.csr").read_bytes()
 
 
+@pytest.mark.slow
 def test_sign_csr_keeps_subject_and_san(ca: CertificateAuthority, tmp_path: Path) -> None:
     csr_pem = _openssl_csr(tmp_path)
     cert = ca.sign_csr(csr_pem)
@@ -290,6 +294,7 @@ def test_sign_csr_without_san_uses_cn(ca: CertificateAuthority) -> None:
     assert san.get_values_for_type(x509.DNSName) == ["nosan.vasp.test"]
 
 
+@pytest.mark.slow
 def test_sign_csr_tampered_signature(ca: CertificateAuthority, tmp_path: Path) -> None:
     csr = x509.load_pem_x509_csr(_openssl_csr(tmp_path))
     der = bytearray(csr.public_bytes(serialization.Encoding.DER))
@@ -329,6 +334,7 @@ def test_p12_member_name() -> None:
     assert p12_member_name("Alice VASP.test") == "alice_vasp.test.p12"
 
 
+@pytest.mark.slow
 def test_pkcs12_modern_opens_without_legacy(alice: Identity, tmp_path: Path) -> None:
     data = export_pkcs12_zip(alice, "s3cret", batch_name="batch-1")
     p12 = write(tmp_path / "alice.p12", _p12_from_zip(data, "alice.vasp.test"))
@@ -364,6 +370,7 @@ def test_pkcs12_requires_password(alice: Identity) -> None:
 # --------------------------------------------------------------------------- revocation
 
 
+@pytest.mark.slow
 def test_revoke_and_crl(ca: CertificateAuthority, tmp_path: Path) -> None:
     victim = ca.issue("revoked.vasp.test", key_type="ec").leaf
     assert not ca.is_revoked(victim.serial_number)
@@ -455,6 +462,7 @@ def assert_one_line_error(result: CliResult) -> None:
     assert result.stderr.startswith("trisa-peer: error: ")
 
 
+@pytest.mark.slow
 def test_cli_end_to_end(cli: Callable[..., CliResult], tmp_path: Path) -> None:
     cadir = tmp_path / "ca"
     r = cli("init", "--dir", str(cadir), "--key-size", "2048")

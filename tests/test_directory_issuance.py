@@ -138,6 +138,7 @@ def gds_cli(trisa_peer_cli: Callable[..., CliResult], monkeypatch: pytest.Monkey
 # --------------------------------------------------------------------------- full flow
 
 
+@pytest.mark.slow
 def test_full_flow_register_verify_review_lookup_certs_revoke(
     gds_cli: Callable[..., CliResult], tmp_path: Path, emulator: SectigoEmulator,
     directory: Directory, client: DirectoryClient,

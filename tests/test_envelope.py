@@ -907,6 +907,7 @@ def test_parse_timestamp() -> None:
 # ---------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_envelope_package_does_not_import_grpc() -> None:
     code = "import sys, trisa_peer.envelope; assert 'grpc' not in sys.modules, 'grpc imported'"
     result = subprocess.run(

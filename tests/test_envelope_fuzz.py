@@ -40,6 +40,9 @@ from trisa_peer.envelope import (
 )
 from trisa_peer.errors import EnvelopeError, EnvelopeRejection
 
+# property-based (hypothesis): slow lane
+pytestmark = pytest.mark.slow
+
 FUZZ = settings(
     max_examples=200,
     deadline=None,

@@ -49,6 +49,9 @@ from trisa_peer.transport.server import StaticMaterial
 from trisa_peer.trust import TrustPool
 from trisa_peer.verify import CrlChecker
 
+# end to end over loopback mTLS: slow lane
+pytestmark = pytest.mark.slow
+
 S = HandshakeStep
 
 

@@ -17,6 +17,7 @@ PURE = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("module", PURE)
 def test_pure_core_does_not_import_grpc(module: str) -> None:
     code = (f"import sys, {module}; "

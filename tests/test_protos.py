@@ -64,6 +64,7 @@ def field_numbers(descriptor: Descriptor) -> dict[str, int]:
 # --------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_generated_code_matches_protos() -> None:
     """``gen_protos.py --check`` finds no drift between protos/ and trisa_peer/_pb."""
     result = subprocess.run(

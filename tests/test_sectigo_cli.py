@@ -88,6 +88,7 @@ def _json_docs(text: str) -> list[Any]:
 # --------------------------------------------------------------------------- walkthrough
 
 
+@pytest.mark.slow
 def test_documented_walkthrough(sectigo: Run, emu: SectigoEmulator, tmp_path: Path) -> None:
     url = emu.base_url
     run = functools.partial(sectigo, url)
@@ -171,6 +172,7 @@ def test_documented_walkthrough(sectigo: Run, emu: SectigoEmulator, tmp_path: Pa
     assert served.get_revoked_certificate_by_serial_number(leaf.serial_number) is not None
 
 
+@pytest.mark.slow
 def test_csr_upload_path(sectigo: Run, emu: SectigoEmulator, tmp_path: Path) -> None:
     subprocess.run(
         ["openssl", "req", "-new", "-newkey", "rsa:2048", "-nodes", "-sha384",

@@ -175,6 +175,7 @@ def test_sectigo_mock_bundle_verifies_at_its_time() -> None:
     ChainVerifier(trust, clock=lambda: at).verify_client(ident.leaf, ident.chain)
 
 
+@pytest.mark.slow
 def test_upstream_peer_fixtures_verify() -> None:
     base = UPSTREAM_TRISA / "pkg/trisa/peers/testdata"
     server = load_identity(base / "server.pem")
