@@ -9,10 +9,12 @@ import signal
 import sqlite3
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from google.protobuf import json_format
+from helpers import CliResult
 
 from trisa_peer._pb.ivms101 import ivms101_pb2
 from trisa_peer._pb.trisa.gds.api.v1beta1 import api_pb2 as gds_pb2
@@ -248,11 +250,10 @@ def test_serve_with_a_key_of_another_certificate(
 
 @pytest.mark.slow
 def test_serve_ca_dir_says_which_name_to_connect_as(
-        capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    with pytest.raises(SystemExit) as info:
-        main(["gds", "serve", "--help"])
-    assert info.value.code == 0
-    assert "localhost:PORT" in " ".join(capsys.readouterr().out.split())
+        trisa_peer_cli: Callable[..., CliResult], tmp_path: Path) -> None:
+    help_text = trisa_peer_cli("gds", "serve", "--help")
+    assert help_text.returncode == 0
+    assert "localhost:PORT" in " ".join(help_text.stdout.split())
     proc = subprocess.Popen(
         [sys.executable, "-m", "trisa_peer", "gds", "serve", "--db", str(tmp_path / "s.db"),
          "--listen", "127.0.0.1:0", "--ca-dir", str(tmp_path / "ca"), "--key-size", "2048"],
@@ -264,9 +265,9 @@ def test_serve_ca_dir_says_which_name_to_connect_as(
         port = int(first.split("127.0.0.1:")[1].split()[0])
         second = proc.stdout.readline()
         assert f"connect as localhost:{port}" in second, (first, second)
-        code, out, err = run(capsys, "status", "--directory", f"localhost:{port}",
-                             "--directory-ca", str(tmp_path / "ca" / "root.pem"))
-        assert code == 0 and out.startswith("HEALTHY"), err
+        status = trisa_peer_cli("gds", "status", "--directory", f"localhost:{port}",
+                                "--directory-ca", str(tmp_path / "ca" / "root.pem"))
+        assert status.returncode == 0 and status.stdout.startswith("HEALTHY"), status.stderr
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=20) == 0
