@@ -1,4 +1,5 @@
-# The README's two commands: `make demo` (the simulated network) and `make test` (the suite).
+# The README's two commands: `make demo` (the simulated network) and `make test` (the suite);
+# `make test-fast` is the quick lane while editing (tests not marked slow).
 # Both create .venv and install the project into it; nothing needs to be installed first
 # beyond Python >= 3.11 and make.
 PYTHON ?= python3
@@ -6,7 +7,10 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: all install demo test lint typecheck pytest protos protos-check fixtures bench clean
+# pytest-xdist workers: `auto` is one per core; `make test PYTEST_WORKERS=0` runs serially.
+PYTEST_WORKERS ?= auto
+
+.PHONY: all install demo test test-fast lint typecheck pytest protos protos-check fixtures bench clean
 
 all: test
 
@@ -30,7 +34,12 @@ typecheck: $(STAMP)
 	$(BIN)/mypy trisa_peer
 
 pytest: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS)
+
+# Everything not marked slow (no end-to-end, subprocess or hypothesis tests); no lint or
+# types: `make test` runs those and every test.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) -m "not slow"
 
 # Regenerate trisa_peer/_pb from protos/: modules plus their mypy-protobuf .pyi stubs
 # (imports rewritten to live inside trisa_peer).

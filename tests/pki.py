@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 from functools import cache
 
-from conftest import PKI
+from helpers import PKI
 
 from trisa_peer.certs import Identity, load_identity
 from trisa_peer.errors import DirectoryError, DirectoryNotFoundError

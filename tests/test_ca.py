@@ -6,12 +6,11 @@ Every positive check has a failing twin next to it. RSA-2048 throughout for spee
 from __future__ import annotations
 
 import io
-import os
 import stat
 import subprocess
-import sys
 import threading
 import zipfile
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -22,20 +21,13 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from cryptography.x509.verification import PolicyBuilder, Store
+from helpers import CliResult
 
 from trisa_peer.ca import CertificateAuthority, IssuedRecord, export_pkcs12_zip, p12_member_name
 from trisa_peer.certs import Identity, cert_to_pem, certs_to_pem
 from trisa_peer.errors import CertificateError, ConfigurationError
 
-ROOT = Path(__file__).resolve().parent.parent
-
-
 # --------------------------------------------------------------------------- fixtures
-
-
-@pytest.fixture(scope="module")
-def ca(tmp_path_factory: pytest.TempPathFactory) -> CertificateAuthority:
-    return CertificateAuthority.init(tmp_path_factory.mktemp("ca") / "ca", key_size=2048)
 
 
 @pytest.fixture(scope="module")
@@ -221,6 +213,7 @@ def test_explicit_validity_and_clock(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- chain checks
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("purpose", ["sslclient", "sslserver"])
 def test_openssl_verifies_leaf(
     ca: CertificateAuthority, alice: Identity, tmp_path: Path, purpose: str
@@ -229,6 +222,7 @@ def test_openssl_verifies_leaf(
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+@pytest.mark.slow
 def test_openssl_rejects_leaf_under_foreign_root(
     evil: CertificateAuthority, alice: Identity, tmp_path: Path
 ) -> None:
@@ -236,6 +230,7 @@ def test_openssl_rejects_leaf_under_foreign_root(
     assert result.returncode != 0
 
 
+@pytest.mark.slow
 def test_openssl_purpose_twin(ca: CertificateAuthority, tmp_path: Path) -> None:
     server_only = ca.issue("s.vasp.test", key_size=2048, client_auth=False).leaf
     assert openssl_verify(tmp_path, ca.root, ca.issuing, server_only, "sslserver").returncode == 0
@@ -271,6 +266,7 @@ def _openssl_csr(tmp: Path, bits: int = 2048) -> bytes:
     return (tmp / "req.csr").read_bytes()
 
 
+@pytest.mark.slow
 def test_sign_csr_keeps_subject_and_san(ca: CertificateAuthority, tmp_path: Path) -> None:
     csr_pem = _openssl_csr(tmp_path)
     cert = ca.sign_csr(csr_pem)
@@ -298,6 +294,7 @@ def test_sign_csr_without_san_uses_cn(ca: CertificateAuthority) -> None:
     assert san.get_values_for_type(x509.DNSName) == ["nosan.vasp.test"]
 
 
+@pytest.mark.slow
 def test_sign_csr_tampered_signature(ca: CertificateAuthority, tmp_path: Path) -> None:
     csr = x509.load_pem_x509_csr(_openssl_csr(tmp_path))
     der = bytearray(csr.public_bytes(serialization.Encoding.DER))
@@ -337,6 +334,7 @@ def test_p12_member_name() -> None:
     assert p12_member_name("Alice VASP.test") == "alice_vasp.test.p12"
 
 
+@pytest.mark.slow
 def test_pkcs12_modern_opens_without_legacy(alice: Identity, tmp_path: Path) -> None:
     data = export_pkcs12_zip(alice, "s3cret", batch_name="batch-1")
     p12 = write(tmp_path / "alice.p12", _p12_from_zip(data, "alice.vasp.test"))
@@ -372,6 +370,7 @@ def test_pkcs12_requires_password(alice: Identity) -> None:
 # --------------------------------------------------------------------------- revocation
 
 
+@pytest.mark.slow
 def test_revoke_and_crl(ca: CertificateAuthority, tmp_path: Path) -> None:
     victim = ca.issue("revoked.vasp.test", key_type="ec").leaf
     assert not ca.is_revoked(victim.serial_number)
@@ -448,22 +447,23 @@ def test_concurrent_instances_lose_no_updates(ca: CertificateAuthority) -> None:
 # --------------------------------------------------------------------------- CLI
 
 
-def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run(
-        [sys.executable, "-m", "trisa_peer", "ca", *args],
-        capture_output=True, text=True, check=False, cwd=cwd, env=env,
-    )  # fmt: skip
+@pytest.fixture
+def cli(trisa_peer_cli: Callable[..., CliResult], monkeypatch: pytest.MonkeyPatch,
+        tmp_path: Path) -> Callable[..., CliResult]:
+    """``cli("issue", ...)`` runs ``trisa-peer ca issue ...`` in process, in ``tmp_path``."""
+    monkeypatch.chdir(tmp_path)
+    return lambda *args: trisa_peer_cli("ca", *args)
 
 
-def assert_one_line_error(result: subprocess.CompletedProcess[str]) -> None:
+def assert_one_line_error(result: CliResult) -> None:
     assert result.returncode == 1, result.stderr
     assert "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert result.stderr.startswith("trisa-peer: error: ")
 
 
-def test_cli_end_to_end(tmp_path: Path) -> None:
+@pytest.mark.slow
+def test_cli_end_to_end(cli: Callable[..., CliResult], tmp_path: Path) -> None:
     cadir = tmp_path / "ca"
     r = cli("init", "--dir", str(cadir), "--key-size", "2048")
     assert r.returncode == 0, r.stderr
@@ -534,7 +534,7 @@ def test_cli_end_to_end(tmp_path: Path) -> None:
     assert_one_line_error(cli("revoke", "--dir", str(cadir), "--serial", "xyz"))
 
 
-def test_cli_usage_and_bad_dirs(tmp_path: Path) -> None:
+def test_cli_usage_and_bad_dirs(cli: Callable[..., CliResult], tmp_path: Path) -> None:
     r = cli("issue", "alice.vasp.test")
     assert r.returncode == 2 and "--dir" in r.stderr
     r = cli("revoke", "--dir", str(tmp_path))
@@ -549,7 +549,9 @@ def test_cli_usage_and_bad_dirs(tmp_path: Path) -> None:
     assert_one_line_error(r)
 
 
-def test_cli_sign_csr_garbage(ca: CertificateAuthority, tmp_path: Path) -> None:
+def test_cli_sign_csr_garbage(
+    cli: Callable[..., CliResult], ca: CertificateAuthority, tmp_path: Path
+) -> None:
     bad = write(tmp_path / "bad.csr", b"garbage")
     r = cli("sign-csr", "--dir", str(ca.directory), str(bad))
     assert_one_line_error(r)
@@ -566,15 +568,13 @@ def test_issue_refuses_names_that_are_not_dns_names(tmp_path: Path) -> None:
     assert len(ca.issued()) == 1
 
 
-def test_cli_records_nothing_when_output_cannot_be_written(tmp_path: Path) -> None:
-    import subprocess
-    import sys
-
+def test_cli_records_nothing_when_output_cannot_be_written(
+    cli: Callable[..., CliResult], tmp_path: Path
+) -> None:
     ca_dir = tmp_path / "ca"
     CertificateAuthority.init(ca_dir, key_size=2048)
-    out = subprocess.run(
-        [sys.executable, "-m", "trisa_peer", "ca", "issue", "--dir", str(ca_dir), "x.example",
-         "--out", str(tmp_path / "missing"), "--key-size", "2048"],
-        capture_output=True, text=True, timeout=60)
-    assert out.returncode == 1 and "output directory does not exist" in out.stderr
+    out = cli("issue", "--dir", str(ca_dir), "x.example", "--out", str(tmp_path / "missing"),
+              "--key-size", "2048")
+    assert_one_line_error(out)
+    assert "output directory does not exist" in out.stderr
     assert CertificateAuthority.open(ca_dir).issued() == []

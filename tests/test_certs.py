@@ -14,12 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import UPSTREAM_SECTIGO, UPSTREAM_TRISA
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import NameOID
+from helpers import UPSTREAM_SECTIGO, UPSTREAM_TRISA
 
 from trisa_peer.certs import (
     Identity,
@@ -225,6 +225,7 @@ def test_sealing_key_pkcs8_under_rsa_label() -> None:
     assert key.key_size == 4096
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("path", "common_name", "issuer"),
     [
@@ -511,6 +512,7 @@ def test_trust_pool_forms(tmp_path: Path, pki: Pki) -> None:
     assert [fingerprint(c) for c in pool] == [fingerprint(pki.root), fingerprint(pki.inter)]
 
 
+@pytest.mark.slow
 def test_upstream_trust_pool() -> None:
     pool = load_trust_pool([TRUST_ZIP, TRUST_ZIP], password=TRUST_ZIP_PASSWORD)
     assert [cn(c) for c in pool] == ["docs.trisa.dev", "trisa.dev"]

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import grpc
 import pytest
-from conftest import UPSTREAM_TRISA
 from google.protobuf import json_format
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from helpers import UPSTREAM_TRISA
 
 from trisa_peer._pb.ivms101 import ivms101_pb2
 from trisa_peer._pb.trisa.gds.api.v1beta1 import api_pb2 as gds_pb2

@@ -1,20 +1,19 @@
 """Review, issuance through the Sectigo emulator, reissue and revocation.
 
 Real sockets throughout: the directory gRPC server, the Sectigo emulator (HTTP) and the
-``trisa-peer gds`` CLI in a subprocess for the full flow.
+``trisa-peer gds`` CLI (in process, ``main(argv)``) for the full flow.
 """
 
 from __future__ import annotations
 
 import gzip
 import json
-import os
-import subprocess
-import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from helpers import CliResult
 
 from trisa_peer._pb.gds.models.v1 import models_pb2 as gds_models_pb2
 from trisa_peer._pb.ivms101 import ivms101_pb2
@@ -121,19 +120,28 @@ def pending(client: DirectoryClient, directory: Directory, cn: str = "charlie.ex
     return reply
 
 
-def gds_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "trisa_peer", "gds", *args],
-        capture_output=True, text=True, timeout=120,
-        env={**os.environ, **(env or {})},
-    )
+@pytest.fixture
+def gds_cli(trisa_peer_cli: Callable[..., CliResult], monkeypatch: pytest.MonkeyPatch
+            ) -> Callable[..., CliResult]:
+    """``gds_cli(*args, env={...})``: ``trisa-peer gds ARGS`` in process, ``env`` set for
+    that one command."""
+
+    def run(*args: str, env: dict[str, str] | None = None) -> CliResult:
+        with monkeypatch.context() as m:
+            for key, value in (env or {}).items():
+                m.setenv(key, value)
+            return trisa_peer_cli("gds", *args)
+
+    return run
 
 
 # --------------------------------------------------------------------------- full flow
 
 
+@pytest.mark.slow
 def test_full_flow_register_verify_review_lookup_certs_revoke(
-    tmp_path: Path, emulator: SectigoEmulator, directory: Directory, client: DirectoryClient
+    gds_cli: Callable[..., CliResult], tmp_path: Path, emulator: SectigoEmulator,
+    directory: Directory, client: DirectoryClient,
 ) -> None:
     db = str(tmp_path / "gds.db")
     reply = client.register(register_request())
@@ -324,7 +332,8 @@ def test_failed_issuance_is_reported_once_not_logged_at_error(
 
 
 def test_cli_review_with_wrong_sectigo_credentials_prints_one_line(
-    emulator: SectigoEmulator, directory: Directory, client: DirectoryClient
+    gds_cli: Callable[..., CliResult], emulator: SectigoEmulator, directory: Directory,
+    client: DirectoryClient,
 ) -> None:
     reply = pending(client, directory)
     db = str(directory.store.path)  # type: ignore[attr-defined]

@@ -20,13 +20,13 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
-from conftest import ROOT, UPSTREAM_TRISA
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.x509.oid import NameOID
 from google.protobuf import json_format
+from helpers import ROOT, UPSTREAM_TRISA
 
 import trisa_peer._pb.ivms101.identity_pb2  # registers the Any types for json_format
 import trisa_peer._pb.trisa.data.generic.v1beta1.transaction_pb2  # noqa: F401
@@ -907,6 +907,7 @@ def test_parse_timestamp() -> None:
 # ---------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_envelope_package_does_not_import_grpc() -> None:
     code = "import sys, trisa_peer.envelope; assert 'grpc' not in sys.modules, 'grpc imported'"
     result = subprocess.run(

@@ -1,32 +1,31 @@
-"""``trisa-peer envelope seal|open`` and ``transfers list|show`` as a user runs them."""
+"""``trisa-peer envelope seal|open`` and ``transfers list|show`` as a user runs them
+(in process: ``main(argv)`` with the output captured)."""
 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import PKI, UPSTREAM_TRISA
+from helpers import PKI, UPSTREAM_TRISA, CliResult
 
 ENV = UPSTREAM_TRISA / "pkg/trisa/envelope/testdata"
 
 
-def run(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "trisa_peer", *args], capture_output=True, text=True, timeout=60
-    )
+@pytest.fixture
+def run(trisa_peer_cli: Callable[..., CliResult]) -> Callable[..., CliResult]:
+    return trisa_peer_cli
 
 
-def test_open_upstream_envelope_prints_pending_payload() -> None:
+def test_open_upstream_envelope_prints_pending_payload(run: Callable[..., CliResult]) -> None:
     out = run("envelope", "open", "--key", str(ENV / "sealing_key.pem"),
               str(ENV / "sealed_envelope.json"))
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout) == json.loads((ENV / "pending_payload.json").read_text())
 
 
-def test_seal_then_open_round_trip(tmp_path: Path) -> None:
+def test_seal_then_open_round_trip(run: Callable[..., CliResult], tmp_path: Path) -> None:
     sealed = run("envelope", "seal", "--cert", str(PKI / "bob.pem"), str(ENV / "payload.json"))
     assert sealed.returncode == 0, sealed.stderr
     envelope = tmp_path / "envelope.json"
@@ -43,7 +42,7 @@ def test_seal_then_open_round_trip(tmp_path: Path) -> None:
     assert "Traceback" not in wrong.stderr
 
 
-def test_open_error_envelope_reports_the_rejection() -> None:
+def test_open_error_envelope_reports_the_rejection(run: Callable[..., CliResult]) -> None:
     out = run("envelope", "open", "--key", str(ENV / "sealing_key.pem"),
               str(ENV / "error_envelope.json"))
     assert out.returncode == 1
@@ -62,7 +61,9 @@ def test_open_error_envelope_reports_the_rejection() -> None:
         (["open", "--key", "{pki}/bob.pem", "{unsealed}"], "no private key found"),
     ],
 )
-def test_bad_input_is_one_line(tmp_path: Path, args: list[str], message: str) -> None:
+def test_bad_input_is_one_line(
+    run: Callable[..., CliResult], tmp_path: Path, args: list[str], message: str
+) -> None:
     garbage = tmp_path / "garbage.json"
     garbage.write_text("{not json")
     values = {"pki": str(PKI), "missing": str(tmp_path / "missing.json"), "garbage": str(garbage),
@@ -73,12 +74,12 @@ def test_bad_input_is_one_line(tmp_path: Path, args: list[str], message: str) ->
     assert out.stderr.count("\n") == 1 and "Traceback" not in out.stderr
 
 
-def test_usage_error_exits_2() -> None:
+def test_usage_error_exits_2(run: Callable[..., CliResult]) -> None:
     out = run("envelope", "open", str(ENV / "sealed_envelope.json"))
     assert out.returncode == 2
 
 
-def test_transfers_cli_on_missing_store(tmp_path: Path) -> None:
+def test_transfers_cli_on_missing_store(run: Callable[..., CliResult], tmp_path: Path) -> None:
     out = run("transfers", "list", "--db", str(tmp_path / "none.db"))
     assert out.returncode == 1
     assert "no such transfer store" in out.stderr

@@ -18,11 +18,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from conftest import UPSTREAM_TRISA
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError
+from helpers import UPSTREAM_TRISA
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -39,6 +39,9 @@ from trisa_peer.envelope import (
     seal,
 )
 from trisa_peer.errors import EnvelopeError, EnvelopeRejection
+
+# property-based (hypothesis): slow lane
+pytestmark = pytest.mark.slow
 
 FUZZ = settings(
     max_examples=200,

@@ -208,6 +208,7 @@ mutations = st.sampled_from(["payload", "hmac", "encryption_key", "id", "timesta
                              "encryption_algorithm", "hmac_algorithm", "truncate", "oversize"])
 
 
+@pytest.mark.slow
 @settings(max_examples=25, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(kind=mutations, data=st.binary(min_size=0, max_size=64))

@@ -106,6 +106,7 @@ def test_leaf_cn_key_and_chain_shape(name: str) -> None:
     assert pub.key_size == expected_bits
 
 
+@pytest.mark.slow
 def test_test_ca_directory() -> None:
     ca = CertificateAuthority.open(PKI / "ca")
     assert cn(ca.root) == "TRISA Test Root CA"
@@ -121,6 +122,7 @@ def test_test_ca_directory() -> None:
     assert evil.trust_pem() == (PKI / "evil-trust.pem").read_bytes()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["alice", "bob", "charlie", "bob-reissued", "alice-rsa4096"])
 @pytest.mark.parametrize("purpose", ["sslclient", "sslserver"])
 def test_valid_leaves_verify_against_trust(name: str, purpose: str) -> None:
@@ -128,16 +130,19 @@ def test_valid_leaves_verify_against_trust(name: str, purpose: str) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["evil", "evil-bob"])
 def test_evil_leaves_do_not_verify_against_trust(name: str) -> None:
     assert openssl_verify(name).returncode != 0
     assert openssl_verify(name, trust="evil-trust.pem").returncode == 0
 
 
+@pytest.mark.slow
 def test_alice_does_not_verify_against_evil_trust() -> None:
     assert openssl_verify("alice", trust="evil-trust.pem").returncode != 0
 
 
+@pytest.mark.slow
 def test_validity_windows() -> None:
     for name in [*VALID_UNDER_TRUST, "evil", "evil-bob", "expired-intermediate"]:
         cert = leaf(name)
@@ -151,6 +156,7 @@ def test_validity_windows() -> None:
     assert leaf("notyetvalid").not_valid_before_utc.year == 2046
 
 
+@pytest.mark.slow
 def test_expired_intermediate() -> None:
     inter = x509.load_pem_x509_certificate((PKI / "expired-intermediate-ca.pem").read_bytes())
     root = x509.load_pem_x509_certificate((PKI / "ca" / "root.pem").read_bytes())
@@ -169,6 +175,7 @@ def test_expired_intermediate() -> None:
     assert result.returncode != 0 and "expired" in result.stdout + result.stderr
 
 
+@pytest.mark.slow
 def test_eku_variants() -> None:
     def eku(name: str) -> set[x509.ObjectIdentifier]:
         return set(leaf(name).extensions.get_extension_for_class(x509.ExtendedKeyUsage).value)
@@ -202,6 +209,7 @@ def test_bob_and_bob_reissued_differ() -> None:
     assert leaf("evil-bob").issuer != bob.issuer
 
 
+@pytest.mark.slow
 def test_crl_lists_revoked() -> None:
     issuing = x509.load_pem_x509_certificate((PKI / "ca" / "issuing.pem").read_bytes())
     der = x509.load_der_x509_crl((PKI / "crl.der").read_bytes())

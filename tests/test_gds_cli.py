@@ -1,5 +1,5 @@
 """``trisa-peer gds``: operator and client commands (in-process ``main`` for speed, a
-subprocess for ``serve``)."""
+subprocess for ``serve``, which runs until SIGTERM). The CA is conftest's ``ca``."""
 
 from __future__ import annotations
 
@@ -9,10 +9,12 @@ import signal
 import sqlite3
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from google.protobuf import json_format
+from helpers import CliResult
 
 from trisa_peer._pb.ivms101 import ivms101_pb2
 from trisa_peer._pb.trisa.gds.api.v1beta1 import api_pb2 as gds_pb2
@@ -20,11 +22,6 @@ from trisa_peer.ca import CertificateAuthority
 from trisa_peer.certs import Identity, certs_to_pem
 from trisa_peer.cli.main import main
 from trisa_peer.directory import Directory, DirectoryClient, DirectoryServer, SQLiteStore
-
-
-@pytest.fixture(scope="module")
-def ca(tmp_path_factory: pytest.TempPathFactory) -> CertificateAuthority:
-    return CertificateAuthority.init(tmp_path_factory.mktemp("ca") / "ca", key_size=2048)
 
 
 @pytest.fixture(scope="module")
@@ -197,15 +194,14 @@ def test_register_file_verify_contact_and_reject(capsys: pytest.CaptureFixture[s
     assert code == 1 and "INVALID_ARGUMENT" in err and "invalid TRISA endpoint" in err
 
 
+@pytest.mark.slow
 def test_serve_subprocess(tmp_path: Path, alice_pem: Path, capsys: pytest.CaptureFixture[str]
                           ) -> None:
     db = str(tmp_path / "served.db")
     assert run(capsys, "add", "--db", db, "--common-name", "alice.example.com", "--endpoint",
                "alice.example.com:443", "--cert", str(alice_pem))[0] == 0
-    refused = subprocess.run(
-        [sys.executable, "-m", "trisa_peer", "gds", "serve", "--db", db, "--listen",
-         "0.0.0.0:0", "--insecure"], capture_output=True, text=True, timeout=60)
-    assert refused.returncode == 1 and "loopback" in refused.stderr
+    code, _, err = run(capsys, "serve", "--db", db, "--listen", "0.0.0.0:0", "--insecure")
+    assert code == 1 and "loopback" in err
     proc = subprocess.Popen(
         [sys.executable, "-m", "trisa_peer", "gds", "serve", "--db", db, "--listen",
          "127.0.0.1:0", "--insecure"],
@@ -252,11 +248,12 @@ def test_serve_with_a_key_of_another_certificate(
     assert not (tmp_path / "new.db").exists()
 
 
-def test_serve_ca_dir_says_which_name_to_connect_as(tmp_path: Path) -> None:
-    help_text = subprocess.run(
-        [sys.executable, "-m", "trisa_peer", "gds", "serve", "--help"],
-        capture_output=True, text=True, timeout=60).stdout
-    assert "localhost:PORT" in " ".join(help_text.split())
+@pytest.mark.slow
+def test_serve_ca_dir_says_which_name_to_connect_as(
+        trisa_peer_cli: Callable[..., CliResult], tmp_path: Path) -> None:
+    help_text = trisa_peer_cli("gds", "serve", "--help")
+    assert help_text.returncode == 0
+    assert "localhost:PORT" in " ".join(help_text.stdout.split())
     proc = subprocess.Popen(
         [sys.executable, "-m", "trisa_peer", "gds", "serve", "--db", str(tmp_path / "s.db"),
          "--listen", "127.0.0.1:0", "--ca-dir", str(tmp_path / "ca"), "--key-size", "2048"],
@@ -268,10 +265,8 @@ def test_serve_ca_dir_says_which_name_to_connect_as(tmp_path: Path) -> None:
         port = int(first.split("127.0.0.1:")[1].split()[0])
         second = proc.stdout.readline()
         assert f"connect as localhost:{port}" in second, (first, second)
-        status = subprocess.run(
-            [sys.executable, "-m", "trisa_peer", "gds", "status", "--directory",
-             f"localhost:{port}", "--directory-ca", str(tmp_path / "ca" / "root.pem")],
-            capture_output=True, text=True, timeout=60)
+        status = trisa_peer_cli("gds", "status", "--directory", f"localhost:{port}",
+                                "--directory-ca", str(tmp_path / "ca" / "root.pem"))
         assert status.returncode == 0 and status.stdout.startswith("HEALTHY"), status.stderr
     finally:
         proc.send_signal(signal.SIGTERM)

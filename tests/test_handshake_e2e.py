@@ -19,7 +19,7 @@ from typing import Any
 
 import grpc
 import pytest
-from conftest import PKI, UPSTREAM_TRISA
+from helpers import PKI, UPSTREAM_TRISA
 from pki import identity, pool
 
 from trisa_peer._pb.trisa.api.v1beta1 import api_pb2, api_pb2_grpc
@@ -48,6 +48,9 @@ from trisa_peer.transport.identity import FileMaterial, Material
 from trisa_peer.transport.material import StaticMaterial
 from trisa_peer.trust import TrustPool
 from trisa_peer.verify import CrlChecker
+
+# end to end over loopback mTLS: slow lane
+pytestmark = pytest.mark.slow
 
 S = HandshakeStep
 

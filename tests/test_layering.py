@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
+from helpers import ROOT
 
 CORE = ["verify", "trust", "records", "binding", "lookup", "trace", "authenticate",
         "resolve", "handshake", "certs", "steps", "errors"]
@@ -19,6 +19,7 @@ PURE = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("module", PURE)
 def test_pure_core_does_not_import_grpc(module: str) -> None:
     code = (f"import sys, {module}; "

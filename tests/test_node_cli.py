@@ -1,19 +1,24 @@
-"""``trisa-peer serve | check | send | transfers`` as an operator runs them."""
+"""``trisa-peer serve | check | send | transfers`` as an operator runs them.
+
+``serve`` runs in a subprocess (it runs until SIGTERM); the other commands run in
+process (``main(argv)``) except where the real process is the point (a closed pipe;
+the gRPC C core's own stderr lines, which only a fresh process shows)."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from conftest import PKI
 from google.protobuf import json_format
+from helpers import PKI, UPSTREAM_TRISA, CliResult
 from pki import identity
 
 from trisa_peer.directory.server import DirectoryServer
@@ -23,11 +28,22 @@ from trisa_peer.network.policies import originator_payload
 from trisa_peer.testing.network import free_port
 
 
-def cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def subprocess_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     # as in a user's shell: without the test suite's GRPC_VERBOSITY setting
     env = {k: v for k, v in os.environ.items() if k != "GRPC_VERBOSITY"}
-    return subprocess.run([sys.executable, "-m", "trisa_peer", *args], capture_output=True,
+    return subprocess.run([_console_script("trisa-peer"), *args], capture_output=True,
                           text=True, timeout=timeout, env={**env, "PYTHONUNBUFFERED": "1"})
+
+
+def _console_script(name: str) -> str:
+    found = shutil.which(name, path=str(Path(sys.executable).parent)) or shutil.which(name)
+    assert found, f"console script {name} is not installed (make install)"
+    return found
+
+
+@pytest.fixture
+def cli(trisa_peer_cli: Callable[..., CliResult]) -> Callable[..., CliResult]:
+    return trisa_peer_cli
 
 
 class Setup:
@@ -72,7 +88,8 @@ def setup(tmp_path: Path) -> Iterator[Setup]:
     s.close()
 
 
-def test_serve_check_send_transfers(setup: Setup) -> None:
+@pytest.mark.slow
+def test_serve_check_send_transfers(setup: Setup, cli: Callable[..., CliResult]) -> None:
     db = setup.tmp / "bob.db"
     bob = setup.serve("--listen", f"127.0.0.1:{setup.bob_port}", "--db", str(db),
                       *setup.identity_args("bob"))
@@ -82,7 +99,8 @@ def test_serve_check_send_transfers(setup: Setup) -> None:
     assert ok.stdout.count("[ ok ]") == 8
     assert "all eight steps passed" in ok.stdout
 
-    refused = cli("check", "bob.vasp.test", *setup.identity_args("mallory"))
+    # a real process: the refusal is one line, with no line from the gRPC C core
+    refused = subprocess_cli("check", "bob.vasp.test", *setup.identity_args("mallory"))
     assert refused.returncode == 1
     assert "[FAIL] 4" in refused.stdout
     assert refused.stderr.count("\n") == 1 and "step 4" in refused.stderr
@@ -115,7 +133,9 @@ def test_serve_check_send_transfers(setup: Setup) -> None:
     assert "PRIVATE KEY" not in log and "BEGIN CERTIFICATE" not in log
 
 
-def test_serve_from_toml_config_flags_override(setup: Setup) -> None:
+@pytest.mark.slow
+def test_serve_from_toml_config_flags_override(setup: Setup,
+                                               cli: Callable[..., CliResult]) -> None:
     config = setup.tmp / "bob.toml"
     config.write_text(
         f'listen = "127.0.0.1:1"\n'  # overridden by --listen below
@@ -144,7 +164,8 @@ def test_serve_from_toml_config_flags_override(setup: Setup) -> None:
          "does not match", 1),
     ],
 )
-def test_bad_input_one_line(tmp_path: Path, args: list[str], message: str, code: int) -> None:
+def test_bad_input_one_line(cli: Callable[..., CliResult], tmp_path: Path, args: list[str],
+                            message: str, code: int) -> None:
     (tmp_path / "bad.toml").write_text('colour = "blue"\n')
     (tmp_path / "types.toml").write_text("trust = 5\n")
     (tmp_path / "bool.toml").write_text('directory-insecure = "maybe"\n')
@@ -157,24 +178,23 @@ def test_bad_input_one_line(tmp_path: Path, args: list[str], message: str, code:
     assert "Traceback" not in out.stderr
 
 
-def test_environment_values_are_checked(tmp_path: Path) -> None:
-    env = {**os.environ, "TRISA_PEER_DIRECTORY_TIMEOUT": "abc"}
-    out = subprocess.run(
-        [sys.executable, "-m", "trisa_peer", "check", "bob.vasp.test", "--cert",
-         str(PKI / "alice.pem"), "--key", str(PKI / "alice.key"), "--trust",
-         str(PKI / "trust.pem"), "--directory", "127.0.0.1:1"],
-        capture_output=True, text=True, timeout=60, env=env)
+def test_environment_values_are_checked(cli: Callable[..., CliResult],
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TRISA_PEER_DIRECTORY_TIMEOUT", "abc")
+    out = cli("check", "bob.vasp.test", "--cert", str(PKI / "alice.pem"), "--key",
+              str(PKI / "alice.key"), "--trust", str(PKI / "trust.pem"), "--directory",
+              "127.0.0.1:1")
     assert out.returncode == 1
     assert "TRISA_PEER_DIRECTORY_TIMEOUT: directory_timeout must be a number" in out.stderr
     assert "Traceback" not in out.stderr
 
 
+@pytest.mark.slow
 def test_closed_pipe_is_not_a_traceback() -> None:
-    from conftest import UPSTREAM_TRISA
-
+    """The ``trisa-peer`` console script's subprocess smoke test."""
     env_dir = UPSTREAM_TRISA / "pkg/trisa/envelope/testdata"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "trisa_peer", "envelope", "open", "--key",
+        [_console_script("trisa-peer"), "envelope", "open", "--key",
          str(env_dir / "sealing_key.pem"), str(env_dir / "sealed_envelope.json")],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert proc.stdout is not None and proc.stderr is not None
@@ -184,7 +204,8 @@ def test_closed_pipe_is_not_a_traceback() -> None:
     assert "Traceback" not in err and "BrokenPipe" not in err
 
 
-def test_check_against_unreachable_directory_fails_in_bounded_time(tmp_path: Path) -> None:
+def test_check_against_unreachable_directory_fails_in_bounded_time(
+        cli: Callable[..., CliResult], tmp_path: Path) -> None:
     start = time.monotonic()
     out = cli("check", "bob.vasp.test", "--cert", str(PKI / "alice.pem"), "--key",
               str(PKI / "alice.key"), "--trust", str(PKI / "trust.pem"), "--directory",
@@ -196,7 +217,8 @@ def test_check_against_unreachable_directory_fails_in_bounded_time(tmp_path: Pat
 
 
 
-def test_serve_on_a_port_in_use_fails_in_one_line_and_leaves_no_store(tmp_path: Path) -> None:
+def test_serve_on_a_port_in_use_fails_in_one_line_and_leaves_no_store(
+        cli: Callable[..., CliResult], tmp_path: Path) -> None:
     import socket
 
     with socket.socket() as busy:

@@ -24,10 +24,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, UPSTREAM_SECTIGO, UPSTREAM_TRISA
 from google.protobuf import any_pb2, descriptor_pb2, json_format, unknown_fields
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
+from helpers import ROOT, UPSTREAM_SECTIGO, UPSTREAM_TRISA
 
 from trisa_peer._pb.gds.models.v1 import models_pb2 as gds_v1
 from trisa_peer._pb.ivms101 import enum_pb2, identity_pb2, ivms101_pb2
@@ -65,6 +65,7 @@ def field_numbers(descriptor: Descriptor) -> dict[str, int]:
 # --------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_generated_code_matches_protos() -> None:
     """``gen_protos.py --check`` finds no drift between protos/ and trisa_peer/_pb."""
     result = subprocess.run(

@@ -1,70 +1,69 @@
-"""The ``sectigo`` CLI end to end: a real subprocess against the emulator on loopback,
-following the documented walkthrough, then bad input."""
+"""The ``sectigo`` CLI end to end against the local Sectigo service on loopback,
+following the documented walkthrough, then bad input. Commands run in process
+(``main(argv)``); ``test_serve`` runs the ``sectigo`` console script as a subprocess."""
 
 from __future__ import annotations
 
+import functools
 import http.server
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
 import threading
 import time
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from helpers import SECTIGO_PASSWORD as PASSWORD
+from helpers import SECTIGO_USER as USER
+from helpers import CliResult
 
+import trisa_peer.cli.sectigo as sectigo_cli_module
 from trisa_peer.sectigo.emulator import SectigoEmulator
 
-USER, PASSWORD = "cathyadmin", "supersecretsquirrel"
-
-
-def _emulator(tmp_path: Path, **kw: Any) -> SectigoEmulator:
-    emu = SectigoEmulator(ca_dir=tmp_path / "ca", state_path=tmp_path / "sectigo.json",
-                          username=USER, password=PASSWORD, key_size=2048, **kw)
-    emu.start("127.0.0.1", 0)
-    return emu
+Run = Callable[..., CliResult]
+_NOT_INHERITED = ("SECTIGO_", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY")
 
 
 @pytest.fixture
-def emu(tmp_path: Path) -> Iterator[SectigoEmulator]:
-    emulator = _emulator(tmp_path)
-    yield emulator
-    emulator.stop()
+def sectigo(sectigo_cli: Run, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Run:
+    """``sectigo(endpoint, *args, **env)``: one ``sectigo`` command in ``tmp_path``, with
+    the credentials in the environment and the token cache under ``tmp_path``."""
+    for key in list(os.environ):
+        if key.upper().startswith(_NOT_INHERITED):
+            monkeypatch.delenv(key)
+    monkeypatch.setenv("SECTIGO_USERNAME", USER)
+    monkeypatch.setenv("SECTIGO_PASSWORD", PASSWORD)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
+    monkeypatch.chdir(tmp_path)
+
+    def run(endpoint: str, *args: str, **env: str) -> CliResult:
+        with monkeypatch.context() as m:
+            m.setenv("SECTIGO_ENDPOINT", endpoint)
+            for key, value in env.items():
+                m.setenv(key, value)
+            return sectigo_cli(*args)
+
+    return run
 
 
-def _env(tmp_path: Path, endpoint: str, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if not k.upper().startswith(("SECTIGO_", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"))}
-    env.update(SECTIGO_USERNAME=USER, SECTIGO_PASSWORD=PASSWORD, SECTIGO_ENDPOINT=endpoint,
-               XDG_CACHE_HOME=str(tmp_path / "xdg-cache"))
-    env.update(extra)
-    return env
-
-
-def sectigo(tmp_path: Path, endpoint: str, *args: str, cwd: Path | None = None,
-            **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "trisa_peer.cli.sectigo", *args],
-        env=_env(tmp_path, endpoint, **env), cwd=cwd or tmp_path,
-        capture_output=True, text=True, timeout=120,
-    )
-
-
-def ok(proc: subprocess.CompletedProcess[str]) -> str:
+def ok(proc: CliResult | subprocess.CompletedProcess[str]) -> str:
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr == ""
     return proc.stdout
 
 
-def fails(proc: subprocess.CompletedProcess[str], pattern: str, code: int = 1) -> str:
+def fails(proc: CliResult | subprocess.CompletedProcess[str], pattern: str, code: int = 1
+          ) -> str:
     assert proc.returncode == code, (proc.stdout, proc.stderr)
     lines = proc.stderr.strip().splitlines()
     assert "Traceback" not in proc.stderr
@@ -89,9 +88,10 @@ def _json_docs(text: str) -> list[Any]:
 # --------------------------------------------------------------------------- walkthrough
 
 
-def test_documented_walkthrough(emu: SectigoEmulator, tmp_path: Path) -> None:
+@pytest.mark.slow
+def test_documented_walkthrough(sectigo: Run, emu: SectigoEmulator, tmp_path: Path) -> None:
     url = emu.base_url
-    run = lambda *a: sectigo(tmp_path, url, *a)  # noqa: E731
+    run = functools.partial(sectigo, url)
 
     assert ok(run("auth")).strip() == "user authenticated and credentials cached"
     cache = tmp_path / "xdg-cache" / "trisa" / "sectigo" / "credentials.json"
@@ -172,18 +172,19 @@ def test_documented_walkthrough(emu: SectigoEmulator, tmp_path: Path) -> None:
     assert served.get_revoked_certificate_by_serial_number(leaf.serial_number) is not None
 
 
-def test_csr_upload_path(emu: SectigoEmulator, tmp_path: Path) -> None:
+@pytest.mark.slow
+def test_csr_upload_path(sectigo: Run, emu: SectigoEmulator, tmp_path: Path) -> None:
     subprocess.run(
         ["openssl", "req", "-new", "-newkey", "rsa:2048", "-nodes", "-sha384",
          "-subj", "/CN=example.com", "-addext", "subjectAltName=DNS:example.com",
          "-keyout", "example.com.key", "-out", "example.com.csr"],
         cwd=tmp_path, check=True, capture_output=True, timeout=60,
     )
-    [batch] = _json_docs(ok(sectigo(tmp_path, emu.base_url, "upload", "-p", "42",
+    [batch] = _json_docs(ok(sectigo(emu.base_url, "upload", "-p", "42",
                                     "example.com.csr")))
     assert batch["size"] == 1 and batch["status"] == "READY_FOR_DOWNLOAD"
     (tmp_path / "certs").mkdir()
-    ok(sectigo(tmp_path, emu.base_url, "download", "-i", str(batch["batchId"]), "-o", "certs"))
+    ok(sectigo(emu.base_url, "download", "-i", str(batch["batchId"]), "-o", "certs"))
     with zipfile.ZipFile(tmp_path / "certs" / f"{batch['batchId']}.zip") as zf:
         assert zf.namelist() == ["example.com.pem"]
         chain = x509.load_pem_x509_certificates(zf.read("example.com.pem"))
@@ -197,88 +198,89 @@ def test_csr_upload_path(emu: SectigoEmulator, tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- bad input
 
 
-def test_wrong_credentials(emu: SectigoEmulator, tmp_path: Path) -> None:
-    proc = sectigo(tmp_path, emu.base_url, "authorities", SECTIGO_PASSWORD="nope")
+def test_wrong_credentials(sectigo: Run, emu: SectigoEmulator, tmp_path: Path) -> None:
+    proc = sectigo(emu.base_url, "authorities", SECTIGO_PASSWORD="nope")
     err = fails(proc, r"^sectigo: error: could not authenticate credentials \(401\)$")
     assert "nope" not in err and proc.stdout == ""
     assert not (tmp_path / "xdg-cache" / "trisa" / "sectigo" / "credentials.json").exists()
     # global flags go before the command and win over the environment
-    ok(sectigo(tmp_path, emu.base_url, "-u", USER, "-p", PASSWORD, "licenses",
+    ok(sectigo(emu.base_url, "-u", USER, "-p", PASSWORD, "licenses",
                SECTIGO_PASSWORD="nope"))
 
 
-def test_unknown_batch(emu: SectigoEmulator, tmp_path: Path) -> None:
-    fails(sectigo(tmp_path, emu.base_url, "batches", "-i", "999"),
+def test_unknown_batch(sectigo: Run, emu: SectigoEmulator, tmp_path: Path) -> None:
+    fails(sectigo(emu.base_url, "batches", "-i", "999"),
           r"^sectigo: error: batch 999 not found \(404\)$")
-    fails(sectigo(tmp_path, emu.base_url, "download", "-i", "999", "-o", "."),
+    fails(sectigo(emu.base_url, "download", "-i", "999", "-o", "."),
           r"batch 999 not found \(404\)")
 
 
-def test_download_before_ready_writes_nothing(tmp_path: Path) -> None:
-    emu = _emulator(tmp_path, issue_delay=60)
-    try:
-        out = sectigo(tmp_path, emu.base_url, "create", "-a", "1", "-d", "slow.example.com",
-                      "-p", "Secret-123")
-        [batch] = _json_docs(ok(out))
-        assert "pkcs12 password" not in out.stdout  # given, so not printed
-        assert batch["status"] == "PROCESSING"
-        bid = str(batch["batchId"])
-        assert ok(sectigo(tmp_path, emu.base_url, "batches", "-i", bid, "-s")).strip() == \
-            "PROCESSING"
-        outdir = tmp_path / "certs"
-        outdir.mkdir()
-        fails(sectigo(tmp_path, emu.base_url, "download", "-i", bid, "-o", "certs"),
-              rf"batch {bid} is not ready for download \(status PROCESSING\).*\(400\)")
-        assert list(outdir.iterdir()) == []
-    finally:
-        emu.stop()
+def test_download_before_ready_writes_nothing(
+    sectigo: Run, make_emu: Callable[..., SectigoEmulator], tmp_path: Path
+) -> None:
+    emu = make_emu(issue_delay=60)
+    out = sectigo(emu.base_url, "create", "-a", "1", "-d", "slow.example.com",
+                  "-p", "Secret-123")
+    [batch] = _json_docs(ok(out))
+    assert "pkcs12 password" not in out.stdout  # given, so not printed
+    assert batch["status"] == "PROCESSING"
+    bid = str(batch["batchId"])
+    assert ok(sectigo(emu.base_url, "batches", "-i", bid, "-s")).strip() == \
+        "PROCESSING"
+    outdir = tmp_path / "certs"
+    outdir.mkdir()
+    fails(sectigo(emu.base_url, "download", "-i", bid, "-o", "certs"),
+          rf"batch {bid} is not ready for download \(status PROCESSING\).*\(400\)")
+    assert list(outdir.iterdir()) == []
 
 
-def test_revoke_unknown_serial(emu: SectigoEmulator, tmp_path: Path) -> None:
-    fails(sectigo(tmp_path, emu.base_url, "revoke", "-p", "42", "-r", "superseded",
+def test_revoke_unknown_serial(sectigo: Run, emu: SectigoEmulator, tmp_path: Path) -> None:
+    fails(sectigo(emu.base_url, "revoke", "-p", "42", "-r", "superseded",
                   "-s", "0a1b2c"),
           r"^sectigo: error: certificate 0A1B2C not found \(404\)$")
 
 
-def test_zero_balance(emu: SectigoEmulator, tmp_path: Path) -> None:
+def test_zero_balance(sectigo: Run, emu: SectigoEmulator, tmp_path: Path) -> None:
     emu.set_balance(1, 0)
-    proc = sectigo(tmp_path, emu.base_url, "create", "-a", "1", "-d", "example.com")
+    proc = sectigo(emu.base_url, "create", "-a", "1", "-d", "example.com")
     fails(proc, r"authority 1 has no available balance.*\(400\)")
     assert "pkcs12 password" not in proc.stdout
 
 
-def test_malformed_csr(emu: SectigoEmulator, tmp_path: Path) -> None:
+def test_malformed_csr(sectigo: Run, emu: SectigoEmulator, tmp_path: Path) -> None:
     (tmp_path / "bad.csr").write_text(
         "-----BEGIN CERTIFICATE REQUEST-----\nMIIBAAAA\n-----END CERTIFICATE REQUEST-----\n")
-    fails(sectigo(tmp_path, emu.base_url, "upload", "-p", "42", "bad.csr"),
+    fails(sectigo(emu.base_url, "upload", "-p", "42", "bad.csr"),
           r"bad.csr: CSR #1 is malformed \(400\)")
     (tmp_path / "none.csr").write_text("just text\n")
-    fails(sectigo(tmp_path, emu.base_url, "upload", "-p", "42", "none.csr"),
+    fails(sectigo(emu.base_url, "upload", "-p", "42", "none.csr"),
           r"no PEM certificate signing request")
-    fails(sectigo(tmp_path, emu.base_url, "upload", "-p", "42", "missing.csr"),
+    fails(sectigo(emu.base_url, "upload", "-p", "42", "missing.csr"),
           r"cannot read missing.csr")
     assert emu.balance(1) == 10
 
 
 @pytest.mark.parametrize("reason", ["value 7 is not used", "bogus"])
-def test_bad_revocation_reason(emu: SectigoEmulator, tmp_path: Path, reason: str) -> None:
-    fails(sectigo(tmp_path, emu.base_url, "revoke", "-p", "42", "-r", reason, "-s", "AB"),
+def test_bad_revocation_reason(
+    sectigo: Run, emu: SectigoEmulator, tmp_path: Path, reason: str
+) -> None:
+    fails(sectigo(emu.base_url, "revoke", "-p", "42", "-r", reason, "-s", "AB"),
           r"unknown revocation reason .*valid reasons: \"unspecified\", \"key compromise\"")
     assert emu.counters["certificates/revoke"] == 0
     assert emu.counters["auth/pwd"] == 0
 
 
-def test_usage_errors(tmp_path: Path) -> None:
+def test_usage_errors(sectigo: Run, tmp_path: Path) -> None:
     url = "http://127.0.0.1:1"
-    fails(sectigo(tmp_path, url, "find"), r"find needs --common-name or --serial-number", 2)
-    fails(sectigo(tmp_path, url, "profiles", "--params"), r"--params needs a profile --id", 2)
-    fails(sectigo(tmp_path, url, "create", "-d", "x"), r"required: -a/--authority", 2)
-    fails(sectigo(tmp_path, url, "batches", "-i", "abc"), r"invalid int value", 2)
-    fails(sectigo(tmp_path, url, "nosuch"), r"invalid choice", 2)
+    fails(sectigo(url, "find"), r"find needs --common-name or --serial-number", 2)
+    fails(sectigo(url, "profiles", "--params"), r"--params needs a profile --id", 2)
+    fails(sectigo(url, "create", "-d", "x"), r"required: -a/--authority", 2)
+    fails(sectigo(url, "batches", "-i", "abc"), r"invalid int value", 2)
+    fails(sectigo(url, "nosuch"), r"invalid choice", 2)
 
 
-def test_unreachable_server(tmp_path: Path) -> None:
-    fails(sectigo(tmp_path, "http://127.0.0.1:1", "licenses"), r"cannot reach 127.0.0.1:1")
+def test_unreachable_server(sectigo: Run, tmp_path: Path) -> None:
+    fails(sectigo("http://127.0.0.1:1", "licenses"), r"cannot reach 127.0.0.1:1")
 
 
 class _Fixed(http.server.BaseHTTPRequestHandler):
@@ -310,15 +312,15 @@ class _Garbage(_Fixed):
     (_Fixed, r"^sectigo: error: login: server answered text/html, not JSON$"),
     (_Garbage, r"^sectigo: error: login: server answered invalid JSON$"),
 ])
-def test_html_or_garbage_server(tmp_path: Path, handler: Any, pattern: str) -> None:
+def test_html_or_garbage_server(sectigo: Run, tmp_path: Path, handler: Any, pattern: str) -> None:
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
         url = f"http://127.0.0.1:{server.server_address[1]}"
-        fails(sectigo(tmp_path, url, "authorities"), pattern)
+        fails(sectigo(url, "authorities"), pattern)
         (tmp_path / "certs").mkdir()
-        fails(sectigo(tmp_path, url, "download", "-i", "5", "-o", "certs"), pattern)
+        fails(sectigo(url, "download", "-i", "5", "-o", "certs"), pattern)
         assert list((tmp_path / "certs").iterdir()) == []
     finally:
         server.shutdown()
@@ -328,48 +330,66 @@ def test_html_or_garbage_server(tmp_path: Path, handler: Any, pattern: str) -> N
 # --------------------------------------------------------------------------- tokens
 
 
-def test_expired_access_token_is_refreshed(tmp_path: Path) -> None:
-    emu = _emulator(tmp_path, access_ttl=1, refresh_ttl=3600)
-    try:
-        ok(sectigo(tmp_path, emu.base_url, "auth"))
-        time.sleep(1.1)
-        ok(sectigo(tmp_path, emu.base_url, "licenses"))
-        assert emu.counters["auth/pwd"] == 1
-        assert emu.counters["auth/refresh"] >= 1
-    finally:
-        emu.stop()
+def _shared_clock(emu: SectigoEmulator, monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """One fake clock for the service and the CLI's client: ``offset[0] += s`` is ``s``
+    seconds later for both (instead of sleeping past a token's lifetime)."""
+    offset = [0.0]
+    emu.clock = lambda: time.time() + offset[0]
+    client = functools.partial(sectigo_cli_module.SectigoClient, clock=emu.clock)
+    monkeypatch.setattr(sectigo_cli_module, "SectigoClient", client)
+    return offset
 
 
-def test_expired_refresh_token_logs_in_again(tmp_path: Path) -> None:
-    emu = _emulator(tmp_path, access_ttl=1, refresh_ttl=1)
-    try:
-        ok(sectigo(tmp_path, emu.base_url, "auth"))
-        time.sleep(1.1)
-        assert ok(sectigo(tmp_path, emu.base_url, "auth", "-d")).strip() == \
-            "credentials are expired or invalid"
-        ok(sectigo(tmp_path, emu.base_url, "licenses"))
-        assert emu.counters["auth/refresh"] == 0
-        assert emu.counters["auth/pwd"] == 2
-    finally:
-        emu.stop()
+def test_expired_access_token_is_refreshed(
+    sectigo: Run, make_emu: Callable[..., SectigoEmulator], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    emu = make_emu(access_ttl=1, refresh_ttl=3600)
+    offset = _shared_clock(emu, monkeypatch)
+    ok(sectigo(emu.base_url, "auth"))
+    offset[0] += 1.1  # the access token has expired, the refresh token not
+    ok(sectigo(emu.base_url, "licenses"))
+    assert emu.counters["auth/pwd"] == 1
+    assert emu.counters["auth/refresh"] >= 1
+
+
+def test_expired_refresh_token_logs_in_again(
+    sectigo: Run, make_emu: Callable[..., SectigoEmulator], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    emu = make_emu(access_ttl=1, refresh_ttl=1)
+    offset = _shared_clock(emu, monkeypatch)
+    ok(sectigo(emu.base_url, "auth"))
+    offset[0] += 1.1  # both tokens have expired
+    assert ok(sectigo(emu.base_url, "auth", "-d")).strip() == \
+        "credentials are expired or invalid"
+    ok(sectigo(emu.base_url, "licenses"))
+    assert emu.counters["auth/refresh"] == 0
+    assert emu.counters["auth/pwd"] == 2
 
 
 # --------------------------------------------------------------------------- serve
 
 
-def test_serve(tmp_path: Path) -> None:
-    env = _env(tmp_path, "http://unused")
-    cmd = [sys.executable, "-m", "trisa_peer.cli.sectigo", "serve", "--addr", "127.0.0.1:0",
-           "--ca-dir", str(tmp_path / "ca"), "--state", str(tmp_path / "state.json"),
-           "--key-size", "2048"]
-    proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, text=True)
+def _console_script(name: str) -> str:
+    found = shutil.which(name, path=str(Path(sys.executable).parent)) or shutil.which(name)
+    assert found, f"console script {name} is not installed (make install)"
+    return found
+
+
+@pytest.mark.slow
+def test_serve(sectigo: Run, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The ``sectigo`` console script's subprocess smoke test: ``serve`` creates its CA,
+    answers, saves its state and stops cleanly on SIGTERM."""
+    args = ["serve", "--addr", "127.0.0.1:0", "--ca-dir", str(tmp_path / "ca"),
+            "--state", str(tmp_path / "state.json"), "--key-size", "2048"]
+    proc = subprocess.Popen([_console_script("sectigo"), *args], env=dict(os.environ),
+                            stderr=subprocess.PIPE, text=True)
     try:
         assert proc.stderr is not None
         line = proc.stderr.readline()
         match = re.search(r"listening on (http://127\.0\.0\.1:\d+)", line)
         assert match, line
         url = match.group(1)
-        [batch] = _json_docs(ok(sectigo(tmp_path, url, "create", "-a", "1", "-d", "a.example",
+        [batch] = _json_docs(ok(sectigo(url, "create", "-a", "1", "-d", "a.example",
                                         "-p", "Secret-123")))
         assert batch["batchId"] == 10000
     finally:
@@ -378,9 +398,14 @@ def test_serve(tmp_path: Path) -> None:
     assert (tmp_path / "ca" / "root.pem").exists()
     assert json.loads((tmp_path / "state.json").read_text())["batches"]["10000"]
 
-    env.pop("SECTIGO_PASSWORD")
-    bad = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
-    fails(bad, r"sectigo serve needs credentials")
+
+def test_serve_needs_credentials(sectigo: Run, monkeypatch: pytest.MonkeyPatch,
+                                 tmp_path: Path) -> None:
+    monkeypatch.delenv("SECTIGO_PASSWORD")
+    fails(sectigo("http://unused", "serve", "--addr", "127.0.0.1:0", "--ca-dir",
+                  str(tmp_path / "ca"), "--state", str(tmp_path / "state.json")),
+          r"sectigo serve needs credentials")
+    assert not (tmp_path / "ca").exists()
 
 
 # --------------------------------------------------------------------------- user reports
@@ -390,77 +415,81 @@ def _cache_file(tmp_path: Path) -> Path:
     return tmp_path / "xdg-cache" / "trisa" / "sectigo" / "credentials.json"
 
 
-def test_auth_always_checks_the_password(emu: SectigoEmulator, tmp_path: Path) -> None:
+def test_auth_always_checks_the_password(
+    sectigo: Run, emu: SectigoEmulator, tmp_path: Path
+) -> None:
     url = emu.base_url
-    assert ok(sectigo(tmp_path, url, "auth")).strip() == \
+    assert ok(sectigo(url, "auth")).strip() == \
         "user authenticated and credentials cached"
     # accepted twin: the right password logs in again although tokens are cached
-    assert ok(sectigo(tmp_path, url, "auth")).strip() == \
+    assert ok(sectigo(url, "auth")).strip() == \
         "user authenticated and credentials cached"
     assert emu.counters["auth/pwd"] == 2
     # a wrong password fails, whatever is cached
-    proc = sectigo(tmp_path, url, "auth", SECTIGO_PASSWORD="wrongpw")
+    proc = sectigo(url, "auth", SECTIGO_PASSWORD="wrongpw")
     err = fails(proc, r"^sectigo: error: could not authenticate credentials \(401\)$")
     assert "wrongpw" not in err and proc.stdout == ""
     # ... and the tokens cached for that user are no longer usable
     assert not _cache_file(tmp_path).exists()
-    fails(sectigo(tmp_path, url, "licenses", SECTIGO_PASSWORD="wrongpw"),
+    fails(sectigo(url, "licenses", SECTIGO_PASSWORD="wrongpw"),
           r"could not authenticate credentials \(401\)")
-    ok(sectigo(tmp_path, url, "licenses"))
+    ok(sectigo(url, "licenses"))
 
 
 def test_cached_tokens_are_never_used_for_another_user(
-    emu: SectigoEmulator, tmp_path: Path
+    sectigo: Run, emu: SectigoEmulator, tmp_path: Path
 ) -> None:
     url = emu.base_url
-    ok(sectigo(tmp_path, url, "auth"))
+    ok(sectigo(url, "auth"))
     cache = _cache_file(tmp_path)
     doc = json.loads(cache.read_text())
     assert doc["username"] == USER and PASSWORD not in cache.read_text()
     assert oct(cache.stat().st_mode & 0o777) == "0o600"
     for args in (("licenses",), ("auth",)):
-        proc = sectigo(tmp_path, url, "-u", "mallory", "-p", "whatever", *args)
+        proc = sectigo(url, "-u", "mallory", "-p", "whatever", *args)
         fails(proc, r"^sectigo: error: could not authenticate credentials \(401\)$")
         assert proc.stdout == ""
-    assert ok(sectigo(tmp_path, url, "-u", "mallory", "-p", "whatever", "auth", "--debug")
+    assert ok(sectigo(url, "-u", "mallory", "-p", "whatever", "auth", "--debug")
               ).strip() == "credentials are expired or invalid"
     # accepted twin: the cache still serves its own user without a new login
     assert emu.counters["auth/pwd"] == 3
-    assert _json_docs(ok(sectigo(tmp_path, url, "licenses"))) == [{"ordered": 10, "issued": 0}]
+    assert _json_docs(ok(sectigo(url, "licenses"))) == [{"ordered": 10, "issued": 0}]
     assert emu.counters["auth/pwd"] == 3
 
 
-def test_download_creates_the_output_directory(emu: SectigoEmulator, tmp_path: Path) -> None:
+def test_download_creates_the_output_directory(
+    sectigo: Run, emu: SectigoEmulator, tmp_path: Path
+) -> None:
     url = emu.base_url
-    [batch] = _json_docs(ok(sectigo(tmp_path, url, "create", "-a", "1", "-d", "example.com",
+    [batch] = _json_docs(ok(sectigo(url, "create", "-a", "1", "-d", "example.com",
                                     "-p", "Secret-123")))
     bid = str(batch["batchId"])
     # accepted: missing directories, parents included, are created (0700)
-    out = ok(sectigo(tmp_path, url, "download", "-i", bid, "-o", "deep/er/certs"))
+    out = ok(sectigo(url, "download", "-i", bid, "-o", "deep/er/certs"))
     assert f"downloaded batch {bid} to deep/er/certs/{bid}.zip" in out
     assert oct((tmp_path / "deep/er/certs").stat().st_mode & 0o777) == "0o700"
     assert zipfile.is_zipfile(tmp_path / "deep/er/certs" / f"{bid}.zip")
     # refused: a path that exists and is not a directory (before any download)
     (tmp_path / "plain").write_text("x")
     before = emu.counters["batch/download"]
-    fails(sectigo(tmp_path, url, "download", "-i", bid, "-o", "plain"),
+    fails(sectigo(url, "download", "-i", bid, "-o", "plain"),
           r"^sectigo: error: output path plain exists and is not a directory$")
     assert emu.counters["batch/download"] == before
     # refused: a directory that cannot be created, in one clean sentence
-    fails(sectigo(tmp_path, url, "download", "-i", bid, "-o", "plain/sub"),
+    fails(sectigo(url, "download", "-i", bid, "-o", "plain/sub"),
           r"^sectigo: error: cannot create directory plain/sub: Not a directory$")
     # a file that cannot be written: the path is named once
     (tmp_path / "busy" / f"{bid}.zip").mkdir(parents=True)
-    err = fails(sectigo(tmp_path, url, "download", "-i", bid, "-o", "busy"),
+    err = fails(sectigo(url, "download", "-i", bid, "-o", "busy"),
                 rf"^sectigo: error: cannot write busy/{bid}\.zip: Is a directory$")
     assert err.count(f"{bid}.zip") == 1
 
 
 def test_auth_reports_a_cache_that_cannot_be_written(
-    emu: SectigoEmulator, tmp_path: Path
+    sectigo: Run, emu: SectigoEmulator, tmp_path: Path
 ) -> None:
     (tmp_path / "not-a-dir").write_text("x")
-    proc = sectigo(tmp_path, emu.base_url, "auth", XDG_CACHE_HOME=str(tmp_path / "not-a-dir"))
+    proc = sectigo(emu.base_url, "auth", XDG_CACHE_HOME=str(tmp_path / "not-a-dir"))
     assert proc.returncode == 0, proc.stderr
     lines = (proc.stdout + proc.stderr).strip().splitlines()
     assert len(lines) == 1, (proc.stdout, proc.stderr)
@@ -471,12 +500,12 @@ def test_auth_reports_a_cache_that_cannot_be_written(
     assert "credentials cached" not in proc.stdout + proc.stderr
     assert PASSWORD not in proc.stdout + proc.stderr
     # accepted twin: a writable cache
-    assert ok(sectigo(tmp_path, emu.base_url, "auth")).strip() == \
+    assert ok(sectigo(emu.base_url, "auth")).strip() == \
         "user authenticated and credentials cached"
 
 
-def test_verbose_logs_requests(emu: SectigoEmulator, tmp_path: Path) -> None:
-    proc = sectigo(tmp_path, emu.base_url, "-v", "licenses")
+def test_verbose_logs_requests(sectigo: Run, emu: SectigoEmulator, tmp_path: Path) -> None:
+    proc = sectigo(emu.base_url, "-v", "licenses")
     assert proc.returncode == 0, proc.stderr
     assert re.search(r"INFO \S+: POST /auth/pwd -> 200$", proc.stderr, re.M), proc.stderr
     assert re.search(r"INFO \S+: GET /api/v1/devices -> 200$", proc.stderr, re.M)
@@ -486,7 +515,7 @@ def test_verbose_logs_requests(emu: SectigoEmulator, tmp_path: Path) -> None:
                    '"ordered"'):
         assert secret not in proc.stderr
     # accepted twin: quiet without -v
-    assert ok(sectigo(tmp_path, emu.base_url, "licenses"))
+    assert ok(sectigo(emu.base_url, "licenses"))
 
 
 @pytest.mark.parametrize(("args", "pattern"), [
@@ -495,15 +524,15 @@ def test_verbose_logs_requests(emu: SectigoEmulator, tmp_path: Path) -> None:
      r"profile parameter dNSName: 'bad name' is not valid"),
 ])
 def test_create_validates_profile_patterns(
-    emu: SectigoEmulator, tmp_path: Path, args: tuple[str, ...], pattern: str
+    sectigo: Run, emu: SectigoEmulator, tmp_path: Path, args: tuple[str, ...], pattern: str
 ) -> None:
-    proc = sectigo(tmp_path, emu.base_url, "create", "-a", "1", *args)
+    proc = sectigo(emu.base_url, "create", "-a", "1", *args)
     fails(proc, rf"^sectigo: error: create batch: {pattern} \(must match the validation "
                 r"pattern \^\[A-Za-z0-9\*\].*\) \(400\)$")
     assert "pkcs12 password" not in proc.stdout
     assert emu.balance(1) == 10
     # accepted twin: names the pattern allows
-    ok(sectigo(tmp_path, emu.base_url, "create", "-a", "1", "-d", "good.example.com",
+    ok(sectigo(emu.base_url, "create", "-a", "1", "-d", "good.example.com",
                "-n", "*.good.example.com", "-p", "Secret-123"))
     assert emu.balance(1) == 9
 
@@ -517,22 +546,22 @@ def test_create_validates_profile_patterns(
      "the following arguments are required: -a/--authority"),
 ])
 def test_usage_errors_show_the_command_usage(
-    tmp_path: Path, args: tuple[str, ...], command: str, message: str
+    sectigo: Run, tmp_path: Path, args: tuple[str, ...], command: str, message: str
 ) -> None:
-    err = fails(sectigo(tmp_path, "http://127.0.0.1:1", *args), re.escape(message), 2)
+    err = fails(sectigo("http://127.0.0.1:1", *args), re.escape(message), 2)
     assert err.startswith(f"usage: sectigo {command} "), err
     assert f"sectigo {command}: error: {message}" in err
     assert "COMMAND" not in err  # not the top-level usage
 
 
-def test_revoke_confirms(emu: SectigoEmulator, tmp_path: Path) -> None:
+def test_revoke_confirms(sectigo: Run, emu: SectigoEmulator, tmp_path: Path) -> None:
     url = emu.base_url
-    ok(sectigo(tmp_path, url, "create", "-a", "1", "-d", "r.example", "-p", "Secret-123"))
-    [found] = _json_docs(ok(sectigo(tmp_path, url, "find", "-n", "r.example")))
+    ok(sectigo(url, "create", "-a", "1", "-d", "r.example", "-p", "Secret-123"))
+    [found] = _json_docs(ok(sectigo(url, "find", "-n", "r.example")))
     serial = found["items"][0]["serialNumber"]
-    assert ok(sectigo(tmp_path, url, "revoke", "-p", "42", "-s", serial)) == \
+    assert ok(sectigo(url, "revoke", "-p", "42", "-s", serial)) == \
         f"revoked certificate {serial} (reason: unspecified)\n"
     # a second revocation fails: nothing is confirmed
-    proc = sectigo(tmp_path, url, "revoke", "-p", "42", "-r", "superseded", "-s", serial)
+    proc = sectigo(url, "revoke", "-p", "42", "-r", "superseded", "-s", serial)
     fails(proc, r"already revoked \(400\)")
     assert proc.stdout == ""

@@ -17,6 +17,8 @@ from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.serialization import pkcs12
+from helpers import SECTIGO_PASSWORD as PASSWORD
+from helpers import SECTIGO_USER as USER
 
 from trisa_peer.errors import ConfigurationError, SectigoError
 from trisa_peer.sectigo import SectigoAPIError, SectigoClient, normalize_status
@@ -24,7 +26,6 @@ from trisa_peer.sectigo.client import _safe_filename, normalize_serial
 from trisa_peer.sectigo.emulator import SectigoEmulator
 from trisa_peer.sectigo.tokens import Credentials, decode_claims, mint
 
-USER, PASSWORD = "tester", "supersecretsquirrel"
 PARAMS = {"commonName": "example.com", "dNSName": "example.com", "pkcs12Password": "Pw-12345"}
 
 
@@ -102,17 +103,6 @@ def _login_then(reply: Callable[[str, str, bytes], Reply]) -> Callable[[str, str
     return responder
 
 
-@pytest.fixture
-def emu(tmp_path: Path) -> Iterator[SectigoEmulator]:
-    emulator = SectigoEmulator(
-        ca_dir=tmp_path / "ca", state_path=tmp_path / "sectigo.json",
-        username=USER, password=PASSWORD, key_size=2048,
-    )
-    emulator.start("127.0.0.1", 0)
-    yield emulator
-    emulator.stop()
-
-
 def _client(url: str, tmp_path: Path, **kw: Any) -> SectigoClient:
     kw.setdefault("cache_path", tmp_path / "cache" / "credentials.json")
     kw.setdefault("backoff", 0.01)
@@ -154,8 +144,8 @@ def test_full_cycle_in_process(emu: SectigoEmulator, tmp_path: Path) -> None:
     assert emu.ca.is_revoked(leaf.serial_number)
 
 
-def test_state_survives_restart(tmp_path: Path) -> None:
-    kw: dict[str, Any] = dict(ca_dir=tmp_path / "ca", state_path=tmp_path / "s.json",
+def test_state_survives_restart(sectigo_ca_dir: Path, tmp_path: Path) -> None:
+    kw: dict[str, Any] = dict(ca_dir=sectigo_ca_dir, state_path=tmp_path / "s.json",
                               username=USER, password=PASSWORD, key_size=2048)
     with SectigoEmulator(**kw) as first:
         client = _client(first.base_url, tmp_path)
@@ -170,10 +160,10 @@ def test_state_survives_restart(tmp_path: Path) -> None:
         assert client.create_single_cert_batch(1, "c", PARAMS)["batchId"] == bid + 1
 
 
-def test_issue_delay_polling_and_download_refused_before_ready(
+def test_issue_delay_polling_and_download_refused_before_ready(sectigo_ca_dir: Path,
     tmp_path: Path,
 ) -> None:
-    with SectigoEmulator(ca_dir=tmp_path / "ca", state_path=tmp_path / "s.json",
+    with SectigoEmulator(ca_dir=sectigo_ca_dir, state_path=tmp_path / "s.json",
                          username=USER, password=PASSWORD, key_size=2048,
                          issue_delay=0.6) as emu:
         client = _client(emu.base_url, tmp_path)
@@ -194,8 +184,8 @@ def test_issue_delay_polling_and_download_refused_before_ready(
         assert client.download(bid, out) == out / f"{bid}.zip"
 
 
-def test_legacy_pkcs12_still_loads(tmp_path: Path) -> None:
-    with SectigoEmulator(ca_dir=tmp_path / "ca", state_path=tmp_path / "s.json",
+def test_legacy_pkcs12_still_loads(sectigo_ca_dir: Path, tmp_path: Path) -> None:
+    with SectigoEmulator(ca_dir=sectigo_ca_dir, state_path=tmp_path / "s.json",
                          username=USER, password=PASSWORD, key_size=2048,
                          legacy_pkcs12=True) as emu:
         client = _client(emu.base_url, tmp_path)
@@ -278,8 +268,8 @@ def test_expired_refresh_token_logs_in_again(emu: SectigoEmulator, tmp_path: Pat
     assert emu.counters["auth/pwd"] == 2
 
 
-def test_rejected_refresh_falls_back_to_login(tmp_path: Path) -> None:
-    with SectigoEmulator(ca_dir=tmp_path / "ca", state_path=tmp_path / "s.json",
+def test_rejected_refresh_falls_back_to_login(sectigo_ca_dir: Path, tmp_path: Path) -> None:
+    with SectigoEmulator(ca_dir=sectigo_ca_dir, state_path=tmp_path / "s.json",
                          username=USER, password=PASSWORD, key_size=2048,
                          access_ttl=1, refresh_ttl=60) as emu:
         offset = [0.0]
@@ -294,8 +284,10 @@ def test_rejected_refresh_falls_back_to_login(tmp_path: Path) -> None:
         assert emu.counters["auth/pwd"] == 2
 
 
-def test_token_rejected_by_server_triggers_one_relogin(tmp_path: Path) -> None:
-    kw: dict[str, Any] = dict(ca_dir=tmp_path / "ca", state_path=tmp_path / "s.json",
+def test_token_rejected_by_server_triggers_one_relogin(
+    sectigo_ca_dir: Path, tmp_path: Path
+) -> None:
+    kw: dict[str, Any] = dict(ca_dir=sectigo_ca_dir, state_path=tmp_path / "s.json",
                               username=USER, password=PASSWORD, key_size=2048)
     with SectigoEmulator(**kw) as emu:
         _client(emu.base_url, tmp_path).authorities()
@@ -526,14 +518,20 @@ def test_connection_refused_and_timeout(tiny: Any, tmp_path: Path) -> None:
         client.authenticate()
     assert err.value.status == 0
 
+    # the server answers only once the client has given up (no fixed sleep)
+    gave_up = threading.Event()
+
     def slow(method: str, path: str, body: bytes) -> Reply:
-        time.sleep(1.0)
+        gave_up.wait(10)
         return 200, {"Content-Type": "application/json"}, b"1"
 
     srv = tiny(slow)
     client = _client(srv.url, tmp_path, cache_path=False, timeout=0.3)
-    with pytest.raises(SectigoError, match=r"did not answer within 0.3 s"):
-        client.authenticate()
+    try:
+        with pytest.raises(SectigoError, match=r"did not answer within 0.3 s"):
+            client.authenticate()
+    finally:
+        gave_up.set()
 
 
 def test_download_never_saves_an_error_body(tiny: Any, tmp_path: Path) -> None:

@@ -6,26 +6,25 @@ import base64
 import json
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import SECTIGO_PASSWORD as PASSWORD
+from helpers import SECTIGO_USER as USER
 
 from trisa_peer.errors import ConfigurationError
 from trisa_peer.sectigo.emulator import SectigoEmulator
 from trisa_peer.sectigo.tokens import decode_claims
 
-USER, PASSWORD = "admin", "s3cret-Pa55"
 P12_PASSWORD = "Only-In-Transit-42"
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 @pytest.fixture
-def emu(tmp_path: Path) -> Iterator[SectigoEmulator]:
-    with SectigoEmulator(ca_dir=tmp_path / "ca", state_path=tmp_path / "state.json",
-                         username=USER, password=PASSWORD, key_size=2048) as emulator:
-        yield emulator
+def emu(make_emu: Callable[..., SectigoEmulator], tmp_path: Path) -> SectigoEmulator:
+    return make_emu(state_path=tmp_path / "state.json")
 
 
 def call(emu: SectigoEmulator, method: str, path: str, body: Any = None, *,
@@ -134,13 +133,13 @@ def test_batch_lifecycle_on_the_wire(emu: SectigoEmulator, tmp_path: Path) -> No
     assert again[0] == 400 and b"already revoked" in again[2]
 
 
-def test_emulator_refuses_bad_settings(tmp_path: Path) -> None:
+def test_emulator_refuses_bad_settings(sectigo_ca_dir: Path, tmp_path: Path) -> None:
     with pytest.raises(ConfigurationError, match="username and a password"):
-        SectigoEmulator(ca_dir=tmp_path / "ca", state_path=tmp_path / "s.json",
+        SectigoEmulator(ca_dir=sectigo_ca_dir, state_path=tmp_path / "s.json",
                         username="", password="x", key_size=2048)
     (tmp_path / "junk.json").write_text("[]")
     with pytest.raises(ConfigurationError, match="not a Sectigo emulator state file"):
-        SectigoEmulator(ca_dir=tmp_path / "ca", state_path=tmp_path / "junk.json",
+        SectigoEmulator(ca_dir=sectigo_ca_dir, state_path=tmp_path / "junk.json",
                         username="u", password="p", key_size=2048)
 
 

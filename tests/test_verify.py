@@ -8,13 +8,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from conftest import PKI, UPSTREAM_SECTIGO, UPSTREAM_TRISA
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 from cryptography.x509.verification import PolicyBuilder, VerificationError
+from helpers import PKI, UPSTREAM_SECTIGO, UPSTREAM_TRISA
 from pki import identity, pool
 
-from trisa_peer.certs import load_identity, parse_certificates
+from trisa_peer.certs import fingerprint, load_identity, parse_certificates
 from trisa_peer.errors import CertificateError, ChainVerificationError, RevokedError
 from trisa_peer.steps import HandshakeStep, Reason
 from trisa_peer.trust import TrustPool
@@ -161,7 +161,13 @@ def test_docs_trisa_dev_pkcs12_chain_verifies_at_its_time() -> None:
     )
     at = datetime(2022, 7, 1, tzinfo=UTC)
     trust = TrustPool.from_certificates(ident.chain)
-    ChainVerifier(trust, clock=lambda: at).verify_client(ident.leaf, ident.chain)
+    got = ChainVerifier(trust, clock=lambda: at).verify_client(ident.leaf, ident.chain)
+    # leaf first, then the anchor: the bundle's self-signed trisa.dev root, in the pool
+    [root] = ident.chain
+    assert got.chain == (ident.leaf, root)
+    assert root in trust.roots and root.subject == root.issuer == ident.leaf.issuer
+    assert (got.leaf, got.common_name, got.verified_at) == (ident.leaf, "docs.trisa.dev", at)
+    assert got.fingerprint == fingerprint(ident.leaf)
     with pytest.raises(ChainVerificationError):
         ChainVerifier(pool(), clock=lambda: at).verify_client(ident.leaf, ident.chain)
 
@@ -173,9 +179,13 @@ def test_sectigo_mock_bundle_verifies_at_its_time() -> None:
     )
     trust = TrustPool.from_certificates(ident.chain)
     at = ident.leaf.not_valid_before_utc + timedelta(days=30)
-    ChainVerifier(trust, clock=lambda: at).verify_client(ident.leaf, ident.chain)
+    got = ChainVerifier(trust, clock=lambda: at).verify_client(ident.leaf, ident.chain)
+    issuing, root = ident.chain  # leaf -> CipherTrace Issuing CA -> CipherTrace Root CA
+    assert got.chain == (ident.leaf, issuing, root)
+    assert root in trust.roots and root.subject == root.issuer == issuing.issuer
 
 
+@pytest.mark.slow
 def test_upstream_peer_fixtures_verify() -> None:
     base = UPSTREAM_TRISA / "pkg/trisa/peers/testdata"
     server = load_identity(base / "server.pem")
