@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed
 # pytest-xdist workers: `auto` is one per core; `make test PYTEST_WORKERS=0` runs serially.
 PYTEST_WORKERS ?= auto
 
-.PHONY: all install demo test test-fast lint typecheck pytest protos protos-check fixtures bench clean
+.PHONY: all install demo test test-fast lint typecheck pytest protos protos-check fixtures bench soak clean
 
 all: test
 
@@ -28,7 +28,7 @@ demo: $(STAMP)
 test: $(STAMP) lint typecheck pytest
 
 lint: $(STAMP)
-	$(BIN)/ruff check trisa_peer tests scripts $(wildcard bench)
+	$(BIN)/ruff check trisa_peer tests scripts $(wildcard bench) $(wildcard soak)
 
 typecheck: $(STAMP)
 	$(BIN)/mypy trisa_peer
@@ -56,6 +56,12 @@ fixtures: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py
+
+# The reliability suite (hostile peers, crashes, outages; loopback only, bounded): prints
+# each case's figures against its targets, writes soak/results.json, exit 1 on a miss.
+# tests/test_soak.py runs every case at a small scale with the same assertions.
+soak: $(STAMP)
+	$(BIN)/python soak/run.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         results.append(result)
         status = "ok  " if result["ok"] else "MISS"
         figures = ", ".join(f"{k}={v}" for k, v in result["figures"].items())
-        print(f"{status} {result['name']:<22} {result['seconds']:>6.1f}s  {figures}", flush=True)
+        print(f"{status} {name:<22} {result['seconds']:>6.1f}s  {figures}", flush=True)
         for miss in result.get("misses", []):
             print(f"     miss: {miss}", flush=True)
     Path(args.out).write_text(json.dumps({"scale": args.scale, "cases": results}, indent=2))
