@@ -35,6 +35,7 @@ from google.protobuf.message import Message
 
 from ..authenticate import REFUSAL_LOG_INTERVAL
 from ..logtext import RefusalLimiter, peer_text
+from .interceptor import verified_peer
 from .status import abort_undecodable
 
 __all__ = [
@@ -92,8 +93,6 @@ def log_undecodable(
 ) -> None:
     """One (aggregated) line for an undecodable request: the verified peer's name and
     fingerprint when the interceptor set one on ``context``, else the caller's address."""
-    from .interceptor import verified_peer
-
     peer = verified_peer(context)
     address = _address(context)
     who = peer.fingerprint if peer is not None else address
@@ -200,8 +199,8 @@ def add_raw_servicer(
     undecodable_reply: UndecodableReply | None = None,
 ) -> list[str]:
     """Register ``servicer`` on ``server`` as ``register`` (a generated
-    ``add_*Servicer_to_server``, or e.g. ``reflection.enable_server_reflection`` bound
-    to its names) would, but with raw-bytes handlers; returns the service names.
+    ``add_*Servicer_to_server``, including grpc's health and reflection ones) would, but
+    with raw-bytes handlers; returns the service names.
 
     ``undecodable_reply`` defaults to the servicer's ``undecodable_reply`` method if it
     has one.
