@@ -36,6 +36,7 @@ from .errors import (
     TransportSecurityError,
     TrisaPeerError,
 )
+from .logtext import peer_text
 from .lookup import lookup_peer
 from .records import DirectoryLookup, PeerRecord
 from .steps import HandshakeStep, Reason
@@ -267,13 +268,13 @@ def _log_decision(
 ) -> None:
     log.info(
         "peer=%s fingerprint=%s serial=%X step=%d outcome=%s reason=%s%s",
-        cn or "-",
+        peer_text(cn or "-"),
         fingerprint(leaf),
         leaf.serial_number,
         int(step),
         outcome,
         reason,
-        f" detail={detail!r}" if detail else "",
+        f" detail='{peer_text(detail, 300)}'" if detail else "",
     )
 
 
