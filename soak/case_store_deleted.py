@@ -147,6 +147,7 @@ def run(scale: float) -> Result:
     result.figure("healthy_before", healthy_before)
     result.figure("unhealthy_after", unhealthy_after)
     result.figure("store_error_lines", len(unusable_lines))
+    result.figure("error_lines", sum(1 for ln in log.splitlines() if " ERROR " in ln))
     result.figure("tracebacks", log.count("Traceback"))
     result.figure("after_delete_seconds", round(after_seconds, 2))
     result.target("acked_but_lost", "==", 0)
@@ -155,5 +156,6 @@ def run(scale: float) -> Result:
     result.target("healthy_before", "==", True)
     result.target("unhealthy_after", "==", True)
     result.target("store_error_lines", "==", 1)
+    result.target("error_lines", "<=", 2)  # the cause, and refusals aggregated per 10 s
     result.target("tracebacks", "==", 0)
     return result

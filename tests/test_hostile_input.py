@@ -335,3 +335,21 @@ def test_health_unready_when_the_store_is_gone(tmp_path: Path) -> None:
     shutil.rmtree(folder)
     unready = health.Status(api_pb2.HealthCheck(), None)  # type: ignore[arg-type]
     assert unready.status == api_pb2.ServiceState.UNHEALTHY
+
+
+def test_decision_line_escapes_a_hostile_common_name(net: Any, caplog: Any) -> None:
+    # A CA other than ours may issue any CN; the decision line stays one line.
+    from trisa_peer.authenticate import _log_decision
+    from trisa_peer.steps import HandshakeStep, Reason
+
+    caplog.set_level(logging.INFO, logger="trisa_peer")
+    leaf = net.alice.identity.leaf
+    forged = "m.test\n2026-11-30 INFO trisa_peer.authenticate peer=x step=4 outcome=accept"
+    _log_decision(forged, leaf, HandshakeStep(4), "reject", Reason.NOT_REGISTERED,
+                  "detail\r\nwith a break" + "x" * 5000)
+    _log_decision("alice.vasp.test", leaf, HandshakeStep(4), "accept", Reason.NOT_REGISTERED,
+                  "")  # twin: a plain name is logged as is
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 2 and not any("\n" in ln or "\r" in ln for ln in lines)
+    assert "\\n2026-11-30" in lines[0] and len(lines[0]) < 1000
+    assert lines[1].startswith("peer=alice.vasp.test ")

@@ -59,7 +59,7 @@ from ..envelope.validate import (
 )
 from ..errors import EnvelopeError, EnvelopeRejection, StoreError, TrisaPeerError
 from ..handshake import VerifiedPeer
-from ..logtext import peer_text
+from ..logtext import RefusalLimiter, peer_text
 from ..transport.interceptor import peer_from_context
 from .handler import Accept, Handler, Incoming, Pending, Reject, Repair
 from .keys import KeyRing, PeerKeys, record_key
@@ -68,6 +68,8 @@ from .store import StoredEnvelope, TransferStore, digest
 __all__ = ["PENDING_TYPE", "Exchange", "NetworkServicer", "pending_of"]
 
 log = logging.getLogger("trisa_peer.network")
+# A store that cannot record refuses every call: one line per cause per 10 s, with a count.
+_store_failures = RefusalLimiter(interval=10.0, max_keys=16)
 
 TS = api_pb2.TransferState
 Code = errors_pb2.Error
@@ -446,7 +448,10 @@ class NetworkServicer(api_pb2_grpc.TRISANetworkServicer):
         try:
             return self.exchange.process(envelope, peer)
         except StoreError as exc:
-            log.error("transfer store failed: %s", exc)
+            seen = _store_failures.refuse(str(exc))
+            if seen.log:
+                log.error("transfer store failed: %s (count=%d in %.0fs)", exc, seen.count,
+                          seen.seconds)
             context.abort(grpc.StatusCode.UNAVAILABLE, "transfer could not be recorded; retry")
             raise
 
