@@ -353,3 +353,29 @@ def test_decision_line_escapes_a_hostile_common_name(net: Any, caplog: Any) -> N
     assert len(lines) == 2 and not any("\n" in ln or "\r" in ln for ln in lines)
     assert "\\n2026-11-30" in lines[0] and len(lines[0]) < 1000
     assert lines[1].startswith("peer=alice.vasp.test ")
+
+
+@pytest.mark.parametrize("option,value", [("--timestamp-window", "-5"),
+                                          ("--timestamp-window", "soon"),
+                                          ("--keep-rejections", "0"),
+                                          ("--max-rejections", "-1")])
+def test_serve_retention_and_window_options_checked(
+    trisa_peer_cli: Any, option: str, value: str
+) -> None:
+    bad = trisa_peer_cli("serve", option, value)
+    assert bad.returncode == 2 and option in bad.stderr and "Traceback" not in bad.stderr
+    # twin: a good value passes the option check (and stops at the missing --listen)
+    good = {"--timestamp-window": "60", "--keep-rejections": "7", "--max-rejections": "0"}
+    ok = trisa_peer_cli("serve", option, good[option])
+    assert option not in ok.stderr and "listen" in ok.stderr
+
+
+def test_peer_error_message_echo_is_bounded(net: Any, tmp_path: Path) -> None:
+    from trisa_peer.envelope import reject
+
+    ex = exchange(net, tmp_path)
+    long = reject(str(uuid.uuid4()), Code.COMPLIANCE_CHECK_FAIL, "no " * 100_000)
+    reply = ex.process(long, alice_as_bob_sees_her(net))
+    assert reply.error.code == Code.COMPLIANCE_CHECK_FAIL and len(reply.error.message) == 1024
+    short = reject(str(uuid.uuid4()), Code.COMPLIANCE_CHECK_FAIL, "frozen")  # twin
+    assert ex.process(short, alice_as_bob_sees_her(net)).error.message == "frozen"

@@ -294,7 +294,7 @@ class Exchange:
         log.info("peer=%s envelope=%s peer rejection code=%d", peer_text(cn),
                  peer_text(envelope.id), error.code)
         # Acknowledge with the same error: the originator of an error expects one back.
-        reply = reject(envelope.id, error.code, error.message, retry=error.retry)
+        reply = reject(envelope.id, error.code, error.message[:1024], retry=error.retry)
         return self._answer(req, reply, "rejected", code=error.code, origin=change)
 
     def _sealed_reply(
