@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 
 from .._pb.trisa.api.v1beta1 import api_pb2, api_pb2_grpc, errors_pb2
 from .._pb.trisa.data.generic.v1beta1 import transaction_pb2
+from ..authenticate import REFUSAL_LOG_INTERVAL
 from ..certs import PeerPublicKey
 from ..clock import Clock, utcnow
 from ..envelope import (
@@ -106,6 +107,7 @@ class TrisaNode:
         verify_peers: bool = True,
         max_workers: int = 16,
         timestamp_window: timedelta = DEFAULT_TIMESTAMP_WINDOW,
+        refusal_log_interval: float = REFUSAL_LOG_INTERVAL,
     ) -> None:
         self.material = material
         self.directory = directory
@@ -121,6 +123,7 @@ class TrisaNode:
             clock=clock,
             max_workers=max_workers,
             health=store.problem,
+            refusal_log_interval=refusal_log_interval,
         )
         self.keyring = KeyRing()
         self.keyring.add(material.current().identity.key)
