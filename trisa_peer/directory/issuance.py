@@ -41,6 +41,7 @@ from ..errors import (
     DirectoryError,
     SectigoError,
 )
+from ..logtext import peer_text
 from ..sectigo.client import SectigoClient
 from ..sectigo.models import READY_FOR_DOWNLOAD, SectigoAPIError, normalize_status
 from .convert import serial_hex
@@ -553,5 +554,6 @@ def _fail(
         if directory.store.commit(changes):
             # the caller raises DirectoryError with the reason (the CLI prints it once)
             log.info("VASP %s: certificate request %s %s: %s", vasp_id, certreq_id,
-                      gds_models_pb2.CertificateRequestState.Name(failure.state), failure.reason)
+                     gds_models_pb2.CertificateRequestState.Name(failure.state),
+                     peer_text(failure.reason, 300))
             return

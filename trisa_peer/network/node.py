@@ -13,6 +13,7 @@ import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 
 import grpc
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
@@ -31,6 +32,7 @@ from ..envelope import (
     seal,
     signing_key_from_certificate,
 )
+from ..envelope.validate import DEFAULT_TIMESTAMP_WINDOW
 from ..errors import (
     ChannelBrokenError,
     EnvelopeError,
@@ -38,6 +40,7 @@ from ..errors import (
     TransferError,
     TrisaPeerError,
 )
+from ..logtext import peer_text
 from ..records import DirectoryLookup
 from ..resolve import PeerResolver
 from ..trace import HandshakeTrace
@@ -103,6 +106,7 @@ class TrisaNode:
         key_ttl: float = 3600.0,
         verify_peers: bool = True,
         max_workers: int = 16,
+        timestamp_window: timedelta = DEFAULT_TIMESTAMP_WINDOW,
         refusal_log_interval: float = REFUSAL_LOG_INTERVAL,
     ) -> None:
         self.material = material
@@ -118,6 +122,7 @@ class TrisaNode:
             verify_peers=verify_peers,
             clock=clock,
             max_workers=max_workers,
+            health=store.problem,
             refusal_log_interval=refusal_log_interval,
         )
         self.keyring = KeyRing()
@@ -136,6 +141,7 @@ class TrisaNode:
             schedule=self._schedule,
             send_callback=self._send_callback,
             clock=clock,
+            timestamp_window=timestamp_window,
         )
         self.server.add(
             api_pb2_grpc.add_TRISANetworkServicer_to_server,
@@ -230,7 +236,8 @@ class TrisaNode:
             fallback = record_key(channel.plan.record)
             if fallback is None:
                 raise
-            log.info("peer=%s using the directory's key (%s)", peer, exc)
+            log.info("peer=%s using the directory's key (%s)", peer_text(peer),
+                     peer_text(str(exc), 300))
             return fallback
 
     def send(
@@ -333,7 +340,9 @@ class TrisaNode:
                 envelope = seal(payload, self._peer_key(peer, channel), envelope_id=envelope_id,
                                 transfer_state=TS.ACCEPTED, clock=self.clock)
             self._transfer(peer, channel, envelope)
-            log.info("peer=%s envelope=%s callback delivered", peer, envelope_id)
+            log.info("peer=%s envelope=%s callback delivered", peer_text(peer),
+                     peer_text(envelope_id))
         except TrisaPeerError as exc:
-            log.warning("peer=%s envelope=%s callback not delivered: %s", peer, envelope_id, exc)
+            log.warning("peer=%s envelope=%s callback not delivered: %s", peer_text(peer),
+                        peer_text(envelope_id), peer_text(str(exc), 300))
 

@@ -77,6 +77,7 @@ from ..ca import CertificateAuthority, export_pkcs12_zip, p12_member_name
 from ..certs import Identity, certs_to_pem, common_name, format_serial, parse_serial
 from ..errors import CertificateError, ConfigurationError, TrisaPeerError
 from ..fsutil import write_private
+from ..logtext import peer_text
 from ..revocation import REASONS
 from . import paths, tokens
 from .models import PROCESSING, READY_FOR_DOWNLOAD
@@ -972,7 +973,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         # request lines only (INFO: shown by ``sectigo -v serve``): paths carry no
         # secrets, headers and bodies are never logged
-        log.info("%s %s", self.address_string(), format % args)
+        log.info("%s %s", self.address_string(), peer_text(format % args, 300))
 
     def _handle(self) -> None:
         emulator = self.server.emulator

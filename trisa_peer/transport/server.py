@@ -80,17 +80,23 @@ def _rfc3339(dt: datetime) -> str:
 
 
 class HealthServicer(api_pb2_grpc.TRISAHealthServicer):
-    """TRISAHealth/Status: HEALTHY, with the suggested next-check window."""
+    """TRISAHealth/Status: HEALTHY, with the suggested next-check window; UNHEALTHY
+    (the node is not ready: e.g. its transfer store is unusable) while ``problem``
+    returns a reason."""
 
-    def __init__(self, clock: Clock = utcnow) -> None:
+    def __init__(
+        self, clock: Clock = utcnow, problem: Callable[[], str | None] | None = None
+    ) -> None:
         self.clock = clock
+        self.problem = problem
 
     def Status(
         self, request: api_pb2.HealthCheck, context: grpc.ServicerContext
     ) -> api_pb2.ServiceState:
         now = self.clock()
+        ready = self.problem is None or self.problem() is None
         return api_pb2.ServiceState(
-            status=api_pb2.ServiceState.HEALTHY,
+            status=api_pb2.ServiceState.HEALTHY if ready else api_pb2.ServiceState.UNHEALTHY,
             not_before=_rfc3339(now + timedelta(minutes=30)),
             not_after=_rfc3339(now + timedelta(minutes=60)),
         )
@@ -116,6 +122,7 @@ class TrisaServer:
         decision_ttl: float = 300.0,
         verify_peers: bool = True,
         clock: Clock = utcnow,
+        health: Callable[[], str | None] | None = None,
         max_request_bytes: int = MAX_REQUEST_BYTES,
         refusal_log_interval: float = REFUSAL_LOG_INTERVAL,
     ) -> None:
@@ -141,7 +148,7 @@ class TrisaServer:
         )
         self._generation = 0
         self.port = 0
-        self.add(api_pb2_grpc.add_TRISAHealthServicer_to_server, HealthServicer(clock))
+        self.add(api_pb2_grpc.add_TRISAHealthServicer_to_server, HealthServicer(clock, health))
 
     def _rotated(self, material: Material) -> None:
         # New trust pool or CRL: verify with it from now on and forget old decisions.
