@@ -21,6 +21,7 @@ from .._pb.trisa.api.v1beta1 import api_pb2, api_pb2_grpc, errors_pb2
 from .._pb.trisa.data.generic.v1beta1 import transaction_pb2
 from ..certs import PeerPublicKey
 from ..clock import Clock, utcnow
+from ..controls import PeerControls
 from ..envelope import (
     envelope_error,
     format_timestamp,
@@ -102,6 +103,7 @@ class TrisaNode:
         key_ttl: float = 3600.0,
         verify_peers: bool = True,
         max_workers: int = 16,
+        controls: PeerControls | None = None,
     ) -> None:
         self.material = material
         self.directory = directory
@@ -116,6 +118,7 @@ class TrisaNode:
             verify_peers=verify_peers,
             clock=clock,
             max_workers=max_workers,
+            controls=controls,
         )
         self.keyring = KeyRing()
         self.keyring.add(material.current().identity.key)
@@ -143,7 +146,9 @@ class TrisaNode:
             ),
         )
         self.resolver = PeerResolver(self.server.verifier, directory, resolve=resolve)
-        self.connector = PeerConnector(material, self.resolver, timeout=timeout)
+        self.connector = PeerConnector(
+            material, self.resolver, timeout=timeout, decision_ttl=decision_ttl,
+            controls=controls, deny=self.server.authenticator.deny)
 
     @property
     def common_name(self) -> str:

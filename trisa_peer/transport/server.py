@@ -26,6 +26,7 @@ import grpc
 from .._pb.trisa.api.v1beta1 import api_pb2, api_pb2_grpc
 from ..authenticate import PeerAuthenticator
 from ..clock import Clock, utcnow
+from ..controls import PeerControls
 from ..errors import ConfigurationError
 from ..netutil import bind_problem
 from ..records import DirectoryLookup
@@ -80,16 +81,19 @@ class TrisaServer:
         decision_ttl: float = 300.0,
         verify_peers: bool = True,
         clock: Clock = utcnow,
+        controls: PeerControls | None = None,
     ) -> None:
         self.material = material
         self.listen = listen
         first = material.current()
         self.verifier = ChainVerifier(first.pool, clock=clock, crl=first.crl)
         self.authenticator = PeerAuthenticator(
-            self.verifier, directory, decision_ttl=decision_ttl, refresh=material.current
+            self.verifier, directory, decision_ttl=decision_ttl, refresh=material.current,
+            controls=controls,
         )
         material.subscribe(self._rotated)
-        interceptors = [PeerVerificationInterceptor(self.authenticator)] if verify_peers else []
+        interceptors = ([PeerVerificationInterceptor(self.authenticator, controls)]
+                        if verify_peers else [])
         self._server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="trisa"),
             interceptors=interceptors,
