@@ -68,19 +68,20 @@ class OutageNet:
         return str(vasp.id)
 
     def node(self, name: str, *, register: bool = True, start: bool = True,
-             decision_ttl: float = 60.0, **controls: Any) -> TrisaNode:
+             decision_ttl: float = 60.0, directory: str = "", max_workers: int = 16,
+             **controls: Any) -> TrisaNode:
         port = free_port()
         ident = identity(name)
         if register:
             self.register(ident, port)
-        client = DirectoryClient(f"127.0.0.1:{self.port}", insecure=True, timeout=2,
-                                 cache_ttl=0)
+        client = DirectoryClient(directory or f"127.0.0.1:{self.port}", insecure=True,
+                                 timeout=2, cache_ttl=0)
         self.clients.append(client)
         node = TrisaNode(
             StaticMaterial(Material(ident, pool(), None, 1)), client,
             store=TransferStore(":memory:"), handler=lambda incoming: Accept(),
             listen=f"127.0.0.1:{port}", resolve=self.resolve, timeout=5,
-            decision_ttl=decision_ttl,
+            decision_ttl=decision_ttl, max_workers=max_workers,
             controls=PeerControls(monotonic=self.clock, **controls),
         )
         if start:
@@ -102,10 +103,10 @@ def payload() -> Any:
                               BOOK.wallets_of("bob.vasp.test")[0], sent_at=datetime.now(UTC))
 
 
-def probe(caller: str, server: TrisaNode) -> grpc.StatusCode:
-    """One TRISAHealth/Status call to ``server`` with ``caller``'s fixture identity:
-    what the server decides about the caller alone (no client-side checks)."""
-    ident = identity(caller)
+def probe(caller: str | Identity, server: TrisaNode, timeout: float = 5) -> grpc.StatusCode:
+    """One TRISAHealth/Status call to ``server`` with ``caller``'s identity (a fixture
+    name or an Identity): what the server decides about the caller alone."""
+    ident = identity(caller) if isinstance(caller, str) else caller
     leaf = server.material.current().identity.leaf
     creds = grpc.ssl_channel_credentials(
         root_certificates=certs_to_pem([leaf]), private_key=ident.key_pem(),
@@ -114,7 +115,7 @@ def probe(caller: str, server: TrisaNode) -> grpc.StatusCode:
     with grpc.secure_channel(f"127.0.0.1:{server.port}", creds, options=[
             ("grpc.ssl_target_name_override", cn), ("grpc.default_authority", cn)]) as ch:
         try:
-            api_pb2_grpc.TRISAHealthStub(ch).Status(api_pb2.HealthCheck(), timeout=5)
+            api_pb2_grpc.TRISAHealthStub(ch).Status(api_pb2.HealthCheck(), timeout=timeout)
         except grpc.RpcError as exc:
             return exc.code()  # type: ignore[no-any-return]
     return grpc.StatusCode.OK
