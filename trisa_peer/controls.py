@@ -29,7 +29,7 @@ DEFAULT_GRACE_RECHECK = 5.0
 #: Concurrent directory look-ups for callers not yet decided; more fail fast.
 DEFAULT_MAX_LOOKUPS = 4
 #: How long a "directory unavailable / busy" refusal of one certificate is remembered.
-DEFAULT_UNAVAILABLE_TTL = 0.5
+DEFAULT_UNAVAILABLE_TTL = 0.2
 
 
 @dataclass(frozen=True)
