@@ -47,6 +47,7 @@ def register(sub: Any) -> None:
     serve.add_argument("--policy", choices=POLICIES,
                        help="how to answer transfers: rvasp (TestNet robot wallets, default), "
                        "accept, reject")
+    _add_control_args(serve)
     serve.set_defaults(func=_serve)
 
     check = sub.add_parser(
@@ -75,7 +76,40 @@ def register(sub: Any) -> None:
     send.set_defaults(func=_send)
 
 
-def _node(args: argparse.Namespace, *, listen: str, policy: str) -> Any:
+def _add_control_args(serve: Any) -> None:
+    from ..controls import DEFAULT_GRACE, DEFAULT_MAX_LOOKUPS
+
+    group = serve.add_argument_group("peer controls")
+    group.add_argument("--grace", type=float, metavar="SECONDS", default=DEFAULT_GRACE,
+                       help="while the directory is unreachable, keep trusting a known peer "
+                       "this long after the decision TTL (300 s) of its last positive answer "
+                       f"(default {DEFAULT_GRACE:g}; 0: none)")
+    group.add_argument("--max-directory-lookups", type=int, metavar="N",
+                       default=DEFAULT_MAX_LOOKUPS,
+                       help="concurrent directory look-ups for undecided callers; more are "
+                       f"refused at once with UNAVAILABLE (default {DEFAULT_MAX_LOOKUPS})")
+    group.add_argument("--peer-rate", type=float, metavar="RPS", default=0.0,
+                       help="requests per second per verified peer (default 0: unlimited)")
+    group.add_argument("--peer-burst", type=int, metavar="N", default=0,
+                       help="burst above --peer-rate (default: the rate, at least 1)")
+    group.add_argument("--peer-concurrency", type=int, metavar="N", default=0,
+                       help="requests in flight per verified peer (default 0: unlimited)")
+    group.add_argument("--deny-list", metavar="FILE",
+                       help="common names and SHA-256 fingerprints refused whatever the "
+                       "directory says; re-read when it changes and on SIGHUP")
+
+
+def _controls(args: argparse.Namespace) -> Any:
+    from ..controls import PeerControls
+
+    return PeerControls(
+        grace=args.grace, max_lookups=args.max_directory_lookups, rate=args.peer_rate,
+        burst=args.peer_burst, concurrent=args.peer_concurrency,
+        deny_list=Path(args.deny_list) if args.deny_list else None,
+    )
+
+
+def _node(args: argparse.Namespace, *, listen: str, policy: str, controls: Any = None) -> Any:
     from ..network.node import TrisaNode
     from ..network.store import TransferStore
 
@@ -90,6 +124,7 @@ def _node(args: argparse.Namespace, *, listen: str, policy: str) -> Any:
         handler=_handler(policy, common_name),
         listen=listen,
         resolve=resolve_map(args.resolve),
+        controls=controls,
     )
 
 
@@ -112,7 +147,8 @@ def _serve(args: argparse.Namespace) -> int:
     # One line per accept/reject decision is part of what an operator runs this for.
     logging.getLogger("trisa_peer").setLevel(logging.INFO if not args.verbose else logging.DEBUG)
     fresh_db = bool(args.db) and not Path(args.db).exists()
-    node = _node(args, listen=args.listen, policy=args.policy or "rvasp")
+    node = _node(args, listen=args.listen, policy=args.policy or "rvasp",
+                 controls=_controls(args))
     try:
         port = node.start()
     except TrisaPeerError:
@@ -126,6 +162,9 @@ def _serve(args: argparse.Namespace) -> int:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
+    deny = node.server.authenticator.deny
+    if deny is not None:  # SIGHUP: re-read the deny-list now
+        signal.signal(signal.SIGHUP, lambda *_: deny.reload())
     stop.wait()
     node.stop(grace=5.0)
     node.close()
