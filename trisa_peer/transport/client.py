@@ -35,6 +35,7 @@ from .._pb.trisa.api.v1beta1 import api_pb2, api_pb2_grpc
 from ..controls import PeerControls
 from ..denylist import DenyList
 from ..errors import DirectoryMismatchError, HandshakeError
+from ..logtext import peer_text
 from ..lookup import DIRECTORY_DOWN, answer_age
 from ..resolve import ConnectionPlan, PeerResolver
 from ..steps import HandshakeStep, Reason
@@ -148,7 +149,7 @@ class PeerConnector:
         if entry is not None:
             self.counts[Reason.DENIED] += 1
             log.info("peer=%s outcome=reject reason=%s detail='deny-list entry %s'",
-                     common_name, Reason.DENIED, entry)
+                     peer_text(common_name), Reason.DENIED, entry)
             raise HandshakeError(f"{common_name!r} is on this node's deny-list",
                                  step=Step.LOOKUP_PEER, peer=common_name, reason=Reason.DENIED)
 
@@ -167,7 +168,7 @@ class PeerConnector:
                 if now < until:
                     cached.checked_at, cached.hold_until, cached.under_grace = now, until, True
                     log.info("peer=%s outcome=accept reason=%s detail='%s; trusted without "
-                             "the directory %.0fs more'", cached.common_name,
+                             "the directory %.0fs more'", peer_text(cached.common_name),
                              Reason.ACCEPTED_UNDER_GRACE, exc.reason, until - now)
                     return cached
             self._channels.pop(key, None)
