@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 
 from .._pb.trisa.api.v1beta1 import api_pb2, api_pb2_grpc, errors_pb2
 from .._pb.trisa.data.generic.v1beta1 import transaction_pb2
+from ..authenticate import REFUSAL_LOG_INTERVAL
 from ..certs import PeerPublicKey
 from ..clock import Clock, utcnow
 from ..controls import PeerControls
@@ -104,6 +105,7 @@ class TrisaNode:
         verify_peers: bool = True,
         max_workers: int = 16,
         controls: PeerControls | None = None,
+        refusal_log_interval: float = REFUSAL_LOG_INTERVAL,
     ) -> None:
         self.material = material
         self.directory = directory
@@ -119,6 +121,7 @@ class TrisaNode:
             clock=clock,
             max_workers=max_workers,
             controls=controls,
+            refusal_log_interval=refusal_log_interval,
         )
         self.keyring = KeyRing()
         self.keyring.add(material.current().identity.key)
