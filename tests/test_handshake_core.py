@@ -9,6 +9,7 @@ import pytest
 from pki import MemoryDirectory, identity, pool, record_for
 
 from trisa_peer.binding import bind
+from trisa_peer.controls import PeerControls
 from trisa_peer.errors import (
     ChainVerificationError,
     DirectoryMismatchError,
@@ -35,10 +36,11 @@ class Clock:
         return self.now
 
 
-def authenticator(directory: MemoryDirectory, clock: Clock | None = None) -> PeerAuthenticator:
+def authenticator(directory: MemoryDirectory, clock: Clock | None = None,
+                  grace: float = 0.0) -> PeerAuthenticator:
     return PeerAuthenticator(
         ChainVerifier(pool()), directory, decision_ttl=60, negative_ttl=5,
-        monotonic=clock or Clock(),
+        monotonic=clock or Clock(), controls=PeerControls(grace=grace),
     )
 
 
@@ -146,7 +148,7 @@ def test_directory_down_known_peer_within_ttl_unknown_refused() -> None:
     with pytest.raises(HandshakeError) as err:
         auth.authenticate_pem(pem("charlie"))
     assert err.value.reason == "directory-unavailable"
-    clock.now += 61  # the cached decision expired: fail closed
+    clock.now += 61  # the cached decision expired, no grace (0): fail closed
     with pytest.raises(HandshakeError):
         auth.authenticate_pem(pem("alice"))
     directory.down = False  # recovers by itself, and the failure was not cached

@@ -8,9 +8,23 @@
   on a mismatch the directory is asked once more with the cache bypassed (the peer may
   have rotated) before the call is refused.
 
-Decisions are cached per leaf certificate (its PEM bytes) for ``decision_ttl`` seconds,
-so the per-call cost is a dictionary look-up. A cached *acceptance* is the only way a
-peer gets in while the directory is unreachable: fail closed otherwise.
+Decisions are cached per leaf certificate (its PEM bytes) for ``decision_ttl`` seconds
+from the directory's answer, so the per-call cost is a dictionary look-up.
+
+While the directory is unreachable (down, timing out, or over the bound of concurrent
+look-ups) a peer gets in only by a cached acceptance or, after that expired, under the
+*grace* (:class:`~trisa_peer.controls.PeerControls`): until ``decision_ttl + grace``
+after the last positive directory answer for that very certificate. The grace is kept
+in this object only (never persisted or shared); step 3 (chain, CRL) still runs on
+every re-check; an answer "revoked" or "not found" ends it at once; each acceptance
+under grace is logged with reason ``accepted-under-grace`` and counted
+(:attr:`PeerAuthenticator.counts`). Unknown peers are refused (fail closed).
+
+Directory look-ups run through a :class:`~trisa_peer.lookup.LookupGate`: at most
+``max_lookups`` at once, more are refused at once (``directory-busy``, UNAVAILABLE),
+so a hung directory cannot take every worker; cached decisions never wait on it.
+The local deny-list (:class:`~trisa_peer.denylist.DenyList`) is checked on every call,
+cached acceptances included.
 
 Every decision is logged: an acceptance as one line; refusals of the same certificate for
 the same step and reason -- cached ones included -- go through a
@@ -26,6 +40,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -34,6 +49,8 @@ from cryptography import x509
 
 from .binding import bind
 from .certs import common_name, fingerprint, parse_certificates
+from .controls import PeerControls
+from .denylist import DenyList
 from .errors import (
     CertificateError,
     ChainVerificationError,
@@ -43,7 +60,7 @@ from .errors import (
     TrisaPeerError,
 )
 from .logtext import RefusalLimiter, peer_text
-from .lookup import lookup_peer
+from .lookup import DIRECTORY_DOWN, LookupGate, answer_age, lookup_peer
 from .records import DirectoryLookup, PeerRecord
 from .steps import HandshakeStep, Reason
 from .trace import HandshakeTrace
@@ -81,6 +98,7 @@ class _Decision:
     peer: VerifiedPeer | None
     error: HandshakeError | None
     expires: float
+    grace: bool = False
 
 
 class PeerAuthenticator:
@@ -97,13 +115,25 @@ class PeerAuthenticator:
         monotonic: Callable[[], float] = time.monotonic,
         refresh: Callable[[], object] | None = None,
         refresh_interval: float = 5.0,
+        controls: PeerControls | None = None,
     ) -> None:
+        controls = controls if controls is not None else PeerControls(monotonic=monotonic)
         self.verifier = verifier
         self.directory = directory
         self.decision_ttl = decision_ttl
         self.negative_ttl = negative_ttl
         self.max_entries = max_entries
-        self._now = monotonic
+        self.controls = controls
+        self._now = monotonic if monotonic is not time.monotonic else controls.monotonic
+        self.gate = LookupGate(controls.max_lookups)
+        self.deny = (DenyList(controls.deny_list, check_interval=controls.deny_check_interval,
+                              monotonic=self._now)
+                     if controls.deny_list is not None else None)
+        #: decisions by reason since start (refusals, ``accepted-under-grace`` per call)
+        self.counts: Counter[Reason] = Counter()
+        # leaf PEM -> (monotonic time of the last positive directory answer, peer):
+        # what a grace is counted from. In memory only, bounded like the cache.
+        self._positive: dict[bytes, tuple[float, VerifiedPeer]] = {}
         self._cache: dict[bytes, _Decision] = {}
         self._unchecked: dict[bytes, VerifiedPeer] = {}
         self._lock = threading.Lock()
@@ -136,6 +166,11 @@ class PeerAuthenticator:
                 _log_cached_refusal(self.refusals, leaf_pem, hit.error)
                 raise _fresh(hit.error)
             assert hit.peer is not None
+            if self.deny is not None:
+                self._check_denied(hit.peer.chain.leaf, hit.peer.common_name,
+                                   hit.peer.fingerprint)
+            if hit.grace:
+                self._count(Reason.ACCEPTED_UNDER_GRACE)
             return hit.peer
         generation = self._generation
         try:
@@ -147,16 +182,71 @@ class PeerAuthenticator:
                 step=Step.VERIFY_CLIENT_CHAIN,
                 reason=Reason.UNPARSEABLE,
             ) from exc
+        if self.deny is not None:
+            self._check_denied(leaf, common_name(leaf), fingerprint(leaf))
         try:
-            peer = self.authenticate(leaf, [*rest, *presented])
+            peer, until, graced = self._decide(leaf, [*rest, *presented], None, leaf_pem)
         except HandshakeError as exc:
-            if exc.reason != Reason.DIRECTORY_UNAVAILABLE:
-                expires = self._now() + self.negative_ttl
-                self._remember(leaf_pem, _Decision(None, _fresh(exc), expires), generation)
+            self._count(exc.reason)
+            if exc.reason in DIRECTORY_DOWN:
+                # Not an answer: remembered only briefly, so that callers hammering a
+                # hung directory cost a dictionary hit, and recovery stays quick.
+                ttl = self.controls.unavailable_ttl
+            else:  # a negative answer (or step 3 failed): no grace from now on
+                with self._lock:
+                    self._positive.pop(leaf_pem, None)
+                ttl = self.negative_ttl
+            if ttl > 0:
+                self._remember(leaf_pem, _Decision(None, _fresh(exc), self._now() + ttl),
+                               generation)
             raise
-        self._remember(leaf_pem, _Decision(peer, None, self._now() + self.decision_ttl),
-                       generation)
+        if graced:
+            self._count(Reason.ACCEPTED_UNDER_GRACE)
+        self._remember(leaf_pem, _Decision(peer, None, until, graced), generation)
         return peer
+
+    def _count(self, reason: Reason) -> None:
+        with self._lock:
+            self.counts[reason] += 1
+
+    def _check_denied(self, leaf: x509.Certificate, cn: str, fp: str) -> None:
+        assert self.deny is not None
+        entry = self.deny.match(cn, fp)
+        if entry is None:
+            return
+        self._count(Reason.DENIED)
+        exc = HandshakeError(f"{cn!r} is on this node's deny-list", step=Step.BIND_CLIENT_RECORD,
+                             peer=cn, reason=Reason.DENIED)
+        _log_decision(cn, leaf, exc.step, "reject", Reason.DENIED, f"deny-list entry {entry}",
+                      refusals=self.refusals)
+        raise exc
+
+    def _grace(self, key: bytes) -> tuple[VerifiedPeer, float] | None:
+        """The peer last accepted for ``key`` and the end of its grace, if still in it."""
+        with self._lock:
+            entry = self._positive.get(key)
+            if entry is None:
+                return None
+            deadline = entry[0] + self.decision_ttl + self.controls.grace
+            if self._now() >= deadline:
+                del self._positive[key]
+                return None
+            return entry[1], deadline
+
+    def _answered(self, key: bytes, peer: VerifiedPeer) -> float:
+        """Record a positive directory answer for ``key``; returns its monotonic time."""
+        now = self._now()
+        at = now - answer_age(peer.record)
+        with self._lock:
+            self._positive.pop(key, None)
+            self._positive[key] = (at, peer)
+            if len(self._positive) > self.max_entries:
+                horizon = now - self.decision_ttl - self.controls.grace
+                for stale in [k for k, (t, _) in self._positive.items() if t <= horizon]:
+                    del self._positive[stale]
+                while len(self._positive) > self.max_entries:
+                    self._positive.pop(next(iter(self._positive)))
+        return at
 
     def _remember(self, key: bytes, decision: _Decision, generation: int) -> None:
         with self._lock:
@@ -202,7 +292,10 @@ class PeerAuthenticator:
         return len(self._cache)
 
     def forget(self) -> None:
-        """Drop every cached decision (e.g. after the trust pool or CRL changed)."""
+        """Drop every cached decision (e.g. after the trust pool or CRL changed).
+
+        The times of the last positive directory answers are kept: a grace still counts
+        from them, and step 3 runs with the new trust pool and CRL on every re-check."""
         with self._lock:
             self._generation += 1
             self._cache.clear()
@@ -215,7 +308,20 @@ class PeerAuthenticator:
         *,
         trace: HandshakeTrace | None = None,
     ) -> VerifiedPeer:
-        """Steps 3 and 4 without the cache; logs one line with the decision."""
+        """Steps 3 and 4 without the cache (and without any grace); logs one line."""
+        return self._decide(leaf, presented, trace, None)[0]
+
+    def _decide(
+        self,
+        leaf: x509.Certificate,
+        presented: list[x509.Certificate] | tuple[x509.Certificate, ...],
+        trace: HandshakeTrace | None,
+        grace_key: bytes | None,
+    ) -> tuple[VerifiedPeer, float, bool]:
+        """Steps 3 and 4: (peer, until when the decision holds, accepted under grace).
+
+        With ``grace_key`` (the leaf PEM) a positive answer is recorded for it, and a
+        directory that does not answer lets the peer in while its grace lasts."""
         trace = trace if trace is not None else HandshakeTrace()
         cn = common_name(leaf)
         try:
@@ -234,6 +340,15 @@ class PeerAuthenticator:
                 _log_decision(cn, leaf, exc.step, "reject", exc.reason, str(exc),
                               refusals=self.refusals)
                 raise exc from None
+            graced = (self._grace(grace_key)
+                      if grace_key is not None and exc.reason in DIRECTORY_DOWN else None)
+            if graced is not None:
+                peer, deadline = graced
+                left = deadline - self._now()
+                _log_decision(cn, leaf, Step.BIND_CLIENT_RECORD, "accept",
+                              Reason.ACCEPTED_UNDER_GRACE,
+                              f"{exc.reason}; trusted without the directory {left:.0f}s more")
+                return peer, min(self._now() + self.controls.grace_recheck, deadline), True
             _log_decision(cn, leaf, exc.step, "reject", exc.reason, str(exc),
                           refusals=self.refusals)
             raise
@@ -251,20 +366,23 @@ class PeerAuthenticator:
             verified_at=chain.verified_at,
         )
         _log_decision(cn, leaf, Step.BIND_CLIENT_RECORD, "accept", Reason.VERIFIED, "")
-        return peer
+        if grace_key is None:
+            return peer, self._now() + self.decision_ttl, False
+        return peer, self._answered(grace_key, peer) + self.decision_ttl, False
 
     def _bind(self, leaf: x509.Certificate, cn: str, note: list[str]) -> PeerRecord:
         step = Step.BIND_CLIENT_RECORD
-        record = lookup_peer(self.directory, cn, step=step)
-        try:
-            bind(leaf, record, step=step)
-        except DirectoryMismatchError:
-            # The directory keeps only the current certificate and our copy may be
-            # stale (rotation): ask once more, bypassing every cache, then decide.
-            record = lookup_peer(self.directory, cn, step=step, fresh=True)
-            bind(leaf, record, step=step)
-            note[0] = f"bound to record {record.id} after a fresh directory query"
-            return record
+        with self.gate.slot(cn, step=step):
+            record = lookup_peer(self.directory, cn, step=step)
+            try:
+                bind(leaf, record, step=step)
+            except DirectoryMismatchError:
+                # The directory keeps only the current certificate and our copy may be
+                # stale (rotation): ask once more, bypassing every cache, then decide.
+                record = lookup_peer(self.directory, cn, step=step, fresh=True)
+                bind(leaf, record, step=step)
+                note[0] = f"bound to record {record.id} after a fresh directory query"
+                return record
         note[0] = f"bound to directory record {record.id}"
         return record
 

@@ -5,6 +5,12 @@ a directory that cannot answer is a :class:`~trisa_peer.errors.HandshakeError` w
 reason :attr:`~trisa_peer.steps.Reason.DIRECTORY_UNAVAILABLE` (the caller should try
 again later, and a server answers UNAVAILABLE).
 
+A directory that hangs would hold every caller that waits on it: :class:`LookupGate`
+bounds how many look-ups run at once; one over the bound is refused at once with reason
+:attr:`~trisa_peer.steps.Reason.DIRECTORY_BUSY` (UNAVAILABLE, fail closed).
+:data:`DIRECTORY_DOWN` holds the reasons that mean "no answer" (as opposed to a
+negative answer): only those may be covered by a grace.
+
 Pure: imports neither grpc nor the generated protobuf code.
 """
 
@@ -12,6 +18,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime
 
 from .errors import (
     DirectoryError,
@@ -24,7 +33,43 @@ from .logtext import peer_text
 from .records import DirectoryLookup, PeerRecord
 from .steps import HandshakeStep, Reason
 
-__all__ = ["lookup_peer"]
+__all__ = ["DIRECTORY_DOWN", "LookupGate", "answer_age", "lookup_peer"]
+
+#: Reasons that mean the directory did not answer (down, timed out, over the bound).
+DIRECTORY_DOWN = frozenset({Reason.DIRECTORY_UNAVAILABLE, Reason.DIRECTORY_BUSY})
+
+
+def answer_age(record: PeerRecord) -> float:
+    """Seconds since the directory gave ``record`` (0 when unknown): a record served
+    from the directory client's cache is as old as the answer it came from."""
+    if record.fetched_at is None:
+        return 0.0
+    return max(0.0, (datetime.now(UTC) - record.fetched_at).total_seconds())
+
+
+class LookupGate:
+    """At most ``limit`` directory look-ups at once; more are refused without waiting."""
+
+    def __init__(self, limit: int) -> None:
+        if limit < 1:
+            raise ValueError("limit must be >= 1")
+        self.limit = limit
+        self._free = threading.BoundedSemaphore(limit)
+        self.refused = 0  # look-ups refused over the bound since start
+
+    @contextlib.contextmanager
+    def slot(self, cn: str, *, step: HandshakeStep) -> Iterator[None]:
+        if not self._free.acquire(blocking=False):
+            self.refused += 1
+            raise HandshakeError(
+                f"directory busy ({self.limit} look-ups in flight) while looking up "
+                f"{cn!r}; try again later",
+                step=step, peer=cn, reason=Reason.DIRECTORY_BUSY,
+            )
+        try:
+            yield
+        finally:
+            self._free.release()
 
 log = logging.getLogger("trisa_peer.handshake")
 

@@ -74,6 +74,8 @@ class Reason(enum.StrEnum):
     NOT_VERIFIED = "not-verified"
     NO_COMMON_NAME = "no-common-name"
     DIRECTORY_UNAVAILABLE = "directory-unavailable"
+    # more callers awaiting a directory look-up than the bound allows: refused at once
+    DIRECTORY_BUSY = "directory-busy"
     INVALID_RECORD = "invalid-record"
     NO_CERTIFICATE_ON_RECORD = "no-certificate-on-record"
     DIRECTORY_REVOKED = "directory-revoked"
@@ -96,5 +98,12 @@ class Reason(enum.StrEnum):
     UNREACHABLE = "unreachable"
     TIMEOUT = "timeout"
     PROBE_FAILED = "probe-failed"
+    # operator controls: the local deny-list, per-peer limits
+    DENIED = "denied"
+    RATE_LIMITED = "rate-limited"
+    TOO_MANY_CONCURRENT = "too-many-concurrent"
     # the decision log line of an accepted peer
     VERIFIED = "verified"
+    # accepted while the directory is unreachable, within the grace after the decision
+    # TTL of its last positive answer (issue 11, section 5)
+    ACCEPTED_UNDER_GRACE = "accepted-under-grace"

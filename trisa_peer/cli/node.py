@@ -18,8 +18,12 @@ from .options import (
     add_directory_args,
     add_identity_args,
     apply_config,
+    count,
     load_material,
+    non_negative_float,
     open_directory,
+    positive_float,
+    positive_int,
     require,
     resolve_map,
 )
@@ -48,13 +52,14 @@ def register(sub: Any) -> None:
     serve.add_argument("--policy", choices=POLICIES,
                        help="how to answer transfers: rvasp (TestNet robot wallets, default), "
                        "accept, reject")
-    serve.add_argument("--timestamp-window", metavar="SECONDS", type=_positive, default=900.0,
+    serve.add_argument("--timestamp-window", metavar="SECONDS", type=positive_float, default=900.0,
                        help="refuse envelopes whose timestamp is further than this from "
                        "now, either way (default 900 = 15 minutes)")
-    serve.add_argument("--keep-rejections", metavar="DAYS", type=_positive, default=30.0,
+    serve.add_argument("--keep-rejections", metavar="DAYS", type=positive_float, default=30.0,
                        help="keep records of refused envelopes this long (default 30)")
-    serve.add_argument("--max-rejections", metavar="N", type=_count, default=10_000,
+    serve.add_argument("--max-rejections", metavar="N", type=count, default=10_000,
                        help="keep at most N records of refused envelopes (default 10000)")
+    _add_control_args(serve)
     serve.set_defaults(func=_serve)
 
     check = sub.add_parser(
@@ -83,23 +88,40 @@ def register(sub: Any) -> None:
     send.set_defaults(func=_send)
 
 
-def _positive(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0 < value < 1e9:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return value
+def _add_control_args(serve: Any) -> None:
+    from ..controls import DEFAULT_GRACE, DEFAULT_MAX_LOOKUPS
+
+    group = serve.add_argument_group("peer controls")
+    group.add_argument("--grace", type=non_negative_float, metavar="SECONDS", default=DEFAULT_GRACE,
+                       help="while the directory is unreachable, keep trusting a known peer "
+                       "this long after the decision TTL (300 s) of its last positive answer "
+                       f"(default {DEFAULT_GRACE:g}; 0: none)")
+    group.add_argument("--max-directory-lookups", type=positive_int, metavar="N",
+                       default=DEFAULT_MAX_LOOKUPS,
+                       help="concurrent directory look-ups for undecided callers; more are "
+                       f"refused at once with UNAVAILABLE (default {DEFAULT_MAX_LOOKUPS})")
+    group.add_argument("--peer-rate", type=non_negative_float, metavar="RPS", default=0.0,
+                       help="requests per second per verified peer (default 0: unlimited)")
+    group.add_argument("--peer-burst", type=count, metavar="N", default=0,
+                       help="burst above --peer-rate (default: the rate, at least 1)")
+    group.add_argument("--peer-concurrency", type=count, metavar="N", default=0,
+                       help="requests in flight per verified peer (default 0: unlimited)")
+    group.add_argument("--deny-list", metavar="FILE",
+                       help="common names and SHA-256 fingerprints refused whatever the "
+                       "directory says; re-read when it changes and on SIGHUP")
 
 
-def _count(text: str) -> int:
-    if not text.isdigit():
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
-    return int(text)
+def _controls(args: argparse.Namespace) -> Any:
+    from ..controls import PeerControls
+
+    return PeerControls(
+        grace=args.grace, max_lookups=args.max_directory_lookups, rate=args.peer_rate,
+        burst=args.peer_burst, concurrent=args.peer_concurrency,
+        deny_list=Path(args.deny_list) if args.deny_list else None,
+    )
 
 
-def _node(args: argparse.Namespace, *, listen: str, policy: str) -> Any:
+def _node(args: argparse.Namespace, *, listen: str, policy: str, controls: Any = None) -> Any:
     from ..network.node import TrisaNode
     from ..network.store import TransferStore
 
@@ -121,6 +143,7 @@ def _node(args: argparse.Namespace, *, listen: str, policy: str) -> Any:
         listen=listen,
         resolve=resolve_map(args.resolve),
         **window,
+        controls=controls,
     )
 
 
@@ -143,7 +166,8 @@ def _serve(args: argparse.Namespace) -> int:
     # One line per accept/reject decision is part of what an operator runs this for.
     logging.getLogger("trisa_peer").setLevel(logging.INFO if not args.verbose else logging.DEBUG)
     fresh_db = bool(args.db) and not Path(args.db).exists()
-    node = _node(args, listen=args.listen, policy=args.policy or "rvasp")
+    node = _node(args, listen=args.listen, policy=args.policy or "rvasp",
+                 controls=_controls(args))
     try:
         port = node.start()
     except TrisaPeerError:
@@ -157,6 +181,9 @@ def _serve(args: argparse.Namespace) -> int:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
+    deny = node.server.authenticator.deny
+    if deny is not None:  # SIGHUP: re-read the deny-list now
+        signal.signal(signal.SIGHUP, lambda *_: deny.reload())
     stop.wait()
     node.stop(grace=5.0)
     node.close()

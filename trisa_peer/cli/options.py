@@ -17,6 +17,7 @@ The config file holds the same names as the long flags, with ``_`` for ``-``::
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import tomllib
 from collections.abc import Callable
@@ -163,24 +164,37 @@ def apply_config(args: argparse.Namespace, names: list[str]) -> None:
             setattr(args, name, _coerce(name, config[name], str(path)))
 
 
-def _positive(text: str, convert: Callable[[str], Any], kind: str) -> Any:
+def _number(
+    text: str, convert: Callable[[str], Any], kind: str, *, zero: bool = False
+) -> Any:
     try:
         value = convert(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not {kind}: {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be positive: {text!r}")
+    if not math.isfinite(value) or value < 0 or (value == 0 and not zero):
+        raise argparse.ArgumentTypeError(
+            f"must be {'zero or ' if zero else ''}positive: {text!r}")
     return value
 
 
 def positive_int(text: str) -> int:
     """An argparse ``type`` for a positive integer option."""
-    return int(_positive(text, int, "an integer"))
+    return int(_number(text, int, "an integer"))
 
 
 def positive_float(text: str) -> float:
     """An argparse ``type`` for a positive number option."""
-    return float(_positive(text, float, "a number"))
+    return float(_number(text, float, "a number"))
+
+
+def count(text: str) -> int:
+    """An argparse ``type`` for a whole number >= 0."""
+    return int(_number(text, int, "an integer", zero=True))
+
+
+def non_negative_float(text: str) -> float:
+    """An argparse ``type`` for a number >= 0 (0 usually means "off")."""
+    return float(_number(text, float, "a number", zero=True))
 
 
 def require(args: argparse.Namespace, *names: str) -> None:

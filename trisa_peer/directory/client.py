@@ -82,12 +82,12 @@ class DirectoryClient:
         self._clock = clock
         self._lock = threading.Lock()
         self._cache: dict[tuple[str, str], tuple[float, PeerRecord]] = {}
-        # Short reconnect backoff: after an outage, lookups recover within ~2 s instead
+        # Short reconnect backoff: after an outage, lookups recover within ~0.6 s instead
         # of gRPC's default exponential backoff of up to two minutes.
         options: list[tuple[str, Any]] = [
             ("grpc.initial_reconnect_backoff_ms", 100),
             ("grpc.min_reconnect_backoff_ms", 100),
-            ("grpc.max_reconnect_backoff_ms", 2000),
+            ("grpc.max_reconnect_backoff_ms", 500),
         ]
         if insecure:
             self._channel = grpc.insecure_channel(self.endpoint, options=options)

@@ -23,6 +23,7 @@ from .._pb.trisa.data.generic.v1beta1 import transaction_pb2
 from ..authenticate import REFUSAL_LOG_INTERVAL
 from ..certs import PeerPublicKey
 from ..clock import Clock, utcnow
+from ..controls import PeerControls
 from ..envelope import (
     envelope_error,
     format_timestamp,
@@ -107,6 +108,7 @@ class TrisaNode:
         verify_peers: bool = True,
         max_workers: int = 16,
         timestamp_window: timedelta = DEFAULT_TIMESTAMP_WINDOW,
+        controls: PeerControls | None = None,
         refusal_log_interval: float = REFUSAL_LOG_INTERVAL,
     ) -> None:
         self.material = material
@@ -123,6 +125,7 @@ class TrisaNode:
             clock=clock,
             max_workers=max_workers,
             health=store.problem,
+            controls=controls,
             refusal_log_interval=refusal_log_interval,
         )
         self.keyring = KeyRing()
@@ -152,7 +155,9 @@ class TrisaNode:
             ),
         )
         self.resolver = PeerResolver(self.server.verifier, directory, resolve=resolve)
-        self.connector = PeerConnector(material, self.resolver, timeout=timeout)
+        self.connector = PeerConnector(
+            material, self.resolver, timeout=timeout, decision_ttl=decision_ttl,
+            controls=controls, deny=self.server.authenticator.deny)
 
     @property
     def common_name(self) -> str:

@@ -12,6 +12,13 @@ that failed.
 On a pinned-handshake failure the directory is asked once more, bypassing caches (the
 peer may have rotated); if the record changed the connector re-pins and retries once.
 Channels are cached per peer and reused; :meth:`PeerConnector.forget` drops one.
+
+A cached channel is re-checked against the directory every ``channel_ttl`` seconds. When
+the directory does not answer, it stays in use exactly as the server side keeps a peer:
+until ``decision_ttl`` after the last positive directory answer, then under the grace
+(logged and counted as ``accepted-under-grace``) until ``decision_ttl + grace``; an
+answer "revoked" or "not found" drops it at once. The local deny-list applies to every
+connect, cached channels included.
 """
 
 from __future__ import annotations
@@ -19,14 +26,19 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass
 
 import grpc
 
 from .._pb.trisa.api.v1beta1 import api_pb2, api_pb2_grpc
+from ..controls import PeerControls
+from ..denylist import DenyList
 from ..errors import DirectoryMismatchError, HandshakeError
+from ..logtext import peer_text
+from ..lookup import DIRECTORY_DOWN, answer_age
 from ..resolve import ConnectionPlan, PeerResolver
-from ..steps import HandshakeStep
+from ..steps import HandshakeStep, Reason
 from ..trace import HandshakeTrace, StepRecord
 from .material import MaterialSource
 from .status import dial_error, rpc_status
@@ -47,6 +59,10 @@ class PeerChannel:
     network: api_pb2_grpc.TRISANetworkStub
     health: api_pb2_grpc.TRISAHealthStub
     checked_at: float = 0.0  # monotonic time of the last successful steps 1, 6, 7
+    answered_at: float = 0.0  # monotonic time of the directory's last positive answer
+    # while the directory does not answer: re-check often, never use it past this time
+    hold_until: float = 0.0
+    under_grace: bool = False  # kept past the decision TTL, under the grace
 
     @property
     def common_name(self) -> str:
@@ -66,11 +82,20 @@ class PeerConnector:
         *,
         timeout: float = 10.0,
         channel_ttl: float = 60.0,
+        decision_ttl: float = 300.0,
+        controls: PeerControls | None = None,
+        deny: DenyList | None = None,
     ) -> None:
         self.material = material
         self.resolver = resolver
         self.timeout = timeout
         self.channel_ttl = channel_ttl
+        self.decision_ttl = decision_ttl
+        self.controls = controls if controls is not None else PeerControls()
+        self.deny = deny
+        self._now = self.controls.monotonic
+        #: ``accepted-under-grace`` uses of a channel (and denials) since start
+        self.counts: Counter[Reason] = Counter()
         # Our own certificate rotated: new channels must present the new one.
         material.subscribe(lambda _material: self.reset())
         self._channels: dict[str, PeerChannel] = {}
@@ -91,32 +116,67 @@ class PeerConnector:
         key = common_name.lower()
         cached = self._channels.get(key)
         if cached is not None and trace is None and self._fresh(cached):
-            return cached
+            return self._allowed(cached)
         with self._peer_lock(key):
             cached = self._channels.get(key)
             if cached is not None and trace is None:
                 if self._fresh(cached):
-                    return cached
+                    return self._allowed(cached)
                 revalidated = self._revalidate(key, common_name, cached)
                 if revalidated is not None:
-                    return revalidated
+                    return self._allowed(revalidated)
+            self._check_denied(common_name, "")
             peer = self._dial(common_name, trace if trace is not None else HandshakeTrace())
-            peer.checked_at = time.monotonic()
+            peer.checked_at = self._now()
+            peer.answered_at = peer.checked_at - answer_age(peer.plan.record)
             self._channels[key] = peer
-        return peer
+        return self._allowed(peer)
 
     def _fresh(self, peer: PeerChannel) -> bool:
-        return time.monotonic() - peer.checked_at < self.channel_ttl
+        now = self._now()
+        if peer.hold_until:  # re-check often, and never past the end of the grace
+            return now < min(peer.checked_at + self.controls.grace_recheck, peer.hold_until)
+        return now - peer.checked_at < self.channel_ttl
+
+    def _allowed(self, peer: PeerChannel) -> PeerChannel:
+        self._check_denied(peer.common_name, peer.plan.verified.fingerprint)
+        if peer.under_grace:
+            self.counts[Reason.ACCEPTED_UNDER_GRACE] += 1
+        return peer
+
+    def _check_denied(self, common_name: str, fp: str) -> None:
+        entry = self.deny.match(common_name, fp) if self.deny is not None else None
+        if entry is not None:
+            self.counts[Reason.DENIED] += 1
+            log.info("peer=%s outcome=reject reason=%s detail='deny-list entry %s'",
+                     peer_text(common_name), Reason.DENIED, entry)
+            raise HandshakeError(f"{common_name!r} is on this node's deny-list",
+                                 step=Step.LOOKUP_PEER, peer=common_name, reason=Reason.DENIED)
 
     def _revalidate(self, key: str, common_name: str, cached: PeerChannel) -> PeerChannel | None:
         """Re-run the offline steps for a cached channel; None means dial a new one."""
         try:
             plan = self.resolver.plan(common_name, trace=HandshakeTrace())
-        except HandshakeError:
+        except HandshakeError as exc:
+            now = self._now()
+            if exc.reason in DIRECTORY_DOWN:
+                if now < cached.answered_at + self.decision_ttl:
+                    cached.checked_at = now  # within the TTL of its last answer, as a server
+                    cached.hold_until = cached.answered_at + self.decision_ttl
+                    return cached
+                until = cached.answered_at + self.decision_ttl + self.controls.grace
+                if now < until:
+                    cached.checked_at, cached.hold_until, cached.under_grace = now, until, True
+                    log.info("peer=%s outcome=accept reason=%s detail='%s; trusted without "
+                             "the directory %.0fs more'", peer_text(cached.common_name),
+                             Reason.ACCEPTED_UNDER_GRACE, exc.reason, until - now)
+                    return cached
             self._channels.pop(key, None)
             raise
         if plan.pin_pem == cached.plan.pin_pem and plan.address == cached.plan.address:
-            cached.checked_at = time.monotonic()
+            cached.checked_at = self._now()
+            cached.answered_at = cached.checked_at - answer_age(plan.record)
+            cached.hold_until, cached.under_grace = 0.0, False
             return cached
         self._channels.pop(key, None)
         return None

@@ -21,7 +21,9 @@ from typing import Any
 import grpc
 
 from ..authenticate import PeerAuthenticator, VerifiedPeer
+from ..controls import PeerControls
 from ..errors import HandshakeError
+from ..peerlimits import peer_limiter
 from .status import abort, abort_unverified, status_for
 
 __all__ = ["PeerVerificationInterceptor", "peer_from_context", "status_for", "verified_peer"]
@@ -77,12 +79,19 @@ def verified_peer(context: grpc.ServicerContext) -> VerifiedPeer | None:
 class PeerVerificationInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
     """Refuse every call whose peer fails steps 2-4; never reaches the servicer."""
 
-    def __init__(self, authenticator: PeerAuthenticator) -> None:
+    def __init__(
+        self, authenticator: PeerAuthenticator, controls: PeerControls | None = None
+    ) -> None:
         self.authenticator = authenticator
+        self.limits = peer_limiter(controls)  # per-peer limits; None when none is set
 
     def _check(self, context: grpc.ServicerContext) -> VerifiedPeer:
         try:
             peer = _authenticate(self.authenticator, context)
+            if self.limits is not None:  # released when the call ends, however it ends
+                release = self.limits.admit(peer.common_name.lower())
+                if not context.add_callback(release):
+                    release()
         except HandshakeError as exc:
             abort(context, exc)
         except Exception:

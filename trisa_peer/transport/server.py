@@ -31,6 +31,7 @@ import grpc
 from .._pb.trisa.api.v1beta1 import api_pb2, api_pb2_grpc
 from ..authenticate import PeerAuthenticator
 from ..clock import Clock, utcnow
+from ..controls import PeerControls
 from ..errors import ConfigurationError
 from ..logtext import RefusalLimiter
 from ..netutil import bind_problem
@@ -123,6 +124,7 @@ class TrisaServer:
         verify_peers: bool = True,
         clock: Clock = utcnow,
         health: Callable[[], str | None] | None = None,
+        controls: PeerControls | None = None,
         max_request_bytes: int = MAX_REQUEST_BYTES,
         refusal_log_interval: float = REFUSAL_LOG_INTERVAL,
     ) -> None:
@@ -131,14 +133,16 @@ class TrisaServer:
         first = material.current()
         self.verifier = ChainVerifier(first.pool, clock=clock, crl=first.crl)
         self.authenticator = PeerAuthenticator(
-            self.verifier, directory, decision_ttl=decision_ttl, refresh=material.current
+            self.verifier, directory, decision_ttl=decision_ttl, refresh=material.current,
+            controls=controls,
         )
         # Repeated refusals of one certificate for one reason: one line per interval,
         # for step refusals (the authenticator) and undecodable requests (raw handlers).
         self.authenticator.refusals = RefusalLimiter(interval=refusal_log_interval)
         self.refusals = RefusalLimiter(interval=refusal_log_interval)
         material.subscribe(self._rotated)
-        interceptors = [PeerVerificationInterceptor(self.authenticator)] if verify_peers else []
+        interceptors = ([PeerVerificationInterceptor(self.authenticator, controls)]
+                        if verify_peers else [])
         self.max_request_bytes = max_request_bytes
         self._server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="trisa"),

@@ -121,13 +121,17 @@ def status_for(
 
     A peer that failed the handshake: cannot tell who it is -> UNAUTHENTICATED; who it
     is not (not registered, mismatch, revoked) -> PERMISSION_DENIED; our directory could
-    not answer -> UNAVAILABLE (try again). A directory request: no such record ->
+    not answer (or too many look-ups are in flight) -> UNAVAILABLE (try again); over a
+    per-peer limit -> RESOURCE_EXHAUSTED (retry later); on the deny-list ->
+    PERMISSION_DENIED. A directory request: no such record ->
     NOT_FOUND; bad input -> INVALID_ARGUMENT; refused -> ``conflict``; storage failed ->
     UNAVAILABLE.
     """
     if isinstance(exc, HandshakeError):
-        if exc.reason is Reason.DIRECTORY_UNAVAILABLE:
+        if exc.reason in (Reason.DIRECTORY_UNAVAILABLE, Reason.DIRECTORY_BUSY):
             return grpc.StatusCode.UNAVAILABLE
+        if exc.reason in (Reason.RATE_LIMITED, Reason.TOO_MANY_CONCURRENT):
+            return grpc.StatusCode.RESOURCE_EXHAUSTED  # a per-peer limit: retry later
         if isinstance(exc, TransportSecurityError | ChainVerificationError):
             return grpc.StatusCode.UNAUTHENTICATED
         return grpc.StatusCode.PERMISSION_DENIED
