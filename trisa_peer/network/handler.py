@@ -35,6 +35,13 @@ class Incoming:
 
     ``payload`` is a ``trisa.api.v1beta1.Payload`` message (treat it as read-only);
     ``transfer_state`` is the envelope's ``TransferState`` number.
+
+    The handler runs *at least once* per message: ``idempotency_key`` names the message
+    (SHA-256 over the peer's directory id, the envelope id and the digest of the opened
+    payload; the same for every retry, re-seal or re-encoding of it) and ``attempt`` is
+    1, or more when the node died after a run began and before its reply was committed.
+    Make side effects exactly-once by recording them under the key in the same
+    transaction as the effect (and skipping a key already recorded).
     """
 
     peer: VerifiedPeer
@@ -42,6 +49,8 @@ class Incoming:
     payload: api_pb2.Payload
     transfer_state: int
     received_at: datetime
+    idempotency_key: str = ""
+    attempt: int = 1
 
 
 @dataclass(frozen=True)
