@@ -75,7 +75,7 @@ def _directory_id(net: Any) -> str:
 
 
 def test_different_payload_under_a_used_id_is_refused(net: Any, counted: Any) -> None:
-    runs, node = counted
+    runs, _node = counted
     eid = str(uuid.uuid4())
     ok = stub(net).Transfer(seal(payload_for("alice.vasp.test", "bob.vasp.test"),
                                  bob_key(net), envelope_id=eid), timeout=10)

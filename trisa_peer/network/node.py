@@ -26,6 +26,7 @@ from ..envelope import (
     format_timestamp,
     open_envelope,
     public_key_from_signing_key,
+    public_key_signature,
     reject,
     seal,
     signing_key_from_certificate,
@@ -37,6 +38,7 @@ from ..errors import (
     TransferError,
     TrisaPeerError,
 )
+from ..envelope.signature import parse_signature
 from ..records import DirectoryLookup
 from ..resolve import PeerResolver
 from ..trace import HandshakeTrace
@@ -266,6 +268,42 @@ class TrisaNode:
             self.peer_keys.drop(peer)
             self.exchange_keys(peer)
 
+    def resend(self, envelope_id: str) -> TransferResult:
+        """Send a stored outgoing envelope again: the very same bytes, to its peer only.
+
+        Steps 1, 6 and 7 run again first, on a fresh directory answer (lookup, offline
+        chain check, pin) and on a new channel. A sealed envelope is refused when the
+        key it was sealed to is no longer the peer's registered key (a reissue or a
+        compromise): customer data never goes to a key the directory no longer vouches
+        for. The beneficiary answers a retry of the same message from its store.
+        Raises :class:`TransferError` (with the reason) or :class:`HandshakeError`.
+        """
+        row = self.store.latest_outgoing(envelope_id)
+        if row is None or not row.envelope:
+            raise TransferError(f"no stored outgoing envelope {envelope_id!r}")
+        envelope = api_pb2.SecureEnvelope.FromString(row.envelope)
+        plan = self.resolver.plan(row.peer, fresh=True)  # steps 1, 6, 7 on a fresh answer
+        if envelope.payload:
+            registered = record_key(plan.record)
+            if registered is None:
+                raise TransferError(
+                    f"refusing to resend {envelope_id} to {row.peer}: the directory holds "
+                    "no key for it")
+            try:
+                alg = parse_signature(envelope.public_key_signature)[0]
+                now_sig = public_key_signature(registered, alg)
+            except EnvelopeError as exc:
+                raise TransferError(f"refusing to resend {envelope_id}: {exc}") from exc
+            if now_sig != envelope.public_key_signature:
+                raise TransferError(
+                    f"refusing to resend {envelope_id} to {row.peer}: the peer's registered "
+                    "key changed since the envelope was sealed; send the transfer anew")
+        self.connector.forget(row.peer)
+        channel = self.connect(row.peer, trace=HandshakeTrace())
+        if channel.common_name.lower() != row.peer.lower():
+            raise TransferError(f"refusing to resend {envelope_id}: peer changed")
+        return self._transfer(row.peer, channel, envelope, seq=row.seq)
+
     def send_error(
         self, peer: str, code: int, message: str, *, envelope_id: str | None = None
     ) -> TransferResult:
@@ -275,12 +313,16 @@ class TrisaNode:
         return self._transfer(peer, channel, envelope)
 
     def _transfer(
-        self, peer: str, channel: PeerChannel, envelope: api_pb2.SecureEnvelope
+        self, peer: str, channel: PeerChannel, envelope: api_pb2.SecureEnvelope,
+        *, seq: int | None = None,
     ) -> TransferResult:
-        seq = self.store.add(
-            envelope_id=envelope.id, peer=channel.common_name, direction="outgoing",
-            kind="request", state="sent", envelope=envelope.SerializeToString(),
-        )
+        if seq is None:
+            seq = self.store.add(
+                envelope_id=envelope.id, peer=channel.common_name, direction="outgoing",
+                kind="request", state="sent", envelope=envelope.SerializeToString(),
+            )
+        else:  # a resend of the stored row ``seq``
+            self.store.set_state(seq, "sent")
         try:
             reply = channel.network.Transfer(envelope, timeout=self.timeout)
         except grpc.RpcError as exc:

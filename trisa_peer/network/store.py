@@ -401,7 +401,7 @@ class TransferStore:
                     "VALUES (?, ?, 'incoming', 'request', 'claimed', 0, ?, NULL, ?, ?, ?, ?, 1)",
                     (envelope_id, peer, request_digest, request, now, now, payload_digest),
                 )
-            except sqlite3.IntegrityError:
+            except sqlite3.IntegrityError as exc:
                 # The same bytes were stored before under another payload digest (a
                 # version-1 row): claim that row.
                 old = db.execute(
@@ -411,7 +411,8 @@ class TransferStore:
                     (peer, envelope_id, request_digest),
                 ).fetchone()
                 if old is None:
-                    raise StoreError(f"{envelope_id}: stored bytes with another payload digest")
+                    raise StoreError(
+                        f"{envelope_id}: stored bytes with another payload digest") from exc
                 db.execute(
                     "UPDATE envelopes SET payload_digest = ?, attempt = ?, updated_at = ? "
                     "WHERE seq = ?", (payload_digest, int(old[1]) + 1, now, old[0]),
