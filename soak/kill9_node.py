@@ -89,7 +89,7 @@ def main(path: str) -> int:
     from trisa_peer.transport.server import StaticMaterial
     from trisa_peer.trust import TrustPool
 
-    runs = open(config["runs"], "a", encoding="utf-8")  # noqa: SIM115 - lives as long as we do
+    runs = open(config["runs"], "a", encoding="utf-8")
     runs_lock = threading.Lock()
 
     def handler(incoming: Incoming) -> Any:

@@ -31,6 +31,7 @@ from ..envelope import (
     seal,
     signing_key_from_certificate,
 )
+from ..envelope.signature import parse_signature
 from ..errors import (
     ChannelBrokenError,
     EnvelopeError,
@@ -38,7 +39,6 @@ from ..errors import (
     TransferError,
     TrisaPeerError,
 )
-from ..envelope.signature import parse_signature
 from ..records import DirectoryLookup
 from ..resolve import PeerResolver
 from ..trace import HandshakeTrace
