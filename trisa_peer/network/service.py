@@ -179,13 +179,15 @@ class Exchange:
         code: int = 0,
         discard: bool = False,
         origin: tuple[int, str, int] | None = None,
+        pending: tuple[str, str] | None = None,
     ) -> api_pb2.SecureEnvelope:
         """Record the request (if new), the reply and any state change of the transfer it
         answers, in one transaction, committed; then return the reply."""
         data = reply.SerializeToString()
         if req.seq is not None:
             self.store.add_reply(req.seq, state=state, envelope=data, direction="outgoing",
-                                 error_code=code, discard_request=discard, origin=origin)
+                                 error_code=code, discard_request=discard, origin=origin,
+                                 pending=pending)
             return reply
         seq = self.store.add_exchange(
             envelope_id=req.envelope_id, peer=req.peer, request=b"" if discard else req.raw,
@@ -313,7 +315,8 @@ class Exchange:
                 Code.FORBIDDEN, "this transfer was not exchanged with your VASP"))
         # The beneficiary's asynchronous rejection ends a pending transfer; a rejection
         # of a transfer already decided is recorded and acknowledged but changes nothing.
-        change = (origin.seq, "rejected", error.code) if (
+        final = "expired" if error.code == Code.COMPLIANCE_PERIOD_EXCEEDED else "rejected"
+        change = (origin.seq, final, error.code) if (
             origin is not None and origin.state == "pending") else None
         log.info("peer=%s envelope=%s peer rejection code=%d", cn, envelope.id, error.code)
         # Acknowledge with the same error: the originator of an error expects one back.
@@ -345,9 +348,11 @@ class Exchange:
                 reply = self._sealed_reply(incoming, payload, TS.ACCEPTED)
                 return self._answer(req, reply, "accepted")
             if isinstance(outcome, Pending):
-                reply = self._sealed_reply(incoming, self._pending_payload(incoming, outcome),
-                                           TS.PENDING)
-                answered = self._answer(req, reply, "pending")
+                body = self._pending_payload(incoming, outcome)
+                reply = self._sealed_reply(incoming, body, TS.PENDING)
+                deadline = pending_of(body).reply_not_after  # type: ignore[union-attr]
+                answered = self._answer(req, reply, "pending",
+                                        pending=(deadline, outcome.resolver))
                 if outcome.callback is not None:
                     self._schedule_callback(incoming, outcome)
                 return answered

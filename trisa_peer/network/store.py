@@ -286,8 +286,12 @@ class TransferStore:
         error_code: int = 0,
         discard_request: bool = False,
         origin: tuple[int, str, int] | None = None,
+        pending: tuple[str, str] | None = None,
     ) -> int:
-        """Store a reply and move its request to ``state``, in one transaction."""
+        """Store a reply and move its request to ``state``, in one transaction.
+
+        ``pending`` = ``(deadline, resolver)`` records a pending transfer's reply window
+        end and resolve hook on the request row in the same transaction."""
         now = _now()
         with self._tx() as db:
             row = db.execute(
@@ -310,6 +314,9 @@ class TransferStore:
             )
             if origin is not None:
                 _set_state(db, *origin, now)
+            if pending is not None:
+                db.execute("UPDATE envelopes SET deadline = ?, resolver = ? WHERE seq = ?",
+                           (*pending, request_seq))
             return int(cur.lastrowid or 0)
 
     def add_exchange(
@@ -419,6 +426,25 @@ class TransferStore:
                 )
                 return Claim(int(old[0]), int(old[1]) + 1)
             return Claim(int(cur.lastrowid or 0), 1)
+
+    def set_resolution(self, seq: int, resolution: str) -> bool:
+        """Record a pending transfer's decision (delivered later); False unless pending."""
+        with self._tx() as db:
+            cur = db.execute(
+                "UPDATE envelopes SET resolution = ?, updated_at = ? "
+                "WHERE seq = ? AND state = 'pending' AND kind = 'request'",
+                (resolution, _now(), seq),
+            )
+            return cur.rowcount == 1
+
+    def pending(self, *, direction: str | None = None) -> list[StoredEnvelope]:
+        """Requests (either direction) still ``pending``, oldest first."""
+        where = "kind = 'request' AND state = 'pending'"
+        args: tuple[object, ...] = ()
+        if direction is not None:
+            where += " AND direction = ?"
+            args = (direction,)
+        return self._rows(where + " ORDER BY seq", args)
 
     def set_state(self, seq: int, state: str, *, error_code: int | None = None) -> None:
         with self._tx() as db:
