@@ -118,11 +118,17 @@ def main(path: str) -> int:
     )
     if config.get("pending_resolver"):
         decisions = config.get("decisions", {})
+        after = float(config.get("resolve_after", 0))
 
         def resolve(transfer: Any) -> Any:
+            # A resolver by name: asked again after every restart until it decides.
+            import time
+
             from trisa_peer.network.handler import Reject
 
             decision = decisions.get(transfer.envelope_id, "accept")
+            if time.time() < after or decision == "wait":
+                return None
             return Accept() if decision == "accept" else Reject(int(decision), "rejected")
 
         node.resolvers[config["pending_resolver"]] = resolve
