@@ -186,3 +186,46 @@ def test_a_version_1_store_is_migrated(tmp_path: Any) -> None:
     assert store.find_request("p", "e1", "d") is not None
     store.close()
     assert TransferStore(path).count() == 2  # reopening a migrated store changes nothing
+
+
+# ------------------------------------------------------------------ resend
+
+
+def test_resend_sends_the_same_bytes_and_is_answered_from_the_store(
+    net: Any, counted: Any
+) -> None:
+    from trisa_peer.network.node import TransferError
+
+    runs, node = counted
+    sent = net.alice.send(net.bob.common_name, payload_for("alice.vasp.test", "bob.vasp.test"))
+    assert sent.state == "accepted"
+    again = net.alice.node.resend(sent.envelope_id)
+    assert again.state == "accepted" and again.envelope_id == sent.envelope_id
+    assert len(runs.runs) == 1
+    received = [r for r in node.store.exchange(sent.envelope_id) if r.kind == "request"]
+    ours = net.alice.node.store.latest_outgoing(sent.envelope_id)
+    assert len(received) == 1 and received[0].envelope == ours.envelope  # the same bytes
+    with pytest.raises(TransferError, match="no stored outgoing envelope"):
+        net.alice.node.resend(str(uuid.uuid4()))
+
+
+def test_resend_refused_when_the_peer_key_changed_since_sealing(net: Any, counted: Any) -> None:
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    from trisa_peer.envelope import public_key_signature
+    from trisa_peer.network.node import TransferError
+
+    runs, _node = counted
+    store = net.alice.node.store
+    sent = net.alice.send(net.bob.common_name, payload_for("alice.vasp.test", "bob.vasp.test"))
+    row = store.latest_outgoing(sent.envelope_id)
+    # the envelope as if sealed to a key Bob had before a reissue
+    env = api_pb2.SecureEnvelope.FromString(row.envelope)
+    old_key = rsa.generate_private_key(public_exponent=65537, key_size=2048).public_key()
+    env.public_key_signature = public_key_signature(old_key)
+    with store._tx() as db:
+        db.execute("UPDATE envelopes SET envelope = ? WHERE seq = ?",
+                   (env.SerializeToString(), row.seq))
+    with pytest.raises(TransferError, match="registered key changed"):
+        net.alice.node.resend(sent.envelope_id)
+    assert len(runs.runs) == 1  # nothing reached Bob's handler
