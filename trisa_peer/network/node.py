@@ -135,7 +135,7 @@ class TrisaNode:
         self.pending_interval = pending_interval
         self._pending_stop = threading.Event()
         self._pending_thread: threading.Thread | None = None
-        self._deliver_lock = threading.Lock()
+        self._deliver_lock = threading.RLock()
         self._unknown_resolvers: set[str] = set()
         self.exchange = Exchange(
             common_name=self.common_name,
@@ -389,8 +389,11 @@ class TrisaNode:
             log.warning("peer=%s envelope=%s callback decided for a transfer that is not "
                         "pending", peer, envelope_id)
             return
-        self.store.set_resolution(row.seq, _encode(decision))
-        self._deliver(row, decision, original=decision_payload(decision) or original)
+        # Under the delivery lock, so the pending loop cannot deliver the recorded
+        # decision first without the callback's payload.
+        with self._deliver_lock:
+            self.store.set_resolution(row.seq, _encode(decision))
+            self._deliver(row, decision, original=decision_payload(decision) or original)
 
     # ------------------------------------------------------------ pending loop
 
