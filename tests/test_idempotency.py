@@ -229,3 +229,29 @@ def test_resend_refused_when_the_peer_key_changed_since_sealing(net: Any, counte
     with pytest.raises(TransferError, match="registered key changed"):
         net.alice.node.resend(sent.envelope_id)
     assert len(runs.runs) == 1  # nothing reached Bob's handler
+
+
+def test_simultaneous_reseals_of_one_message_run_the_handler_once(
+    net: Any, counted: Any
+) -> None:
+    import threading
+
+    runs, node = counted
+    payload = payload_for("alice.vasp.test", "bob.vasp.test")
+    eid = str(uuid.uuid4())
+    copies = [seal(payload, bob_key(net), envelope_id=eid) for _ in range(4)]
+    replies: list[Any] = []
+    barrier = threading.Barrier(len(copies))
+
+    def go(envelope: Any) -> None:
+        barrier.wait()
+        replies.append(stub(net).Transfer(envelope, timeout=20))
+
+    threads = [threading.Thread(target=go, args=(c,)) for c in copies]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(replies) == 4 and all(r == replies[0] for r in replies)
+    assert len(runs.runs) == 1
+    assert [r.kind for r in node.store.exchange(eid)] == ["request", "reply"]
