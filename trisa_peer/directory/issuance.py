@@ -1,7 +1,7 @@
 """Certificate issuance through Sectigo: review acceptance, reissuance, revocation.
 
-This is the GDS certman (spec §8.6) run synchronously by the operator, with the
-upstream gaps fixed (sectigo-api.md §12 #7):
+This is the GDS certman (upstream ``pkg/gds/certman``) run synchronously by the operator,
+with its gaps fixed (quirk 7 in docs/architecture.md):
 
 - A failure before a batch exists (Sectigo unreachable, no authority with balance,
   batch refused) records the certificate request as ``CR_ERRORED`` (or

@@ -1,4 +1,5 @@
-"""Structural checks of envelopes and payloads (spec §9.4 step 1, §9.2 step 1).
+"""Structural checks of envelopes and payloads (upstream
+``envelope/validate.go``: what ``Open`` and ``Seal`` check first).
 
 These return a short problem description (or ``None``) so that sealing can raise a
 local :class:`~trisa_peer.errors.EnvelopeError` while opening raises the rejection the
@@ -69,7 +70,8 @@ def _timestamp_ok(text: str) -> bool:
 def envelope_problem(
     envelope: api_pb2.SecureEnvelope, *, max_payload_size: int = MAX_PAYLOAD_SIZE
 ) -> str | None:
-    """Why ``envelope`` is not a valid SecureEnvelope, or ``None`` (spec §9.4 step 1).
+    """Why ``envelope`` is not a valid SecureEnvelope, or ``None`` (upstream ``Open``,
+    first step).
 
     ``sealed`` and ``public_key_signature`` are not checked (as in Go).
     """
@@ -105,7 +107,8 @@ def _any_set(payload: api_pb2.Payload, name: Literal["identity", "transaction"])
 
 
 def payload_problem(payload: object) -> str | None:
-    """Why ``payload`` is not a valid TRISA Payload, or ``None`` (spec §9.2 step 1).
+    """Why ``payload`` is not a valid TRISA Payload, or ``None`` (upstream ``Seal``,
+    first step).
 
     Takes any object: callers hand in whatever they were given, and a wrong type is
     one of the problems reported.

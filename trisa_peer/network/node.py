@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 
 from .._pb.trisa.api.v1beta1 import api_pb2, api_pb2_grpc, errors_pb2
 from .._pb.trisa.data.generic.v1beta1 import transaction_pb2
+from ..authenticate import REFUSAL_LOG_INTERVAL
 from ..certs import PeerPublicKey
 from ..clock import Clock, utcnow
 from ..envelope import (
@@ -107,6 +108,7 @@ class TrisaNode:
         key_ttl: float = 3600.0,
         verify_peers: bool = True,
         max_workers: int = 16,
+        refusal_log_interval: float = REFUSAL_LOG_INTERVAL,
         pending_interval: float = 1.0,
     ) -> None:
         self.material = material
@@ -122,6 +124,7 @@ class TrisaNode:
             verify_peers=verify_peers,
             clock=clock,
             max_workers=max_workers,
+            refusal_log_interval=refusal_log_interval,
         )
         self.keyring = KeyRing()
         self.keyring.add(material.current().identity.key)

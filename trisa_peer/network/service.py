@@ -79,7 +79,8 @@ PENDING_TYPE = "type.googleapis.com/trisa.data.generic.v1beta1.Pending"
 _KNOWN_CODES = frozenset(errors_pb2.Error.Code.values())
 
 #: Largest encrypted payload a node opens (1 MiB; Travel Rule payloads are a few KiB).
-#: It is below gRPC's default 4 MiB message limit, so an oversized envelope that gRPC
+#: The node's gRPC receive limit is this plus 64 KiB for the rest of the envelope
+#: (``trisa_peer.transport.server.MAX_REQUEST_BYTES``), so an oversized envelope that gRPC
 #: still delivers is answered with a TRISA BAD_REQUEST envelope; larger messages are
 #: refused by gRPC itself (RESOURCE_EXHAUSTED) and the server keeps serving.
 MAX_ENVELOPE_PAYLOAD = 1024 * 1024
@@ -467,6 +468,15 @@ class NetworkServicer(api_pb2_grpc.TRISANetworkServicer):
 
     def _peer(self, context: grpc.ServicerContext) -> VerifiedPeer:
         return peer_from_context(context, self.identify)
+
+    def undecodable_reply(self, method: str) -> api_pb2.SecureEnvelope | None:
+        """What a verified peer gets for a request body that is not the method's message
+        (registered with raw-bytes handlers, :mod:`trisa_peer.transport.raw`): a TRISA
+        BAD_REQUEST envelope (no id: none could be read) for Transfer and each message of
+        TransferStream; None (INVALID_ARGUMENT) for the others. Nothing is stored."""
+        if method not in ("Transfer", "TransferStream"):
+            return None
+        return reject("", Code.BAD_REQUEST, "the request is not a SecureEnvelope", retry=False)
 
     def _process(
         self, envelope: api_pb2.SecureEnvelope, context: grpc.ServicerContext

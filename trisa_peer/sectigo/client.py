@@ -10,7 +10,8 @@
         time.sleep(30)
     path = client.download(batch["batchId"], "certs")
 
-Behaviour (``spec/sectigo-api.md``, with the upstream bugs of §12 avoided):
+Behaviour: upstream's ``pkg/sectigo`` client, without its quirks 1, 2, 6 and 11
+(docs/architecture.md, "Upstream quirks not copied"):
 
 - Before every authenticated call the access token's ``exp`` is checked (JWTs are
   read without verification); an expired token is refreshed (``POST /auth/refresh``

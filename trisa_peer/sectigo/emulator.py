@@ -12,7 +12,7 @@ or ``sectigo serve --addr 127.0.0.1:8831 --ca-dir ca --state sectigo.json`` with
 ``SECTIGO_USERNAME``/``SECTIGO_PASSWORD`` set.
 
 Same paths, methods, JSON shapes and status codes as the real API
-(``spec/sectigo-api.md`` §3; the upstream "cathy" quirks of §12 #10 are not copied):
+(upstream ``pkg/sectigo``; the staging server's quirk 10 in docs/architecture.md is not copied):
 
 - ``POST /auth/pwd`` (401 on bad credentials), ``POST /auth/refresh`` (raw token
   body; the refresh token is reused, as Sectigo does). HS512 JWTs; access tokens live
@@ -126,7 +126,7 @@ def _param(name: str, title: str, placeholder: str, message: str, pattern: str) 
     }
 
 
-#: Profiles as data (upstream hard-codes them, §12 #8): id -> detail + parameters.
+#: Profiles as data (upstream hard-codes them): id -> detail + parameters.
 DEFAULT_PROFILES: dict[int, dict[str, Any]] = {
     42: {
         "profileName": "TRISA Profile",
