@@ -232,3 +232,28 @@ def test_serve_on_a_port_in_use_fails_in_one_line_and_leaves_no_store(
     assert out.returncode == 1
     assert out.stderr.count("\n") == 1 and "address already in use" in out.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.slow
+def test_transfers_resend_the_same_bytes(setup: Setup, cli: Callable[..., CliResult]) -> None:
+    bob_db = setup.tmp / "bob.db"
+    alice_db = setup.tmp / "alice.db"
+    setup.serve("--listen", f"127.0.0.1:{setup.bob_port}", "--db", str(bob_db),
+                "--policy", "accept", *setup.identity_args("bob"))
+    payload = originator_payload(BOOK.wallets_of("alice.vasp.test")[1],
+                                 BOOK.wallets_of("bob.vasp.test")[0], sent_at=datetime.now(UTC))
+    path = setup.tmp / "payload.json"
+    path.write_text(json_format.MessageToJson(payload, preserving_proto_field_name=True))
+    sent = cli("send", "--to", "bob.vasp.test", "--payload", str(path), "--db", str(alice_db),
+               *setup.identity_args("alice"))
+    assert sent.returncode == 0, sent.stderr
+    eid = json.loads(sent.stdout)["envelope_id"]
+    again = cli("transfers", "resend", eid, "--db", str(alice_db), *setup.identity_args("alice"))
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["state"] == "accepted"
+    listed = json.loads(cli("transfers", "list", "--db", str(bob_db), "--json").stdout)
+    assert [(r["envelope_id"], r["messages"]) for r in listed] == [(eid, 2)]  # answered once
+    unknown = cli("transfers", "resend", "0" * 8, "--db", str(alice_db),
+                  *setup.identity_args("alice"))
+    assert unknown.returncode == 1 and "no stored outgoing envelope" in unknown.stderr
+    assert unknown.stderr.count("\n") == 1

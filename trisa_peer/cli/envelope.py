@@ -50,6 +50,9 @@ def register(sub: Any) -> None:
                       help="node's private key (or a cert+key PEM); without it nothing is opened")
     show.add_argument("--password", metavar="TEXT")
     show.set_defaults(func=_show)
+    from .node import register_transfers
+
+    register_transfers(tsub)
 
 
 def import_payload_types() -> None:
@@ -140,7 +143,8 @@ def _store(path: str) -> Any:
 
 
 def _list(args: argparse.Namespace) -> int:
-    rows = _store(args.db).summaries(peer=args.peer, limit=args.limit)
+    store = _store(args.db)
+    rows = store.summaries(peer=args.peer, limit=args.limit)
     if args.json:
         print(json.dumps([row.__dict__ for row in rows], indent=2))
         return 0
@@ -151,6 +155,9 @@ def _list(args: argparse.Namespace) -> int:
     for row in rows:
         print(f"{row.envelope_id:36}  {row.peer:24} {row.direction:8} {row.state:11} "
               f"{row.messages:>4}  {row.last_at}")
+    from .node import print_pending
+
+    print_pending(store)
     return 0
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from google.protobuf import json_format
 
-from ..errors import ConfigurationError, HandshakeError, TrisaPeerError
+from ..errors import ConfigurationError, HandshakeError, TrisaPeerError, UsageError
 from .options import (
     add_directory_args,
     add_identity_args,
@@ -28,7 +28,7 @@ from .options import (
     resolve_map,
 )
 
-__all__ = ["register"]
+__all__ = ["print_pending", "register", "register_transfers"]
 
 _NODE_OPTIONS = [
     "listen", "cert", "key", "password", "trust", "crl", "resolve", "directory",
@@ -86,6 +86,132 @@ def register(sub: Any) -> None:
     add_directory_args(send)
     send.add_argument("--db", metavar="FILE", help="transfer store (SQLite; default in-memory)")
     send.set_defaults(func=_send)
+
+
+def register_transfers(tsub: Any) -> None:
+    """``transfers resend`` and ``transfers resolve`` (``list``/``show``: cli/envelope.py)."""
+    resend = tsub.add_parser(
+        "resend",
+        help="send a stored outgoing envelope again (the same bytes, to the same peer)",
+        description="Send the stored outgoing envelope ID again, byte for byte, to the peer "
+        "it was sent to, after steps 1, 6 and 7 pass again on a fresh directory answer. "
+        "Refused if the peer's registered key changed since the envelope was sealed.",
+    )
+    resend.add_argument("envelope_id", metavar="ID")
+    add_identity_args(resend)
+    add_directory_args(resend)
+    resend.add_argument("--db", metavar="FILE", help="the node's transfer store (SQLite)")
+    resend.set_defaults(func=_resend)
+    resolve = tsub.add_parser(
+        "resolve",
+        help="decide a pending incoming transfer (the node delivers the decision)",
+        description="Record the decision on pending incoming transfer ID in the store; the "
+        "running node (or the next one started on this store) delivers it to the "
+        "originator, with retries until the reply window closes.",
+    )
+    resolve.add_argument("envelope_id", metavar="ID")
+    resolve.add_argument("--db", required=True, metavar="FILE")
+    how = resolve.add_mutually_exclusive_group(required=True)
+    how.add_argument("--accept", action="store_true", help="accept the transfer")
+    how.add_argument("--reject", metavar="CODE",
+                     help="reject with a TRISA error code (name, e.g. COMPLIANCE_CHECK_FAIL, "
+                     "or number)")
+    resolve.add_argument("--message", default="the transfer was rejected on review",
+                         help="message of a rejection")
+    resolve.set_defaults(func=_resolve)
+
+
+def _error_code(text: str) -> int:
+    from .._pb.trisa.api.v1beta1 import errors_pb2
+
+    codes = errors_pb2.Error.Code
+    value = text.strip()
+    if value.lstrip("-").isdigit():
+        number = int(value)
+        if number in codes.values() and number != 0:
+            return number
+    elif value.upper() in codes.keys() and value.upper() != "UNHANDLED":
+        return int(codes.Value(value.upper()))
+    raise UsageError(f"--reject: {value[:40]!r} is not a TRISA error code name or number")
+
+
+def _age(created_at: str, now: Any) -> str:
+    from datetime import UTC, datetime
+
+    start = datetime.strptime(created_at, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+    seconds = int((now - start).total_seconds())
+    if seconds < 120:
+        return f"{seconds}s"
+    if seconds < 7200:
+        return f"{seconds // 60}m"
+    return f"{seconds // 3600}h"
+
+
+def print_pending(store: Any) -> None:
+    """The pending transfers of a store with their age and deadline (``transfers list``)."""
+    from ..clock import utcnow
+
+    rows = store.pending()
+    if not rows:
+        return
+    now = utcnow()
+    print(f"\npending: {len(rows)}")
+    print(f"{'ENVELOPE ID':36}  {'PEER':24} {'DIR':8} {'AGE':>5}  {'DEADLINE':30} DECISION")
+    for row in rows:
+        decision = row.resolution.split(":", 2)[:2] if row.resolution else []
+        shown = ":".join(decision) or (f"resolver {row.resolver}" if row.resolver else "-")
+        print(f"{row.envelope_id:36}  {row.peer:24} {row.direction:8} "
+              f"{_age(row.created_at, now):>5}  {row.deadline or '-':30} {shown}")
+
+
+def _resolve(args: argparse.Namespace) -> int:
+    from ..clock import utcnow
+    from ..envelope import parse_timestamp
+    from ..network.store import TransferStore
+
+    code = _error_code(args.reject) if args.reject else 0
+    if not Path(args.db).is_file():
+        raise ConfigurationError(f"{args.db}: no such transfer store")
+    store = TransferStore(args.db)
+    try:
+        rows = [r for r in store.pending(direction="incoming")
+                if r.envelope_id == args.envelope_id]
+        if not rows:
+            raise ConfigurationError(
+                f"no pending incoming transfer {args.envelope_id[:64]!r} in {args.db}")
+        row = rows[-1]
+        if row.deadline and parse_timestamp(row.deadline) < utcnow():
+            raise ConfigurationError(
+                f"transfer {row.envelope_id}: the reply window closed at {row.deadline}")
+        if row.resolution:
+            raise ConfigurationError(
+                f"transfer {row.envelope_id} is already decided ({row.resolution.split(':')[0]})")
+        decision = "accept" if args.accept else f"reject:{code}:0:{args.message}"
+        if not store.set_resolution(row.seq, decision):
+            raise ConfigurationError(f"transfer {row.envelope_id} is no longer pending")
+    finally:
+        store.close()
+    what = "accept" if args.accept else f"reject {code}"
+    print(f"{row.envelope_id}: {what} recorded; the node delivers it to {row.peer} "
+          f"(retried until {row.deadline or 'delivered'})")
+    return 0
+
+
+def _resend(args: argparse.Namespace) -> int:
+    from ..network.node import TransferError
+
+    apply_config(args, _NODE_OPTIONS)
+    require(args, "db")
+    if not Path(args.db).is_file():
+        raise ConfigurationError(f"{args.db}: no such transfer store")
+    node = _node(args, listen="127.0.0.1:0", policy="reject")
+    try:
+        result = node.resend(args.envelope_id)
+    except TransferError as exc:
+        raise ConfigurationError(str(exc)) from exc
+    finally:
+        node.close()
+    return _print_result(result)
 
 
 def _add_control_args(serve: Any) -> None:
@@ -220,7 +346,6 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _send(args: argparse.Namespace) -> int:
-    from .._pb.trisa.api.v1beta1 import api_pb2
     from ..network.node import TransferError
 
     apply_config(args, _NODE_OPTIONS)
@@ -232,6 +357,12 @@ def _send(args: argparse.Namespace) -> int:
         raise ConfigurationError(str(exc)) from exc
     finally:
         node.close()
+    return _print_result(result)
+
+
+def _print_result(result: Any) -> int:
+    from .._pb.trisa.api.v1beta1 import api_pb2
+
     out: dict[str, Any] = {
         "envelope_id": result.envelope_id,
         "peer": result.peer,

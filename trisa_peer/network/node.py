@@ -13,7 +13,7 @@ import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import grpc
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
@@ -28,11 +28,14 @@ from ..envelope import (
     envelope_error,
     format_timestamp,
     open_envelope,
+    parse_timestamp,
     public_key_from_signing_key,
+    public_key_signature,
     reject,
     seal,
     signing_key_from_certificate,
 )
+from ..envelope.signature import parse_signature
 from ..envelope.validate import DEFAULT_TIMESTAMP_WINDOW
 from ..errors import (
     ChannelBrokenError,
@@ -49,10 +52,10 @@ from ..transport.client import PeerChannel, PeerConnector
 from ..transport.material import MaterialSource
 from ..transport.server import TrisaServer
 from ..transport.status import rpc_status, transfer_error
-from .handler import Accept, Handler, Reject
+from .handler import Accept, Handler, PendingTransfer, Reject, Resolver
 from .keys import KeyRing, PeerKeys, record_key
 from .service import Exchange, NetworkServicer, pending_of
-from .store import TransferStore
+from .store import StoredEnvelope, TransferStore
 
 __all__ = ["TransferError", "TransferResult", "TrisaNode"]
 
@@ -110,6 +113,7 @@ class TrisaNode:
         timestamp_window: timedelta = DEFAULT_TIMESTAMP_WINDOW,
         controls: PeerControls | None = None,
         refusal_log_interval: float = REFUSAL_LOG_INTERVAL,
+        pending_interval: float = 1.0,
     ) -> None:
         self.material = material
         self.directory = directory
@@ -135,6 +139,13 @@ class TrisaNode:
         self._timers: set[threading.Timer] = set()
         self._timers_lock = threading.Lock()
         self._closed = False
+        #: Resolve hooks of pending transfers, by the name ``Pending(resolver=...)`` gives.
+        self.resolvers: dict[str, Resolver] = {}
+        self.pending_interval = pending_interval
+        self._pending_stop = threading.Event()
+        self._pending_thread: threading.Thread | None = None
+        self._deliver_lock = threading.RLock()
+        self._unknown_resolvers: set[str] = set()
         self.exchange = Exchange(
             common_name=self.common_name,
             handler=handler,
@@ -166,7 +177,12 @@ class TrisaNode:
     # ---------------------------------------------------------------- lifecycle
 
     def start(self) -> int:
-        return self.server.start()
+        port = self.server.start()
+        self._pending_stop.clear()
+        self._pending_thread = threading.Thread(
+            target=self._pending_loop, name="trisa-pending", daemon=True)
+        self._pending_thread.start()
+        return port
 
     @property
     def port(self) -> int:
@@ -179,6 +195,10 @@ class TrisaNode:
             self._timers.clear()
         for timer in timers:
             timer.cancel()
+        self._pending_stop.set()
+        thread, self._pending_thread = self._pending_thread, None
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(10)
         self.connector.close()
         self.server.stop(grace)
 
@@ -281,6 +301,42 @@ class TrisaNode:
             self.peer_keys.drop(peer)
             self.exchange_keys(peer)
 
+    def resend(self, envelope_id: str) -> TransferResult:
+        """Send a stored outgoing envelope again: the very same bytes, to its peer only.
+
+        Steps 1, 6 and 7 run again first, on a fresh directory answer (lookup, offline
+        chain check, pin) and on a new channel. A sealed envelope is refused when the
+        key it was sealed to is no longer the peer's registered key (a reissue or a
+        compromise): customer data never goes to a key the directory no longer vouches
+        for. The beneficiary answers a retry of the same message from its store.
+        Raises :class:`TransferError` (with the reason) or :class:`HandshakeError`.
+        """
+        row = self.store.latest_outgoing(envelope_id)
+        if row is None or not row.envelope:
+            raise TransferError(f"no stored outgoing envelope {envelope_id!r}")
+        envelope = api_pb2.SecureEnvelope.FromString(row.envelope)
+        plan = self.resolver.plan(row.peer, fresh=True)  # steps 1, 6, 7 on a fresh answer
+        if envelope.payload:
+            registered = record_key(plan.record)
+            if registered is None:
+                raise TransferError(
+                    f"refusing to resend {envelope_id} to {row.peer}: the directory holds "
+                    "no key for it")
+            try:
+                alg = parse_signature(envelope.public_key_signature)[0]
+                now_sig = public_key_signature(registered, alg)
+            except EnvelopeError as exc:
+                raise TransferError(f"refusing to resend {envelope_id}: {exc}") from exc
+            if now_sig != envelope.public_key_signature:
+                raise TransferError(
+                    f"refusing to resend {envelope_id} to {row.peer}: the peer's registered "
+                    "key changed since the envelope was sealed; send the transfer anew")
+        self.connector.forget(row.peer)
+        channel = self.connect(row.peer, trace=HandshakeTrace())
+        if channel.common_name.lower() != row.peer.lower():
+            raise TransferError(f"refusing to resend {envelope_id}: peer changed")
+        return self._transfer(row.peer, channel, envelope, seq=row.seq)
+
     def send_error(
         self, peer: str, code: int, message: str, *, envelope_id: str | None = None
     ) -> TransferResult:
@@ -290,12 +346,16 @@ class TrisaNode:
         return self._transfer(peer, channel, envelope)
 
     def _transfer(
-        self, peer: str, channel: PeerChannel, envelope: api_pb2.SecureEnvelope
+        self, peer: str, channel: PeerChannel, envelope: api_pb2.SecureEnvelope,
+        *, seq: int | None = None,
     ) -> TransferResult:
-        seq = self.store.add(
-            envelope_id=envelope.id, peer=channel.common_name, direction="outgoing",
-            kind="request", state="sent", envelope=envelope.SerializeToString(),
-        )
+        if seq is None:
+            seq = self.store.add(
+                envelope_id=envelope.id, peer=channel.common_name, direction="outgoing",
+                kind="request", state="sent", envelope=envelope.SerializeToString(),
+            )
+        else:  # a resend of the stored row ``seq``
+            self.store.set_state(seq, "sent")
         try:
             reply = channel.network.Transfer(envelope, timeout=self.timeout)
         except grpc.RpcError as exc:
@@ -325,29 +385,191 @@ class TrisaNode:
             self.store.add_reply(seq, state="undecodable", envelope=raw, direction="incoming",
                                  error_code=exc.code)
             raise TransferError(f"cannot open the reply from {peer}: {exc}") from exc
-        state = "pending" if pending_of(payload) is not None else {
+        pending = pending_of(payload)
+        state = "pending" if pending is not None else {
             TS.COMPLETED: "completed"}.get(reply.transfer_state, "accepted")
-        self.store.add_reply(seq, state=state, envelope=raw, direction="incoming")
+        window = (pending.reply_not_after, "") if pending and pending.reply_not_after else None
+        self.store.add_reply(seq, state=state, envelope=raw, direction="incoming",
+                             pending=window)
         return TransferResult(reply.id, peer, state, reply.transfer_state, payload=payload)
 
     def _send_callback(self, peer: str, envelope_id: str, decision: Accept | Reject,
                        original: api_pb2.Payload) -> None:
-        """Deliver an asynchronous decision: a new Transfer with the same envelope id."""
-        try:
-            channel = self.connect(peer)
-            if isinstance(decision, Reject):
-                envelope = reject(envelope_id, decision.code, decision.message,
-                                  retry=decision.retry)
-            else:
-                payload = api_pb2.Payload()
-                payload.CopyFrom(decision.payload or original)
-                payload.received_at = format_timestamp(self.clock())
-                envelope = seal(payload, self._peer_key(peer, channel), envelope_id=envelope_id,
-                                transfer_state=TS.ACCEPTED, clock=self.clock)
-            self._transfer(peer, channel, envelope)
-            log.info("peer=%s envelope=%s callback delivered", peer_text(peer),
-                     peer_text(envelope_id))
-        except TrisaPeerError as exc:
-            log.warning("peer=%s envelope=%s callback not delivered: %s", peer_text(peer),
-                        peer_text(envelope_id), peer_text(str(exc), 300))
+        """An in-process ``Pending.callback`` decided: record the decision on the pending
+        row, then deliver it (retried by the pending loop if this attempt fails)."""
+        row = self.store.latest_request(peer, envelope_id)
+        if row is None or row.state != "pending":
+            log.warning("peer=%s envelope=%s callback decided for a transfer that is not "
+                        "pending", peer_text(peer), peer_text(envelope_id))
+            return
+        # Under the delivery lock, so the pending loop cannot deliver the recorded
+        # decision first without the callback's payload.
+        with self._deliver_lock:
+            self.store.set_resolution(row.seq, _encode(decision))
+            self._deliver(row, decision, original=decision_payload(decision) or original)
 
+    # ------------------------------------------------------------ pending loop
+
+    def _pending_loop(self) -> None:
+        while not self._pending_stop.is_set():
+            try:
+                self.pending_tick()
+            except TrisaPeerError as exc:
+                log.warning("pending transfers: %s", exc)
+            except Exception:  # a resolver's or the store's bug must not end the loop
+                log.exception("pending transfers: unexpected failure")
+            self._pending_stop.wait(self.pending_interval)
+
+    def pending_tick(self) -> None:
+        """One pass over pending transfers: expire those past their deadline, ask
+        resolvers, deliver recorded decisions. Run every ``pending_interval`` seconds."""
+        now = self.clock()
+        for row in self.store.pending():
+            if self._pending_stop.is_set():
+                return
+            deadline = _deadline(row)
+            if deadline is not None and now > deadline:
+                self._expire(row)
+                continue
+            if row.direction != "incoming":
+                continue  # we originated it: the beneficiary decides
+            decision = self._decision(row, deadline)
+            if decision is not None:
+                self._deliver(row, decision)
+
+    def _open_request(self, row: StoredEnvelope) -> api_pb2.Payload:
+        envelope = api_pb2.SecureEnvelope.FromString(row.envelope)
+        return open_envelope(envelope, self.keyring.select(envelope.public_key_signature))
+
+    def _decision(self, row: StoredEnvelope, deadline: datetime | None) -> Accept | Reject | None:
+        if row.resolution:
+            return _decode(row.resolution)
+        if not row.resolver:
+            return None
+        resolver = self.resolvers.get(row.resolver)
+        if resolver is None:
+            if row.resolver not in self._unknown_resolvers:
+                self._unknown_resolvers.add(row.resolver)
+                log.warning("envelope=%s no resolver named %s registered", row.envelope_id,
+                            peer_text(row.resolver))
+            return None
+        transfer = PendingTransfer(row.envelope_id, row.peer, self._open_request(row),
+                                   _parse_stored(row.created_at), deadline)
+        try:
+            decision = resolver(transfer)
+        except Exception:
+            log.exception("envelope=%s resolver %s failed", row.envelope_id, row.resolver)
+            return None
+        if decision is None:
+            return None
+        if not isinstance(decision, (Accept, Reject)):
+            log.error("envelope=%s resolver %s returned neither Accept nor Reject",
+                      row.envelope_id, row.resolver)
+            return None
+        self.store.set_resolution(row.seq, _encode(decision))
+        return decision
+
+    def _deliver(self, row: StoredEnvelope, decision: Accept | Reject,
+                 *, original: api_pb2.Payload | None = None) -> None:
+        """Send a pending transfer's decision to the originator (same envelope id).
+
+        A retry sends the bytes stored by the first attempt, so the originator answers
+        it from its store. On an answer the transfer leaves ``pending``; on a failure
+        it stays pending and the next tick tries again, until the deadline."""
+        peer, eid = row.peer, row.envelope_id
+        with self._deliver_lock:
+            current = self.store.get(row.seq)
+            if current is None or current.state != "pending":
+                return
+            try:
+                channel = self.connect(peer)
+                prior = self.store.latest_outgoing(eid)
+                if prior is not None and prior.seq > row.seq and prior.envelope:
+                    result = self._transfer(peer, channel,
+                                            api_pb2.SecureEnvelope.FromString(prior.envelope),
+                                            seq=prior.seq)
+                else:
+                    result = self._transfer(peer, channel,
+                                            self._decision_envelope(row, decision, original,
+                                                                    channel))
+            except TrisaPeerError as exc:
+                log.warning("peer=%s envelope=%s decision not delivered (will retry): %s",
+                            peer, eid, exc)
+                return
+            if result.error is not None and result.error.code == Code.COMPLIANCE_PERIOD_EXCEEDED:
+                self.store.set_state(row.seq, "expired", error_code=result.error.code)
+            elif isinstance(decision, Reject):
+                self.store.set_state(row.seq, "rejected", error_code=decision.code)
+            else:
+                self.store.set_state(row.seq, "accepted", error_code=0)
+            log.info("peer=%s envelope=%s callback delivered", peer, eid)
+
+    def _decision_envelope(self, row: StoredEnvelope, decision: Accept | Reject,
+                           original: api_pb2.Payload | None,
+                           channel: PeerChannel) -> api_pb2.SecureEnvelope:
+        if isinstance(decision, Reject):
+            return reject(row.envelope_id, decision.code, decision.message, retry=decision.retry)
+        payload = api_pb2.Payload()
+        payload.CopyFrom(decision.payload or original or self._open_request(row))
+        payload.received_at = format_timestamp(self.clock())
+        try:
+            return seal(payload, self._peer_key(row.peer, channel),
+                        envelope_id=row.envelope_id, transfer_state=TS.ACCEPTED,
+                        clock=self.clock)
+        except EnvelopeError as exc:
+            raise TransferError(f"cannot seal the decision for {row.peer}: {exc}") from exc
+
+    def _expire(self, row: StoredEnvelope) -> None:
+        """The reply window closed: mark the transfer expired; as the beneficiary, tell
+        the originator with COMPLIANCE_PERIOD_EXCEEDED (once, best effort: it expires
+        the transfer on its own at the same deadline)."""
+        code = Code.COMPLIANCE_PERIOD_EXCEEDED
+        with self._deliver_lock:
+            current = self.store.get(row.seq)
+            if current is None or current.state != "pending":
+                return
+            self.store.set_state(row.seq, "expired", error_code=code)
+        log.info("peer=%s envelope=%s pending transfer expired (%s)", row.peer, row.envelope_id,
+                 "COMPLIANCE_PERIOD_EXCEEDED")
+        if row.direction != "incoming":
+            return
+        try:
+            channel = self.connect(row.peer)
+            notice = reject(row.envelope_id, code,
+                            f"the reply window closed at {row.deadline}", retry=False)
+            self._transfer(row.peer, channel, notice)
+        except TrisaPeerError as exc:
+            log.warning("peer=%s envelope=%s expiry notice not delivered: %s", row.peer,
+                        row.envelope_id, exc)
+
+
+def decision_payload(decision: Accept | Reject) -> api_pb2.Payload | None:
+    return decision.payload if isinstance(decision, Accept) else None
+
+
+def _encode(decision: Accept | Reject) -> str:
+    if isinstance(decision, Accept):
+        return "accept"
+    return f"reject:{decision.code}:{int(decision.retry)}:{decision.message}"
+
+
+def _decode(text: str) -> Accept | Reject:
+    if text == "accept":
+        return Accept()
+    _, code, retry, message = text.split(":", 3)
+    return Reject(int(code), message, retry=retry == "1")
+
+
+def _parse_stored(text: str) -> datetime:
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+
+
+def _deadline(row: StoredEnvelope) -> datetime | None:
+    """The reply window's end; the originator allows one second more (clock skew)."""
+    if not row.deadline:
+        return None
+    try:
+        end = parse_timestamp(row.deadline)
+    except (ValueError, EnvelopeError):
+        return None
+    return end + timedelta(seconds=1) if row.direction == "outgoing" else end

@@ -7,15 +7,24 @@ TransferStream, KeyExchange; ConfirmAddress answers UNIMPLEMENTED).
 For every incoming envelope, in order:
 
 1. a retry of an envelope already answered (same peer, id and bytes) gets the stored
-   reply and is not processed again;
+   reply and is not processed again (the fast path: no decryption);
 2. an error envelope is the peer's rejection of a transfer: recorded, acknowledged
    with the same error;
 3. the envelope is opened with the key its ``public_key_signature`` names (a key we do
    not hold -> NO_SIGNING_KEY, retry: run KeyExchange and send again); any failure of
    the open path becomes a TRISA rejection envelope (the request's bytes are not kept);
-4. an envelope continuing a transfer *we* originated is a callback: only the
+4. *the same message* (same verified peer, same id, same opened payload: digest of
+   its deterministic serialisation without unknown fields) is answered from the store,
+   whatever its wire bytes (a re-seal, a re-encoding, appended unknown fields);
+5. an envelope continuing a transfer *we* originated is a callback: only the
    counterparty of that transfer may send it, only inside the reply window it gave;
-5. otherwise the user's :data:`~trisa_peer.network.handler.Handler` decides.
+6. a *different* payload under an id this peer already used is accepted only as a
+   continuation of that transfer (after a repair request, or a follow-up of a pending
+   or accepted transfer, TRISA v1.1 state rules); otherwise BAD_REQUEST, id reused;
+7. otherwise the message is *claimed* (committed), then the user's
+   :data:`~trisa_peer.network.handler.Handler` decides, given an idempotency key and
+   the attempt number; the reply is committed after it returns. A crash in between
+   runs the handler again on the retry with attempt + 1 (at least once, with a key).
 
 The reply is sealed with the peer's key and stored (committed) before it is returned.
 TRISA rejections travel inside envelopes with gRPC status OK; only a store failure makes
@@ -65,7 +74,10 @@ from .handler import Accept, Handler, Incoming, Pending, Reject, Repair
 from .keys import KeyRing, PeerKeys, record_key
 from .store import StoredEnvelope, TransferStore, digest
 
-__all__ = ["PENDING_TYPE", "Exchange", "NetworkServicer", "pending_of"]
+__all__ = [
+    "PENDING_TYPE", "Exchange", "NetworkServicer", "idempotency_key", "payload_digest",
+    "pending_of",
+]
 
 log = logging.getLogger("trisa_peer.network")
 # A store that cannot record refuses every call: one line per cause per 10 s, with a count.
@@ -82,6 +94,37 @@ _KNOWN_CODES = frozenset(errors_pb2.Error.Code.values())
 #: still delivers is answered with a TRISA BAD_REQUEST envelope; larger messages are
 #: refused by gRPC itself (RESOURCE_EXHAUSTED) and the server keeps serving.
 MAX_ENVELOPE_PAYLOAD = 1024 * 1024
+
+
+def _continues(earlier_state: str, transfer_state: int) -> bool:
+    """May the same peer send a different payload under an id it used before?
+
+    After a repair request (we asked for a corrected payload), yes; after a pending or
+    accepted transfer, only as a TRISA v1.1 follow-up (ACCEPTED <-> ACCEPTED,
+    COMPLETED <-> COMPLETED); never after a rejection, an expiry or a completion.
+    """
+    if earlier_state == "repair":
+        return True
+    return earlier_state in ("pending", "accepted") and transfer_state in (
+        TS.ACCEPTED, TS.COMPLETED)
+
+
+def payload_digest(payload: api_pb2.Payload) -> str:
+    """SHA-256 of the opened payload: deterministic serialisation, unknown fields dropped.
+
+    Two envelopes carrying this same payload are the same message whatever their wire
+    bytes (a re-seal re-encrypts with fresh keys; a re-encoding may reorder fields).
+    """
+    clean = api_pb2.Payload()
+    clean.CopyFrom(payload)
+    clean.DiscardUnknownFields()
+    return digest(clean.SerializeToString(deterministic=True))
+
+
+def idempotency_key(directory_id: str, envelope_id: str, payload_dig: str) -> str:
+    """The handler's key for one message: the peer's directory id, the id, the digest."""
+    text = f"trisa-idempotency-v1\0{directory_id}\0{envelope_id}\0{payload_dig}"
+    return digest(text.encode("utf-8"))
 
 
 def pending_of(payload: api_pb2.Payload) -> transaction_pb2.Pending | None:
@@ -103,6 +146,7 @@ class _Request:
     raw: bytes
     digest: str
     seq: int | None = None
+    payload_digest: str = ""
 
 
 class Exchange:
@@ -148,17 +192,20 @@ class Exchange:
         code: int = 0,
         discard: bool = False,
         origin: tuple[int, str, int] | None = None,
+        pending: tuple[str, str] | None = None,
     ) -> api_pb2.SecureEnvelope:
         """Record the request (if new), the reply and any state change of the transfer it
         answers, in one transaction, committed; then return the reply."""
         data = reply.SerializeToString()
         if req.seq is not None:
             self.store.add_reply(req.seq, state=state, envelope=data, direction="outgoing",
-                                 error_code=code, discard_request=discard, origin=origin)
+                                 error_code=code, discard_request=discard, origin=origin,
+                                 pending=pending)
             return reply
         seq = self.store.add_exchange(
             envelope_id=req.envelope_id, peer=req.peer, request=b"" if discard else req.raw,
             request_digest=req.digest, reply=data, state=state, error_code=code, origin=origin,
+            payload_digest=req.payload_digest,
         )
         if seq is None:  # the same envelope was answered concurrently: send that answer
             seen = self.store.find_request(req.peer, req.envelope_id, req.digest)
@@ -214,30 +261,46 @@ class Exchange:
     def process(
         self, envelope: api_pb2.SecureEnvelope, peer: VerifiedPeer
     ) -> api_pb2.SecureEnvelope:
-        """Answer one envelope; raises only :class:`StoreError` (nothing unrecorded)."""
+        """Answer one envelope; raises only :class:`StoreError` (nothing unrecorded).
+
+        A retry of exactly the bytes already answered is answered from the store before
+        the metadata checks, so a resend of stored bytes older than the timestamp window
+        gets the reply it got the first time instead of a refusal.
+        """
+        raw = envelope.SerializeToString()
+        dig = digest(raw)
+        if is_uuid(envelope.id):  # no stored request has any other id
+            stored = self._stored_reply(peer.common_name, envelope.id, dig)
+            if stored is not None:
+                return stored
         refused = self._refuse_metadata(envelope, peer)
         if refused is not None:
             return refused
-        raw = envelope.SerializeToString()
-        dig = digest(raw)
-        # Identical envelopes arriving at the same time are processed one after the other,
-        # so the second is answered from the store and the handler never runs twice.
-        with self._stripes[hash((peer.common_name, envelope.id, dig)) % len(self._stripes)]:
+        # Envelopes of one peer and id arriving at the same time are processed one after
+        # the other (whatever their bytes), so a concurrent duplicate waits for the first
+        # and is answered from the store; the handler never runs twice concurrently.
+        with self._stripes[hash((peer.common_name, envelope.id)) % len(self._stripes)]:
             return self._process(envelope, peer, raw, dig)
+
+    def _stored_reply(self, cn: str, eid: str, dig: str) -> api_pb2.SecureEnvelope | None:
+        """The stored reply to the request (peer, id, wire digest), if it was answered."""
+        seen = self.store.find_request(cn, eid, dig)
+        stored = self.store.reply_to(seen.seq) if seen is not None else None
+        if stored is None:
+            return None
+        log.info("peer=%s envelope=%s retry answered from the store", peer_text(cn),
+                 peer_text(eid))
+        return api_pb2.SecureEnvelope.FromString(stored.envelope)
 
     def _process(
         self, envelope: api_pb2.SecureEnvelope, peer: VerifiedPeer, raw: bytes, dig: str
     ) -> api_pb2.SecureEnvelope:
         eid = envelope.id
         cn = peer.common_name
-        seen = self.store.find_request(cn, eid, dig)
-        if seen is not None:
-            stored = self.store.reply_to(seen.seq)
-            if stored is not None:
-                log.info("peer=%s envelope=%s retry answered from the store",
-                         peer_text(cn), peer_text(eid))
-                return api_pb2.SecureEnvelope.FromString(stored.envelope)
-
+        answered = self._stored_reply(cn, eid, dig)
+        if answered is not None:
+            return answered
+        seen = self.store.find_request(cn, eid, dig)  # stored but unanswered: a crash
         req = _Request(eid, cn, raw, dig, seen.seq if seen is not None else None)
         error = envelope_error(envelope)
         if error is not None and not envelope.payload:
@@ -260,11 +323,39 @@ class Exchange:
             state = "repair" if rejection.retry else "rejected"
             return self._answer(req, reply, state, code=rejection.code, discard=True)
 
+        req.payload_digest = pdig = payload_digest(payload)
+        same = self.store.find_message(cn, eid, pdig)
+        if same is not None:
+            stored = self.store.reply_to(same.seq)
+            if stored is not None:
+                log.info("peer=%s envelope=%s same message answered from the store",
+                         peer_text(cn), peer_text(eid))
+                return api_pb2.SecureEnvelope.FromString(stored.envelope)
         now = self.clock()
-        incoming = Incoming(peer, eid, payload, envelope.transfer_state, now)
         origin = self.store.initiated(eid)
         if origin is not None:
+            incoming = Incoming(peer, eid, payload, envelope.transfer_state, now)
             return self._callback(req, origin, incoming)
+        if same is None:
+            earlier = self.store.latest_request(cn, eid)
+            if earlier is not None and not _continues(earlier.state, envelope.transfer_state):
+                log.info("peer=%s envelope=%s id reused (transfer %s)", cn, eid, earlier.state)
+                req.seq = None
+                return self._reject(req, Reject(
+                    Code.BAD_REQUEST,
+                    f"envelope id reused: transfer {eid} is {earlier.state}; "
+                    "a new transfer needs a new id"))
+        claim = self.store.claim(envelope_id=eid, peer=cn, request=raw, request_digest=dig,
+                                 payload_digest=pdig)
+        if claim.reply is not None:
+            return api_pb2.SecureEnvelope.FromString(claim.reply.envelope)
+        req.seq = claim.seq
+        if claim.attempt > 1:
+            log.info("peer=%s envelope=%s unfinished claim runs again attempt=%d",
+                     cn, eid, claim.attempt)
+        incoming = Incoming(peer, eid, payload, envelope.transfer_state, now,
+                            idempotency_key=idempotency_key(peer.record.id or cn, eid, pdig),
+                            attempt=claim.attempt)
         try:
             outcome = self.handler(incoming)
         except Exception:  # the user's handler failed: never leak its exception
@@ -290,7 +381,8 @@ class Exchange:
                 Code.FORBIDDEN, "this transfer was not exchanged with your VASP"))
         # The beneficiary's asynchronous rejection ends a pending transfer; a rejection
         # of a transfer already decided is recorded and acknowledged but changes nothing.
-        change = (origin.seq, "rejected", error.code) if (
+        final = "expired" if error.code == Code.COMPLIANCE_PERIOD_EXCEEDED else "rejected"
+        change = (origin.seq, final, error.code) if (
             origin is not None and origin.state == "pending") else None
         log.info("peer=%s envelope=%s peer rejection code=%d", peer_text(cn),
                  peer_text(envelope.id), error.code)
@@ -323,9 +415,11 @@ class Exchange:
                 reply = self._sealed_reply(incoming, payload, TS.ACCEPTED)
                 return self._answer(req, reply, "accepted")
             if isinstance(outcome, Pending):
-                reply = self._sealed_reply(incoming, self._pending_payload(incoming, outcome),
-                                           TS.PENDING)
-                answered = self._answer(req, reply, "pending")
+                body = self._pending_payload(incoming, outcome)
+                reply = self._sealed_reply(incoming, body, TS.PENDING)
+                deadline = pending_of(body).reply_not_after  # type: ignore[union-attr]
+                answered = self._answer(req, reply, "pending",
+                                        pending=(deadline, outcome.resolver))
                 if outcome.callback is not None:
                     self._schedule_callback(incoming, outcome)
                 return answered

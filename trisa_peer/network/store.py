@@ -6,10 +6,22 @@ the transfer's ``state`` and the serialised ``SecureEnvelope`` exactly as sent o
 received (still sealed; payloads are never stored in clear). Rows are committed
 before the node answers, so a reply the peer has seen is never lost by a restart.
 
-Idempotency: an incoming request is identified by (peer, envelope id, SHA-256 of its
-bytes). A retry of the same envelope is answered with the stored reply and is not
-processed again; a *different* envelope with the same id (the next message of the same
-exchange, e.g. an asynchronous callback) is a new request.
+Idempotency: an incoming request is identified by (peer, envelope id, digest of its
+*opened payload*) (``payload_digest``; ``digest`` keeps the SHA-256 of the bytes first
+received, a fast path for byte-identical retries). A retry of the same message (same
+bytes, or re-sealed, re-encoded, with unknown fields appended) is answered with the
+stored reply and is not processed again; a *different* payload with the same id is a
+new request only as a continuation of that transfer (see ``Exchange``).
+
+Claims (schema 2): before the user's handler runs, the request row is committed in
+state ``claimed`` with ``attempt`` 1; the reply and the final state are committed after
+it returns. A claim found unfinished (the process died in between) runs again with
+``attempt`` + 1: the handler runs at least once, and exactly-once side effects key on
+the idempotency key it is given.
+
+Pending transfers (schema 2): ``deadline`` holds the reply window's end
+(``reply_not_after``), ``resolver`` the name of the resolve hook to ask after a
+restart and ``resolution`` a decision not yet delivered (``accept`` or ``reject:CODE``).
 
 For rejected input only the record of the rejection is kept: the request row holds no
 envelope bytes, only its digest and the error code. Those *rejection records* (refused
@@ -44,7 +56,7 @@ from typing import Any
 from ..errors import StoreError
 from ..fsutil import create_private
 
-__all__ = ["StoredEnvelope", "TransferStore", "TransferSummary", "digest"]
+__all__ = ["Claim", "StoredEnvelope", "TransferStore", "TransferSummary", "digest"]
 
 log = logging.getLogger("trisa_peer.network")
 
@@ -52,7 +64,7 @@ log = logging.getLogger("trisa_peer.network")
 DEFAULT_KEEP_REJECTIONS = timedelta(days=30)
 DEFAULT_MAX_REJECTIONS = 10_000
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);
@@ -77,6 +89,23 @@ CREATE UNIQUE INDEX IF NOT EXISTS incoming_requests
 """
 
 
+#: Version 1 -> 2: payload digest, attempt counter, pending deadline/resolver/resolution.
+_MIGRATIONS: dict[int, str] = {
+    2: """
+ALTER TABLE envelopes ADD COLUMN payload_digest TEXT NOT NULL DEFAULT '';
+ALTER TABLE envelopes ADD COLUMN attempt INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE envelopes ADD COLUMN deadline TEXT;
+ALTER TABLE envelopes ADD COLUMN resolver TEXT NOT NULL DEFAULT '';
+ALTER TABLE envelopes ADD COLUMN resolution TEXT NOT NULL DEFAULT '';
+CREATE INDEX IF NOT EXISTS incoming_by_payload
+    ON envelopes (peer, envelope_id, payload_digest)
+    WHERE direction = 'incoming' AND kind = 'request';
+CREATE INDEX IF NOT EXISTS envelopes_by_deadline ON envelopes (deadline)
+    WHERE deadline IS NOT NULL;
+""",
+}
+
+
 def digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
@@ -99,6 +128,21 @@ class StoredEnvelope:
     envelope: bytes
     created_at: str
     updated_at: str
+    payload_digest: str = ""
+    attempt: int = 0
+    deadline: str | None = None
+    resolver: str = ""
+    resolution: str = ""
+
+
+@dataclass(frozen=True)
+class Claim:
+    """The request row a handler run belongs to: ``attempt`` 1 for a new claim."""
+
+    seq: int
+    attempt: int
+    #: the stored reply when this message was already answered (nothing to run)
+    reply: StoredEnvelope | None = None
 
 
 @dataclass(frozen=True)
@@ -116,7 +160,7 @@ class TransferSummary:
 
 _COLUMNS = (
     "seq, envelope_id, peer, direction, kind, state, error_code, digest, reply_to, "
-    "envelope, created_at, updated_at"
+    "envelope, created_at, updated_at, payload_digest, attempt, deadline, resolver, resolution"
 )
 
 
@@ -187,13 +231,19 @@ class TransferStore:
             raise StoreError(f"{self.path}: cannot open transfer store: {exc}") from exc
         with self._tx() as db:
             row = db.execute("SELECT version FROM schema_version").fetchone()
+            version = 1 if row is None else int(row[0])
             if row is None:
-                db.execute("INSERT INTO schema_version VALUES (?)", (SCHEMA_VERSION,))
-            elif row[0] > SCHEMA_VERSION:
+                db.execute("INSERT INTO schema_version VALUES (1)")
+            if version > SCHEMA_VERSION:
                 raise StoreError(
-                    f"{self.path}: schema version {row[0]} is newer than this trisa-peer "
+                    f"{self.path}: schema version {version} is newer than this trisa-peer "
                     f"understands ({SCHEMA_VERSION})"
                 )
+            for target in range(version + 1, SCHEMA_VERSION + 1):
+                for statement in _MIGRATIONS[target].split(";"):
+                    if statement.strip():
+                        db.execute(statement)
+                db.execute("UPDATE schema_version SET version = ?", (target,))
 
     def _db(self) -> sqlite3.Connection:
         if self._uri and getattr(self, "_keeper", None) is not None:
@@ -357,8 +407,12 @@ class TransferStore:
         error_code: int = 0,
         discard_request: bool = False,
         origin: tuple[int, str, int] | None = None,
+        pending: tuple[str, str] | None = None,
     ) -> int:
-        """Store a reply and move its request to ``state``, in one transaction."""
+        """Store a reply and move its request to ``state``, in one transaction.
+
+        ``pending`` = ``(deadline, resolver)`` records a pending transfer's reply window
+        end and resolve hook on the request row in the same transaction."""
         now = _now()
         with self._tx() as db:
             row = db.execute(
@@ -381,6 +435,9 @@ class TransferStore:
             )
             if origin is not None:
                 _set_state(db, *origin, now)
+            if pending is not None:
+                db.execute("UPDATE envelopes SET deadline = ?, resolver = ? WHERE seq = ?",
+                           (*pending, request_seq))
             return int(cur.lastrowid or 0)
 
     def add_exchange(
@@ -394,6 +451,7 @@ class TransferStore:
         state: str,
         error_code: int = 0,
         origin: tuple[int, str, int] | None = None,
+        payload_digest: str = "",
     ) -> int | None:
         """Store an incoming request and our reply in *one* transaction (one fsync).
 
@@ -408,9 +466,11 @@ class TransferStore:
             try:
                 cur = db.execute(
                     "INSERT INTO envelopes (envelope_id, peer, direction, kind, state, "
-                    "error_code, digest, reply_to, envelope, created_at, updated_at) "
-                    "VALUES (?, ?, 'incoming', 'request', ?, ?, ?, NULL, ?, ?, ?)",
-                    (envelope_id, peer, state, error_code, request_digest, request, now, now),
+                    "error_code, digest, reply_to, envelope, created_at, updated_at, "
+                    "payload_digest) "
+                    "VALUES (?, ?, 'incoming', 'request', ?, ?, ?, NULL, ?, ?, ?, ?)",
+                    (envelope_id, peer, state, error_code, request_digest, request, now, now,
+                     payload_digest),
                 )
             except sqlite3.IntegrityError:
                 return None
@@ -424,6 +484,88 @@ class TransferStore:
             if origin is not None:
                 _set_state(db, *origin, now)
             return seq
+
+    def claim(
+        self,
+        *,
+        envelope_id: str,
+        peer: str,
+        request: bytes,
+        request_digest: str,
+        payload_digest: str,
+    ) -> Claim:
+        """Record, committed, that the handler is about to run for this message.
+
+        A new message gets a row in state ``claimed`` (attempt 1). A message already
+        answered returns its stored reply. A claim left unfinished (a crash between
+        the claim and the reply's commit) is taken again with ``attempt`` + 1.
+        """
+        now = _now()
+        with self._tx() as db:
+            row = db.execute(
+                "SELECT seq, attempt FROM envelopes WHERE peer = ? AND envelope_id = ? "
+                "AND payload_digest = ? AND direction = 'incoming' AND kind = 'request' "
+                "ORDER BY seq LIMIT 1",
+                (peer, envelope_id, payload_digest),
+            ).fetchone()
+            if row is not None:
+                reply = db.execute(
+                    f"SELECT {_COLUMNS} FROM envelopes WHERE reply_to = ? "  # noqa: S608
+                    "ORDER BY seq DESC LIMIT 1", (row[0],),
+                ).fetchone()
+                if reply is not None:
+                    return Claim(int(row[0]), int(row[1]), StoredEnvelope(*reply))
+                attempt = int(row[1]) + 1
+                db.execute(
+                    "UPDATE envelopes SET attempt = ?, updated_at = ? WHERE seq = ?",
+                    (attempt, now, row[0]),
+                )
+                return Claim(int(row[0]), attempt)
+            try:
+                cur = db.execute(
+                    "INSERT INTO envelopes (envelope_id, peer, direction, kind, state, "
+                    "error_code, digest, reply_to, envelope, created_at, updated_at, "
+                    "payload_digest, attempt) "
+                    "VALUES (?, ?, 'incoming', 'request', 'claimed', 0, ?, NULL, ?, ?, ?, ?, 1)",
+                    (envelope_id, peer, request_digest, request, now, now, payload_digest),
+                )
+            except sqlite3.IntegrityError as exc:
+                # The same bytes were stored before under another payload digest (a
+                # version-1 row): claim that row.
+                old = db.execute(
+                    "SELECT seq, attempt FROM envelopes WHERE peer = ? AND envelope_id = ? "
+                    "AND digest = ? AND direction = 'incoming' AND kind = 'request' "
+                    "AND payload_digest = ''",
+                    (peer, envelope_id, request_digest),
+                ).fetchone()
+                if old is None:
+                    raise StoreError(
+                        f"{envelope_id}: stored bytes with another payload digest") from exc
+                db.execute(
+                    "UPDATE envelopes SET payload_digest = ?, attempt = ?, updated_at = ? "
+                    "WHERE seq = ?", (payload_digest, int(old[1]) + 1, now, old[0]),
+                )
+                return Claim(int(old[0]), int(old[1]) + 1)
+            return Claim(int(cur.lastrowid or 0), 1)
+
+    def set_resolution(self, seq: int, resolution: str) -> bool:
+        """Record a pending transfer's decision (delivered later); False unless pending."""
+        with self._tx() as db:
+            cur = db.execute(
+                "UPDATE envelopes SET resolution = ?, updated_at = ? "
+                "WHERE seq = ? AND state = 'pending' AND kind = 'request'",
+                (resolution, _now(), seq),
+            )
+            return cur.rowcount == 1
+
+    def pending(self, *, direction: str | None = None) -> list[StoredEnvelope]:
+        """Requests (either direction) still ``pending``, oldest first."""
+        where = "kind = 'request' AND state = 'pending'"
+        args: tuple[object, ...] = ()
+        if direction is not None:
+            where += " AND direction = ?"
+            args = (direction,)
+        return self._rows(where + " ORDER BY seq", args)
 
     def set_state(self, seq: int, state: str, *, error_code: int | None = None) -> None:
         with self._tx() as db:
@@ -460,6 +602,36 @@ class TransferStore:
             "peer = ? AND envelope_id = ? AND digest = ? "
             "AND direction = 'incoming' AND kind = 'request'",
             (peer, envelope_id, envelope_digest),
+        )
+        return rows[0] if rows else None
+
+    def find_message(
+        self, peer: str, envelope_id: str, payload_digest: str
+    ) -> StoredEnvelope | None:
+        """The incoming request carrying this opened payload under this id, if any."""
+        rows = self._rows(
+            "peer = ? AND envelope_id = ? AND payload_digest = ? "
+            "AND direction = 'incoming' AND kind = 'request' ORDER BY seq LIMIT 1",
+            (peer, envelope_id, payload_digest),
+        )
+        return rows[0] if rows else None
+
+    def latest_request(self, peer: str, envelope_id: str) -> StoredEnvelope | None:
+        """The newest incoming request from ``peer`` under ``envelope_id`` that was opened
+        (rows of input rejected before it could be opened keep no bytes and use no id)."""
+        rows = self._rows(
+            "peer = ? AND envelope_id = ? AND direction = 'incoming' AND kind = 'request' "
+            "AND length(envelope) > 0 ORDER BY seq DESC LIMIT 1",
+            (peer, envelope_id),
+        )
+        return rows[0] if rows else None
+
+    def latest_outgoing(self, envelope_id: str) -> StoredEnvelope | None:
+        """The newest request this node sent under ``envelope_id``."""
+        rows = self._rows(
+            "envelope_id = ? AND direction = 'outgoing' AND kind = 'request' "
+            "ORDER BY seq DESC LIMIT 1",
+            (envelope_id,),
         )
         return rows[0] if rows else None
 
