@@ -54,6 +54,7 @@ from .._pb.ivms101 import enum_pb2, ivms101_pb2
 from .._pb.trisa.gds.api.v1beta1 import api_pb2 as gds_pb2
 from .._pb.trisa.gds.models.v1beta1 import models_pb2
 from ..certs import fingerprint, format_serial, load_certificates, load_identity
+from ..directory.convert import enum_name
 from ..errors import ConfigurationError, DirectoryError, UsageError
 from ..fsutil import write_private
 from ..records import PeerRecord
@@ -140,6 +141,12 @@ def _vasp_doc(directory: Any, vasp: Any) -> dict[str, Any]:
         "endpoint": vasp.trisa_endpoint,
         "name": display_name(vasp),
         "country": vasp.entity.country_of_registration,
+        # open enum: a category this build does not know shows as UNKNOWN(99)
+        "business_category": (
+            enum_name(models_pb2.BusinessCategory, vasp.business_category)
+            if vasp.business_category else ""
+        ),
+        "vasp_categories": list(vasp.vasp_categories),
         "registered_directory": vasp.registered_directory,
         "status": state_name(vasp.verification_status),
         "verified_on": vasp.verified_on,
@@ -161,7 +168,7 @@ def _vasp_doc(directory: Any, vasp: Any) -> dict[str, Any]:
         last = reqs[-1]
         doc["certificate_request"] = {
             "id": last.id,
-            "status": gds_models_pb2.CertificateRequestState.Name(last.status),
+            "status": enum_name(gds_models_pb2.CertificateRequestState, last.status),
             "batch_id": last.batch_id,
             "reject_reason": last.reject_reason,
         }
@@ -174,6 +181,10 @@ def _vasp_text(doc: dict[str, Any]) -> str:
         f"  endpoint: {doc['endpoint']}  name: {doc['name'] or '-'}  "
         f"country: {doc['country'] or '-'}",
     ]
+    categories = [c for c in (doc.get("business_category"), *doc.get("vasp_categories", ()))
+                  if c]
+    if categories:
+        lines.append(f"  categories: {', '.join(categories)}")
     cert = doc.get("certificate")
     if cert:
         revoked = "  REVOKED" if cert["revoked"] else ""
@@ -484,7 +495,7 @@ def _cmd_register(args: argparse.Namespace) -> int:
         "id": reply.id,
         "registered_directory": reply.registered_directory,
         "common_name": reply.common_name,
-        "status": models_pb2.VerificationState.Name(reply.status),
+        "status": enum_name(models_pb2.VerificationState, reply.status),
         "message": reply.message,
         "pkcs12password": reply.pkcs12password,
     }
@@ -508,7 +519,7 @@ def _cmd_register(args: argparse.Namespace) -> int:
 def _cmd_verify_contact(args: argparse.Namespace) -> int:
     with _client(args) as client:
         reply = client.verify_contact(args.id, args.token)
-    state = models_pb2.VerificationState.Name(reply.status)
+    state = enum_name(models_pb2.VerificationState, reply.status)
     return _emit(args, {"status": state, "message": reply.message}, f"{state}: {reply.message}")
 
 
@@ -546,7 +557,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
     with _client(args) as client:
         state = client.status()
     doc = {
-        "status": gds_pb2.ServiceState.Status.Name(state.status),
+        "status": enum_name(gds_pb2.ServiceState.Status, state.status),
         "not_before": state.not_before,
         "not_after": state.not_after,
     }

@@ -33,6 +33,7 @@ from ..errors import ConfigurationError, StoreError, TrisaPeerError
 from ..netutil import bind_problem, split_host_port
 from ..sectigo.client import SectigoClient
 from ..transport.status import abort
+from .convert import enum_name
 from .service import DEFAULT_DIRECTORY_ID, Directory
 from .store import DirectoryStore
 
@@ -89,7 +90,7 @@ class DirectoryServicer(gds_grpc.TRISADirectoryServicer):
     ) -> gds_pb2.SearchReply:
         from .._pb.trisa.gds.models.v1beta1 import models_pb2
 
-        categories = [models_pb2.BusinessCategory.Name(c) for c in request.business_category]
+        categories = [enum_name(models_pb2.BusinessCategory, c) for c in request.business_category]
         categories.extend(request.vasp_category)
         rows = self._call(
             context,
