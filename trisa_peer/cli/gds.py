@@ -41,6 +41,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import logging
 import os
 import signal
 import threading
@@ -57,6 +58,7 @@ from ..certs import fingerprint, format_serial, load_certificates, load_identity
 from ..directory.convert import enum_name
 from ..errors import ConfigurationError, DirectoryError, UsageError
 from ..fsutil import write_private
+from ..limits import add_limit_args, raise_open_files_limit
 from ..records import PeerRecord
 from .options import add_directory_args, host_port_arg, open_directory, positive_float
 
@@ -258,12 +260,15 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         tls = (identity.chain_pem(), identity.key_pem())
     else:
         raise ConfigurationError("choose --tls-cert/--tls-key, --ca-dir or --insecure")
+    files = raise_open_files_limit()  # what an attacker's idle connections would exhaust
     # TLS material is valid: now open (maybe create) the database and bind. A start
     # that fails removes a database file it has just created.
     with _new_database_removed_on_error(args.db):
         directory = _directory(args, create=True)
         try:
-            server = DirectoryServer(directory, listen=args.listen, tls=tls)
+            server = DirectoryServer(directory, listen=args.listen, tls=tls,
+                                     handshake_timeout=args.handshake_timeout,
+                                     idle_timeout=args.idle_timeout)
             port = server.start()
         except BaseException:
             directory.close()
@@ -276,6 +281,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
     print(f"directory listening on {host}:{port} ({'TLS' if tls else 'plaintext'})", flush=True)
+    limits_log = logging.getLogger("trisa_peer.limits")
+    limits_log.setLevel(min(limits_log.getEffectiveLevel(), logging.INFO))
+    limits_log.info("%s", files)  # one line on stderr
     if tls_name and tls_name != host:
         # the local CA's certificate names no IP address: clients must use the name
         print(f"TLS certificate names {tls_name}: connect as {tls_name}:{port} "
@@ -622,6 +630,7 @@ def register(subparsers: Any) -> None:
                    "IP --listen host it names localhost: connect as localhost:PORT)")
     p.add_argument("--key-size", type=int, default=2048, help="RSA size for --ca-dir")
     p.add_argument("--insecure", action="store_true", help="plaintext (loopback only)")
+    add_limit_args(p)
     p.set_defaults(func=_cmd_serve)
 
     p = sub.add_parser("review", parents=[common, db, sectigo],

@@ -13,6 +13,7 @@ from typing import Any
 from google.protobuf import json_format
 
 from ..errors import ConfigurationError, HandshakeError, TrisaPeerError
+from ..limits import add_limit_args, raise_open_files_limit
 from .options import (
     add_directory_args,
     add_identity_args,
@@ -47,6 +48,7 @@ def register(sub: Any) -> None:
     serve.add_argument("--policy", choices=POLICIES,
                        help="how to answer transfers: rvasp (TestNet robot wallets, default), "
                        "accept, reject")
+    add_limit_args(serve)
     serve.set_defaults(func=_serve)
 
     check = sub.add_parser(
@@ -90,6 +92,8 @@ def _node(args: argparse.Namespace, *, listen: str, policy: str) -> Any:
         handler=_handler(policy, common_name),
         listen=listen,
         resolve=resolve_map(args.resolve),
+        handshake_timeout=getattr(args, "handshake_timeout", None),
+        idle_timeout=getattr(args, "idle_timeout", None),
     )
 
 
@@ -111,6 +115,7 @@ def _serve(args: argparse.Namespace) -> int:
     require(args, "listen")
     # One line per accept/reject decision is part of what an operator runs this for.
     logging.getLogger("trisa_peer").setLevel(logging.INFO if not args.verbose else logging.DEBUG)
+    files = raise_open_files_limit()  # what an attacker's idle connections would exhaust
     fresh_db = bool(args.db) and not Path(args.db).exists()
     node = _node(args, listen=args.listen, policy=args.policy or "rvasp")
     try:
@@ -121,6 +126,7 @@ def _serve(args: argparse.Namespace) -> int:
             for suffix in ("", "-wal", "-shm"):
                 Path(f"{args.db}{suffix}").unlink(missing_ok=True)
         raise
+    logging.getLogger("trisa_peer.limits").info("%s", files)
     print(f"trisa-peer: {node.common_name} serving on port {port} "
           f"(policy {args.policy or 'rvasp'})", flush=True)
     stop = threading.Event()

@@ -102,6 +102,8 @@ class TrisaNode:
         key_ttl: float = 3600.0,
         verify_peers: bool = True,
         max_workers: int = 16,
+        handshake_timeout: float | None = None,
+        idle_timeout: float | None = None,
     ) -> None:
         self.material = material
         self.directory = directory
@@ -116,6 +118,8 @@ class TrisaNode:
             verify_peers=verify_peers,
             clock=clock,
             max_workers=max_workers,
+            handshake_timeout=handshake_timeout,
+            idle_timeout=idle_timeout,
         )
         self.keyring = KeyRing()
         self.keyring.add(material.current().identity.key)

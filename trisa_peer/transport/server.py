@@ -27,6 +27,7 @@ from .._pb.trisa.api.v1beta1 import api_pb2, api_pb2_grpc
 from ..authenticate import PeerAuthenticator
 from ..clock import Clock, utcnow
 from ..errors import ConfigurationError
+from ..limits import server_options
 from ..netutil import bind_problem
 from ..records import DirectoryLookup
 from ..verify import ChainVerifier
@@ -68,6 +69,10 @@ class TrisaServer:
     chaining to the trust pool, but steps 3 (TRISA policy, CRL) and 4 (directory
     binding, revocation) are skipped; servicers only identify the caller. Never use it
     in production; the CLI does not offer it.
+
+    ``handshake_timeout`` / ``idle_timeout`` (seconds; default 5 and 300, see
+    :mod:`trisa_peer.limits`) close connections that do not finish TLS in time and
+    established connections left without a call.
     """
 
     def __init__(
@@ -80,6 +85,8 @@ class TrisaServer:
         decision_ttl: float = 300.0,
         verify_peers: bool = True,
         clock: Clock = utcnow,
+        handshake_timeout: float | None = None,
+        idle_timeout: float | None = None,
     ) -> None:
         self.material = material
         self.listen = listen
@@ -93,7 +100,8 @@ class TrisaServer:
         self._server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="trisa"),
             interceptors=interceptors,
-            options=[("grpc.so_reuseport", 0)],
+            # no SO_REUSEPORT; handshake and idle limits (issue 11 §7): see limits.py
+            options=server_options(handshake=handshake_timeout, idle=idle_timeout),
         )
         self._generation = 0
         self.port = 0
