@@ -218,6 +218,9 @@ def test_serve_subprocess(tmp_path: Path, alice_pem: Path, capsys: pytest.Captur
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=20) == 0
+    assert proc.stderr is not None
+    log = proc.stderr.read()
+    assert log.count("open files limit") == 1, log  # raised to the hard limit, said once
 
 
 # --------------------------------------------------------------------------- user reports
