@@ -45,11 +45,6 @@ VS = models_pb2.VerificationState
 
 
 @pytest.fixture(scope="module")
-def ca(tmp_path_factory: pytest.TempPathFactory) -> CertificateAuthority:
-    return CertificateAuthority.init(tmp_path_factory.mktemp("ca") / "ca", key_size=2048)
-
-
-@pytest.fixture(scope="module")
 def alice(ca: CertificateAuthority) -> Identity:
     return ca.issue("alice.example.com", key_size=2048)
 

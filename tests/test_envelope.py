@@ -738,11 +738,16 @@ def test_invalid_envelope_is_bad_request(payload: Any, rsa_key: Any, changes: An
     assert (rejection.code, rejection.retry) == (BAD_REQUEST, True)
 
 
-def test_accepted_uuid_spellings(payload: Any, rsa_key: Any) -> None:
+def test_only_canonical_uuid_text_is_an_envelope_id(payload: Any, rsa_key: Any) -> None:
+    # Canonical 8-4-4-4-12 text (hex in either case) opens; the other spellings Go's
+    # uuid.Parse would take are refused like any other non-UUID (issue 11 §2).
     raw = uuid.uuid4()
     envelope = seal(payload, rsa_key.public_key())
-    for spelling in (str(raw).upper(), "{" + str(raw) + "}", "urn:uuid:" + str(raw), raw.hex):
+    for spelling in (str(raw), str(raw).upper()):
         assert open_envelope(_edited(envelope, id=spelling), rsa_key) == payload
+    for spelling in ("{" + str(raw) + "}", "urn:uuid:" + str(raw), raw.hex, f" {raw}"):
+        rejection = _rejected(_edited(envelope, id=spelling), rsa_key)
+        assert (rejection.code, rejection.retry) == (BAD_REQUEST, True)
 
 
 def test_invalid_error_envelope_is_bad_request() -> None:

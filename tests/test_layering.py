@@ -110,3 +110,12 @@ def test_reason_literal_check_has_a_failing_twin() -> None:
     assert sorted(_reason_literals(bad)) == expected
     good = ast.parse('raise ChainVerificationError("x", step=s, reason=Reason.EXPIRED)')
     assert _reason_literals(good) == []
+
+
+def test_the_pytest_plugin_is_declared_for_users() -> None:
+    """The suite loads the plugin by name (-p); users get it through the entry point."""
+    from importlib.metadata import entry_points
+
+    found = [ep for ep in entry_points(group="pytest11") if ep.name == "trisa_peer"]
+    assert [ep.value for ep in found] == ["trisa_peer.testing.plugin"]
+    assert hasattr(found[0].load(), "trisa_network")

@@ -236,7 +236,9 @@ def test_an_open_stream_is_not_idle() -> None:
 
 # --------------------------------------------------------------------------- file limit
 
-_RAISE = ("import resource; from trisa_peer.limits import raise_open_files_limit as r; "
+_RAISE = ("import resource, sys; "
+          "resource.setrlimit(resource.RLIMIT_NOFILE, (int(sys.argv[1]), 512)); "
+          "from trisa_peer.limits import raise_open_files_limit as r; "
           "print(r()); print(resource.getrlimit(resource.RLIMIT_NOFILE)[0])")
 
 
@@ -246,13 +248,11 @@ _RAISE = ("import resource; from trisa_peer.limits import raise_open_files_limit
     (512, "open files limit 512 (the hard limit)"),  # the twin: nothing to raise
 ])
 def test_the_soft_file_limit_is_raised_to_the_hard_limit(soft: int, expect: str) -> None:
-    def limited() -> None:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, 512))
-
-    proc = subprocess.run([sys.executable, "-c", _RAISE], capture_output=True, text=True,
-                          timeout=60, cwd=ROOT, preexec_fn=limited, check=False)
+    """A fresh process whose limits are soft/512 (set first thing, as prlimit would)."""
+    proc = subprocess.run([sys.executable, "-c", _RAISE, str(soft)], capture_output=True,
+                          text=True, timeout=60, cwd=ROOT, check=False)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.splitlines() == [expect, "512"]
+    assert proc.stdout.splitlines() == [expect, "512"], (proc.stdout, proc.stderr)
 
 
 def test_raising_in_this_process_reports_the_hard_limit() -> None:

@@ -332,9 +332,11 @@ def test_html_or_garbage_server(sectigo: Run, tmp_path: Path, handler: Any, patt
 
 def _shared_clock(emu: SectigoEmulator, monkeypatch: pytest.MonkeyPatch) -> list[float]:
     """One fake clock for the service and the CLI's client: ``offset[0] += s`` is ``s``
-    seconds later for both (instead of sleeping past a token's lifetime)."""
+    seconds later for both (instead of sleeping past a token's lifetime). Time stands
+    still otherwise, so a slow machine cannot expire a 1 s token early."""
     offset = [0.0]
-    emu.clock = lambda: time.time() + offset[0]
+    start = time.time()
+    emu.clock = lambda: start + offset[0]
     client = functools.partial(sectigo_cli_module.SectigoClient, clock=emu.clock)
     monkeypatch.setattr(sectigo_cli_module, "SectigoClient", client)
     return offset

@@ -163,9 +163,12 @@ def test_state_survives_restart(sectigo_ca_dir: Path, tmp_path: Path) -> None:
 def test_issue_delay_polling_and_download_refused_before_ready(sectigo_ca_dir: Path,
     tmp_path: Path,
 ) -> None:
+    """Readiness follows the service's clock, so the test moves it instead of racing
+    real time (a loaded machine once took longer than the delay to create the batch)."""
+    now = [time.time()]
     with SectigoEmulator(ca_dir=sectigo_ca_dir, state_path=tmp_path / "s.json",
                          username=USER, password=PASSWORD, key_size=2048,
-                         issue_delay=0.6) as emu:
+                         issue_delay=600, clock=lambda: now[0]) as emu:
         client = _client(emu.base_url, tmp_path)
         bid = client.create_single_cert_batch(1, "slow", PARAMS)["batchId"]
         assert client.batch_status(bid) == "PROCESSING"
@@ -177,10 +180,10 @@ def test_issue_delay_polling_and_download_refused_before_ready(sectigo_ca_dir: P
             client.download(bid, out)
         assert err.value.status == 400 and "not ready" in str(err.value)
         assert list(out.iterdir()) == []
-        deadline = time.time() + 10
-        while client.batch_status(bid) != "READY_FOR_DOWNLOAD":
-            assert time.time() < deadline
-            time.sleep(0.1)
+        now[0] += 599  # the twin: a second before the delay ends it is still not ready
+        assert client.batch_status(bid) == "PROCESSING"
+        now[0] += 1
+        assert client.batch_status(bid) == "READY_FOR_DOWNLOAD"
         assert client.download(bid, out) == out / f"{bid}.zip"
 
 
@@ -269,16 +272,19 @@ def test_expired_refresh_token_logs_in_again(emu: SectigoEmulator, tmp_path: Pat
 
 
 def test_rejected_refresh_falls_back_to_login(sectigo_ca_dir: Path, tmp_path: Path) -> None:
+    # Both clocks are fixed, so a slow machine cannot expire the 1 s access token early.
+    server_now = [time.time()]
     with SectigoEmulator(ca_dir=sectigo_ca_dir, state_path=tmp_path / "s.json",
                          username=USER, password=PASSWORD, key_size=2048,
-                         access_ttl=1, refresh_ttl=60) as emu:
-        offset = [0.0]
-        client = _client(emu.base_url, tmp_path, clock=lambda: time.time() + offset[0])
+                         access_ttl=1, refresh_ttl=60, clock=lambda: server_now[0]) as emu:
+        client_now = [server_now[0]]
+        client = _client(emu.base_url, tmp_path, clock=lambda: client_now[0])
         client.authorities()
+        assert (emu.counters["auth/refresh"], emu.counters["auth/pwd"]) == (0, 1)
         # client thinks the refresh token is still good, server disagrees (its clock
         # is not ours): refresh answers 401, the client logs in again
-        offset[0] = 5.0
-        emu.clock = lambda: time.time() + 100
+        client_now[0] += 5.0
+        server_now[0] += 100
         client.authorities()
         assert emu.counters["auth/refresh"] == 1
         assert emu.counters["auth/pwd"] == 2

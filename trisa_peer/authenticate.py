@@ -12,6 +12,12 @@ Decisions are cached per leaf certificate (its PEM bytes) for ``decision_ttl`` s
 so the per-call cost is a dictionary look-up. A cached *acceptance* is the only way a
 peer gets in while the directory is unreachable: fail closed otherwise.
 
+Every decision is logged: an acceptance as one line; refusals of the same certificate for
+the same step and reason -- cached ones included -- go through a
+:class:`~trisa_peer.logtext.RefusalLimiter` (``refusals``): the first is logged at once,
+the next after :data:`REFUSAL_LOG_INTERVAL` seconds with ``count=N in Ts``. Names and
+details that come from the peer's certificate are escaped (:func:`~.logtext.peer_text`).
+
 Pure: imports neither grpc nor the generated protobuf code.
 """
 
@@ -36,15 +42,21 @@ from .errors import (
     TransportSecurityError,
     TrisaPeerError,
 )
+from .logtext import RefusalLimiter, peer_text
 from .lookup import lookup_peer
 from .records import DirectoryLookup, PeerRecord
 from .steps import HandshakeStep, Reason
 from .trace import HandshakeTrace
 from .verify import ChainVerifier, VerifiedChain, dns_names
 
-__all__ = ["PeerAuthenticator", "VerifiedPeer"]
+__all__ = ["REFUSAL_LOG_INTERVAL", "PeerAuthenticator", "VerifiedPeer"]
 
 log = logging.getLogger("trisa_peer.handshake")
+
+#: Seconds over which repeated refusals of one peer for one reason are logged as one
+#: line (the first at once, then ``... reason=X count=N in Ts``); the node's
+#: ``refusal_log_interval`` overrides it.
+REFUSAL_LOG_INTERVAL = 10.0
 
 Step = HandshakeStep
 
@@ -105,6 +117,7 @@ class PeerAuthenticator:
         # never cached (nor served) after a rotation.
         self._generation = 0
         self._inserts = 0
+        self.refusals = RefusalLimiter(interval=REFUSAL_LOG_INTERVAL)
 
     # The hot path: one dict look-up per RPC once a certificate has been decided.
     def authenticate_pem(
@@ -120,6 +133,7 @@ class PeerAuthenticator:
         hit = self._cache.get(leaf_pem)
         if hit is not None and hit.expires > now:
             if hit.error is not None:
+                _log_cached_refusal(self.refusals, leaf_pem, hit.error)
                 raise _fresh(hit.error)
             assert hit.peer is not None
             return hit.peer
@@ -217,9 +231,11 @@ class PeerAuthenticator:
                     f"cannot bind {cn!r} to its directory record: {exc}",
                     step=Step.BIND_CLIENT_RECORD, peer=cn, reason=Reason.INVALID_RECORD,
                 )
-                _log_decision(cn, leaf, exc.step, "reject", exc.reason, str(exc))
+                _log_decision(cn, leaf, exc.step, "reject", exc.reason, str(exc),
+                              refusals=self.refusals)
                 raise exc from None
-            _log_decision(cn, leaf, exc.step, "reject", exc.reason, str(exc))
+            _log_decision(cn, leaf, exc.step, "reject", exc.reason, str(exc),
+                          refusals=self.refusals)
             raise
         # bind() proved the presented leaf and the registered one are the same DER:
         # keep one parsed copy (the record's) so each cached decision holds one leaf.
@@ -263,18 +279,42 @@ def _no_certificate() -> TransportSecurityError:
 
 def _log_decision(
     cn: str, leaf: x509.Certificate, step: HandshakeStep, outcome: str, reason: Reason,
-    detail: str,
+    detail: str, *, refusals: RefusalLimiter | None = None,
 ) -> None:
+    """One line per decision; a refusal (``outcome="reject"``) with ``refusals`` is
+    aggregated per (fingerprint, step, reason): logged at once the first time, then once
+    per interval with the count of refusals since the last line."""
+    fp = fingerprint(leaf)
+    count = ""
+    if outcome == "reject" and refusals is not None:
+        report = refusals.refuse((fp, int(step), reason))
+        if not report.log:
+            return
+        if report.count > 1:
+            count = f" count={report.count} in {report.seconds:.0f}s"
+            detail = ""  # logged with the first line of the key
     log.info(
-        "peer=%s fingerprint=%s serial=%X step=%d outcome=%s reason=%s%s",
-        cn or "-",
-        fingerprint(leaf),
+        "peer=%s fingerprint=%s serial=%X step=%d outcome=%s reason=%s%s%s",
+        peer_text(cn) if cn else "-",
+        fp,
         leaf.serial_number,
         int(step),
         outcome,
         reason,
-        f" detail={detail!r}" if detail else "",
+        count,
+        f' detail="{peer_text(detail, 300)}"' if detail else "",
     )
+
+
+def _log_cached_refusal(refusals: RefusalLimiter, leaf_pem: bytes, exc: HandshakeError) -> None:
+    """Count (and log, once per interval) a refusal answered from the decision cache,
+    under the same key as the fresh decision's line."""
+    try:
+        leaf = x509.load_pem_x509_certificate(leaf_pem)
+    except ValueError:
+        return  # never cached: an unparseable certificate is refused before caching
+    _log_decision(common_name(leaf), leaf, exc.step, "reject", exc.reason, str(exc),
+                  refusals=refusals)
 
 
 def _fresh(exc: HandshakeError) -> HandshakeError:

@@ -20,6 +20,7 @@ from .errors import (
     PeerNotRegisteredError,
     TrisaPeerError,
 )
+from .logtext import peer_text
 from .records import DirectoryLookup, PeerRecord
 from .steps import HandshakeStep, Reason
 
@@ -49,7 +50,8 @@ def lookup_peer(
         raise PeerNotRegisteredError(f"{cn!r} {why}", step=step, peer=cn, reason=reason) from exc
     except DirectoryError as exc:
         # The detail (addresses, gRPC text) goes to our log, not to the peer.
-        log.warning("directory unavailable while looking up %s: %s", cn, exc)
+        log.warning("directory unavailable while looking up %s: %s", peer_text(cn),
+                    peer_text(str(exc), 300))
         raise HandshakeError(
             f"directory unavailable while looking up {cn!r}; try again later",
             step=step,

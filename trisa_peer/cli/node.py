@@ -7,6 +7,7 @@ import logging
 import signal
 import sys
 import threading
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,13 @@ def register(sub: Any) -> None:
                        help="how to answer transfers: rvasp (TestNet robot wallets, default), "
                        "accept, reject")
     add_limit_args(serve)
+    serve.add_argument("--timestamp-window", metavar="SECONDS", type=_positive, default=900.0,
+                       help="refuse envelopes whose timestamp is further than this from "
+                       "now, either way (default 900 = 15 minutes)")
+    serve.add_argument("--keep-rejections", metavar="DAYS", type=_positive, default=30.0,
+                       help="keep records of refused envelopes this long (default 30)")
+    serve.add_argument("--max-rejections", metavar="N", type=_count, default=10_000,
+                       help="keep at most N records of refused envelopes (default 10000)")
     serve.set_defaults(func=_serve)
 
     check = sub.add_parser(
@@ -77,13 +85,35 @@ def register(sub: Any) -> None:
     send.set_defaults(func=_send)
 
 
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value < 1e9:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def _count(text: str) -> int:
+    if not text.isdigit():
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
+    return int(text)
+
+
 def _node(args: argparse.Namespace, *, listen: str, policy: str) -> Any:
     from ..network.node import TrisaNode
     from ..network.store import TransferStore
 
     material = load_material(args)
     directory = open_directory(args)
-    store = TransferStore(getattr(args, "db", None) or ":memory:")
+    retention: dict[str, Any] = {}
+    window: dict[str, Any] = {}
+    if getattr(args, "keep_rejections", None) is not None:  # serve only
+        retention = {"keep_rejections": timedelta(days=args.keep_rejections),
+                     "max_rejections": args.max_rejections}
+        window = {"timestamp_window": timedelta(seconds=args.timestamp_window)}
+    store = TransferStore(getattr(args, "db", None) or ":memory:", **retention)
     common_name = material.current().identity.common_name
     return TrisaNode(
         material,
@@ -94,6 +124,7 @@ def _node(args: argparse.Namespace, *, listen: str, policy: str) -> Any:
         resolve=resolve_map(args.resolve),
         handshake_timeout=getattr(args, "handshake_timeout", None),
         idle_timeout=getattr(args, "idle_timeout", None),
+        **window,
     )
 
 

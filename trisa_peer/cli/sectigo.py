@@ -51,7 +51,7 @@ PROG = "sectigo"
 _PASSWORD_CHARS = string.ascii_letters + string.digits + "#$%&*-<>~"
 _PASSWORD_LENGTH = 16
 
-#: defaults the GDS applies to subject parameters a profile may require (§8)
+#: defaults the GDS applies to subject parameters a profile may require
 _SUBJECT_DEFAULTS = {
     "organizationName": ("organization", "TRISA Member VASP"),
     "localityName": ("locality", "Menlo Park"),

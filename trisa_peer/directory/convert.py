@@ -3,7 +3,7 @@
 - :func:`certificate_proto`: an x509 leaf (+ chain) → ``models.Certificate`` as the GDS
   certman fills it (``data`` = PEM leaf, ``chain`` = gzip PEM of leaf + chain).
 - :func:`lookup_reply` / :func:`display_name`: a stored ``VASP`` → the ``LookupReply``
-  projection (spec §7.2).
+  projection (upstream ``gds.Lookup``).
 - :func:`peer_record`: a ``LookupReply`` (ours or a real GDS's) → :class:`PeerRecord`,
   accepting ``data`` as PEM or DER and ``chain`` as gzip PEM, PEM or DER.
 - :func:`enum_name`: the name of an enum value, or ``UNKNOWN(99)`` for a value this
@@ -195,7 +195,7 @@ def display_name(vasp: models_pb2.VASP) -> str:
 
 
 def lookup_reply(vasp: models_pb2.VASP) -> gds_pb2.LookupReply:
-    """The ``LookupReply`` projection of a stored ``VASP`` (spec §7.2)."""
+    """The ``LookupReply`` projection of a stored ``VASP`` (upstream ``gds.Lookup``)."""
     reply = gds_pb2.LookupReply(
         id=vasp.id,
         registered_directory=vasp.registered_directory,

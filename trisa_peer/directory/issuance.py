@@ -1,7 +1,7 @@
 """Certificate issuance through Sectigo: review acceptance, reissuance, revocation.
 
-This is the GDS certman (spec §8.6) run synchronously by the operator, with the
-upstream gaps fixed (sectigo-api.md §12 #7):
+This is the GDS certman (upstream ``pkg/gds/certman``) run synchronously by the operator,
+with its gaps fixed (quirk 7 in docs/architecture.md):
 
 - A failure before a batch exists (Sectigo unreachable, no authority with balance,
   batch refused) records the certificate request as ``CR_ERRORED`` (or
@@ -41,6 +41,7 @@ from ..errors import (
     DirectoryError,
     SectigoError,
 )
+from ..logtext import peer_text
 from ..sectigo.client import SectigoClient
 from ..sectigo.models import READY_FOR_DOWNLOAD, SectigoAPIError, normalize_status
 from .convert import serial_hex
@@ -553,5 +554,6 @@ def _fail(
         if directory.store.commit(changes):
             # the caller raises DirectoryError with the reason (the CLI prints it once)
             log.info("VASP %s: certificate request %s %s: %s", vasp_id, certreq_id,
-                      gds_models_pb2.CertificateRequestState.Name(failure.state), failure.reason)
+                     gds_models_pb2.CertificateRequestState.Name(failure.state),
+                     peer_text(failure.reason, 300))
             return

@@ -13,8 +13,8 @@ DirectoryError elsewhere              FAILED_PRECONDITION
 StoreError                            UNAVAILABLE
 ====================================  ===========================================
 
-State machines follow spec §8.6 (registration, review) with the fixes of
-sectigo-api.md §12 #7 (see :mod:`.issuance`).
+State machines follow upstream ``pkg/gds`` (registration, review) with quirk 7 of
+docs/architecture.md fixed (see :mod:`.issuance`).
 """
 
 from __future__ import annotations
@@ -238,8 +238,8 @@ class Directory:
     # ----------------------------------------------------------------- Register
 
     def register(self, request: gds_pb2.RegisterRequest) -> RegisterResult:
-        """Validate (the legal person with the IVMS101 rules of :mod:`.ivms101`) and store a
-        ``RegisterRequest`` (spec §7.2)."""
+        """Validate (the legal person with the IVMS101 rules of :mod:`.ivms101`) and store
+        a ``RegisterRequest`` (as upstream ``gds.Register``)."""
         host, _ = validate_endpoint(request.trisa_endpoint)
         common_name = validate_common_name(request.common_name or host)
         if not request.HasField("entity"):

@@ -1,4 +1,5 @@
-"""Input validation and normalisation for directory records (spec §7.2, §8.7).
+"""Input validation and normalisation for directory records (upstream
+``pkg/gds``).
 
 Pure: no grpc, no storage. Every check raises
 :class:`~trisa_peer.errors.ConfigurationError` with a one-line message; the servicer

@@ -1,4 +1,5 @@
-"""TRISA secure envelopes and KeyExchange signing keys (spec §3, §9, §10).
+"""TRISA secure envelopes and KeyExchange signing keys (upstream
+``pkg/trisa/envelope`` and ``pkg/trisa/keys``; docs/architecture.md, References).
 
 Imports neither grpc nor anything that does. Public API:
 

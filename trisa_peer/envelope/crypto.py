@@ -1,4 +1,4 @@
-"""Envelope cryptographic primitives (spec §9.1, §9.3).
+"""Envelope cryptographic primitives (upstream ``pkg/trisa/crypto``).
 
 * AES-256-GCM, 12-byte random nonce, 16-byte tag, no AAD; wire layout
   ``ciphertext || tag || nonce`` (the nonce is appended).

@@ -1,4 +1,4 @@
-"""Seal, open and reject TRISA secure envelopes (spec §9.2-§9.4, §9.7).
+"""Seal, open and reject TRISA secure envelopes (upstream ``pkg/trisa/envelope``).
 
 All operations are pure: they never modify the message they are given and return new
 messages. Nothing here logs, and no exception message contains key material or
@@ -137,7 +137,7 @@ def seal(
 ) -> api_pb2.SecureEnvelope:
     """Encrypt and seal ``payload`` (a ``Payload``) for ``recipient_public_key``.
 
-    Spec §9.2: validate, serialise, AES-256-GCM with a fresh 32-byte key and 12-byte
+    As upstream's ``Seal``: validate, serialise, AES-256-GCM with a fresh 32-byte key and 12-byte
     nonce, HMAC-SHA256 over the payload field with ``hmac_secret`` (default: the same
     32 bytes as the key), RSA-OAEP-SHA512 of key and secret separately, ``sealed=true``,
     ``public_key_signature`` of the recipient key, ``id`` (``envelope_id`` or a new
@@ -234,7 +234,7 @@ def open_envelope(
 ) -> api_pb2.Payload:
     """Validate, unseal, verify and decrypt ``envelope``; return its ``Payload``.
 
-    Follows spec §9.4 in order (see the module docstring for the code of each step).
+    Follows upstream's ``Open`` in order (see the module docstring for the code of each step).
     ``private_key`` is the recipient's RSA key; it is not needed for an unsealed
     envelope (``sealed=false``, clear key and secret). Raises
     :class:`~trisa_peer.errors.EnvelopeRejection` for every problem of the envelope, and
@@ -301,7 +301,7 @@ def reject(
     retry: bool | None = None,
     clock: Clock | None = None,
 ) -> api_pb2.SecureEnvelope:
-    """A rejection envelope (spec §9.7) answering the envelope ``envelope_id``.
+    """A rejection envelope (upstream ``envelope.Reject``) answering the envelope ``envelope_id``.
 
     No payload and no crypto fields; ``error`` = (code, message, retry) with ``retry``
     defaulting to ``code >= 150`` (Go ``Errorf``); ``sealed=false``; ``transfer_state``

@@ -1,4 +1,4 @@
-"""KeyExchange ``SigningKey`` messages (spec §3.4, §10).
+"""KeyExchange ``SigningKey`` messages (upstream ``pkg/trisa/keys``).
 
 :func:`signing_key_from_certificate` fills a SigningKey the way Go does from an x509
 certificate; :func:`public_key_from_signing_key` parses a received one in TRISA's order
@@ -105,7 +105,8 @@ def signing_key_from_certificate(
 def public_key_from_signing_key(
     signing_key: api_pb2.SigningKey, *, source: str = "SigningKey.data"
 ) -> PeerPublicKey:
-    """The public key of a received SigningKey (§10 parsing order).
+    """The public key of a received SigningKey (upstream ``keys.FromSigningKey``
+    parsing order).
 
     Raises :class:`~trisa_peer.errors.CertificateError` when ``data`` is empty or holds
     no usable RSA, EC (P-256/384/521) or Ed25519 key. ``revoked`` and the metadata

@@ -1,4 +1,4 @@
-"""The envelope ``public_key_signature`` (spec §9.5).
+"""The envelope ``public_key_signature`` (upstream ``pkg/trisa/keys``).
 
 ``"<ALG>:" + base64(hash(SubjectPublicKeyInfo DER))`` with the standard alphabet and
 no ``=`` padding; ALG is ``SHA256`` (default), ``MD5`` or ``SHA512``, parsed

@@ -1,4 +1,5 @@
-"""RFC 3339 timestamps as TRISA writes and reads them (spec §9.6).
+"""RFC 3339 timestamps as TRISA writes and reads them (upstream writes
+``time.RFC3339Nano``).
 
 Envelopes carry Go ``time.RFC3339Nano`` in UTC: fractional seconds with trailing
 zeros trimmed and a ``Z`` suffix. Receivers accept RFC3339Nano or RFC3339 with any

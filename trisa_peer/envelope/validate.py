@@ -1,4 +1,5 @@
-"""Structural checks of envelopes and payloads (spec §9.4 step 1, §9.2 step 1).
+"""Structural checks of envelopes and payloads (upstream
+``envelope/validate.go``: what ``Open`` and ``Seal`` check first).
 
 These return a short problem description (or ``None``) so that sealing can raise a
 local :class:`~trisa_peer.errors.EnvelopeError` while opening raises the rejection the
@@ -9,17 +10,26 @@ payload contents, and attacker-controlled strings are shortened.
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 from .._pb.trisa.api.v1beta1 import api_pb2, errors_pb2
-from .timestamps import parse_timestamp
+from ..logtext import peer_text, text_digest
+from .timestamps import parse_timestamp, utcnow
 
 __all__ = [
+    "DEFAULT_TIMESTAMP_WINDOW",
     "KNOWN_ERROR_CODES",
     "MAX_PAYLOAD_SIZE",
+    "NEW_TRANSFER_STATES",
+    "RECORDED_ID_LENGTH",
+    "SENT_AT_EARLIEST",
+    "SENT_AT_MAX_AHEAD",
     "envelope_problem",
     "is_uuid",
+    "metadata_problem",
     "payload_problem",
+    "recorded_id",
     "short",
 ]
 
@@ -29,13 +39,30 @@ MAX_PAYLOAD_SIZE = 16 * 1024 * 1024
 #: Every ``trisa.api.v1beta1.Error.Code`` value (0 = UNHANDLED included).
 KNOWN_ERROR_CODES: frozenset[int] = frozenset(errors_pb2.Error.Code.values())
 
-# The forms Go's github.com/google/uuid Parse accepts.
+#: How far an incoming envelope's ``timestamp`` may be from the receiver's clock, either
+#: way. Every Go state transition (and every seal here) re-stamps it, so a fresh message
+#: is seconds old; the slack covers clock skew and retries of the same sealed bytes.
+DEFAULT_TIMESTAMP_WINDOW = timedelta(minutes=15)
+
+#: Sanity range of a payload's ``sent_at``: not before 2009-01-01 (no virtual asset
+#: transfer predates it) and at most a day ahead of the receiver's clock. Only a sanity
+#: range: repairs and pending follow-ups legitimately carry the original, old ``sent_at``.
+SENT_AT_EARLIEST = datetime(2009, 1, 1, tzinfo=UTC)
+SENT_AT_MAX_AHEAD = timedelta(days=1)
+
+#: ``transfer_state`` values a *new* transfer may carry: 0 (UNSPECIFIED, what pre-1.1
+#: nodes send) and STARTED.
+NEW_TRANSFER_STATES: frozenset[int] = frozenset({0, int(api_pb2.TransferState.STARTED)})
+_TRANSFER_STATES: frozenset[int] = frozenset(api_pb2.TransferState.values())
+
+#: At most this many (escaped) characters of a refused envelope id are recorded or echoed.
+RECORDED_ID_LENGTH = 64
+
+# Canonical UUID text (8-4-4-4-12 hex digits, RFC 9562 §4; hex case-insensitive): what
+# Go's uuid.New().String() writes and upstream's validator requires. The other spellings
+# Go's uuid.Parse would also take (braces, urn:uuid:, 32 bare hex digits) are refused.
 _HEX = "[0-9a-fA-F]"
-_UUID_RE = re.compile(
-    rf"(?:urn:uuid:|\{{)?{_HEX}{{8}}-{_HEX}{{4}}-{_HEX}{{4}}-{_HEX}{{4}}-{_HEX}{{12}}\}}?"
-    rf"|{_HEX}{{32}}",
-    re.ASCII | re.IGNORECASE,
-)
+_UUID_RE = re.compile(rf"{_HEX}{{8}}-{_HEX}{{4}}-{_HEX}{{4}}-{_HEX}{{4}}-{_HEX}{{12}}", re.ASCII)
 _CRYPTO_FIELDS = ("encryption_key", "encryption_algorithm", "hmac", "hmac_secret", "hmac_algorithm")
 
 
@@ -45,13 +72,32 @@ def short(text: str, limit: int = 40) -> str:
 
 
 def is_uuid(text: str) -> bool:
-    """True for the UUID spellings Go ``uuid.Parse`` accepts (canonical, braces, urn, hex)."""
-    if not isinstance(text, str) or _UUID_RE.fullmatch(text) is None:
-        return False
-    braced, urn = text.startswith("{"), text[:9].lower() == "urn:uuid:"
-    if braced != text.endswith("}"):
-        return False
-    return not (braced and urn)
+    """True only for canonical UUID text: 36 characters, 8-4-4-4-12 hex digits."""
+    return isinstance(text, str) and len(text) == 36 and _UUID_RE.fullmatch(text) is not None
+
+
+def recorded_id(envelope_id: str) -> str:
+    """What a record or a reply may carry of an envelope id: a canonical UUID as is,
+    anything else as at most :data:`RECORDED_ID_LENGTH` escaped characters (no control
+    characters, no line breaks; cut at a whole escape)."""
+    if is_uuid(envelope_id):
+        return envelope_id
+    out: list[str] = []
+    size = 0
+    for ch in envelope_id[:RECORDED_ID_LENGTH]:
+        piece = peer_text(ch)
+        if size + len(piece) > RECORDED_ID_LENGTH:
+            break
+        out.append(piece)
+        size += len(piece)
+    return "".join(out)
+
+
+def _id_problem(envelope_id: str) -> str:
+    return (
+        f"envelope id is not a canonical UUID ({len(envelope_id):,} characters, "
+        f"sha256 {text_digest(envelope_id)})"
+    )
 
 
 def _error_set(error: errors_pb2.Error) -> bool:
@@ -69,14 +115,15 @@ def _timestamp_ok(text: str) -> bool:
 def envelope_problem(
     envelope: api_pb2.SecureEnvelope, *, max_payload_size: int = MAX_PAYLOAD_SIZE
 ) -> str | None:
-    """Why ``envelope`` is not a valid SecureEnvelope, or ``None`` (spec §9.4 step 1).
+    """Why ``envelope`` is not a valid SecureEnvelope, or ``None`` (upstream ``Open``,
+    first step).
 
     ``sealed`` and ``public_key_signature`` are not checked (as in Go).
     """
     if not envelope.id:
         return "envelope id is missing"
     if not is_uuid(envelope.id):
-        return f"envelope id {short(envelope.id)} is not a UUID"
+        return _id_problem(envelope.id)
     if not envelope.timestamp:
         return "envelope timestamp is missing"
     if not _timestamp_ok(envelope.timestamp):
@@ -104,11 +151,14 @@ def _any_set(payload: api_pb2.Payload, name: Literal["identity", "transaction"])
     return payload.HasField(name) and bool(getattr(payload, name).type_url)
 
 
-def payload_problem(payload: object) -> str | None:
-    """Why ``payload`` is not a valid TRISA Payload, or ``None`` (spec §9.2 step 1).
+def payload_problem(payload: object, *, now: datetime | None = None) -> str | None:
+    """Why ``payload`` is not a valid TRISA Payload, or ``None`` (upstream ``Seal``,
+    first step).
 
     Takes any object: callers hand in whatever they were given, and a wrong type is
-    one of the problems reported.
+    one of the problems reported. ``sent_at`` must also lie in the sanity range
+    (:data:`SENT_AT_EARLIEST` to ``now`` + :data:`SENT_AT_MAX_AHEAD`; ``now`` defaults
+    to the system clock).
     """
     if not isinstance(payload, api_pb2.Payload):
         return "not a trisa.api.v1beta1.Payload"
@@ -120,6 +170,50 @@ def payload_problem(payload: object) -> str | None:
         return "payload sent_at is missing"
     if not _timestamp_ok(payload.sent_at):
         return f"payload sent_at {short(payload.sent_at)} is not RFC 3339"
+    sent_at = parse_timestamp(payload.sent_at)
+    latest = (now or utcnow()) + SENT_AT_MAX_AHEAD
+    if not SENT_AT_EARLIEST <= sent_at <= latest:
+        return (
+            f"payload sent_at {short(payload.sent_at)} is outside the sanity range "
+            f"(2009-01-01 to a day ahead)"
+        )
     if payload.received_at and not _timestamp_ok(payload.received_at):
         return f"payload received_at {short(payload.received_at)} is not RFC 3339"
+    return None
+
+
+def metadata_problem(
+    envelope: api_pb2.SecureEnvelope,
+    *,
+    now: datetime,
+    window: timedelta = DEFAULT_TIMESTAMP_WINDOW,
+    new_transfer: bool | None = None,
+) -> str | None:
+    """Why a receiving node refuses ``envelope``'s metadata (BAD_REQUEST), or ``None``.
+
+    Checked before anything of the envelope is logged, stored or opened: the id is
+    canonical UUID text; the ``timestamp`` is RFC 3339 and within ``window`` of ``now``
+    either way; ``transfer_state`` is a TransferState value and, on a new transfer
+    (``new_transfer`` True), 0 (UNSPECIFIED) or STARTED. The problem text never repeats
+    the peer's strings whole (a bad id is named by its length and SHA-256).
+    """
+    if not is_uuid(envelope.id):
+        return "envelope id is missing" if not envelope.id else _id_problem(envelope.id)
+    if not envelope.timestamp:
+        return "envelope timestamp is missing"
+    try:
+        stamped = parse_timestamp(envelope.timestamp)
+    except ValueError:
+        return f"envelope timestamp {short(peer_text(envelope.timestamp))} is not RFC 3339"
+    if abs(stamped - now) > window:
+        return (
+            f"envelope timestamp {short(peer_text(envelope.timestamp))} is outside the "
+            f"receiver's freshness window (±{window.total_seconds():g} s); seal it again"
+        )
+    state = int(envelope.transfer_state)
+    if state not in _TRANSFER_STATES:
+        return f"unknown transfer_state {state}"
+    if new_transfer and state not in NEW_TRANSFER_STATES:
+        name = api_pb2.TransferState.Name(envelope.transfer_state)
+        return f"a new transfer must be STARTED or UNSPECIFIED, not {name} ({state})"
     return None

@@ -1,4 +1,5 @@
-"""The simulated TestNet cast: robot VASPs, their customers and wallets (DESIGN §5 C).
+"""The simulated TestNet cast: robot VASPs, their customers and wallets (upstream
+trisacrypto/testnet rVASPs).
 
 This mirrors the TRISA TestNet "robot VASPs" (rVASPs): every simulated VASP holds four
 customer wallets, and each wallet carries the pair of policies the rVASP applies when

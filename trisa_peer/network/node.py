@@ -13,12 +13,14 @@ import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 
 import grpc
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 
 from .._pb.trisa.api.v1beta1 import api_pb2, api_pb2_grpc, errors_pb2
 from .._pb.trisa.data.generic.v1beta1 import transaction_pb2
+from ..authenticate import REFUSAL_LOG_INTERVAL
 from ..certs import PeerPublicKey
 from ..clock import Clock, utcnow
 from ..envelope import (
@@ -30,6 +32,7 @@ from ..envelope import (
     seal,
     signing_key_from_certificate,
 )
+from ..envelope.validate import DEFAULT_TIMESTAMP_WINDOW
 from ..errors import (
     ChannelBrokenError,
     EnvelopeError,
@@ -37,6 +40,7 @@ from ..errors import (
     TransferError,
     TrisaPeerError,
 )
+from ..logtext import peer_text
 from ..records import DirectoryLookup
 from ..resolve import PeerResolver
 from ..trace import HandshakeTrace
@@ -104,6 +108,8 @@ class TrisaNode:
         max_workers: int = 16,
         handshake_timeout: float | None = None,
         idle_timeout: float | None = None,
+        timestamp_window: timedelta = DEFAULT_TIMESTAMP_WINDOW,
+        refusal_log_interval: float = REFUSAL_LOG_INTERVAL,
     ) -> None:
         self.material = material
         self.directory = directory
@@ -120,6 +126,8 @@ class TrisaNode:
             max_workers=max_workers,
             handshake_timeout=handshake_timeout,
             idle_timeout=idle_timeout,
+            health=store.problem,
+            refusal_log_interval=refusal_log_interval,
         )
         self.keyring = KeyRing()
         self.keyring.add(material.current().identity.key)
@@ -137,6 +145,7 @@ class TrisaNode:
             schedule=self._schedule,
             send_callback=self._send_callback,
             clock=clock,
+            timestamp_window=timestamp_window,
         )
         self.server.add(
             api_pb2_grpc.add_TRISANetworkServicer_to_server,
@@ -231,7 +240,8 @@ class TrisaNode:
             fallback = record_key(channel.plan.record)
             if fallback is None:
                 raise
-            log.info("peer=%s using the directory's key (%s)", peer, exc)
+            log.info("peer=%s using the directory's key (%s)", peer_text(peer),
+                     peer_text(str(exc), 300))
             return fallback
 
     def send(
@@ -334,7 +344,9 @@ class TrisaNode:
                 envelope = seal(payload, self._peer_key(peer, channel), envelope_id=envelope_id,
                                 transfer_state=TS.ACCEPTED, clock=self.clock)
             self._transfer(peer, channel, envelope)
-            log.info("peer=%s envelope=%s callback delivered", peer, envelope_id)
+            log.info("peer=%s envelope=%s callback delivered", peer_text(peer),
+                     peer_text(envelope_id))
         except TrisaPeerError as exc:
-            log.warning("peer=%s envelope=%s callback not delivered: %s", peer, envelope_id, exc)
+            log.warning("peer=%s envelope=%s callback not delivered: %s", peer_text(peer),
+                        peer_text(envelope_id), peer_text(str(exc), 300))
 

@@ -1,4 +1,5 @@
-"""rVASP behaviour as pure functions: what the cast sends and how it answers (DESIGN §5 C).
+"""rVASP behaviour as pure functions: what the cast sends and how it answers (upstream
+trisacrypto/testnet rVASPs).
 
 Originator side: :func:`build_payload` makes a ``trisa.api.v1beta1.Payload`` (IVMS101
 ``IdentityPayload`` + generic ``Transaction``), and :func:`originator_payload` applies

@@ -50,8 +50,16 @@ from ..envelope import (
     seal,
     signing_key_from_certificate,
 )
+from ..envelope.validate import (
+    DEFAULT_TIMESTAMP_WINDOW,
+    NEW_TRANSFER_STATES,
+    is_uuid,
+    metadata_problem,
+    recorded_id,
+)
 from ..errors import EnvelopeError, EnvelopeRejection, StoreError, TrisaPeerError
 from ..handshake import VerifiedPeer
+from ..logtext import RefusalLimiter, peer_text
 from ..transport.interceptor import peer_from_context
 from .handler import Accept, Handler, Incoming, Pending, Reject, Repair
 from .keys import KeyRing, PeerKeys, record_key
@@ -60,6 +68,8 @@ from .store import StoredEnvelope, TransferStore, digest
 __all__ = ["PENDING_TYPE", "Exchange", "NetworkServicer", "pending_of"]
 
 log = logging.getLogger("trisa_peer.network")
+# A store that cannot record refuses every call: one line per cause per 10 s, with a count.
+_store_failures = RefusalLimiter(interval=10.0, max_keys=16)
 
 TS = api_pb2.TransferState
 Code = errors_pb2.Error
@@ -67,7 +77,8 @@ PENDING_TYPE = "type.googleapis.com/trisa.data.generic.v1beta1.Pending"
 _KNOWN_CODES = frozenset(errors_pb2.Error.Code.values())
 
 #: Largest encrypted payload a node opens (1 MiB; Travel Rule payloads are a few KiB).
-#: It is below gRPC's default 4 MiB message limit, so an oversized envelope that gRPC
+#: The node's gRPC receive limit is this plus 64 KiB for the rest of the envelope
+#: (``trisa_peer.transport.server.MAX_REQUEST_BYTES``), so an oversized envelope that gRPC
 #: still delivers is answered with a TRISA BAD_REQUEST envelope; larger messages are
 #: refused by gRPC itself (RESOURCE_EXHAUSTED) and the server keeps serving.
 MAX_ENVELOPE_PAYLOAD = 1024 * 1024
@@ -109,8 +120,10 @@ class Exchange:
         send_callback: Callable[[str, str, Accept | Reject, api_pb2.Payload], None],
         clock: Clock = utcnow,
         max_payload_size: int = MAX_ENVELOPE_PAYLOAD,
+        timestamp_window: timedelta = DEFAULT_TIMESTAMP_WINDOW,
     ) -> None:
         self.max_payload_size = max_payload_size
+        self.timestamp_window = timestamp_window
         self._stripes = [threading.Lock() for _ in range(64)]
         self.common_name = common_name
         self.handler = handler
@@ -164,12 +177,47 @@ class Exchange:
         state = "repair" if reply.error.retry else "rejected"
         return self._answer(req, reply, state, code=rejection.code, origin=origin)
 
+    # ------------------------------------------------------------ metadata check
+
+    def _new_transfer(self, envelope_id: str, peer: str) -> bool:
+        """No transfer ``envelope_id`` exchanged with ``peer`` yet: neither one we sent
+        nor an envelope of theirs we took in (refused input does not count)."""
+        return not any(
+            row.peer.lower() == peer.lower()
+            and (row.error_code == 0 or (row.direction, row.kind) == ("outgoing", "request"))
+            for row in self.store.exchange(envelope_id)
+        )
+
+    def _refuse_metadata(
+        self, envelope: api_pb2.SecureEnvelope, peer: VerifiedPeer
+    ) -> api_pb2.SecureEnvelope | None:
+        """BAD_REQUEST (recorded, bounded) for an envelope whose id, timestamp or
+        transfer_state a node must not take in; None when they are fine."""
+        new = None
+        state = int(envelope.transfer_state)
+        rejection_only = envelope_error(envelope) is not None and not envelope.payload
+        if state not in NEW_TRANSFER_STATES and not rejection_only and is_uuid(envelope.id):
+            new = self._new_transfer(envelope.id, peer.common_name)
+        problem = metadata_problem(envelope, now=self.clock(), window=self.timestamp_window,
+                                   new_transfer=new)
+        if problem is None:
+            return None
+        eid = recorded_id(envelope.id)
+        log.info("peer=%s envelope=%s refused code=%d: %s", peer_text(peer.common_name),
+                 peer_text(eid), Code.BAD_REQUEST, problem)
+        req = _Request(eid, peer.common_name, b"", digest(envelope.SerializeToString()))
+        return self._reject(req, Reject(Code.BAD_REQUEST, f"invalid secure envelope: {problem}",
+                                        retry=True))
+
     # ----------------------------------------------------------------- process
 
     def process(
         self, envelope: api_pb2.SecureEnvelope, peer: VerifiedPeer
     ) -> api_pb2.SecureEnvelope:
         """Answer one envelope; raises only :class:`StoreError` (nothing unrecorded)."""
+        refused = self._refuse_metadata(envelope, peer)
+        if refused is not None:
+            return refused
         raw = envelope.SerializeToString()
         dig = digest(raw)
         # Identical envelopes arriving at the same time are processed one after the other,
@@ -186,7 +234,8 @@ class Exchange:
         if seen is not None:
             stored = self.store.reply_to(seen.seq)
             if stored is not None:
-                log.info("peer=%s envelope=%s retry answered from the store", cn, eid)
+                log.info("peer=%s envelope=%s retry answered from the store",
+                         peer_text(cn), peer_text(eid))
                 return api_pb2.SecureEnvelope.FromString(stored.envelope)
 
         req = _Request(eid, cn, raw, dig, seen.seq if seen is not None else None)
@@ -205,7 +254,8 @@ class Exchange:
                 )
             payload = open_envelope(envelope, key, max_payload_size=self.max_payload_size)
         except EnvelopeRejection as rejection:
-            log.info("peer=%s envelope=%s rejected code=%d", cn, eid, rejection.code)
+            log.info("peer=%s envelope=%s rejected code=%d", peer_text(cn), peer_text(eid),
+                     rejection.code)
             reply = rejection_envelope(eid, rejection)
             state = "repair" if rejection.retry else "rejected"
             return self._answer(req, reply, state, code=rejection.code, discard=True)
@@ -218,7 +268,7 @@ class Exchange:
         try:
             outcome = self.handler(incoming)
         except Exception:  # the user's handler failed: never leak its exception
-            log.exception("peer=%s envelope=%s handler failed", cn, eid)
+            log.exception("peer=%s envelope=%s handler failed", peer_text(cn), peer_text(eid))
             outcome = Reject(Code.INTERNAL_ERROR, "the beneficiary could not process the transfer")
         return self._outcome(req, incoming, outcome)
 
@@ -242,9 +292,10 @@ class Exchange:
         # of a transfer already decided is recorded and acknowledged but changes nothing.
         change = (origin.seq, "rejected", error.code) if (
             origin is not None and origin.state == "pending") else None
-        log.info("peer=%s envelope=%s peer rejection code=%d", cn, envelope.id, error.code)
+        log.info("peer=%s envelope=%s peer rejection code=%d", peer_text(cn),
+                 peer_text(envelope.id), error.code)
         # Acknowledge with the same error: the originator of an error expects one back.
-        reply = reject(envelope.id, error.code, error.message, retry=error.retry)
+        reply = reject(envelope.id, error.code, error.message[:1024], retry=error.retry)
         return self._answer(req, reply, "rejected", code=error.code, origin=change)
 
     def _sealed_reply(
@@ -314,7 +365,8 @@ class Exchange:
             try:
                 decision = callback(incoming)
             except Exception:
-                log.exception("envelope=%s pending callback failed", incoming.envelope_id)
+                log.exception("envelope=%s pending callback failed",
+                              peer_text(incoming.envelope_id))
                 decision = Reject(Code.INTERNAL_ERROR, "the beneficiary could not decide")
             self.send_callback(incoming.peer.common_name, incoming.envelope_id, decision,
                                incoming.payload)
@@ -390,6 +442,15 @@ class NetworkServicer(api_pb2_grpc.TRISANetworkServicer):
     def _peer(self, context: grpc.ServicerContext) -> VerifiedPeer:
         return peer_from_context(context, self.identify)
 
+    def undecodable_reply(self, method: str) -> api_pb2.SecureEnvelope | None:
+        """What a verified peer gets for a request body that is not the method's message
+        (registered with raw-bytes handlers, :mod:`trisa_peer.transport.raw`): a TRISA
+        BAD_REQUEST envelope (no id: none could be read) for Transfer and each message of
+        TransferStream; None (INVALID_ARGUMENT) for the others. Nothing is stored."""
+        if method not in ("Transfer", "TransferStream"):
+            return None
+        return reject("", Code.BAD_REQUEST, "the request is not a SecureEnvelope", retry=False)
+
     def _process(
         self, envelope: api_pb2.SecureEnvelope, context: grpc.ServicerContext
     ) -> api_pb2.SecureEnvelope:
@@ -397,7 +458,10 @@ class NetworkServicer(api_pb2_grpc.TRISANetworkServicer):
         try:
             return self.exchange.process(envelope, peer)
         except StoreError as exc:
-            log.error("transfer store failed: %s", exc)
+            seen = _store_failures.refuse(str(exc))
+            if seen.log:
+                log.error("transfer store failed: %s (count=%d in %.0fs)", exc, seen.count,
+                          seen.seconds)
             context.abort(grpc.StatusCode.UNAVAILABLE, "transfer could not be recorded; retry")
             raise
 

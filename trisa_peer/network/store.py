@@ -12,20 +12,32 @@ processed again; a *different* envelope with the same id (the next message of th
 exchange, e.g. an asynchronous callback) is a new request.
 
 For rejected input only the record of the rejection is kept: the request row holds no
-envelope bytes, only its digest and the error code.
+envelope bytes, only its digest and the error code. Those *rejection records* (refused
+input, not a handler's business rejection, whose request is kept whole) are bounded:
+at most ``max_rejections`` are kept, none older than ``keep_rejections``; the oldest go
+first, pruned on write (at most once a minute, or after 256 commits).
+
+Durability: a commit is acknowledged only if the path still names the database file
+this store opened (same device and inode). A deleted ``--db`` folder leaves SQLite
+writing to an unlinked file whose commits vanish at restart; once that is seen the
+store refuses every write (:class:`StoreError`, UNAVAILABLE to peers) and
+:meth:`TransferStore.problem` says why (health reports the node unready) until restart.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
+import os
 import sqlite3
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +45,12 @@ from ..errors import StoreError
 from ..fsutil import create_private
 
 __all__ = ["StoredEnvelope", "TransferStore", "TransferSummary", "digest"]
+
+log = logging.getLogger("trisa_peer.network")
+
+#: Rejection records (refused input) kept at most this long, and at most this many.
+DEFAULT_KEEP_REJECTIONS = timedelta(days=30)
+DEFAULT_MAX_REJECTIONS = 10_000
 
 SCHEMA_VERSION = 1
 
@@ -102,6 +120,16 @@ _COLUMNS = (
 )
 
 
+#: A rejection record: refused input, kept without its bytes (see the module docstring).
+_REFUSED = ("direction = 'incoming' AND kind = 'request' AND error_code != 0 "
+            "AND envelope = x''")
+
+
+def _file_id(path: str) -> tuple[int, int]:
+    st = os.stat(path)
+    return st.st_dev, st.st_ino
+
+
 def _set_state(db: sqlite3.Connection, seq: int, state: str, error_code: int, now: str) -> None:
     db.execute(
         "UPDATE envelopes SET state = ?, error_code = ?, updated_at = ? WHERE seq = ?",
@@ -118,9 +146,26 @@ class TransferStore:
     loss may lose the last commits; about 0.3 ms less per commit on this machine.
     """
 
-    def __init__(self, path: str | Path, *, durable: bool = True) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        durable: bool = True,
+        keep_rejections: timedelta = DEFAULT_KEEP_REJECTIONS,
+        max_rejections: int = DEFAULT_MAX_REJECTIONS,
+    ) -> None:
         self.path = str(path)
         self.durable = durable
+        if max_rejections < 0 or keep_rejections < timedelta(0):
+            raise StoreError("rejection retention must not be negative")
+        self.keep_rejections = keep_rejections
+        self.max_rejections = max_rejections
+        self.prune_interval = 60.0  # seconds between prunes on write ...
+        self.prune_commits = 256  # ... or commits, whichever comes first
+        self._pruned_at = time.monotonic()
+        self._commits = 0
+        self._file: tuple[int, int] | None = None  # (st_dev, st_ino) of the opened file
+        self._broken: str | None = None
         self._local = threading.local()
         self._write_lock = threading.Lock()
         self._uri = False
@@ -134,6 +179,8 @@ class TransferStore:
         else:
             create_private(self.path)  # envelopes and their metadata: owner only
         self._keeper = self._db()
+        if not self._uri:
+            self._file = _file_id(self.path)
         try:
             self._db().executescript(_SCHEMA)  # executescript commits on its own
         except sqlite3.Error as exc:
@@ -170,6 +217,8 @@ class TransferStore:
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
+        if self._broken is not None:  # known unusable: refuse without touching the file
+            raise StoreError(f"transfer store unusable: {self._broken}")
         db = self._db()
         with self._write_lock:
             try:
@@ -182,6 +231,78 @@ class TransferStore:
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
+        # Committed -- but to the file the path names? If not, the caller must not
+        # acknowledge: raising here turns its return into StoreError. (One stat.)
+        self._check_durable()
+        self._maybe_prune()
+
+    # ------------------------------------------------------------ durability
+
+    def problem(self) -> str | None:
+        """Why this store cannot durably record anything (None when it can): its path no
+        longer names the database file it opened (deleted or replaced). Sticky until
+        restart; logged once. One ``stat`` per call."""
+        if self._broken is None and self._file is not None:
+            try:
+                now = _file_id(self.path)
+            except OSError as exc:
+                reason = f"{self.path} is gone ({exc.strerror or exc})"
+            else:
+                reason = "" if now == self._file else f"{self.path} now names another file"
+            if reason and self._broken is None:
+                self._broken = reason
+                log.error(
+                    "transfer store unusable: %s; commits would be lost at restart, so no "
+                    "transfer is acknowledged until the node is restarted on a good store",
+                    reason,
+                )
+        return self._broken
+
+    def _check_durable(self) -> None:
+        problem = self.problem()
+        if problem is not None:
+            raise StoreError(f"transfer store unusable: {problem}")
+
+    # ------------------------------------------------------------ rejection retention
+
+    def _maybe_prune(self) -> None:
+        self._commits += 1
+        if (self._commits < self.prune_commits
+                and time.monotonic() - self._pruned_at < self.prune_interval):
+            return
+        self._commits = 0
+        self._pruned_at = time.monotonic()
+        self.prune_rejections()
+
+    def prune_rejections(self, *, now: datetime | None = None) -> int:
+        """Delete rejection records (refused input: an incoming request kept without its
+        bytes, with an error code, and its reply) beyond ``max_rejections`` or older than
+        ``keep_rejections``; return how many records went."""
+        cutoff = ((now or datetime.now(UTC)) - self.keep_rejections).strftime(
+            "%Y-%m-%dT%H:%M:%S.%fZ")
+        self._commits = 0  # the prune's own commit does not start another one
+        self._pruned_at = time.monotonic()
+        with self._tx() as db:
+            db.execute(f"CREATE INDEX IF NOT EXISTS rejection_records ON envelopes "
+                       f"(created_at) WHERE {_REFUSED}")
+            row = db.execute(
+                f"SELECT created_at, seq FROM envelopes WHERE {_REFUSED} "  # noqa: S608
+                "ORDER BY created_at DESC, seq DESC LIMIT 1 OFFSET ?", (self.max_rejections,)
+            ).fetchone()
+            edge = (row[0], row[1]) if row is not None else ("", 0)
+            victims = (
+                f"SELECT seq FROM envelopes WHERE {_REFUSED} AND "  # noqa: S608
+                "(created_at < ? OR created_at < ? OR (created_at = ? AND seq <= ?))"
+            )
+            args = (cutoff, edge[0], edge[0], edge[1])
+            db.execute(f"DELETE FROM envelopes WHERE reply_to IN ({victims})", args)  # noqa: S608
+            cur = db.execute(f"DELETE FROM envelopes WHERE seq IN ({victims})", args)  # noqa: S608
+            return int(cur.rowcount)
+
+    def rejection_records(self) -> int:
+        """How many rejection records (refused input) the store holds."""
+        sql = f"SELECT COUNT(*) FROM envelopes WHERE {_REFUSED}"  # noqa: S608 - constant
+        return int(self._read(sql, ())[0][0])
 
     def close(self) -> None:
         db = getattr(self._local, "db", None)

@@ -10,7 +10,8 @@
         time.sleep(30)
     path = client.download(batch["batchId"], "certs")
 
-Behaviour (``spec/sectigo-api.md``, with the upstream bugs of §12 avoided):
+Behaviour: upstream's ``pkg/sectigo`` client, without its quirks 1, 2, 6 and 11
+(docs/architecture.md, "Upstream quirks not copied"):
 
 - Before every authenticated call the access token's ``exp`` is checked (JWTs are
   read without verification); an expired token is refreshed (``POST /auth/refresh``
@@ -66,6 +67,7 @@ from typing import Any, Literal
 from ..certs import clean_serial, format_serial
 from ..errors import SectigoError
 from ..fsutil import write_private
+from ..logtext import peer_text
 from ..revocation import parse_reason
 from . import paths
 from .models import COLLECTED, DEFAULT_ENDPOINT, SectigoAPIError, normalize_status
@@ -429,10 +431,10 @@ class SectigoClient:
                 resp = self._open(req)
             except SectigoError as exc:
                 if idempotent and attempt < self.retries:
-                    log.info("%s %s -> %s; retrying", method, path, exc)
+                    log.info("%s %s -> %s; retrying", method, path, peer_text(str(exc), 300))
                     self._sleep(self.backoff * 2 ** (attempt - 1))
                     continue
-                log.info("%s %s -> %s", method, path, exc)
+                log.info("%s %s -> %s", method, path, peer_text(str(exc), 300))
                 raise SectigoError(f"{what}: {exc}", status=0) from exc.__cause__
             # the path only: never headers (tokens), bodies (passwords) or query strings
             log.info("%s %s -> %d", method, path.split("?", 1)[0], resp.status)

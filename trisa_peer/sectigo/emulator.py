@@ -12,7 +12,7 @@ or ``sectigo serve --addr 127.0.0.1:8831 --ca-dir ca --state sectigo.json`` with
 ``SECTIGO_USERNAME``/``SECTIGO_PASSWORD`` set.
 
 Same paths, methods, JSON shapes and status codes as the real API
-(``spec/sectigo-api.md`` §3; the upstream "cathy" quirks of §12 #10 are not copied):
+(upstream ``pkg/sectigo``; the staging server's quirk 10 in docs/architecture.md is not copied):
 
 - ``POST /auth/pwd`` (401 on bad credentials), ``POST /auth/refresh`` (raw token
   body; the refresh token is reused, as Sectigo does). HS512 JWTs; access tokens live
@@ -77,6 +77,7 @@ from ..ca import CertificateAuthority, export_pkcs12_zip, p12_member_name
 from ..certs import Identity, certs_to_pem, common_name, format_serial, parse_serial
 from ..errors import CertificateError, ConfigurationError, TrisaPeerError
 from ..fsutil import write_private
+from ..logtext import peer_text
 from ..revocation import REASONS
 from . import paths, tokens
 from .models import PROCESSING, READY_FOR_DOWNLOAD
@@ -126,7 +127,7 @@ def _param(name: str, title: str, placeholder: str, message: str, pattern: str) 
     }
 
 
-#: Profiles as data (upstream hard-codes them, §12 #8): id -> detail + parameters.
+#: Profiles as data (upstream hard-codes them): id -> detail + parameters.
 DEFAULT_PROFILES: dict[int, dict[str, Any]] = {
     42: {
         "profileName": "TRISA Profile",
@@ -972,7 +973,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         # request lines only (INFO: shown by ``sectigo -v serve``): paths carry no
         # secrets, headers and bodies are never logged
-        log.info("%s %s", self.address_string(), format % args)
+        log.info("%s %s", self.address_string(), peer_text(format % args, 300))
 
     def _handle(self) -> None:
         emulator = self.server.emulator

@@ -1,7 +1,7 @@
 """Sectigo IoT Manager constants and status normalisation.
 
 JSON replies are returned by the client as plain ``dict``/``list`` values with the
-API's own camelCase keys (see ``spec/sectigo-api.md`` §3.1): they round-trip to the
+API's own camelCase keys (as upstream ``pkg/sectigo`` sends them): they round-trip to the
 CLI's JSON output unchanged and the directory reads the few keys it needs.
 """
 

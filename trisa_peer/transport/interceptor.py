@@ -7,6 +7,9 @@ then rebuilds it with a behaviour that first reads ``context.auth_context()``, a
 has been decided) and aborts the call on rejection (:func:`~.status.abort`). All four
 cardinalities are wrapped. Handlers obtain the verified counterparty with
 :func:`peer_from_context`.
+
+The handlers it wraps receive raw bytes (:mod:`~trisa_peer.transport.raw`), so a refused
+caller's request is never parsed: the check runs first, the parse after it.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from ..authenticate import PeerAuthenticator, VerifiedPeer
 from ..errors import HandshakeError
 from .status import abort, abort_unverified, status_for
 
-__all__ = ["PeerVerificationInterceptor", "peer_from_context", "status_for"]
+__all__ = ["PeerVerificationInterceptor", "peer_from_context", "status_for", "verified_peer"]
 
 log = logging.getLogger("trisa_peer.transport")
 
@@ -63,6 +66,12 @@ def peer_from_context(
 
 
 _ATTR = "_trisa_peer_verified"
+
+
+def verified_peer(context: grpc.ServicerContext) -> VerifiedPeer | None:
+    """The peer the interceptor verified for this call, or None (no interceptor)."""
+    peer = getattr(context, _ATTR, None)
+    return peer if isinstance(peer, VerifiedPeer) else None
 
 
 class PeerVerificationInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]

@@ -10,7 +10,12 @@ not disturbed.
 
 What the TLS layer (BoringSSL) checks: the client sent a certificate that chains to the
 trust pool (roots + intermediates). Everything else -- the TRISA policy, the directory
-record, revocation -- is checked by the interceptor before a servicer runs.
+record, revocation -- is checked by the interceptor before a servicer runs, and before
+the request is parsed: every servicer is registered with raw-bytes handlers
+(:mod:`~trisa_peer.transport.raw`).
+
+Requests larger than :data:`MAX_REQUEST_BYTES` are refused by gRPC itself with
+``RESOURCE_EXHAUSTED`` before any of our code runs.
 """
 
 from __future__ import annotations
@@ -28,16 +33,47 @@ from ..authenticate import PeerAuthenticator
 from ..clock import Clock, utcnow
 from ..errors import ConfigurationError
 from ..limits import server_options
+from ..logtext import RefusalLimiter
 from ..netutil import bind_problem
 from ..records import DirectoryLookup
 from ..verify import ChainVerifier
 from .identity import Material
 from .interceptor import PeerVerificationInterceptor
 from .material import MaterialSource, StaticMaterial
+from .raw import REFUSAL_LOG_INTERVAL, add_raw_servicer
 
-__all__ = ["HealthServicer", "MaterialSource", "StaticMaterial", "TrisaServer"]
+__all__ = [
+    "ENVELOPE_HEADROOM",
+    "MAX_ENVELOPE_PAYLOAD",
+    "MAX_REQUEST_BYTES",
+    "HealthServicer",
+    "MaterialSource",
+    "StaticMaterial",
+    "TrisaServer",
+]
 
 log = logging.getLogger("trisa_peer.transport")
+
+#: The largest encrypted payload a node opens: 1 MiB (Travel Rule payloads are a few
+#: KiB). The same figure as ``trisa_peer.network.service.MAX_ENVELOPE_PAYLOAD`` (a test
+#: holds them equal; the transport cannot import the network layer above it).
+MAX_ENVELOPE_PAYLOAD = 1024 * 1024
+
+#: Room for everything of a ``SecureEnvelope`` besides its payload: the RSA-encrypted
+#: key and HMAC secret (512 bytes each with RSA-4096, 1 KiB each even with RSA-8192),
+#: the 32-byte HMAC, the id (a 36-character UUID), algorithm names, the timestamp, the
+#: key signature, an error message, protobuf tags and lengths: a few KiB at most, 64 KiB
+#: with a wide margin.
+ENVELOPE_HEADROOM = 64 * 1024
+
+#: gRPC's receive limit for a node (``grpc.max_receive_message_length``), instead of the
+#: 4 MiB default: the largest request a TRISA node must accept is an envelope with a
+#: payload at the 1 MiB limit, so 1 MiB + 64 KiB = 1,114,112 bytes. An envelope whose
+#: payload is over 1 MiB but that fits in this limit is still answered with a TRISA
+#: BAD_REQUEST envelope; anything larger gets ``RESOURCE_EXHAUSTED`` from gRPC before
+#: it is parsed (or the peer checked). The other requests (KeyExchange's SigningKey,
+#: health checks) are a few KiB.
+MAX_REQUEST_BYTES = MAX_ENVELOPE_PAYLOAD + ENVELOPE_HEADROOM
 
 
 def _rfc3339(dt: datetime) -> str:
@@ -45,17 +81,23 @@ def _rfc3339(dt: datetime) -> str:
 
 
 class HealthServicer(api_pb2_grpc.TRISAHealthServicer):
-    """TRISAHealth/Status: HEALTHY, with the suggested next-check window."""
+    """TRISAHealth/Status: HEALTHY, with the suggested next-check window; UNHEALTHY
+    (the node is not ready: e.g. its transfer store is unusable) while ``problem``
+    returns a reason."""
 
-    def __init__(self, clock: Clock = utcnow) -> None:
+    def __init__(
+        self, clock: Clock = utcnow, problem: Callable[[], str | None] | None = None
+    ) -> None:
         self.clock = clock
+        self.problem = problem
 
     def Status(
         self, request: api_pb2.HealthCheck, context: grpc.ServicerContext
     ) -> api_pb2.ServiceState:
         now = self.clock()
+        ready = self.problem is None or self.problem() is None
         return api_pb2.ServiceState(
-            status=api_pb2.ServiceState.HEALTHY,
+            status=api_pb2.ServiceState.HEALTHY if ready else api_pb2.ServiceState.UNHEALTHY,
             not_before=_rfc3339(now + timedelta(minutes=30)),
             not_after=_rfc3339(now + timedelta(minutes=60)),
         )
@@ -87,6 +129,9 @@ class TrisaServer:
         clock: Clock = utcnow,
         handshake_timeout: float | None = None,
         idle_timeout: float | None = None,
+        health: Callable[[], str | None] | None = None,
+        max_request_bytes: int = MAX_REQUEST_BYTES,
+        refusal_log_interval: float = REFUSAL_LOG_INTERVAL,
     ) -> None:
         self.material = material
         self.listen = listen
@@ -95,26 +140,37 @@ class TrisaServer:
         self.authenticator = PeerAuthenticator(
             self.verifier, directory, decision_ttl=decision_ttl, refresh=material.current
         )
+        # Repeated refusals of one certificate for one reason: one line per interval,
+        # for step refusals (the authenticator) and undecodable requests (raw handlers).
+        self.authenticator.refusals = RefusalLimiter(interval=refusal_log_interval)
+        self.refusals = RefusalLimiter(interval=refusal_log_interval)
         material.subscribe(self._rotated)
         interceptors = [PeerVerificationInterceptor(self.authenticator)] if verify_peers else []
+        self.max_request_bytes = max_request_bytes
         self._server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="trisa"),
             interceptors=interceptors,
             # no SO_REUSEPORT; handshake and idle limits (issue 11 §7): see limits.py
-            options=server_options(handshake=handshake_timeout, idle=idle_timeout),
+            options=[*server_options(handshake=handshake_timeout, idle=idle_timeout),
+                     ("grpc.max_receive_message_length", max_request_bytes)],
         )
         self._generation = 0
         self.port = 0
-        api_pb2_grpc.add_TRISAHealthServicer_to_server(HealthServicer(clock), self._server)
+        self.add(api_pb2_grpc.add_TRISAHealthServicer_to_server, HealthServicer(clock, health))
 
     def _rotated(self, material: Material) -> None:
         # New trust pool or CRL: verify with it from now on and forget old decisions.
         self.verifier.update(material.pool, material.crl)
         self.authenticator.forget()
 
-    def add(self, register: Callable[[Any, grpc.Server], None], servicer: Any) -> None:
-        """``add(api_pb2_grpc.add_TRISANetworkServicer_to_server, servicer)``."""
-        register(servicer, self._server)
+    def add(self, register: Callable[[Any, Any], None], servicer: Any) -> None:
+        """``add(api_pb2_grpc.add_TRISANetworkServicer_to_server, servicer)``.
+
+        Registered with raw-bytes handlers (:func:`~.raw.add_raw_servicer`): the peer is
+        checked before the request is parsed. A servicer with an ``undecodable_reply``
+        method answers undecodable requests with what it returns.
+        """
+        add_raw_servicer(self._server, register, servicer, refusals=self.refusals)
 
     def _config(self, material: Material) -> Any:
         return grpc.ssl_server_certificate_configuration(

@@ -45,6 +45,7 @@ __all__ = [
     "TLS_TEXT",
     "TlsFailure",
     "abort",
+    "abort_undecodable",
     "abort_unverified",
     "classify_tls",
     "dial_error",
@@ -156,6 +157,14 @@ def abort_unverified(context: Any) -> NoReturn:
     """Refuse a call whose peer check failed unexpectedly (a bug, not a project error):
     fail closed, without telling the caller our internals."""
     context.abort(grpc.StatusCode.UNAUTHENTICATED, "peer verification failed")
+    raise AssertionError("grpc's context.abort returned")  # pragma: no cover
+
+
+def abort_undecodable(context: Any, what: str) -> NoReturn:
+    """Refuse a request whose body does not parse as the method's message ``what``
+    (e.g. ``SecureEnvelope``): INVALID_ARGUMENT. Only ever sent after the peer check
+    passed (or where there is none, as on the directory)."""
+    context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"request is not a valid {what}")
     raise AssertionError("grpc's context.abort returned")  # pragma: no cover
 
 
