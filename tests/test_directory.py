@@ -648,3 +648,116 @@ def test_add_name_mismatch_names_each_name_once(directory: Directory, alice: Ide
         directory.add(common_name="mallory.example.com", endpoint="mallory.example.com:443",
                       certificates=[alice.leaf])
     assert str(info.value).endswith("(it names alice.example.com)")
+
+
+# --------------------------------------------------------------------------- input from others
+# Enums are open (a newer release may send a value this build does not know) and a
+# registered legal person must pass IVMS101 validation as upstream applies it.
+
+
+def _verify(directory: Directory, vasp_id: str) -> None:
+    """Move a registered record to VERIFIED (what review --accept does, minus issuance)."""
+    vasp = directory.get(vasp_id)
+    directory.audit(vasp, VS.VERIFIED, "verified by the test", "test")
+    directory.commit(Changes(vasp=vasp), what="verify")
+
+
+@pytest.mark.parametrize("category", [99, models_pb2.PRIVATE_ORGANIZATION],
+                         ids=["unknown-99", "known"])
+def test_register_and_search_with_a_business_category(
+        stub: gds_grpc.TRISADirectoryStub, directory: Directory, category: int,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Before: Register and Search with 99 failed with UNKNOWN ("Enum BusinessCategory has
+    no name defined") and a traceback in the log."""
+    req = register_request()
+    req.business_category = category  # type: ignore[assignment]
+    reply = stub.Register(req, timeout=5)
+    assert directory.get(reply.id).business_category == category  # stored unchanged
+    _verify(directory, reply.id)
+    found = stub.Search(gds_pb2.SearchRequest(business_category=[category]), timeout=5)  # type: ignore[list-item]
+    assert [r.id for r in found.results] == [reply.id]
+    other = 98 if category == 99 else models_pb2.BUSINESS_ENTITY
+    none = stub.Search(gds_pb2.SearchRequest(business_category=[other]), timeout=5)  # type: ignore[list-item]
+    assert list(none.results) == []
+    assert not [r for r in caplog.records if r.exc_info]  # no traceback logged
+
+
+def test_register_upstream_trixo_fixture_refused_with_fields_named(
+        stub: gds_grpc.TRISADirectoryStub, directory: Directory) -> None:
+    """Upstream's alice-trixo.json has IVMS101 errors (country 'USA' among them): refused
+    with every field named, nothing stored; its corrected copy registers and is found by
+    a search for country US."""
+    from test_ivms101 import _trixo_request, corrected_trixo_entity
+
+    before = counts(Path(directory.store.path))  # type: ignore[attr-defined]
+    err = rpc_error(stub.Register, _trixo_request())
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+    details = err.details() or ""
+    assert details.startswith("invalid IVMS101 legal person (5 problems): ")
+    for field in ("entity.geographic_addresses[0].address_line[1]",
+                  "entity.geographic_addresses[0].country 'USA'",
+                  "entity.national_identification.national_identifier_type IDCD",
+                  "entity.national_identification.country_of_issue",
+                  "entity.country_of_registration 'USA'"):
+        assert field in details
+    assert "\n" not in details
+    assert counts(Path(directory.store.path)) == before  # type: ignore[attr-defined]
+
+    request = _trixo_request()
+    request.entity.CopyFrom(corrected_trixo_entity())
+    reply = stub.Register(request, timeout=5)
+    stored = directory.get(reply.id)
+    assert stored.entity == corrected_trixo_entity()  # stored as sent, not normalised
+    _verify(directory, reply.id)
+    found = stub.Search(gds_pb2.SearchRequest(country=["US"]), timeout=5)
+    assert [r.common_name for r in found.results] == ["api.alice.vaspbot.net"]
+
+
+@pytest.mark.parametrize(
+    ("mutate", "field"),
+    [
+        (lambda e: setattr(e, "country_of_registration", "us"),
+         "entity.country_of_registration 'us' is not an ISO 3166-1 alpha-2 country code "
+         "(write 'US')"),
+        (lambda e: setattr(e.name.name_identifiers[0], "legal_person_name_identifier_type", 2),
+         "entity.name needs a name identifier of type LEGL"),
+        (lambda e: e.geographic_addresses.add(address_type=2, address_line=["1 Main St"],
+                                              country="ZZ"),
+         "entity.geographic_addresses[0].country 'ZZ'"),
+    ],
+    ids=["lower-case-country", "no-legl-name", "unassigned-country"],
+)
+def test_register_refuses_invalid_ivms101_and_never_normalises(
+        stub: gds_grpc.TRISADirectoryStub, directory: Directory, mutate, field: str,
+) -> None:  # type: ignore[no-untyped-def]
+    """Each rule refused over gRPC with the field named; the twin (unmutated) registers."""
+    req = register_request()
+    mutate(req.entity)
+    err = rpc_error(stub.Register, req)
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert field in (err.details() or "")
+    assert directory.list_vasps() == []
+    stub.Register(register_request(), timeout=5)  # the twin
+    assert len(directory.list_vasps()) == 1
+
+
+def test_add_validates_the_legal_person(directory: Directory, alice: Identity) -> None:
+    """An operator import builds its legal person from flags: validated the same way."""
+    ok = {"common_name": "alice.example.com", "endpoint": "alice.example.com:443",
+          "certificates": [alice.leaf]}
+    with pytest.raises(ConfigurationError, match="not an assigned country code"):
+        directory.add(**ok, country="ZZ")
+    with pytest.raises(ConfigurationError,
+                       match=r"legal_person_name is longer than 100 characters"):
+        directory.add(**ok, name="A" * 101)
+    assert directory.list_vasps() == []
+    directory.add(**ok, name="A" * 100, country="CH")
+
+
+def test_enum_names_are_open() -> None:
+    from trisa_peer.directory.convert import enum_name
+    from trisa_peer.directory.service import state_name
+
+    assert enum_name(models_pb2.BusinessCategory, 99) == "UNKNOWN(99)"
+    assert enum_name(models_pb2.BusinessCategory, 3) == "BUSINESS_ENTITY"  # the twin
+    assert (state_name(99), state_name(6)) == ("UNKNOWN(99)", "VERIFIED")

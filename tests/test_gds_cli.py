@@ -218,6 +218,9 @@ def test_serve_subprocess(tmp_path: Path, alice_pem: Path, capsys: pytest.Captur
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=20) == 0
+    assert proc.stderr is not None
+    log = proc.stderr.read()
+    assert log.count("open files limit") == 1, log  # raised to the hard limit, said once
 
 
 # --------------------------------------------------------------------------- user reports
@@ -378,3 +381,47 @@ def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str], argv: list[str]
     assert lines[0].startswith("usage: trisa-peer gds ")
     assert lines[-1].startswith(f"trisa-peer gds {argv[0]}: error: ")
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(("category", "shown"), [(99, "UNKNOWN(99)"),
+                                                 (1, "PRIVATE_ORGANIZATION")],
+                         ids=["unknown-99", "known"])
+def test_register_and_list_show_an_open_business_category(
+        capsys: pytest.CaptureFixture[str], db: str, tmp_path: Path,
+        server: DirectoryServer, category: int, shown: str) -> None:
+    """A category this build does not know (a newer release's) is registered, stored and
+    shown as UNKNOWN(99), never a traceback; the twin shows its name."""
+    req = gds_pb2.RegisterRequest(trisa_endpoint="dave.example.com:443",
+                                  vasp_categories=["Exchange"])
+    req.business_category = category  # type: ignore[assignment]
+    req.entity.name.name_identifiers.append(
+        ivms101_pb2.LegalPersonNameId(legal_person_name="Dave Ltd",
+                                      legal_person_name_identifier_type=1))
+    req.contacts.legal.name = "Dana Legal"
+    req.contacts.legal.email = "legal@dave.example.com"
+    vasp_json = tmp_path / "vasp.json"
+    vasp_json.write_text(json_format.MessageToJson(req))
+    client = ["--directory", server.endpoint, "--directory-insecure"]
+    code, out, err = run(capsys, "register", "--file", str(vasp_json), *client, "--json")
+    assert code == 0, err
+    code, out, err = run(capsys, "list", "--db", db, "--json")
+    assert code == 0, err
+    [doc] = json.loads(out)
+    assert doc["business_category"] == shown and doc["vasp_categories"] == ["Exchange"]
+    code, out, err = run(capsys, "list", "--db", db)
+    assert code == 0, err
+    assert f"  categories: {shown}, Exchange" in out.splitlines()
+
+
+def test_register_file_with_invalid_ivms101_is_refused_with_fields_named(
+        capsys: pytest.CaptureFixture[str], db: str, server: DirectoryServer) -> None:
+    """Upstream's alice-trixo.json as is: one line naming the fields, exit 1, nothing
+    stored."""
+    from test_ivms101 import TRIXO
+
+    client = ["--directory", server.endpoint, "--directory-insecure"]
+    code, out, err = run(capsys, "register", "--file", str(TRIXO), *client)
+    assert code == 1 and out == ""
+    assert "invalid IVMS101 legal person (5 problems)" in err
+    assert "entity.country_of_registration 'USA'" in err and err.count("\n") == 1
+    assert vasp_count(db) == 0

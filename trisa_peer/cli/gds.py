@@ -41,6 +41,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import logging
 import os
 import signal
 import threading
@@ -54,10 +55,18 @@ from .._pb.ivms101 import enum_pb2, ivms101_pb2
 from .._pb.trisa.gds.api.v1beta1 import api_pb2 as gds_pb2
 from .._pb.trisa.gds.models.v1beta1 import models_pb2
 from ..certs import fingerprint, format_serial, load_certificates, load_identity
+from ..directory.convert import enum_name
 from ..errors import ConfigurationError, DirectoryError, UsageError
 from ..fsutil import write_private
+from ..limits import raise_open_files_limit
 from ..records import PeerRecord
-from .options import add_directory_args, host_port_arg, open_directory, positive_float
+from .options import (
+    add_directory_args,
+    add_limit_args,
+    host_port_arg,
+    open_directory,
+    positive_float,
+)
 
 __all__ = ["register"]
 
@@ -140,6 +149,12 @@ def _vasp_doc(directory: Any, vasp: Any) -> dict[str, Any]:
         "endpoint": vasp.trisa_endpoint,
         "name": display_name(vasp),
         "country": vasp.entity.country_of_registration,
+        # open enum: a category this build does not know shows as UNKNOWN(99)
+        "business_category": (
+            enum_name(models_pb2.BusinessCategory, vasp.business_category)
+            if vasp.business_category else ""
+        ),
+        "vasp_categories": list(vasp.vasp_categories),
         "registered_directory": vasp.registered_directory,
         "status": state_name(vasp.verification_status),
         "verified_on": vasp.verified_on,
@@ -161,7 +176,7 @@ def _vasp_doc(directory: Any, vasp: Any) -> dict[str, Any]:
         last = reqs[-1]
         doc["certificate_request"] = {
             "id": last.id,
-            "status": gds_models_pb2.CertificateRequestState.Name(last.status),
+            "status": enum_name(gds_models_pb2.CertificateRequestState, last.status),
             "batch_id": last.batch_id,
             "reject_reason": last.reject_reason,
         }
@@ -174,6 +189,10 @@ def _vasp_text(doc: dict[str, Any]) -> str:
         f"  endpoint: {doc['endpoint']}  name: {doc['name'] or '-'}  "
         f"country: {doc['country'] or '-'}",
     ]
+    categories = [c for c in (doc.get("business_category"), *doc.get("vasp_categories", ()))
+                  if c]
+    if categories:
+        lines.append(f"  categories: {', '.join(categories)}")
     cert = doc.get("certificate")
     if cert:
         revoked = "  REVOKED" if cert["revoked"] else ""
@@ -247,12 +266,15 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         tls = (identity.chain_pem(), identity.key_pem())
     else:
         raise ConfigurationError("choose --tls-cert/--tls-key, --ca-dir or --insecure")
+    files = raise_open_files_limit()  # what an attacker's idle connections would exhaust
     # TLS material is valid: now open (maybe create) the database and bind. A start
     # that fails removes a database file it has just created.
     with _new_database_removed_on_error(args.db):
         directory = _directory(args, create=True)
         try:
-            server = DirectoryServer(directory, listen=args.listen, tls=tls)
+            server = DirectoryServer(directory, listen=args.listen, tls=tls,
+                                     handshake_timeout=args.handshake_timeout,
+                                     idle_timeout=args.idle_timeout)
             port = server.start()
         except BaseException:
             directory.close()
@@ -265,6 +287,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
     print(f"directory listening on {host}:{port} ({'TLS' if tls else 'plaintext'})", flush=True)
+    limits_log = logging.getLogger("trisa_peer.limits")
+    limits_log.setLevel(min(limits_log.getEffectiveLevel(), logging.INFO))
+    limits_log.info("%s", files)  # one line on stderr
     if tls_name and tls_name != host:
         # the local CA's certificate names no IP address: clients must use the name
         print(f"TLS certificate names {tls_name}: connect as {tls_name}:{port} "
@@ -484,7 +509,7 @@ def _cmd_register(args: argparse.Namespace) -> int:
         "id": reply.id,
         "registered_directory": reply.registered_directory,
         "common_name": reply.common_name,
-        "status": models_pb2.VerificationState.Name(reply.status),
+        "status": enum_name(models_pb2.VerificationState, reply.status),
         "message": reply.message,
         "pkcs12password": reply.pkcs12password,
     }
@@ -508,7 +533,7 @@ def _cmd_register(args: argparse.Namespace) -> int:
 def _cmd_verify_contact(args: argparse.Namespace) -> int:
     with _client(args) as client:
         reply = client.verify_contact(args.id, args.token)
-    state = models_pb2.VerificationState.Name(reply.status)
+    state = enum_name(models_pb2.VerificationState, reply.status)
     return _emit(args, {"status": state, "message": reply.message}, f"{state}: {reply.message}")
 
 
@@ -546,7 +571,7 @@ def _cmd_status(args: argparse.Namespace) -> int:
     with _client(args) as client:
         state = client.status()
     doc = {
-        "status": gds_pb2.ServiceState.Status.Name(state.status),
+        "status": enum_name(gds_pb2.ServiceState.Status, state.status),
         "not_before": state.not_before,
         "not_after": state.not_after,
     }
@@ -611,6 +636,7 @@ def register(subparsers: Any) -> None:
                    "IP --listen host it names localhost: connect as localhost:PORT)")
     p.add_argument("--key-size", type=int, default=2048, help="RSA size for --ca-dir")
     p.add_argument("--insecure", action="store_true", help="plaintext (loopback only)")
+    add_limit_args(p)
     p.set_defaults(func=_cmd_serve)
 
     p = sub.add_parser("review", parents=[common, db, sectigo],

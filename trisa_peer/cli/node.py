@@ -14,9 +14,11 @@ from typing import Any
 from google.protobuf import json_format
 
 from ..errors import ConfigurationError, HandshakeError, TrisaPeerError, UsageError
+from ..limits import raise_open_files_limit
 from .options import (
     add_directory_args,
     add_identity_args,
+    add_limit_args,
     apply_config,
     count,
     load_material,
@@ -52,6 +54,7 @@ def register(sub: Any) -> None:
     serve.add_argument("--policy", choices=POLICIES,
                        help="how to answer transfers: rvasp (TestNet robot wallets, default), "
                        "accept, reject")
+    add_limit_args(serve)
     serve.add_argument("--timestamp-window", metavar="SECONDS", type=positive_float, default=900.0,
                        help="refuse envelopes whose timestamp is further than this from "
                        "now, either way (default 900 = 15 minutes)")
@@ -268,6 +271,8 @@ def _node(args: argparse.Namespace, *, listen: str, policy: str, controls: Any =
         handler=_handler(policy, common_name),
         listen=listen,
         resolve=resolve_map(args.resolve),
+        handshake_timeout=getattr(args, "handshake_timeout", None),
+        idle_timeout=getattr(args, "idle_timeout", None),
         **window,
         controls=controls,
     )
@@ -291,6 +296,7 @@ def _serve(args: argparse.Namespace) -> int:
     require(args, "listen")
     # One line per accept/reject decision is part of what an operator runs this for.
     logging.getLogger("trisa_peer").setLevel(logging.INFO if not args.verbose else logging.DEBUG)
+    files = raise_open_files_limit()  # what an attacker's idle connections would exhaust
     fresh_db = bool(args.db) and not Path(args.db).exists()
     node = _node(args, listen=args.listen, policy=args.policy or "rvasp",
                  controls=_controls(args))
@@ -302,6 +308,7 @@ def _serve(args: argparse.Namespace) -> int:
             for suffix in ("", "-wal", "-shm"):
                 Path(f"{args.db}{suffix}").unlink(missing_ok=True)
         raise
+    logging.getLogger("trisa_peer.limits").info("%s", files)
     print(f"trisa-peer: {node.common_name} serving on port {port} "
           f"(policy {args.policy or 'rvasp'})", flush=True)
     stop = threading.Event()

@@ -25,6 +25,13 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigurationError, UsageError
+from ..limits import (
+    DEFAULT_HANDSHAKE_TIMEOUT,
+    DEFAULT_IDLE_TIMEOUT,
+    ENV_HANDSHAKE_TIMEOUT,
+    ENV_IDLE_TIMEOUT,
+    check_seconds,
+)
 from ..netutil import split_host_port, split_resolve
 
 __all__ = [
@@ -257,3 +264,28 @@ def load_material(args: argparse.Namespace) -> Any:
 
     require(args, "cert", "trust")
     return FileMaterial(args.cert, args.key, args.trust, crl=args.crl or (), password=args.password)
+
+
+def _seconds_flag(what: str, *, allow_zero: bool) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            return check_seconds(text, what, allow_zero=allow_zero)
+        except ConfigurationError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    return parse
+
+
+def add_limit_args(parser: argparse.ArgumentParser) -> None:
+    """``--handshake-timeout`` and ``--idle-timeout`` for a server command."""
+    parser.add_argument(
+        "--handshake-timeout", type=_seconds_flag("handshake timeout", allow_zero=False),
+        metavar="SECONDS",
+        help=f"close connections that have not finished TLS within this time (default "
+        f"${ENV_HANDSHAKE_TIMEOUT} or {DEFAULT_HANDSHAKE_TIMEOUT:g})",
+    )
+    parser.add_argument(
+        "--idle-timeout", type=_seconds_flag("idle timeout", allow_zero=True), metavar="SECONDS",
+        help=f"close connections with no call for this long, 0 for never (default "
+        f"${ENV_IDLE_TIMEOUT} or {DEFAULT_IDLE_TIMEOUT:g})",
+    )

@@ -34,7 +34,7 @@ from .._pb.trisa.gds.models.v1beta1 import models_pb2
 from ..errors import ConfigurationError, DirectoryError
 from ..records import PeerRecord, split_endpoint
 from ..transport.status import directory_error, rpc_status
-from .convert import peer_record
+from .convert import enum_name, peer_record
 from .validate import normalize_common_name
 
 __all__ = ["DirectoryClient", "SearchResult"]
@@ -194,7 +194,7 @@ class DirectoryClient:
             reply = self.verification(common_name=common_name)
         except DirectoryError:
             return None
-        return str(models_pb2.VerificationState.Name(reply.verification_status))
+        return enum_name(models_pb2.VerificationState, reply.verification_status)
 
     def search(
         self,

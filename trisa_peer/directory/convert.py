@@ -6,16 +6,21 @@
   projection (upstream ``gds.Lookup``).
 - :func:`peer_record`: a ``LookupReply`` (ours or a real GDS's) → :class:`PeerRecord`,
   accepting ``data`` as PEM or DER and ``chain`` as gzip PEM, PEM or DER.
+- :func:`enum_name`: the name of an enum value, or ``UNKNOWN(99)`` for a value this
+  build's protos do not define. Enums are open (as in protobuf): a newer peer may send a
+  value we do not know; it is stored and returned unchanged and never raises.
 """
 
 from __future__ import annotations
 
 import gzip
 from datetime import UTC, datetime
+from typing import Protocol
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from cryptography.x509.oid import NameOID, SignatureAlgorithmOID
+from google.protobuf.descriptor import EnumDescriptor
 
 from .._pb.ivms101 import enum_pb2
 from .._pb.trisa.gds.api.v1beta1 import api_pb2 as gds_pb2
@@ -35,6 +40,7 @@ __all__ = [
     "certificate_from_proto",
     "certificate_proto",
     "display_name",
+    "enum_name",
     "go_serial",
     "lookup_reply",
     "peer_record",
@@ -70,6 +76,20 @@ _NAME_FIELDS: tuple[tuple[str, x509.ObjectIdentifier], ...] = (
 _LEGL = enum_pb2.LEGAL_PERSON_NAME_TYPE_CODE_LEGL
 _SHRT = enum_pb2.LEGAL_PERSON_NAME_TYPE_CODE_SHRT
 _TRAD = enum_pb2.LEGAL_PERSON_NAME_TYPE_CODE_TRAD
+
+
+class _EnumType(Protocol):
+    """A generated protobuf enum wrapper (``models_pb2.BusinessCategory``)."""
+
+    @property
+    def DESCRIPTOR(self) -> EnumDescriptor: ...  # protobuf's name
+
+
+def enum_name(enum: _EnumType, value: int) -> str:
+    """``enum``'s name for ``value``, or ``UNKNOWN(value)`` when the enum does not define
+    it (a newer release's value): never raises, unlike ``Enum.Name``."""
+    known = enum.DESCRIPTOR.values_by_number.get(int(value))
+    return known.name if known is not None else f"UNKNOWN({int(value)})"
 
 
 def rfc3339(when: datetime) -> str:

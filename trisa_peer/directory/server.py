@@ -38,11 +38,13 @@ from .._pb.trisa.gds.api.v1beta1 import api_pb2 as gds_pb2
 from .._pb.trisa.gds.api.v1beta1 import api_pb2_grpc as gds_grpc
 from ..authenticate import REFUSAL_LOG_INTERVAL
 from ..errors import ConfigurationError, StoreError, TrisaPeerError
+from ..limits import server_options
 from ..logtext import RefusalLimiter
 from ..netutil import bind_problem, split_host_port
 from ..sectigo.client import SectigoClient
 from ..transport.raw import add_raw_servicer
 from ..transport.status import abort
+from .convert import enum_name
 from .service import DEFAULT_DIRECTORY_ID, Directory
 from .store import DirectoryStore
 
@@ -108,7 +110,7 @@ class DirectoryServicer(gds_grpc.TRISADirectoryServicer):
     ) -> gds_pb2.SearchReply:
         from .._pb.trisa.gds.models.v1beta1 import models_pb2
 
-        categories = [models_pb2.BusinessCategory.Name(c) for c in request.business_category]
+        categories = [enum_name(models_pb2.BusinessCategory, c) for c in request.business_category]
         categories.extend(request.vasp_category)
         rows = self._call(
             context,
@@ -175,7 +177,8 @@ class DirectoryServer:
     ``store`` is a :class:`~.store.DirectoryStore` (or a ready :class:`Directory`).
     ``tls`` is ``(cert_pem, key_pem)`` for one-way TLS (what GDS clients expect), or
     ``None`` for plaintext, which is only allowed on a loopback address. ``sectigo``
-    is kept for in-process issuance (:meth:`accept`).
+    is kept for in-process issuance (:meth:`accept`). ``handshake_timeout`` /
+    ``idle_timeout``: see :mod:`trisa_peer.limits` (default 5 s and 300 s).
     """
 
     def __init__(
@@ -188,6 +191,8 @@ class DirectoryServer:
         directory_id: str = DEFAULT_DIRECTORY_ID,
         outbox_dir: str | Path | None = None,
         max_workers: int = 8,
+        handshake_timeout: float | None = None,
+        idle_timeout: float | None = None,
         max_request_bytes: int = MAX_REQUEST_BYTES,
         refusal_log_interval: float = REFUSAL_LOG_INTERVAL,
     ) -> None:
@@ -201,6 +206,7 @@ class DirectoryServer:
         self.tls = tls
         self.sectigo = sectigo
         self.max_workers = max_workers
+        self.options = server_options(handshake=handshake_timeout, idle=idle_timeout)
         try:
             host = split_host_port(listen, allow_port_zero=True, default_host="")[0]
         except ValueError as exc:
@@ -225,11 +231,11 @@ class DirectoryServer:
         """Bind and start serving; returns the port."""
         if self._server is not None:
             raise ConfigurationError("the directory server is already running")
-        # gRPC sets SO_REUSEPORT by default: a second server on a port another one
-        # already listens on would start and share the lookups. Refuse instead.
+        # no SO_REUSEPORT (a second server on a port in use would share the lookups);
+        # handshake and idle limits: see limits.py
         server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=self.max_workers),
-            options=[("grpc.so_reuseport", 0),
+            options=[*self.options,
                      ("grpc.max_receive_message_length", self.max_request_bytes)],
         )
         raw = functools.partial(add_raw_servicer, server, refusals=self.refusals)

@@ -45,7 +45,8 @@ from ..errors import (
     DirectoryNotFoundError,
 )
 from ..fsutil import write_private
-from .convert import certificate_proto, rfc3339, serial_hex
+from .convert import certificate_proto, enum_name, rfc3339, serial_hex
+from .ivms101 import validate_legal_person
 from .store import Changes, ContactToken, DirectoryStore, Email, SearchRow
 from .validate import (
     new_token,
@@ -85,11 +86,8 @@ SUBJECT_WELCOME = "Welcome to the TRISA network!"
 
 
 def state_name(value: int) -> str:
-    """``6`` → ``"VERIFIED"``."""
-    try:
-        return str(VS.Name(VS.ValueType(int(value))))
-    except ValueError:
-        return str(value)
+    """``6`` → ``"VERIFIED"``; a value this build does not know → ``"UNKNOWN(99)"``."""
+    return enum_name(VS, value)
 
 
 @dataclass(frozen=True)
@@ -240,13 +238,14 @@ class Directory:
     # ----------------------------------------------------------------- Register
 
     def register(self, request: gds_pb2.RegisterRequest) -> RegisterResult:
-        """Validate and store a ``RegisterRequest`` (as upstream ``gds.Register``)."""
+        """Validate (the legal person with the IVMS101 rules of :mod:`.ivms101`) and store
+        a ``RegisterRequest`` (as upstream ``gds.Register``)."""
         host, _ = validate_endpoint(request.trisa_endpoint)
         common_name = validate_common_name(request.common_name or host)
-        if not request.HasField("entity") or not any(
-            n.legal_person_name.strip() for n in request.entity.name.name_identifiers
-        ):
+        if not request.HasField("entity"):
             raise ConfigurationError("an IVMS101 legal person entity with a name is required")
+        # IVMS101 as upstream validates it, every problem named; nothing is rewritten
+        validate_legal_person(request.entity)
         if self.store.get_lookup(common_name=common_name) is not None:
             raise DirectoryError(f"common name {common_name!r} is already registered")
         vasp = models_pb2.VASP(
@@ -617,6 +616,7 @@ class Directory:
         )
         if code:
             vasp.entity.country_of_registration = code
+        validate_legal_person(vasp.entity)
         record = self.install_certificate(vasp, leaf, chain)
         for signing in signing_certificates:
             vasp.signing_certificates.append(certificate_proto(signing))

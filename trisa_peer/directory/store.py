@@ -48,7 +48,7 @@ from .._pb.gds.models.v1 import models_pb2 as gds_models_pb2
 from .._pb.trisa.gds.models.v1beta1 import models_pb2
 from ..errors import ConfigurationError, StoreError
 from ..fsutil import create_private
-from .convert import lookup_reply
+from .convert import enum_name, lookup_reply
 from .validate import normalize_common_name, normalize_country, normalize_name, website_host
 
 __all__ = [
@@ -194,7 +194,8 @@ def index_terms(vasp: models_pb2.VASP) -> dict[str, set[str]]:
     websites = {website_host(vasp.website)} - {""}
     categories = {c.strip().lower() for c in vasp.vasp_categories if c.strip()}
     if vasp.business_category:
-        categories.add(models_pb2.BusinessCategory.Name(vasp.business_category).lower())
+        # open enum: a value this build does not know indexes as "unknown(99)"
+        categories.add(enum_name(models_pb2.BusinessCategory, vasp.business_category).lower())
     return {
         "names": names - {""},
         "websites": websites,

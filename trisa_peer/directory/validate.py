@@ -16,6 +16,7 @@ from email.utils import parseaddr
 
 from ..errors import ConfigurationError
 from ..records import split_endpoint
+from .ivms101 import ISO3166_ALPHA2
 
 __all__ = [
     "is_dns_name",
@@ -56,13 +57,20 @@ def normalize_country(country: str) -> str:
 
 
 def validate_country(country: str) -> str:
-    """An ISO 3166-1 alpha-2 country code (two letters), upper-cased, or
-    ConfigurationError."""
+    """An assigned ISO 3166-1 alpha-2 country code, upper-cased, or ConfigurationError.
+
+    For an operator's command-line flag (``gds add --country us``), whose result is
+    shown; what a registration carries is checked as sent by :mod:`.ivms101`."""
     code = normalize_country(country)
     if len(code) != 2 or not (code.isascii() and code.isalpha()):
         raise ConfigurationError(
             f"country {country.strip()!r} is not an ISO 3166-1 alpha-2 code (two letters, "
             "e.g. US)"
+        )
+    if code not in ISO3166_ALPHA2:
+        raise ConfigurationError(
+            f"country {country.strip()!r} is not an ISO 3166-1 alpha-2 code (not an "
+            "assigned country code)"
         )
     return code
 

@@ -33,6 +33,7 @@ from ..authenticate import PeerAuthenticator
 from ..clock import Clock, utcnow
 from ..controls import PeerControls
 from ..errors import ConfigurationError
+from ..limits import server_options
 from ..logtext import RefusalLimiter
 from ..netutil import bind_problem
 from ..records import DirectoryLookup
@@ -111,6 +112,10 @@ class TrisaServer:
     chaining to the trust pool, but steps 3 (TRISA policy, CRL) and 4 (directory
     binding, revocation) are skipped; servicers only identify the caller. Never use it
     in production; the CLI does not offer it.
+
+    ``handshake_timeout`` / ``idle_timeout`` (seconds; default 5 and 300, see
+    :mod:`trisa_peer.limits`) close connections that do not finish TLS in time and
+    established connections left without a call.
     """
 
     def __init__(
@@ -123,6 +128,8 @@ class TrisaServer:
         decision_ttl: float = 300.0,
         verify_peers: bool = True,
         clock: Clock = utcnow,
+        handshake_timeout: float | None = None,
+        idle_timeout: float | None = None,
         health: Callable[[], str | None] | None = None,
         controls: PeerControls | None = None,
         max_request_bytes: int = MAX_REQUEST_BYTES,
@@ -147,7 +154,8 @@ class TrisaServer:
         self._server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="trisa"),
             interceptors=interceptors,
-            options=[("grpc.so_reuseport", 0),
+            # no SO_REUSEPORT; handshake and idle limits (issue 11 §7): see limits.py
+            options=[*server_options(handshake=handshake_timeout, idle=idle_timeout),
                      ("grpc.max_receive_message_length", max_request_bytes)],
         )
         self._generation = 0
