@@ -71,24 +71,27 @@ def check_seconds(value: float | str, what: str, *, allow_zero: bool) -> float:
     return number
 
 
+def _setting(value: float | None, env_name: str, what: str, default: float,
+             *, allow_zero: bool) -> float:
+    """``value``, else ``$env_name``, else ``default``; checked."""
+    if value is not None:
+        return check_seconds(value, what, allow_zero=allow_zero)
+    env = os.environ.get(env_name)
+    if env is not None:
+        return check_seconds(env, f"${env_name}", allow_zero=allow_zero)
+    return default
+
+
 def handshake_timeout(value: float | None = None) -> float:
     """``value``, else ``$TRISA_PEER_HANDSHAKE_TIMEOUT``, else 5 s; checked (≥ 0.1 s)."""
-    if value is not None:
-        return check_seconds(value, "handshake timeout", allow_zero=False)
-    env = os.environ.get(ENV_HANDSHAKE_TIMEOUT)
-    if env is not None:
-        return check_seconds(env, f"${ENV_HANDSHAKE_TIMEOUT}", allow_zero=False)
-    return DEFAULT_HANDSHAKE_TIMEOUT
+    return _setting(value, ENV_HANDSHAKE_TIMEOUT, "handshake timeout",
+                    DEFAULT_HANDSHAKE_TIMEOUT, allow_zero=False)
 
 
 def idle_timeout(value: float | None = None) -> float:
     """``value``, else ``$TRISA_PEER_IDLE_TIMEOUT``, else 300 s; 0 means no limit."""
-    if value is not None:
-        return check_seconds(value, "idle timeout", allow_zero=True)
-    env = os.environ.get(ENV_IDLE_TIMEOUT)
-    if env is not None:
-        return check_seconds(env, f"${ENV_IDLE_TIMEOUT}", allow_zero=True)
-    return DEFAULT_IDLE_TIMEOUT
+    return _setting(value, ENV_IDLE_TIMEOUT, "idle timeout", DEFAULT_IDLE_TIMEOUT,
+                    allow_zero=True)
 
 
 def server_options(

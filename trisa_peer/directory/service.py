@@ -27,7 +27,6 @@ from dataclasses import dataclass
 from datetime import timedelta
 from email.message import EmailMessage
 from pathlib import Path
-from types import TracebackType
 from typing import TypeVar
 
 from cryptography import x509
@@ -134,12 +133,7 @@ class Directory:
     def __enter__(self) -> Directory:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     # ----------------------------------------------------------------- helpers

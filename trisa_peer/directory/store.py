@@ -676,32 +676,26 @@ class SQLiteStore:
         return [self._token(r) for r in rows]
 
     def get_certreq(self, certreq_id: str) -> gds_models_pb2.CertificateRequest | None:
-        return self._record(
-            gds_models_pb2.CertificateRequest,
-            "SELECT record FROM certreqs WHERE id = ?",
-            (certreq_id,),
-        )
+        return self._by_id(gds_models_pb2.CertificateRequest, "certreqs", certreq_id)
 
     def certreqs_for(self, vasp_id: str) -> list[gds_models_pb2.CertificateRequest]:
-        return self._records(
-            gds_models_pb2.CertificateRequest,
-            "SELECT record FROM certreqs WHERE vasp_id = ? ORDER BY created, rowid",
-            (vasp_id,),
-        )
+        return self._of_vasp(gds_models_pb2.CertificateRequest, "certreqs", vasp_id,
+                             "created, rowid")
 
     def get_certificate(self, certificate_id: str) -> gds_models_pb2.Certificate | None:
-        return self._record(
-            gds_models_pb2.Certificate,
-            "SELECT record FROM certificates WHERE id = ?",
-            (certificate_id,),
-        )
+        return self._by_id(gds_models_pb2.Certificate, "certificates", certificate_id)
 
     def certificates_for(self, vasp_id: str) -> list[gds_models_pb2.Certificate]:
-        return self._records(
-            gds_models_pb2.Certificate,
-            "SELECT record FROM certificates WHERE vasp_id = ? ORDER BY seq",
-            (vasp_id,),
-        )
+        return self._of_vasp(gds_models_pb2.Certificate, "certificates", vasp_id, "seq")
+
+    # table and order names below are constants of this module, never user input
+    def _by_id(self, cls: type[_M], table: str, record_id: str) -> _M | None:
+        sql = f"SELECT record FROM {table} WHERE id = ?"  # noqa: S608
+        return self._record(cls, sql, (record_id,))
+
+    def _of_vasp(self, cls: type[_M], table: str, vasp_id: str, order: str) -> list[_M]:
+        sql = f"SELECT record FROM {table} WHERE vasp_id = ? ORDER BY {order}"  # noqa: S608
+        return self._records(cls, sql, (vasp_id,))
 
     def get_secret(self, name: str) -> bytes | None:
         rows = self._read("SELECT value FROM secrets WHERE name = ?", (name,))
