@@ -11,7 +11,8 @@ import pytest
 from helpers import ROOT
 
 CORE = ["verify", "trust", "records", "binding", "lookup", "trace", "authenticate",
-        "resolve", "handshake", "certs", "steps", "errors"]
+        "resolve", "handshake", "certs", "steps", "errors", "clock", "netutil", "logtext",
+        "controls", "denylist", "peerlimits", "limits"]
 
 PURE = [
     *(f"trisa_peer.{module}" for module in CORE),
