@@ -145,3 +145,10 @@ def sectigo_cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., CliResult]:
     from trisa_peer.cli.sectigo import main
 
     return lambda *argv: _invoke(main, [str(a) for a in argv], capsys)
+
+
+@pytest.fixture
+def net(trisa_network: Any) -> Any:
+    """The simulated network (Alice, Bob, Charlie, ...) under a short name; modules that
+    build their own network define their own ``net``."""
+    return trisa_network

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 UPSTREAM = Path(__file__).resolve().parent / "upstream"
@@ -38,4 +39,10 @@ __all__ = [
     "UPSTREAM_SECTIGO",
     "UPSTREAM_TRISA",
     "CliResult",
+    "bob_key",
 ]
+
+
+def bob_key(net: Any) -> Any:
+    """The key an originator seals to for Bob in the simulated network."""
+    return net.bob.identity.leaf.public_key()

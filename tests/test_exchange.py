@@ -14,6 +14,7 @@ from typing import Any
 
 import grpc
 import pytest
+from helpers import bob_key
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -35,15 +36,6 @@ def payload_for(sender_vasp: str, receiver_vasp: str, sender: int = 1, receiver:
     payload = originator_payload(o, b, sent_at=datetime.now(UTC))
     assert not isinstance(payload, Reject)
     return payload
-
-
-@pytest.fixture
-def net(trisa_network: Any) -> Any:
-    return trisa_network
-
-
-def bob_key(net: Any) -> Any:
-    return net.bob.identity.leaf.public_key()
 
 
 def stub(net: Any) -> Any:

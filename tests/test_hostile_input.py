@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.serialization import Encoding
+from helpers import bob_key
 
 from trisa_peer._pb.trisa.api.v1beta1 import api_pb2, errors_pb2
 from trisa_peer.envelope import format_timestamp, seal
@@ -36,15 +37,6 @@ def payload_now(sent_at: datetime | None = None) -> Any:
     payload = originator_payload(o, b, sent_at=sent_at or datetime.now(UTC))
     assert not isinstance(payload, Reject)
     return payload
-
-
-@pytest.fixture
-def net(trisa_network: Any) -> Any:
-    return trisa_network
-
-
-def bob_key(net: Any) -> Any:
-    return net.bob.identity.leaf.public_key()
 
 
 def alice_as_bob_sees_her(net: Any) -> Any:

@@ -46,11 +46,6 @@ def counted(net: Any, tmp_path: Any) -> Any:
         _restore(net, node)
 
 
-@pytest.fixture
-def net(trisa_network: Any) -> Any:
-    return trisa_network
-
-
 def test_reseal_reencoding_and_unknown_fields_are_the_same_message(net: Any, counted: Any) -> None:
     runs, node = counted
     payload = payload_for("alice.vasp.test", "bob.vasp.test")

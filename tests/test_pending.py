@@ -8,7 +8,6 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import pytest
 from helpers import CliResult
 from test_exchange import _extra_node, _restore, payload_for
 
@@ -18,11 +17,6 @@ from trisa_peer.network.handler import Accept, Pending, PendingTransfer
 from trisa_peer.network.store import TransferStore
 
 Code = errors_pb2.Error
-
-
-@pytest.fixture
-def net(trisa_network: Any) -> Any:
-    return trisa_network
 
 
 def _wait(predicate: Any, timeout: float = 15) -> bool:
