@@ -159,6 +159,8 @@ def test_serve_from_toml_config_flags_override(setup: Setup,
         (["serve", "--config", "{tmp}/types.toml"], "trust must be a list of non-empty", 1),
         (["serve", "--config", "{tmp}/bool.toml"], "must be true or false", 1),
         (["serve", "--config", "{tmp}/policy.toml"], "invalid choice 'bogus'", 1),
+        (["serve", "--config", "{tmp}/grace.toml"], "grace: must be zero or positive", 1),
+        (["serve", "--config", "{tmp}/rate.toml"], "peer_rate must be a number", 1),
         (["serve", "--listen", "127.0.0.1:0", "--cert", "{pki}/bob.pem", "--key",
           "{pki}/alice.key", "--trust", "{pki}/trust.pem", "--directory", "127.0.0.1:1"],
          "does not match", 1),
@@ -170,12 +172,37 @@ def test_bad_input_one_line(cli: Callable[..., CliResult], tmp_path: Path, args:
     (tmp_path / "types.toml").write_text("trust = 5\n")
     (tmp_path / "bool.toml").write_text('directory-insecure = "maybe"\n')
     (tmp_path / "policy.toml").write_text('policy = "bogus"\n')
+    (tmp_path / "grace.toml").write_text("grace = -1\n")
+    (tmp_path / "rate.toml").write_text("peer-rate = true\n")
     out = cli(*[a.format(pki=PKI, tmp=tmp_path) for a in args])
     assert out.returncode == code, out
     assert message in out.stderr
     lines = out.stderr.strip().splitlines()
     assert len(lines) == (2 if code == 2 else 1)  # usage errors add the usage line
     assert "Traceback" not in out.stderr
+
+
+def test_serve_options_from_config_environment_and_defaults(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The serve-only options (limits, grace, retention) can live in the TOML file: a
+    flag beats the environment, which beats the file, which beats the default."""
+    import argparse
+
+    from trisa_peer.cli.options import apply_config, count, non_negative_float
+
+    config = tmp_path / "node.toml"
+    config.write_text('grace = 10\npeer-burst = "7"\n')
+    types = {"grace": non_negative_float, "peer_burst": count, "max_rejections": count}
+    defaults = {"grace": 300.0, "peer_burst": 0, "max_rejections": 10_000}
+    args = argparse.Namespace(config=str(config), grace=None, peer_burst=None,
+                              max_rejections=None)
+    apply_config(args, list(types), types=types, defaults=defaults)
+    assert (args.grace, args.peer_burst, args.max_rejections) == (10.0, 7, 10_000)
+    monkeypatch.setenv("TRISA_PEER_GRACE", "20")
+    args = argparse.Namespace(config=str(config), grace=None, peer_burst=3,
+                              max_rejections=None)
+    apply_config(args, list(types), types=types, defaults=defaults)
+    assert (args.grace, args.peer_burst) == (20.0, 3)  # the twin: env and flag win
 
 
 def test_environment_values_are_checked(cli: Callable[..., CliResult],

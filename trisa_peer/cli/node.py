@@ -13,8 +13,11 @@ from typing import Any
 
 from google.protobuf import json_format
 
+from ..controls import DEFAULT_GRACE, DEFAULT_MAX_LOOKUPS
+from ..envelope.validate import DEFAULT_TIMESTAMP_WINDOW
 from ..errors import ConfigurationError, HandshakeError, TrisaPeerError, UsageError
 from ..limits import raise_open_files_limit
+from ..network.store import DEFAULT_KEEP_REJECTIONS, DEFAULT_MAX_REJECTIONS
 from .options import (
     add_directory_args,
     add_identity_args,
@@ -28,6 +31,7 @@ from .options import (
     positive_int,
     require,
     resolve_map,
+    seconds_flag,
 )
 
 __all__ = ["print_pending", "register", "register_transfers"]
@@ -36,6 +40,24 @@ _NODE_OPTIONS = [
     "listen", "cert", "key", "password", "trust", "crl", "resolve", "directory",
     "directory_insecure", "directory_ca", "directory_timeout", "db", "policy",
 ]
+
+#: ``serve``-only options that a ``--config`` file and ``TRISA_PEER_*`` may set too, each
+#: checked by its flag's own type; argparse leaves them None so the file can fill them
+_SERVE_TYPES: dict[str, Any] = {
+    "timestamp_window": positive_float, "keep_rejections": positive_float,
+    "max_rejections": count, "grace": non_negative_float,
+    "max_directory_lookups": positive_int, "peer_rate": non_negative_float,
+    "peer_burst": count, "peer_concurrency": count,
+    "handshake_timeout": seconds_flag("handshake timeout", allow_zero=False),
+    "idle_timeout": seconds_flag("idle timeout", allow_zero=True),
+}
+_SERVE_DEFAULTS: dict[str, Any] = {
+    "timestamp_window": DEFAULT_TIMESTAMP_WINDOW.total_seconds(),
+    "keep_rejections": DEFAULT_KEEP_REJECTIONS.days, "max_rejections": DEFAULT_MAX_REJECTIONS,
+    "grace": DEFAULT_GRACE, "max_directory_lookups": DEFAULT_MAX_LOOKUPS, "peer_rate": 0.0,
+    "peer_burst": 0, "peer_concurrency": 0,
+}
+_SERVE_OPTIONS = [*_SERVE_TYPES, "deny_list"]
 
 POLICIES = ("rvasp", "accept", "reject")
 
@@ -55,12 +77,12 @@ def register(sub: Any) -> None:
                        help="how to answer transfers: rvasp (TestNet robot wallets, default), "
                        "accept, reject")
     add_limit_args(serve)
-    serve.add_argument("--timestamp-window", metavar="SECONDS", type=positive_float, default=900.0,
+    serve.add_argument("--timestamp-window", metavar="SECONDS", type=positive_float,
                        help="refuse envelopes whose timestamp is further than this from "
                        "now, either way (default 900 = 15 minutes)")
-    serve.add_argument("--keep-rejections", metavar="DAYS", type=positive_float, default=30.0,
+    serve.add_argument("--keep-rejections", metavar="DAYS", type=positive_float,
                        help="keep records of refused envelopes this long (default 30)")
-    serve.add_argument("--max-rejections", metavar="N", type=count, default=10_000,
+    serve.add_argument("--max-rejections", metavar="N", type=count,
                        help="keep at most N records of refused envelopes (default 10000)")
     _add_control_args(serve)
     serve.set_defaults(func=_serve)
@@ -218,22 +240,19 @@ def _resend(args: argparse.Namespace) -> int:
 
 
 def _add_control_args(serve: Any) -> None:
-    from ..controls import DEFAULT_GRACE, DEFAULT_MAX_LOOKUPS
-
     group = serve.add_argument_group("peer controls")
-    group.add_argument("--grace", type=non_negative_float, metavar="SECONDS", default=DEFAULT_GRACE,
+    group.add_argument("--grace", type=non_negative_float, metavar="SECONDS",
                        help="while the directory is unreachable, keep trusting a known peer "
                        "this long after the decision TTL (300 s) of its last positive answer "
                        f"(default {DEFAULT_GRACE:g}; 0: none)")
     group.add_argument("--max-directory-lookups", type=positive_int, metavar="N",
-                       default=DEFAULT_MAX_LOOKUPS,
                        help="concurrent directory look-ups for undecided callers; more are "
                        f"refused at once with UNAVAILABLE (default {DEFAULT_MAX_LOOKUPS})")
-    group.add_argument("--peer-rate", type=non_negative_float, metavar="RPS", default=0.0,
+    group.add_argument("--peer-rate", type=non_negative_float, metavar="RPS",
                        help="requests per second per verified peer (default 0: unlimited)")
-    group.add_argument("--peer-burst", type=count, metavar="N", default=0,
+    group.add_argument("--peer-burst", type=count, metavar="N",
                        help="burst above --peer-rate (default: the rate, at least 1)")
-    group.add_argument("--peer-concurrency", type=count, metavar="N", default=0,
+    group.add_argument("--peer-concurrency", type=count, metavar="N",
                        help="requests in flight per verified peer (default 0: unlimited)")
     group.add_argument("--deny-list", metavar="FILE",
                        help="common names and SHA-256 fingerprints refused whatever the "
@@ -292,7 +311,8 @@ def _handler(policy: str, common_name: str) -> Any:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    apply_config(args, _NODE_OPTIONS)
+    apply_config(args, [*_NODE_OPTIONS, *_SERVE_OPTIONS], types=_SERVE_TYPES,
+                 defaults=_SERVE_DEFAULTS)
     require(args, "listen")
     # One line per accept/reject decision is part of what an operator runs this for.
     logging.getLogger("trisa_peer").setLevel(logging.INFO if not args.verbose else logging.DEBUG)

@@ -104,9 +104,18 @@ _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off", "")
 
 
-def _coerce(name: str, value: Any, source: str) -> Any:
+def _coerce(
+    name: str, value: Any, source: str, types: dict[str, Callable[[str], Any]]
+) -> Any:
     """Check a config-file or environment value the way argparse checks a flag."""
     where = f"{source}: {name}"
+    if name in types:  # the very function argparse checks the flag with
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            raise ConfigurationError(f"{where} must be a number, not {value!r}")
+        try:
+            return types[name](str(value))
+        except argparse.ArgumentTypeError as exc:
+            raise ConfigurationError(f"{where}: {exc}") from None
     if name in _LIST_OPTIONS:
         items = value if isinstance(value, list) else [value]
         if not all(isinstance(v, str) and v for v in items):
@@ -138,11 +147,19 @@ def _coerce(name: str, value: Any, source: str) -> Any:
     return value
 
 
-def apply_config(args: argparse.Namespace, names: list[str]) -> None:
-    """Fill unset options from the environment, then from ``--config``; check each value.
+def apply_config(
+    args: argparse.Namespace,
+    names: list[str],
+    *,
+    types: dict[str, Callable[[str], Any]] | None = None,
+    defaults: dict[str, Any] | None = None,
+) -> None:
+    """Fill unset options from the environment, then from ``--config``, then from
+    ``defaults``; check each value (options in ``types`` with their argparse type).
 
     Config keys may use the flag spelling (``directory-insecure``) or ``_``.
     """
+    types = types or {}
     config: dict[str, Any] = {}
     path = Path(args.config) if getattr(args, "config", None) else None
     if path is not None:
@@ -166,9 +183,11 @@ def apply_config(args: argparse.Namespace, names: list[str]) -> None:
         env = os.environ.get(env_name)
         if env is not None:
             value: Any = [v for v in env.split(",") if v] if name in _LIST_OPTIONS else env
-            setattr(args, name, _coerce(name, value, env_name))
+            setattr(args, name, _coerce(name, value, env_name, types))
         elif name in config:
-            setattr(args, name, _coerce(name, config[name], str(path)))
+            setattr(args, name, _coerce(name, config[name], str(path), types))
+        elif defaults and name in defaults:
+            setattr(args, name, defaults[name])
 
 
 def _number(
@@ -266,7 +285,8 @@ def load_material(args: argparse.Namespace) -> Any:
     return FileMaterial(args.cert, args.key, args.trust, crl=args.crl or (), password=args.password)
 
 
-def _seconds_flag(what: str, *, allow_zero: bool) -> Callable[[str], float]:
+def seconds_flag(what: str, *, allow_zero: bool) -> Callable[[str], float]:
+    """An argparse ``type`` for a server timeout in seconds (:func:`limits.check_seconds`)."""
     def parse(text: str) -> float:
         try:
             return check_seconds(text, what, allow_zero=allow_zero)
@@ -279,13 +299,13 @@ def _seconds_flag(what: str, *, allow_zero: bool) -> Callable[[str], float]:
 def add_limit_args(parser: argparse.ArgumentParser) -> None:
     """``--handshake-timeout`` and ``--idle-timeout`` for a server command."""
     parser.add_argument(
-        "--handshake-timeout", type=_seconds_flag("handshake timeout", allow_zero=False),
+        "--handshake-timeout", type=seconds_flag("handshake timeout", allow_zero=False),
         metavar="SECONDS",
         help=f"close connections that have not finished TLS within this time (default "
         f"${ENV_HANDSHAKE_TIMEOUT} or {DEFAULT_HANDSHAKE_TIMEOUT:g})",
     )
     parser.add_argument(
-        "--idle-timeout", type=_seconds_flag("idle timeout", allow_zero=True), metavar="SECONDS",
+        "--idle-timeout", type=seconds_flag("idle timeout", allow_zero=True), metavar="SECONDS",
         help=f"close connections with no call for this long, 0 for never (default "
         f"${ENV_IDLE_TIMEOUT} or {DEFAULT_IDLE_TIMEOUT:g})",
     )

@@ -58,6 +58,7 @@ import json
 import logging
 import re
 import secrets
+import sys
 import threading
 import time
 import uuid
@@ -963,6 +964,16 @@ def _extract_csrs(data: bytes, filename: str) -> list[bytes]:
 class _Server(http.server.ThreadingHTTPServer):
     daemon_threads = True
     emulator: SectigoEmulator
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """One log line instead of socketserver's traceback on stderr: a client that
+        hangs up mid-request (a timeout on its side) is routine, not a crash."""
+        exc = sys.exc_info()[1]
+        if isinstance(exc, (ConnectionError, TimeoutError)):
+            log.debug("client %s went away: %s", client_address[0], type(exc).__name__)
+        else:
+            log.warning("request from %s failed: %s: %s", client_address[0],
+                        type(exc).__name__, peer_text(str(exc), 200))
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
