@@ -44,7 +44,7 @@ import time
 from pathlib import Path
 
 import grpc
-from common import Result
+from common import Result, stop_process
 
 NAME = "idle_connections"
 
@@ -141,13 +141,7 @@ class Node:
         return self.log_path.read_text(errors="replace")
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
         self._log.close()
 
 

@@ -29,7 +29,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from common import Result, scaled
+from common import Result, scaled, stop_process
 
 from trisa_peer._pb.trisa.api.v1beta1 import api_pb2
 from trisa_peer.certs import write_identity
@@ -73,13 +73,7 @@ class Bob:
             raise RuntimeError(f"bob did not start: {self.log_path.read_text()[-500:]}")
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
         self._log.close()
 
     def log(self) -> str:

@@ -32,7 +32,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import grpc
-from common import Result, rss_bytes, scaled
+from common import Result, rss_bytes, scaled, stop_process
 
 NAME = "undecodable"
 
@@ -82,14 +82,8 @@ class Server:
         return self.log_path.read_text(errors="replace")
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            assert self.proc.stdin is not None
-            self.proc.stdin.close()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        assert self.proc.stdin is not None
+        stop_process(self.proc, timeout=10, ask=self.proc.stdin.close)  # EOF: exit
         self._log.close()
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import operator
+import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,3 +51,16 @@ def rss_bytes(pid: int | str = "self") -> int:
 def scaled(full: int, scale: float, minimum: int = 1) -> int:
     """``full`` times ``scale``, at least ``minimum``."""
     return max(minimum, int(full * scale))
+
+
+def stop_process(proc: subprocess.Popen[str], *, timeout: float = 15.0,
+                 ask: Callable[[], None] | None = None) -> None:
+    """Stop a child politely (``ask``, default SIGTERM), then kill it after ``timeout``."""
+    if proc.poll() is not None:
+        return
+    (ask or proc.terminate)()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
