@@ -33,7 +33,7 @@ from .._pb.trisa.gds.api.v1beta1 import api_pb2_grpc as gds_grpc
 from .._pb.trisa.gds.models.v1beta1 import models_pb2
 from ..errors import ConfigurationError, DirectoryError
 from ..records import PeerRecord, split_endpoint
-from ..transport.status import directory_error, rpc_status
+from ..transport.status import directory_error, directory_reply_error, rpc_status
 from .convert import enum_name, peer_record
 from .validate import normalize_common_name
 
@@ -54,7 +54,7 @@ def _check_error_field(
     what: str,
 ) -> None:
     if reply.HasField("error") and (reply.error.code or reply.error.message):
-        raise DirectoryError(f"{what}: directory error [{reply.error.code}] {reply.error.message}")
+        raise directory_reply_error(reply.error.code, reply.error.message, what)
 
 
 class DirectoryClient:

@@ -50,6 +50,7 @@ __all__ = [
     "classify_tls",
     "dial_error",
     "directory_error",
+    "directory_reply_error",
     "rpc_status",
     "status_for",
     "tls_error",
@@ -182,6 +183,23 @@ def directory_error(code: grpc.StatusCode | None, details: str, what: str) -> Di
     if code == grpc.StatusCode.NOT_FOUND:
         return DirectoryNotFoundError(f"{what}: {details or 'not found'}")
     return DirectoryError(f"{what}: {_name(code)}: {details or 'no details'}")
+
+
+#: The ``error.code`` a directory puts inside an otherwise successful reply when it has
+#: no such record: upstream's GDS uses HTTP-like codes there.
+REPLY_NOT_FOUND = 404
+
+
+def directory_reply_error(code: int, message: str, what: str) -> DirectoryError:
+    """An error a directory answered inside its reply (``reply.error``), not as a status.
+
+    404 is "no such record" (DirectoryNotFoundError: the peer is not registered), not an
+    outage; any other code is a DirectoryError naming it.
+    """
+    text = f"{what}: directory error [{code}] {message or 'no message'}"
+    if code == REPLY_NOT_FOUND:
+        return DirectoryNotFoundError(text)
+    return DirectoryError(text)
 
 
 def transfer_error(code: grpc.StatusCode | None, details: str, what: str) -> TransferError:
