@@ -284,3 +284,26 @@ def test_transfers_resend_the_same_bytes(setup: Setup, cli: Callable[..., CliRes
                   *setup.identity_args("alice"))
     assert unknown.returncode == 1 and "no stored outgoing envelope" in unknown.stderr
     assert unknown.stderr.count("\n") == 1
+
+
+@pytest.mark.slow
+def test_serve_warns_once_when_the_directory_does_not_answer(setup: Setup) -> None:
+    """The node starts either way; with nothing listening at the directory's address it
+    says so in one line at start. The twin: a directory that answers, no warning."""
+    base = ["--cert", str(PKI / "bob.pem"), "--key", str(PKI / "bob.key"),
+            "--trust", str(PKI / "trust.pem"), "--directory-insecure",
+            "--directory-timeout", "2"]
+    down = setup.serve("--listen", "127.0.0.1:0", *base,
+                       "--directory", f"127.0.0.1:{free_port()}")
+    up = setup.serve("--listen", "127.0.0.1:0", *base, "--directory", setup.gds.endpoint)
+    assert down.stderr is not None and up.stderr is not None
+    time.sleep(4)  # longer than the 2 s directory timeout the probe may take
+    for proc in (down, up):
+        proc.terminate()
+        proc.wait(timeout=10)
+    warnings = [line for line in down.stderr.read().splitlines() if "warning:" in line]
+    assert len(warnings) == 1, warnings
+    assert "warning: the directory 127.0.0.1:" in warnings[0]
+    assert "does not answer" in warnings[0]
+    assert "peers are refused until it does" in warnings[0]
+    assert "does not answer" not in up.stderr.read()

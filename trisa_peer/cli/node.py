@@ -297,6 +297,19 @@ def _node(args: argparse.Namespace, *, listen: str, policy: str, controls: Any =
     )
 
 
+def _warn_if_directory_unreachable(directory: Any, endpoint: str) -> None:
+    """One line on stderr when the directory does not answer at start: the node serves,
+    but refuses every peer it has not decided yet until the directory answers."""
+    status = getattr(directory, "status", None)
+    if status is None:  # not a DirectoryClient: nothing to probe
+        return
+    try:
+        status()
+    except TrisaPeerError as exc:
+        print(f"trisa-peer: warning: the directory {endpoint} does not answer ({exc}); "
+              "peers are refused until it does", file=sys.stderr, flush=True)
+
+
 def _handler(policy: str, common_name: str) -> Any:
     from ..network.handler import Accept, Reject
 
@@ -337,6 +350,7 @@ def _serve(args: argparse.Namespace) -> int:
     deny = node.server.authenticator.deny
     if deny is not None:  # SIGHUP: re-read the deny-list now
         signal.signal(signal.SIGHUP, lambda *_: deny.reload())
+    _warn_if_directory_unreachable(node.directory, args.directory)
     stop.wait()
     node.stop(grace=5.0)
     node.close()
