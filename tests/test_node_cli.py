@@ -21,6 +21,7 @@ from google.protobuf import json_format
 from helpers import PKI, UPSTREAM_TRISA, CliResult
 from pki import identity
 
+from trisa_peer.ca import CertificateAuthority
 from trisa_peer.directory.server import DirectoryServer
 from trisa_peer.directory.store import SQLiteStore
 from trisa_peer.network.cast import BOOK
@@ -92,7 +93,7 @@ def setup(tmp_path: Path) -> Iterator[Setup]:
 def test_serve_check_send_transfers(setup: Setup, cli: Callable[..., CliResult]) -> None:
     db = setup.tmp / "bob.db"
     bob = setup.serve("--listen", f"127.0.0.1:{setup.bob_port}", "--db", str(db),
-                      *setup.identity_args("bob"))
+                      "--policy", "rvasp", *setup.identity_args("bob"))
 
     ok = cli("check", "bob.vasp.test", *setup.identity_args("alice"))
     assert ok.returncode == 0, ok.stderr
@@ -307,3 +308,51 @@ def test_serve_warns_once_when_the_directory_does_not_answer(setup: Setup) -> No
     assert "does not answer" in warnings[0]
     assert "peers are refused until it does" in warnings[0]
     assert "does not answer" not in up.stderr.read()
+
+
+@pytest.mark.slow
+def test_serve_without_a_policy_holds_transfers_for_review(
+        setup: Setup, cli: Callable[..., CliResult]) -> None:
+    """No decision hook: the node accepts nothing on its own; the transfer is pending
+    until an operator decides (and the start says so once). The twin: --policy accept."""
+    payload = originator_payload(BOOK.wallets_of("alice.vasp.test")[1],
+                                 BOOK.wallets_of("bob.vasp.test")[0], sent_at=datetime.now(UTC))
+    payload_path = setup.tmp / "payload.json"
+    payload_path.write_text(json_format.MessageToJson(payload, preserving_proto_field_name=True))
+    db = setup.tmp / "bob.db"
+    bob = setup.serve("--listen", f"127.0.0.1:{setup.bob_port}", "--db", str(db),
+                      *setup.identity_args("bob"))
+    held = cli("send", "--to", "bob.vasp.test", "--payload", str(payload_path),
+               *setup.identity_args("alice"))
+    assert held.returncode == 0, held.stderr
+    assert json.loads(held.stdout)["state"] == "pending", held.stdout
+    listed = cli("transfers", "list", "--db", str(db))
+    assert "pending: 1" in listed.stdout
+    bob.terminate()
+    bob.wait(timeout=10)
+    assert bob.stderr is not None
+    log = bob.stderr.read()
+    assert log.count("no decision hook configured") == 1
+    assert "Traceback" not in log
+    setup.serve("--listen", f"127.0.0.1:{setup.bob_port}", "--db", str(setup.tmp / "b2.db"),
+                "--policy", "accept", *setup.identity_args("bob"))
+    accepted = cli("send", "--to", "bob.vasp.test", "--payload", str(payload_path),
+                   *setup.identity_args("alice"))
+    assert json.loads(accepted.stdout)["state"] == "accepted", accepted.stdout
+
+
+def test_rvasp_policy_for_a_name_outside_the_demo_is_one_line(
+        cli: Callable[..., CliResult], ca: CertificateAuthority, tmp_path: Path) -> None:
+    from trisa_peer.certs import write_identity
+
+    carol = ca.issue("carol.vasp.test", key_size=2048)
+    write_identity(carol, tmp_path / "carol.pem", tmp_path / "carol.key")
+    (tmp_path / "trust.pem").write_bytes(ca.trust_pem())
+    args = ["serve", "--listen", "127.0.0.1:0", "--cert", str(tmp_path / "carol.pem"),
+            "--key", str(tmp_path / "carol.key"), "--trust", str(tmp_path / "trust.pem"),
+            "--directory", "127.0.0.1:1", "--directory-insecure"]
+    out = cli(*args, "--policy", "rvasp")
+    assert out.returncode == 1
+    assert "--policy rvasp answers only for the demo's robot VASPs" in out.stderr
+    assert "'carol.vasp.test'" in out.stderr and "Traceback" not in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1

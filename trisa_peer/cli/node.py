@@ -59,7 +59,9 @@ _SERVE_DEFAULTS: dict[str, Any] = {
 }
 _SERVE_OPTIONS = [*_SERVE_TYPES, "deny_list"]
 
-POLICIES = ("rvasp", "accept", "reject")
+POLICIES = ("review", "rvasp", "accept", "reject")
+#: what ``serve`` does without ``--policy``: decide nothing on its own
+DEFAULT_POLICY = "review"
 
 
 def register(sub: Any) -> None:
@@ -74,8 +76,9 @@ def register(sub: Any) -> None:
     add_directory_args(serve)
     serve.add_argument("--db", metavar="FILE", help="transfer store (SQLite; default in-memory)")
     serve.add_argument("--policy", choices=POLICIES,
-                       help="how to answer transfers: rvasp (TestNet robot wallets, default), "
-                       "accept, reject")
+                       help="how to answer transfers: review (default: hold each as pending "
+                       "until an operator runs 'trisa-peer transfers resolve'), rvasp (the "
+                       "demo's robot-VASP wallets; demo names only), accept, reject")
     add_limit_args(serve)
     serve.add_argument("--timestamp-window", metavar="SECONDS", type=positive_float,
                        help="refuse envelopes whose timestamp is further than this from "
@@ -311,8 +314,10 @@ def _warn_if_directory_unreachable(directory: Any, endpoint: str) -> None:
 
 
 def _handler(policy: str, common_name: str) -> Any:
-    from ..network.handler import Accept, Reject
+    from ..network.handler import Accept, Pending, Reject
 
+    if policy == "review":
+        return lambda incoming: Pending(message="held for review by the beneficiary")
     if policy == "accept":
         return lambda incoming: Accept()
     if policy == "reject":
@@ -320,6 +325,11 @@ def _handler(policy: str, common_name: str) -> Any:
     from ..network.cast import BOOK
     from ..network.policies import beneficiary_handler
 
+    if not BOOK.has_vasp(common_name):
+        names = ", ".join(sorted(v.common_name for v in BOOK.vasps))
+        raise ConfigurationError(
+            f"--policy rvasp answers only for the demo's robot VASPs ({names}), "
+            f"not {common_name!r}: use review, accept or reject")
     return beneficiary_handler(BOOK, common_name)
 
 
@@ -331,7 +341,7 @@ def _serve(args: argparse.Namespace) -> int:
     logging.getLogger("trisa_peer").setLevel(logging.INFO if not args.verbose else logging.DEBUG)
     files = raise_open_files_limit()  # what an attacker's idle connections would exhaust
     fresh_db = bool(args.db) and not Path(args.db).exists()
-    node = _node(args, listen=args.listen, policy=args.policy or "rvasp",
+    node = _node(args, listen=args.listen, policy=args.policy or DEFAULT_POLICY,
                  controls=_controls(args))
     try:
         port = node.start()
@@ -343,7 +353,12 @@ def _serve(args: argparse.Namespace) -> int:
         raise
     logging.getLogger("trisa_peer.limits").info("%s", files)
     print(f"trisa-peer: {node.common_name} serving on port {port} "
-          f"(policy {args.policy or 'rvasp'})", flush=True)
+          f"(policy {args.policy or DEFAULT_POLICY})", flush=True)
+    if (args.policy or DEFAULT_POLICY) == "review":
+        logging.getLogger("trisa_peer.network").warning(
+            "no decision hook configured (--policy): every incoming transfer is held as "
+            "pending for review; decide with 'trisa-peer transfers resolve ID --db %s'",
+            args.db or "FILE")
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())

@@ -99,7 +99,7 @@ def add_directory_args(
 _STRING_OPTIONS = {"listen", "cert", "key", "password", "directory", "directory_ca", "db",
                    "policy"}
 _FLOAT_OPTIONS = {"directory_timeout"}
-_CHOICES = {"policy": ("rvasp", "accept", "reject")}
+_CHOICES = {"policy": ("review", "rvasp", "accept", "reject")}
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off", "")
 
