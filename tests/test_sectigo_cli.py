@@ -393,12 +393,12 @@ def test_serve(sectigo: Run, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) ->
         url = match.group(1)
         [batch] = _json_docs(ok(sectigo(url, "create", "-a", "1", "-d", "a.example",
                                         "-p", "Secret-123")))
-        assert batch["batchId"] == 10000
+        assert batch["batchId"] == 24  # the guide's first batch (spec §15), was 10000
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=20) == 0
     assert (tmp_path / "ca" / "root.pem").exists()
-    assert json.loads((tmp_path / "state.json").read_text())["batches"]["10000"]
+    assert json.loads((tmp_path / "state.json").read_text())["batches"]["24"]
 
 
 def test_serve_needs_credentials(sectigo: Run, monkeypatch: pytest.MonkeyPatch,
