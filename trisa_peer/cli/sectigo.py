@@ -15,6 +15,10 @@ Replies are printed as JSON with a 2-space indent. The only secret ever printed 
 generated PKCS#12 password (``pkcs12 password: X``). ``-v`` logs each request
 (method, path, status) on stderr; ``-vv`` logs everything at debug level.
 
+``create -a N`` takes an authority id, or else (as the TRISA guide's ``-a 42``) the
+profile id of exactly one enabled authority (``profile 42 -> authority 1`` on stderr).
+A wrong id or profile is refused with the authorities and profiles that exist.
+
 Errors: one line ``sectigo: error: ...`` on stderr and exit status 1; usage errors
 show the sub-command's usage and exit 2.
 """
