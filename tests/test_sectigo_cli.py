@@ -237,7 +237,8 @@ def test_download_before_ready_writes_nothing(
 def test_revoke_unknown_serial(sectigo: Run, emu: SectigoEmulator, tmp_path: Path) -> None:
     fails(sectigo(emu.base_url, "revoke", "-p", "42", "-r", "superseded",
                   "-s", "0a1b2c"),
-          r"^sectigo: error: certificate 0A1B2C not found \(404\)$")
+          r"^sectigo: error: certificate 0A1B2C in profile 42 not found \(404\); "
+          r'authorities: 1 \(profile 42 "TRISA Profile", enabled\); profiles: 42$')
 
 
 def test_zero_balance(sectigo: Run, emu: SectigoEmulator, tmp_path: Path) -> None:
@@ -280,7 +281,8 @@ def test_usage_errors(sectigo: Run, tmp_path: Path) -> None:
 
 
 def test_unreachable_server(sectigo: Run, tmp_path: Path) -> None:
-    fails(sectigo("http://127.0.0.1:1", "licenses"), r"cannot reach 127.0.0.1:1")
+    fails(sectigo("http://127.0.0.1:1", "licenses"),
+          r"cannot reach endpoint http://127\.0\.0\.1:1: .*set SECTIGO_ENDPOINT")
 
 
 class _Fixed(http.server.BaseHTTPRequestHandler):
@@ -393,12 +395,12 @@ def test_serve(sectigo: Run, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) ->
         url = match.group(1)
         [batch] = _json_docs(ok(sectigo(url, "create", "-a", "1", "-d", "a.example",
                                         "-p", "Secret-123")))
-        assert batch["batchId"] == 10000
+        assert batch["batchId"] == 24  # the guide's first batch (spec §15), was 10000
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=20) == 0
     assert (tmp_path / "ca" / "root.pem").exists()
-    assert json.loads((tmp_path / "state.json").read_text())["batches"]["10000"]
+    assert json.loads((tmp_path / "state.json").read_text())["batches"]["24"]
 
 
 def test_serve_needs_credentials(sectigo: Run, monkeypatch: pytest.MonkeyPatch,
@@ -567,3 +569,70 @@ def test_revoke_confirms(sectigo: Run, emu: SectigoEmulator, tmp_path: Path) -> 
     proc = sectigo(url, "revoke", "-p", "42", "-r", "superseded", "-s", serial)
     fails(proc, r"already revoked \(400\)")
     assert proc.stdout == ""
+
+
+# --------------------------------------------------------------------------- -a, ids
+
+
+_EXISTS = r'authorities: 1 \(profile 42 "TRISA Profile", enabled\); profiles: 42$'
+
+
+def test_create_takes_a_profile_id(sectigo: Run, emu: SectigoEmulator, tmp_path: Path) -> None:
+    """The TRISA guide prints ``create -a 42`` (profile 42) and says -a "should be a
+    profile id": 42 is no authority, so it names the one enabled authority using it."""
+    proc = sectigo(emu.base_url, "create", "-a", "42", "-d", "example.com", "-p", "pw")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == "profile 42 -> authority 1\n"
+    [batch] = _json_docs(proc.stdout)
+    assert (batch["batchId"], batch["orderNumber"]) == (24, 1024)
+    assert emu.balance(1) == 9
+    # an authority id is tried first, silently; the next batch counts up
+    [batch] = _json_docs(ok(sectigo(emu.base_url, "create", "-a", "1", "-d", "example.com",
+                                    "-p", "pw")))
+    assert (batch["batchId"], batch["orderNumber"]) == (25, 1025)
+
+
+def test_create_neither_authority_nor_profile(sectigo: Run, emu: SectigoEmulator,
+                                              tmp_path: Path) -> None:
+    fails(sectigo(emu.base_url, "create", "-a", "99", "-d", "example.com", "-p", "pw"),
+          r"^sectigo: error: -a 99 is neither an authority id nor the profile of an "
+          r"enabled authority; " + _EXISTS)
+    assert emu.balance(1) == 10
+
+
+def test_create_profile_of_a_disabled_or_several_authorities(
+    sectigo: Run, emu: SectigoEmulator, tmp_path: Path
+) -> None:
+    # the service's own state, edited as an operator would (no client-side stand-in)
+    with emu._mutate() as state:
+        state["authorities"][0]["enabled"] = False
+    fails(sectigo(emu.base_url, "create", "-a", "42", "-d", "example.com", "-p", "pw"),
+          r"-a 42 is neither .*authorities: 1 \(profile 42 \"TRISA Profile\", disabled\)")
+    with emu._mutate() as state:
+        state["authorities"][0]["enabled"] = True
+        state["authorities"].append({**state["authorities"][0], "id": 2})
+    fails(sectigo(emu.base_url, "create", "-a", "42", "-d", "example.com", "-p", "pw"),
+          r"profile 42 is used by several enabled authorities \(1, 2\); give the "
+          r"authority id; authorities: 1 .*, 2 \(profile 42 .*\); profiles: 42$")
+
+
+@pytest.mark.parametrize("args", [
+    ("profiles", "-i", "99"),
+    ("profile", "-i", "99", "--params"),
+    ("upload", "-p", "99", "example.com.csr"),
+    ("revoke", "-p", "99", "-r", "cessation of operation", "-s", "12345"),
+])
+def test_wrong_profile_says_what_exists(sectigo: Run, emu: SectigoEmulator, tmp_path: Path,
+                                        args: tuple[str, ...]) -> None:
+    (tmp_path / "example.com.csr").write_text(
+        "-----BEGIN CERTIFICATE REQUEST-----\nMIIB\n-----END CERTIFICATE REQUEST-----\n")
+    fails(sectigo(emu.base_url, *args), r"^sectigo: error: .*99.* \(404\); " + _EXISTS)
+
+
+def test_auth_unreachable_names_the_endpoint(sectigo: Run, emu: SectigoEmulator,
+                                             tmp_path: Path) -> None:
+    fails(sectigo("http://127.0.0.1:1", "auth"),
+          r"^sectigo: error: login: cannot reach endpoint http://127\.0\.0\.1:1: .*"
+          r"set SECTIGO_ENDPOINT=http://127\.0\.0\.1:8831 or pass -e URL\)$")
+    # its twin: the same command against the running service
+    assert ok(sectigo(emu.base_url, "auth")) == "user authenticated and credentials cached\n"

@@ -106,14 +106,16 @@ def test_batch_lifecycle_on_the_wire(emu: SectigoEmulator, tmp_path: Path) -> No
         "batchId", "orderNumber", "creationDate", "profile", "size", "status", "active",
         "batchName", "rejectReason", "generatorParametersValues", "userId", "downloadable",
         "rejectable"}
-    assert batch["batchId"] == 10000 and batch["creationDate"].endswith("+0000")
-    status, ctype, body = call(emu, "GET", "/api/v1/batches/10000/status", token=token)
+    # the TRISA guide's sample (spec §15): first batch 24, order number 1024
+    assert (batch["batchId"], batch["orderNumber"]) == (24, 1024)
+    assert batch["creationDate"].endswith("+0000")
+    status, ctype, body = call(emu, "GET", "/api/v1/batches/24/status", token=token)
     assert (status, body) == (200, b"Ready for download") and ctype.startswith("text/plain")
     req = urllib.request.Request(  # noqa: S310
-        emu.base_url + "/api/v1/batches/10000/download",
+        emu.base_url + "/api/v1/batches/24/download",
         headers={"Authorization": f"Bearer {token}"})
     with _OPENER.open(req, timeout=30) as resp:
-        assert resp.headers["Content-Disposition"] == 'attachment; filename="10000.zip"'
+        assert resp.headers["Content-Disposition"] == 'attachment; filename="24.zip"'
         assert resp.read(2) == b"PK"
     # the PKCS#12 password is never persisted
     state = (tmp_path / "state.json").read_text()

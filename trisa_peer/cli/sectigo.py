@@ -15,6 +15,10 @@ Replies are printed as JSON with a 2-space indent. The only secret ever printed 
 generated PKCS#12 password (``pkcs12 password: X``). ``-v`` logs each request
 (method, path, status) on stderr; ``-vv`` logs everything at debug level.
 
+``create -a N`` takes an authority id, or else (as the TRISA guide's ``-a 42``) the
+profile id of exactly one enabled authority (``profile 42 -> authority 1`` on stderr).
+A wrong id or profile is refused with the authorities and profiles that exist.
+
 Errors: one line ``sectigo: error: ...`` on stderr and exit status 1; usage errors
 show the sub-command's usage and exit 2.
 """
@@ -77,6 +81,98 @@ def _client(args: argparse.Namespace, *, warn_cache_errors: bool = True) -> Sect
 
 def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _authority_text(auth: dict[str, Any]) -> str:
+    state = "enabled" if auth.get("enabled", True) else "disabled"
+    name = auth.get("profileName")
+    label = f" {json.dumps(name)}" if isinstance(name, str) and name else ""
+    return f"{auth.get('id')} (profile {auth.get('profileId')}{label}, {state})"
+
+
+def _what_exists(client: SectigoClient) -> str:
+    """``authorities: 1 (profile 42 "TRISA Profile", enabled); profiles: 42``.
+
+    Best effort, for error messages: an empty string when the lists cannot be read.
+    """
+    try:
+        authorities = [a for a in client.authorities() if isinstance(a, dict)]
+        profile_ids = {p.get("profileId") for p in client.profiles() if isinstance(p, dict)}
+    except SectigoError:
+        return ""
+    profile_ids |= {a.get("profileId") for a in authorities}
+    ids = sorted(str(p) for p in profile_ids if isinstance(p, int) and not isinstance(p, bool))
+    auth_text = ", ".join(_authority_text(a) for a in authorities) or "none"
+    return f"authorities: {auth_text}; profiles: {', '.join(ids) or 'none'}"
+
+
+def _not_found_lists_what_exists(
+    func: Callable[[argparse.Namespace], int],
+) -> Callable[[argparse.Namespace], int]:
+    """A 404 for a wrong id says which authorities and profiles exist."""
+
+    def wrapper(args: argparse.Namespace) -> int:
+        try:
+            return func(args)
+        except SectigoError as exc:
+            if exc.status != 404:
+                raise
+            exists = _what_exists(_client(args, warn_cache_errors=False))
+            if not exists:
+                raise
+            raise SectigoError(f"{exc}; {exists}", status=exc.status) from exc
+
+    return wrapper
+
+
+def _names_the_local_service(
+    func: Callable[[argparse.Namespace], int],
+) -> Callable[[argparse.Namespace], int]:
+    """An unreachable endpoint: say how to point the CLI at the local service."""
+
+    def wrapper(args: argparse.Namespace) -> int:
+        try:
+            return func(args)
+        except SectigoError as exc:
+            text = str(exc)
+            if exc.status != 0 or not ("cannot reach endpoint" in text
+                                       or "did not answer within" in text):
+                raise
+            raise SectigoError(
+                f"{text} (for the local service started by `sectigo serve`, "
+                f"set SECTIGO_ENDPOINT=http://127.0.0.1:8831 or pass -e URL)",
+                status=exc.status,
+            ) from exc
+
+    return wrapper
+
+
+def _resolve_authority(client: SectigoClient, ident: int) -> int:
+    """``-a N``: an authority id, else the profile id of exactly one enabled authority.
+
+    The TRISA guide prints ``-a 42`` (a profile id) and says the flag "should be a
+    profile id"; an authority id is tried first so that existing scripts keep working.
+    """
+    authorities = [a for a in client.authorities() if isinstance(a, dict)]
+    if any(a.get("id") == ident for a in authorities):
+        return ident
+    users = [a for a in authorities
+             if a.get("profileId") == ident and a.get("enabled", True)
+             and isinstance(a.get("id"), int)]
+    if len(users) == 1:
+        aid = int(users[0]["id"])
+        print(f"profile {ident} -> authority {aid}", file=sys.stderr)
+        return aid
+    exists = _what_exists(client)
+    if users:
+        raise ConfigurationError(
+            f"-a {ident}: profile {ident} is used by several enabled authorities "
+            f"({', '.join(str(a['id']) for a in users)}); give the authority id; {exists}"
+        )
+    raise ConfigurationError(
+        f"-a {ident} is neither an authority id nor the profile of an enabled "
+        f"authority; {exists}"
+    )
 
 
 # --------------------------------------------------------------------------- commands
@@ -168,6 +264,7 @@ def cmd_create(args: argparse.Namespace) -> int:
     if not domain:
         raise UsageError("--domain must not be empty")
     client = _client(args)
+    authority = _resolve_authority(client, args.authority)
     generated = not args.pkcs12_password
     password = args.pkcs12_password or "".join(
         secrets.choice(_PASSWORD_CHARS) for _ in range(_PASSWORD_LENGTH)
@@ -178,7 +275,7 @@ def cmd_create(args: argparse.Namespace) -> int:
         "dNSName": "\n".join(dict.fromkeys(dns)),
         "pkcs12Password": password,
     }
-    names = _profile_param_names(client, args.authority)
+    names = _profile_param_names(client, authority)
     for param, (attr, default) in _SUBJECT_DEFAULTS.items():
         given = getattr(args, attr)
         if names is None:
@@ -188,10 +285,10 @@ def cmd_create(args: argparse.Namespace) -> int:
             params[param] = given or default
         elif given:
             raise ConfigurationError(
-                f"the profile of authority {args.authority} does not take {param}"
+                f"the profile of authority {authority} does not take {param}"
             )
     batch_name = args.batch_name or f"new certs for {domain}"
-    batch = client.create_single_cert_batch(args.authority, batch_name, params)
+    batch = client.create_single_cert_batch(authority, batch_name, params)
     if generated:
         print(f"pkcs12 password: {password}")
     _print_json(batch)
@@ -297,6 +394,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 # --------------------------------------------------------------------------- parser
 
+#: commands whose "not found" errors list the authorities and profiles that exist
+_NOT_FOUND_LISTS = frozenset({"profiles", "upload", "revoke", "create"})
+
+
 
 def build_parser() -> argparse.ArgumentParser:
     env = os.environ
@@ -323,8 +424,10 @@ def build_parser() -> argparse.ArgumentParser:
     def add(name: str, func: Callable[[argparse.Namespace], int], help: str,
             aliases: Sequence[str] = ()) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help, description=help, aliases=list(aliases))
+        if name in _NOT_FOUND_LISTS:
+            func = _not_found_lists_what_exists(func)
         # usage errors found after parsing are reported with this parser's usage
-        p.set_defaults(func=func, command_parser=p)
+        p.set_defaults(func=_names_the_local_service(func), command_parser=p)
         return p
 
     p = add("auth", cmd_auth, "log in (or refresh) and cache the tokens")
@@ -344,7 +447,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("organization", cmd_organization, "the user's organization")
 
     p = add("create", cmd_create, "create a single-certificate batch")
-    p.add_argument("-a", "--authority", type=int, required=True, help="authority id")
+    p.add_argument("-a", "--authority", type=int, required=True,
+                   help="authority id, or the profile id of one enabled authority "
+                   "(as in the TRISA guide: -a 42)")
     p.add_argument("-d", "--domain", required=True, help="common name and first DNS name")
     p.add_argument("-p", "--password", dest="pkcs12_password", default="",
                    help="PKCS#12 password (generated and printed when omitted)")

@@ -451,7 +451,9 @@ class SectigoClient:
             return resp
 
     def _open(self, req: urllib.request.Request) -> _Response:
-        host = urllib.parse.urlsplit(req.full_url).netloc
+        # the endpoint as configured (scheme, host, port): the user sees which
+        # service was tried, e.g. the real Sectigo host when SECTIGO_ENDPOINT is unset
+        host = self.endpoint
         try:
             with self._opener.open(req, timeout=self.timeout) as raw:
                 body = raw.read(MAX_BODY + 1)
@@ -468,7 +470,7 @@ class SectigoClient:
             if isinstance(reason, socket.timeout | TimeoutError):
                 raise SectigoError(f"{host} did not answer within {self.timeout:g} s") from exc
             text = getattr(reason, "strerror", None) or str(reason)
-            raise SectigoError(f"cannot reach {host}: {text}") from exc
+            raise SectigoError(f"cannot reach endpoint {host}: {text}") from exc
         except TimeoutError as exc:
             raise SectigoError(f"{host} did not answer within {self.timeout:g} s") from exc
         except (OSError, http.client.HTTPException) as exc:
@@ -783,5 +785,7 @@ class SectigoClient:
         self._post_json(
             paths.CERTIFICATES_REVOKE.method, paths.CERTIFICATES_REVOKE.path(pid),
             {"reasonCode": code, "serialNumber": hexserial},
-            f"revoke certificate {hexserial}", not_found=f"certificate {hexserial}",
+            f"revoke certificate {hexserial}",
+            # a wrong profile is the usual cause: name the one that was asked
+            not_found=f"certificate {hexserial} in profile {pid}",
         )

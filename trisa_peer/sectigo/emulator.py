@@ -25,7 +25,8 @@ Same paths, methods, JSON shapes and status codes as the real API
   full match, as Java's ``String.matches``) or the answer is 400 naming the parameter
   and the offending value (never a password's value). Each issued certificate
   costs one unit of balance; at zero, creation is refused (400).
-- ``createSingleCertBatch`` answers 200 with a BatchResponse (ids from 10000). The key
+- ``createSingleCertBatch`` answers 200 with a BatchResponse (batch ids from 24 and
+  order numbers from 1024, as in the TRISA guide's sample). The key
   and certificate are made at once; the batch reports ``PROCESSING`` until
   ``issue_delay`` seconds have passed, then ``READY_FOR_DOWNLOAD``.
 - Downloads (400 before ready) are ``<batchId>.zip`` holding ``<common name>.p12``
@@ -91,7 +92,10 @@ _STATE_FORMAT = "trisa-peer-sectigo-emulator/1"
 _JSON = "application/json;charset=UTF-8"
 _MAX_BODY = 8 * 1024 * 1024
 _MAX_CSRS = 100
-_FIRST_BATCH_ID = 10000
+#: the TRISA guide's walkthrough uses batch 24, order 1024 (spec §15): the first
+#: batch of a fresh service gets exactly those, so the guide runs as printed
+_FIRST_BATCH_ID = 24
+_FIRST_ORDER_NUMBER = 1024
 _ISSUER = "https://iot.sectigo.com/"
 _CSR_PEM = re.compile(
     rb"-----BEGIN (?:NEW )?CERTIFICATE REQUEST-----.+?-----END (?:NEW )?CERTIFICATE REQUEST-----",
@@ -325,7 +329,7 @@ class SectigoEmulator:
             "format": _STATE_FORMAT,
             "token_secret": base64.b64encode(secrets.token_bytes(64)).decode("ascii"),
             "next_batch_id": _FIRST_BATCH_ID,
-            "next_order_number": 1,
+            "next_order_number": _FIRST_ORDER_NUMBER,
             "next_device_id": 1,
             "ordered": sum(int(a["balance"]) for a in authorities),
             "authorities": authorities,
