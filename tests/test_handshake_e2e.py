@@ -534,6 +534,33 @@ def test_reference_mode_shows_what_verification_adds(net: Net) -> None:
     assert net.calls == ["bob.vasp.test"]
 
 
+def test_check_reports_steps_3_and_4_only_as_the_peer_claims_them(net: Net) -> None:
+    """Steps 3-4 are the server's decisions: a trisa-peer server states what it bound
+    the caller to (shown as its claim); a server that binds nothing (reference mode, or
+    any upstream Go node) gets only "not refused", never "passed"."""
+    net.register(identity("bob"), free_port())
+    verified = net.serve("alice")
+    bob_id = net.client().lookup(common_name="bob.vasp.test").id
+    trace = HandshakeTrace()
+    net.node(identity("bob")).connect("alice.vasp.test", trace=trace)
+    step4 = next(r for r in trace.records if r.step == S.BIND_CLIENT_RECORD)
+    assert step4.detail == (
+        f"claimed by the peer: our certificate bound to directory record {bob_id}")
+    verified.stop(grace=None)
+    port = int(next(v for k, v in net.resolve.items() if k.startswith("alice")).split(":")[1])
+    reference = TrisaNode(StaticMaterial(Material(identity("alice"), pool(), None, 1)),
+                          net.client(), store=TransferStore(":memory:"), handler=net.handler,
+                          listen=f"127.0.0.1:{port}", resolve=net.resolve, verify_peers=False)
+    reference.start()
+    net.nodes.append(reference)
+    trace = HandshakeTrace()
+    net.node(identity("bob")).connect("alice.vasp.test", trace=trace)
+    by_step = {r.step: r.detail for r in trace.records}
+    assert by_step[S.BIND_CLIENT_RECORD] == (
+        "not refused (the server's binding cannot be observed)")
+    assert by_step[S.VERIFY_CLIENT_CHAIN].startswith("not refused")
+
+
 def test_store_durability_modes(tmp_path: Path) -> None:
     for durable, mode in ((True, 2), (False, 1)):
         store = TransferStore(tmp_path / f"d{durable}.db", durable=durable)

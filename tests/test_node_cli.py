@@ -98,7 +98,8 @@ def test_serve_check_send_transfers(setup: Setup, cli: Callable[..., CliResult])
     ok = cli("check", "bob.vasp.test", *setup.identity_args("alice"))
     assert ok.returncode == 0, ok.stderr
     assert ok.stdout.count("[ ok ]") == 8
-    assert "all eight steps passed" in ok.stdout
+    assert "all eight steps passed (steps 3 and 4 as the peer claims them)" in ok.stdout
+    assert "claimed by the peer: our certificate bound to directory record" in ok.stdout
 
     # a real process: the refusal is one line, with no line from the gRPC C core
     refused = subprocess_cli("check", "bob.vasp.test", *setup.identity_args("mallory"))

@@ -238,3 +238,19 @@ def test_directory_refusal_round_trips() -> None:
     assert type(back) is DirectoryNotFoundError
     other = directory_error(status_for(StoreError("disk")), "disk", "lookup")
     assert type(other) is DirectoryError
+
+
+def test_binding_claim_is_read_as_the_peers_statement_only() -> None:
+    from trisa_peer.transport.client import _binding_claim
+    from trisa_peer.transport.metadata import BINDING_METADATA
+
+    ours = "ab" * 32
+    assert _binding_claim([(BINDING_METADATA, f"{ours} vasp-1")], ours) == (
+        "claimed by the peer: our certificate bound to directory record vasp-1")
+    # twins: a claim about another certificate, and no claim at all
+    other = _binding_claim([(BINDING_METADATA, f"{'cd' * 32} vasp-1")], ours)
+    assert other.startswith("claimed by the peer for another certificate") and "not ours" in other
+    assert _binding_claim([("other-key", "x")], ours) == (
+        "not refused (the server's binding cannot be observed)")
+    hostile = _binding_claim([(BINDING_METADATA, f"{ours} a\nforged line")], ours)
+    assert "\n" not in hostile

@@ -28,6 +28,7 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 
@@ -41,6 +42,7 @@ from ..resolve import ConnectionPlan, PeerResolver
 from ..steps import HandshakeStep, Reason
 from ..trace import HandshakeTrace, StepRecord
 from .material import MaterialSource
+from .metadata import BINDING_METADATA
 from .status import dial_error, rpc_status
 
 __all__ = ["PeerChannel", "PeerConnector"]
@@ -234,29 +236,50 @@ class PeerConnector:
         channel = self._channel(plan)
         health = api_pb2_grpc.TRISAHealthStub(channel)
         name = plan.record.common_name
-        ours = self.material.current().identity.common_name
+        identity = self.material.current().identity
+        ours = identity.common_name
         start = time.perf_counter()
         try:
-            health.Status(api_pb2.HealthCheck(attempts=0), timeout=self.timeout)
+            _, call = health.Status.with_call(
+                api_pb2.HealthCheck(attempts=0), timeout=self.timeout)
         except grpc.RpcError as exc:
             channel.close()
             error = dial_error(*rpc_status(exc), peer=name, address=plan.address)
             _record_dial(trace, error, ours, (time.perf_counter() - start) * 1000)
             raise error from None
-        _record_dial(trace, None, ours, (time.perf_counter() - start) * 1000)
+        claim = _binding_claim(call.initial_metadata() or (), identity.fingerprint)
+        _record_dial(trace, None, ours, (time.perf_counter() - start) * 1000, claim)
         return PeerChannel(plan, channel, api_pb2_grpc.TRISANetworkStub(channel), health)
 
 
+def _binding_claim(metadata: Any, our_fingerprint: str) -> str:
+    """What the peer says it bound this call's caller to (:data:`BINDING_METADATA`), as
+    trace text; the peer's own statement, which this node cannot verify."""
+    values = [str(v) for k, v in metadata if k == BINDING_METADATA]
+    if not values:
+        return "not refused (the server's binding cannot be observed)"
+    fingerprint, _, record = values[0].partition(" ")
+    if fingerprint.lower() != our_fingerprint.lower():
+        return (f"claimed by the peer for another certificate (sha256 "
+                f"{peer_text(fingerprint, 16)}...), not ours")
+    return (f"claimed by the peer: our certificate bound to directory record "
+            f"{peer_text(record, 40)}")
+
+
 def _record_dial(
-    trace: HandshakeTrace, error: HandshakeError | None, ours: str, ms: float
+    trace: HandshakeTrace, error: HandshakeError | None, ours: str, ms: float,
+    claim: str = "",
 ) -> None:
-    """Steps 2-5 as far as the probe call shows them (the TLS handshake is one event)."""
+    """Steps 2-5 as far as the probe call shows them (the TLS handshake is one event).
+
+    Steps 3 and 4 are the server's decisions: this side sees only that it was not
+    refused, plus what a trisa-peer server claims it bound (``claim``)."""
     failed = error.step if error is not None else None
     tls_done = failed is None or failed in (Step.VERIFY_CLIENT_CHAIN, Step.BIND_CLIENT_RECORD)
     implied = [
         (Step.PRESENT_CLIENT_CERT, f"presented {ours!r} ({ms:.1f} ms TLS handshake + probe)"),
-        (Step.VERIFY_CLIENT_CHAIN, "peer accepted our chain"),
-        (Step.BIND_CLIENT_RECORD, "peer bound us to our directory record"),
+        (Step.VERIFY_CLIENT_CHAIN, "not refused (the server's chain check cannot be observed)"),
+        (Step.BIND_CLIENT_RECORD, claim or "not refused"),
     ]
     for step, detail in implied:
         if failed == step:

@@ -24,9 +24,16 @@ from ..authenticate import PeerAuthenticator, VerifiedPeer
 from ..controls import PeerControls
 from ..errors import HandshakeError
 from ..peerlimits import peer_limiter
+from .metadata import BINDING_METADATA
 from .status import abort, abort_unverified, status_for
 
-__all__ = ["PeerVerificationInterceptor", "peer_from_context", "status_for", "verified_peer"]
+__all__ = [
+    "BINDING_METADATA",
+    "PeerVerificationInterceptor",
+    "peer_from_context",
+    "status_for",
+    "verified_peer",
+]
 
 log = logging.getLogger("trisa_peer.transport")
 
@@ -99,6 +106,7 @@ class PeerVerificationInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
             log.exception("peer verification failed unexpectedly; refusing the call")
             abort_unverified(context)
         setattr(context, _ATTR, peer)
+        context.send_initial_metadata(((BINDING_METADATA, f"{peer.fingerprint} {peer.record.id}"),))
         return peer
 
     def intercept_service(
