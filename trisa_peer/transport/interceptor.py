@@ -75,6 +75,9 @@ def peer_from_context(
 
 
 _ATTR = "_trisa_peer_verified"
+#: the call a dialling node makes first on a new channel: the binding is stated on it
+#: only, so the Transfer hot path carries no extra metadata
+_PROBE = "/trisa.api.v1beta1.TRISAHealth/Status"
 
 
 def verified_peer(context: grpc.ServicerContext) -> VerifiedPeer | None:
@@ -92,7 +95,7 @@ class PeerVerificationInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
         self.authenticator = authenticator
         self.limits = peer_limiter(controls)  # per-peer limits; None when none is set
 
-    def _check(self, context: grpc.ServicerContext) -> VerifiedPeer:
+    def _check(self, context: grpc.ServicerContext, attest: bool = False) -> VerifiedPeer:
         try:
             peer = _authenticate(self.authenticator, context)
             if self.limits is not None:  # released when the call ends, however it ends
@@ -106,7 +109,9 @@ class PeerVerificationInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
             log.exception("peer verification failed unexpectedly; refusing the call")
             abort_unverified(context)
         setattr(context, _ATTR, peer)
-        context.send_initial_metadata(((BINDING_METADATA, f"{peer.fingerprint} {peer.record.id}"),))
+        if attest:  # the probe a dialling peer makes (check's trace reads it)
+            context.send_initial_metadata(
+                ((BINDING_METADATA, f"{peer.fingerprint} {peer.record.id}"),))
         return peer
 
     def intercept_service(
@@ -117,7 +122,11 @@ class PeerVerificationInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
         handler = continuation(handler_call_details)
         if handler is None:
             return None
-        check = self._check
+        if handler_call_details.method == _PROBE:
+            def check(context: grpc.ServicerContext) -> VerifiedPeer:
+                return self._check(context, attest=True)
+        else:
+            check = self._check
         kw: dict[str, Any] = {
             "request_deserializer": handler.request_deserializer,
             "response_serializer": handler.response_serializer,
