@@ -151,6 +151,18 @@ def _states(channel: grpc.Channel) -> list[grpc.ChannelConnectivity]:
     return seen
 
 
+def _ready_at(seen: list[grpc.ChannelConnectivity], wait: float = 5.0) -> int:
+    """The index just after the first READY the subscription delivered: its callbacks
+    arrive on another thread, possibly after the call that made the channel ready has
+    returned, so the list's length at that moment is not a safe mark."""
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        if grpc.ChannelConnectivity.READY in seen:
+            return seen.index(grpc.ChannelConnectivity.READY) + 1
+        time.sleep(0.01)
+    raise AssertionError(f"the channel never reported READY: {seen}")
+
+
 def _wait_for(seen: list[grpc.ChannelConnectivity], state: grpc.ChannelConnectivity,
               after: int, wait: float) -> bool:
     deadline = time.monotonic() + wait
@@ -183,7 +195,7 @@ def test_the_node_closes_an_established_connection_left_idle(idle: float) -> Non
         stub = api_pb2_grpc.TRISAHealthStub(channel)
         assert stub.Status(api_pb2.HealthCheck(), timeout=10).status == (
             api_pb2.ServiceState.HEALTHY)
-        ready_at = len(seen)
+        ready_at = _ready_at(seen)
         closed = _wait_for(seen, grpc.ChannelConnectivity.IDLE, ready_at, wait=4.0)
         assert closed is (idle > 0)
         assert stub.Status(api_pb2.HealthCheck(), timeout=10).status == (  # reconnects
@@ -201,7 +213,7 @@ def test_the_directory_closes_an_established_connection_left_idle(
         seen = _states(channel)
         stub = gds_grpc.TRISADirectoryStub(channel)
         stub.Status(gds_pb2.HealthCheck(), timeout=10)
-        ready_at = len(seen)
+        ready_at = _ready_at(seen)
         assert _wait_for(seen, grpc.ChannelConnectivity.IDLE, ready_at, wait=4.0) is (idle > 0)
         stub.Status(gds_pb2.HealthCheck(), timeout=10)
         channel.close()
@@ -215,7 +227,7 @@ def test_an_open_stream_is_not_idle() -> None:
         seen = _states(channel)
         stub = api_pb2_grpc.TRISAHealthStub(channel)
         stub.Status(api_pb2.HealthCheck(), timeout=10)
-        ready_at = len(seen)
+        ready_at = _ready_at(seen)
         stop = threading.Event()
 
         def busy() -> None:  # back-to-back calls: never 0.5 s without one
