@@ -158,10 +158,10 @@ def test_revoke_imported_through_local_ca(capsys: pytest.CaptureFixture[str], db
     assert ca.is_revoked(alice.leaf.serial_number)
 
 
-def test_register_file_verify_contact_and_reject(capsys: pytest.CaptureFixture[str], db: str,
-                                                  tmp_path: Path,
-                                                  server: DirectoryServer) -> None:
-    req = gds_pb2.RegisterRequest(trisa_endpoint="dave.example.com:443")
+def _register_dave(capsys: pytest.CaptureFixture[str], tmp_path: Path,
+                   req: gds_pb2.RegisterRequest, client: list[str]) -> tuple[int, str, str]:
+    """``gds register --file`` with Dave Ltd's name and legal contact added to ``req``;
+    asserts it succeeded and returns (code, stdout, stderr)."""
     req.entity.name.name_identifiers.append(
         ivms101_pb2.LegalPersonNameId(legal_person_name="Dave Ltd",
                                       legal_person_name_identifier_type=1))
@@ -169,9 +169,17 @@ def test_register_file_verify_contact_and_reject(capsys: pytest.CaptureFixture[s
     req.contacts.legal.email = "legal@dave.example.com"
     vasp_json = tmp_path / "vasp.json"
     vasp_json.write_text(json_format.MessageToJson(req))
-    client = ["--directory", server.endpoint, "--directory-insecure"]
     code, out, err = run(capsys, "register", "--file", str(vasp_json), *client, "--json")
     assert code == 0, err
+    return code, out, err
+
+
+def test_register_file_verify_contact_and_reject(capsys: pytest.CaptureFixture[str], db: str,
+                                                  tmp_path: Path,
+                                                  server: DirectoryServer) -> None:
+    req = gds_pb2.RegisterRequest(trisa_endpoint="dave.example.com:443")
+    client = ["--directory", server.endpoint, "--directory-insecure"]
+    code, out, err = _register_dave(capsys, tmp_path, req, client)
     reply = json.loads(out)
     assert reply["common_name"] == "dave.example.com" and reply["status"] == "SUBMITTED"
     assert len(reply["pkcs12password"]) == 16
@@ -394,16 +402,8 @@ def test_register_and_list_show_an_open_business_category(
     req = gds_pb2.RegisterRequest(trisa_endpoint="dave.example.com:443",
                                   vasp_categories=["Exchange"])
     req.business_category = category  # type: ignore[assignment]
-    req.entity.name.name_identifiers.append(
-        ivms101_pb2.LegalPersonNameId(legal_person_name="Dave Ltd",
-                                      legal_person_name_identifier_type=1))
-    req.contacts.legal.name = "Dana Legal"
-    req.contacts.legal.email = "legal@dave.example.com"
-    vasp_json = tmp_path / "vasp.json"
-    vasp_json.write_text(json_format.MessageToJson(req))
     client = ["--directory", server.endpoint, "--directory-insecure"]
-    code, out, err = run(capsys, "register", "--file", str(vasp_json), *client, "--json")
-    assert code == 0, err
+    code, out, err = _register_dave(capsys, tmp_path, req, client)
     code, out, err = run(capsys, "list", "--db", db, "--json")
     assert code == 0, err
     [doc] = json.loads(out)
