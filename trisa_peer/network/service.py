@@ -269,38 +269,29 @@ class Exchange:
         """
         raw = envelope.SerializeToString()
         dig = digest(raw)
-        if is_uuid(envelope.id):  # no stored request has any other id
-            stored = self._stored_reply(peer.common_name, envelope.id, dig)
-            if stored is not None:
-                return stored
-        refused = self._refuse_metadata(envelope, peer)
-        if refused is not None:
-            return refused
         # Envelopes of one peer and id arriving at the same time are processed one after
         # the other (whatever their bytes), so a concurrent duplicate waits for the first
         # and is answered from the store; the handler never runs twice concurrently.
         with self._stripes[hash((peer.common_name, envelope.id)) % len(self._stripes)]:
             return self._process(envelope, peer, raw, dig)
 
-    def _stored_reply(self, cn: str, eid: str, dig: str) -> api_pb2.SecureEnvelope | None:
-        """The stored reply to the request (peer, id, wire digest), if it was answered."""
-        seen = self.store.find_request(cn, eid, dig)
-        stored = self.store.reply_to(seen.seq) if seen is not None else None
-        if stored is None:
-            return None
-        log.info("peer=%s envelope=%s retry answered from the store", peer_text(cn),
-                 peer_text(eid))
-        return api_pb2.SecureEnvelope.FromString(stored.envelope)
-
     def _process(
         self, envelope: api_pb2.SecureEnvelope, peer: VerifiedPeer, raw: bytes, dig: str
     ) -> api_pb2.SecureEnvelope:
         eid = envelope.id
         cn = peer.common_name
-        answered = self._stored_reply(cn, eid, dig)
-        if answered is not None:
-            return answered
-        seen = self.store.find_request(cn, eid, dig)  # stored but unanswered: a crash
+        # no stored request has an id other than a UUID: a hostile one costs no lookup
+        seen = self.store.find_request(cn, eid, dig) if is_uuid(eid) else None
+        if seen is not None:
+            stored = self.store.reply_to(seen.seq)
+            if stored is not None:
+                log.info("peer=%s envelope=%s retry answered from the store",
+                         peer_text(cn), peer_text(eid))
+                return api_pb2.SecureEnvelope.FromString(stored.envelope)
+        refused = self._refuse_metadata(envelope, peer)
+        if refused is not None:
+            return refused
+        # seen here: stored but never answered (a crash between the two)
         req = _Request(eid, cn, raw, dig, seen.seq if seen is not None else None)
         error = envelope_error(envelope)
         if error is not None and not envelope.payload:
