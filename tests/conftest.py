@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import pg
 from helpers import SECTIGO_PASSWORD, SECTIGO_USER, CliResult
 
 import trisa_peer.ca
@@ -152,3 +153,21 @@ def net(trisa_network: Any) -> Any:
     """The simulated network (Alice, Bob, Charlie, ...) under a short name; modules that
     build their own network define their own ``net``."""
     return trisa_network
+
+
+# --------------------------------------------------------------------------- databases
+
+
+@pytest.fixture(params=pg.BACKENDS)
+def db_location(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh, empty database location for a store: a SQLite file path, or a
+    PostgreSQL URL with its own schema (see ``tests/pg.py``)."""
+    if request.param == "sqlite":
+        return str(tmp_path / "store.db")
+    return pg.fresh_schema_url()
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    if pg.OPT_OUT:
+        return "PostgreSQL cases LEFT OUT (TRISA_PEER_TEST_NO_POSTGRES is set)"
+    return f"store tests on: {', '.join(pg.BACKENDS)} ({pg.ADMIN_URL})"

@@ -23,6 +23,7 @@ it never contains key material, passwords, tokens or envelope payloads.
     ├── EnvelopeError               a local failure to seal / open an envelope
     │   └── EnvelopeRejection(.code, .retry)  a rejection to send back to the peer
     ├── StoreError                  persistent storage failed
+    │   └── StoreConflictError      a duplicate key or broken reference
     ├── TransferError               an envelope could not be delivered (not a rejection)
     │   └── ChannelBrokenError(.retry)  the channel to the peer no longer works
     └── SectigoError(.status)       the Sectigo IoT Manager API (or its emulator) failed
@@ -55,6 +56,7 @@ __all__ = [
     "RevokedError",
     "SectigoAPIError",
     "SectigoError",
+    "StoreConflictError",
     "StoreError",
     "TransferError",
     "TransportSecurityError",
@@ -191,6 +193,10 @@ class EnvelopeRejection(EnvelopeError):
 
 class StoreError(TrisaPeerError):
     """Persistent storage could not be read or written."""
+
+
+class StoreConflictError(StoreError):
+    """A write broke a uniqueness or reference rule (e.g. a duplicate key)."""
 
 
 class TransferError(TrisaPeerError):
