@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from case_kill9 import Bob, payload, point_at, setup
-from common import PgDatabase, Result, scaled
+from common import Result, scaled
 from haproxy import HAProxy
 
 NAME = "replicas"
@@ -58,13 +58,14 @@ def _send(alice: Any, peer: str, body: Any, known: dict[str, Any]) -> tuple[str,
 def run(scale: float) -> Result:
     from trisa_peer.network.service import idempotency_key, payload_digest
     from trisa_peer.network.store import TransferStore
+    from trisa_peer.testing.postgres import TemporaryDatabase
 
     result = Result(NAME)
     total = scaled(300, scale, minimum=24)
     kill_at = total // 2
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="soak-replicas-") as tmp, \
-            PgDatabase("replicas") as pg:
+            TemporaryDatabase("trisa_peer_replicas") as pg:
         work = Path(tmp)
         net, config = setup(work)
         config["store"] = pg.url

@@ -66,36 +66,6 @@ def stop_process(proc: subprocess.Popen[str], *, timeout: float = 15.0,
         proc.wait()
 
 
-PG_ADMIN_URL = "postgresql://root@127.0.0.1:5432/postgres"
-
-
-class PgDatabase:
-    """A PostgreSQL database created for one case and dropped after it
-    (``TRISA_PEER_TEST_PG`` names the admin URL; default: the machine's trust-auth
-    server). Fails, never skips, when PostgreSQL is down."""
-
-    def __init__(self, prefix: str) -> None:
-        import os
-        import uuid
-
-        self.admin = os.environ.get("TRISA_PEER_TEST_PG", PG_ADMIN_URL)
-        self.name = f"trisa_peer_{prefix}_{os.getpid()}_{uuid.uuid4().hex[:6]}"
-        head, _, _ = self.admin.rpartition("/")
-        self.url = f"{head}/{self.name}"
-
-    def _admin(self, sql: str) -> None:
-        import psycopg
-
-        with psycopg.connect(self.admin, autocommit=True, connect_timeout=5) as conn:
-            conn.execute(sql)
-
-    def __enter__(self) -> PgDatabase:
-        self._admin(f'CREATE DATABASE "{self.name}"')
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._admin(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
-
 
 def free_port() -> int:
     import socket

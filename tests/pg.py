@@ -18,52 +18,25 @@ import os
 import uuid
 from urllib.parse import quote
 
-ADMIN_URL = os.environ.get("TRISA_PEER_TEST_PG", "postgresql://root@127.0.0.1:5432/postgres")
+from trisa_peer.testing.postgres import TemporaryDatabase, admin_url
+
+ADMIN_URL = admin_url()
 OPT_OUT = os.environ.get("TRISA_PEER_TEST_NO_POSTGRES", "") not in ("", "0")
 
 #: the backends every store test runs on
 BACKENDS: tuple[str, ...] = ("sqlite",) if OPT_OUT else ("sqlite", "postgresql")
 
-_database: str | None = None
-
-
-def _admin_execute(sql: str) -> None:
-    import psycopg
-
-    with psycopg.connect(ADMIN_URL, autocommit=True, connect_timeout=5) as conn:
-        conn.execute(sql)
-
-
-def _base_url(database: str) -> str:
-    head, _, _ = ADMIN_URL.rpartition("/")
-    return f"{head}/{database}"
+_database: TemporaryDatabase | None = None
 
 
 def database_url() -> str:
     """This process's test database (created on first call, dropped at exit)."""
     global _database
     if _database is None:
-        import psycopg
-
-        name = f"trisa_peer_t_{os.getpid()}_{uuid.uuid4().hex[:6]}"
-        try:
-            _admin_execute(f'CREATE DATABASE "{name}"')
-        except psycopg.OperationalError as exc:
-            raise RuntimeError(
-                f"PostgreSQL is not reachable at {ADMIN_URL} ({str(exc).strip()}); start it "
-                "(see README, Development) or set TRISA_PEER_TEST_NO_POSTGRES=1 to leave "
-                "the PostgreSQL cases out"
-            ) from exc
-        _database = name
-        atexit.register(drop_database, name)
-    return _base_url(_database)
-
-
-def drop_database(name: str) -> None:
-    try:
-        _admin_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    except Exception:  # noqa: BLE001 - best effort at exit
-        pass
+        db = TemporaryDatabase("trisa_peer_t").create()
+        atexit.register(db.drop)
+        _database = db
+    return _database.url
 
 
 def fresh_schema_url() -> str:
