@@ -17,6 +17,9 @@ B4  directory Lookup rate / health Check rate on the same server; Search median 
     10,000 records.
 B5  RSS of a node process holding 10,000 cached peer decisions.
 B6  TransferStream envelopes/s / unary Transfer envelopes/s.
+B7  Transfer round trips/s with Bob on the PostgreSQL store / on SQLite (durable both).
+B9  Alice and Charlie -> two Bob replicas behind HAProxy (TLS passthrough, one
+    PostgreSQL store) / the same senders -> one replica directly (report).
 
 Options: ``--experiments`` also runs the B1 variants behind the proposed fixes
 (in-process Bob, SQLite synchronous=NORMAL); ``--senders N``; ``--out FILE``.
@@ -73,6 +76,7 @@ TARGETS = {  # key: (comparison, target)
     "b4_lookup_ratio": (">=", 0.9),
     "b4_search_p50_ms": ("<=", 2.0),
     "b5_rss_mb": ("<=", 150.0),
+    "b7_ratio": (">=", 0.85),
 }
 
 NPROC = os.cpu_count() or 1
@@ -266,7 +270,7 @@ class Bench:
         self.bob_key = self.bob.identity.key
         self.bob_endpoint = f"{self.bob.common_name}:{self.bob.port}"
 
-    def bob_child(self, name: str, sync: str = "FULL") -> Child:
+    def bob_child(self, name: str, sync: str = "FULL", store: str = "") -> Child:
         write_identity(self.bob.identity, self.work / "bob.pem", self.work / "bob.key")
         (self.work / "trust.pem").write_bytes(self.net.pool.pem())
         config = {
@@ -275,7 +279,7 @@ class Bench:
             "trust": str(self.work / "trust.pem"),
             "directory": self.net.directory_endpoint,
             "resolve": self.net.resolve,
-            "store": str(self.work / f"bob-{name}.db"),
+            "store": store or str(self.work / f"bob-{name}.db"),
             "workers": 8,
             "store_sync": sync,
         }
@@ -690,6 +694,105 @@ class Bench:
         self.results["b5_detail"] = detail
 
 
+    # ------------------------------------------------------------------ B7, B9
+
+    def alternate(self, targets: dict[str, int], pairs: int, seconds: float,
+                  senders: list[tuple[Any, int]]) -> dict[str, list[float]]:
+        """Round trips/s to each named target port, in alternating windows. ``senders``:
+        (originator, threads) pairs; each originator keeps its own channel."""
+        peer = self.bob.common_name
+
+        def sender(node: Any) -> Callable[[], None]:
+            def send() -> None:
+                result = node.send(peer, self.payload)
+                if result.state != "accepted":
+                    raise RuntimeError(result.describe())
+            return send
+
+        gates = [Gate(n, sender(vasp.node)) for vasp, n in senders]
+        rates: dict[str, list[float]] = {name: [] for name in targets}
+        try:
+            for _ in range(pairs):
+                for name, port in targets.items():
+                    for vasp, _n in senders:
+                        vasp.node.resolver.resolve[self.bob_endpoint.lower()] = \
+                            f"127.0.0.1:{port}"
+                        vasp.node.connector.forget(peer)
+                        vasp.node.connect(peer)
+                    self._windows(gates, 0.5)  # warm-up: first contact, decision cache
+                    n, took = self._windows(gates, seconds)
+                    rates[name].append(n / took)
+        finally:
+            for gate in gates:
+                gate.close()
+        return rates
+
+    @staticmethod
+    def _windows(gates: list[Gate], seconds: float) -> tuple[int, float]:
+        out: list[tuple[int, float]] = []
+        threads = [threading.Thread(target=lambda g=g: out.append(g.window(seconds)))
+                   for g in gates]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        return sum(n for n, _ in out), max(t for _, t in out)
+
+    def b7(self) -> None:
+        from trisa_peer.testing.postgres import TemporaryDatabase
+
+        say("B7 transfer rate with the PostgreSQL store / with SQLite (one Bob process "
+            "each, durable commits on both), alternating windows")
+        with TemporaryDatabase("trisa_peer_bench") as pg:
+            lite = self.bob_child("b7-sqlite")
+            post = self.bob_child("b7-postgresql", store=pg.url)
+            try:
+                rates = self.alternate({"sqlite": lite.port, "postgresql": post.port},
+                                       pairs=5, seconds=3.0,
+                                       senders=[(self.alice, self.args.senders)])
+            finally:
+                for child in (lite, post):
+                    child.stop()
+                    self.children.remove(child)
+        ratios = [p / q for p, q in zip(rates["postgresql"], rates["sqlite"], strict=True)]
+        self.results["b7_ratio"] = round(median(ratios), 3)
+        self.results["b7_detail"] = {
+            "postgresql_rate": round(median(rates["postgresql"]), 1),
+            "sqlite_rate": round(median(rates["sqlite"]), 1),
+            "ratios": [round(r, 3) for r in ratios], "senders": self.args.senders,
+        }
+
+    def b9(self) -> None:
+        from trisa_peer.testing.postgres import TemporaryDatabase
+
+        sys.path.insert(0, str(HERE.parent / "soak"))
+        from haproxy import HAProxy
+
+        say("B9 two Bob replicas behind HAProxy (PostgreSQL store) / one Bob process "
+            "without it (same store), Alice and Charlie sending, alternating windows")
+        with TemporaryDatabase("trisa_peer_bench") as pg:
+            replicas = [self.bob_child(f"b9-r{i}", store=pg.url) for i in (1, 2)]
+            lb = HAProxy(self.work, [r.port for r in replicas])
+            try:
+                half = max(1, self.args.senders // 2)
+                rates = self.alternate(
+                    {"haproxy_2_replicas": lb.port, "direct_1_replica": replicas[0].port},
+                    pairs=4, seconds=3.0,
+                    senders=[(self.alice, half), (self.net.charlie, half)])
+            finally:
+                lb.stop()
+                for child in replicas:
+                    child.stop()
+                    self.children.remove(child)
+        ratios = [p / q for p, q in zip(rates["haproxy_2_replicas"], rates["direct_1_replica"],
+                                        strict=True)]
+        self.results["b9_ratio"] = round(median(ratios), 3)
+        self.results["b9_detail"] = {
+            "two_replicas_rate": round(median(rates["haproxy_2_replicas"]), 1),
+            "one_replica_rate": round(median(rates["direct_1_replica"]), 1),
+            "ratios": [round(r, 3) for r in ratios], "senders_each": half,
+        }
+
 # --------------------------------------------------------------------------- report
 
 
@@ -702,7 +805,7 @@ def verdict(key: str, value: float) -> str:
 
 
 def table(r: dict[str, Any]) -> str:
-    d = {k: r.get(k + "_detail", {}) for k in ("b1", "b2", "b3", "b4", "b5", "b6")}
+    d = {k: r.get(k + "_detail", {}) for k in ("b1", "b2", "b3", "b4", "b5", "b6", "b7", "b9")}
     rows = [
         ("B1 transfer round trips/s", "b1_ratio", f"{r.get('b1_rate', 'n/a')} rt/s",
          f"bound {r.get('b1_bound', 'n/a')} rt/s", "b1_ratio"),
@@ -721,6 +824,12 @@ def table(r: dict[str, Any]) -> str:
          f"idle {d['b5'].get('rss_idle_mb', 'n/a')} MB", "b5_rss_mb"),
         ("B6 TransferStream / unary", "b6_ratio", f"{d['b6'].get('stream_rate', 'n/a')} env/s",
          f"{d['b6'].get('unary_rate', 'n/a')} env/s", "b6_ratio"),
+        ("B7 PostgreSQL / SQLite store", "b7_ratio",
+         f"{d['b7'].get('postgresql_rate', 'n/a')} rt/s",
+         f"{d['b7'].get('sqlite_rate', 'n/a')} rt/s", "b7_ratio"),
+        ("B9 2 replicas+HAProxy / 1 direct", "b9_ratio",
+         f"{d['b9'].get('two_replicas_rate', 'n/a')} rt/s",
+         f"{d['b9'].get('one_replica_rate', 'n/a')} rt/s", "b9_ratio"),
     ]
     head = f"| {'figure':<31} | {'value':>14} | {'baseline':>18} | {'ratio':>7} | " \
            f"{'target':>7} | {'result':<6} |"
@@ -744,7 +853,7 @@ def main() -> int:
     parser.add_argument("--experiments", action="store_true",
                         help="also run the B1 variants behind the proposed fixes")
     parser.add_argument("--out", default=str(HERE / "results.json"))
-    parser.add_argument("--only", default="", help="comma list of b1..b6 (debugging)")
+    parser.add_argument("--only", default="", help="comma list of b1..b9 (debugging)")
     args = parser.parse_args()
     only = set(filter(None, args.only.lower().split(",")))
 
@@ -766,7 +875,7 @@ def main() -> int:
             steps.append(("b1x", bench.b1_experiments))
         if want("b4") or want("b5"):
             steps.insert(0, ("pki", bench.make_pki))
-        steps += [("b4", bench.b4), ("b5", bench.b5)]
+        steps += [("b4", bench.b4), ("b5", bench.b5), ("b7", bench.b7), ("b9", bench.b9)]
         for name, step in steps:
             if name == "b1x" and not want("b1"):
                 continue
@@ -784,7 +893,7 @@ def main() -> int:
     results["duration_s"] = round(time.perf_counter() - started, 1)
     ordered = {k: results[k] for k in (
         "b1_rate", "b1_bound", "b1_ratio", "b2_ratio", "b3_ratio", "b4_lookup_ratio",
-        "b4_search_p50_ms", "b5_rss_mb", "b6_ratio") if k in results}
+        "b4_search_p50_ms", "b5_rss_mb", "b6_ratio", "b7_ratio", "b9_ratio") if k in results}
     ordered.update({k: v for k, v in results.items() if k not in ordered})
     Path(args.out).write_text(json.dumps(ordered, indent=2) + "\n")
     print(table(results))
