@@ -1,0 +1,228 @@
+"""Issue 12 sections 4 and 6: each failure a newcomer meets names the problem and the fix.
+
+Real sockets on 127.0.0.1, real TLS, the project's own directory server; every rejected
+case has an accepted twin that differs in the one thing the message blames.
+"""
+
+from __future__ import annotations
+
+import http.server
+import socket
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from helpers import PKI
+from pki import identity
+from test_handshake_e2e import Net, dial
+
+from trisa_peer.directory.client import DirectoryClient
+from trisa_peer.directory.server import DirectoryServer
+from trisa_peer.directory.store import SQLiteStore
+from trisa_peer.errors import (
+    ChainVerificationError,
+    DirectoryError,
+    DirectoryMismatchError,
+    DirectoryNotFoundError,
+    HandshakeError,
+    TransportSecurityError,
+)
+from trisa_peer.steps import HandshakeStep, Reason
+from trisa_peer.testing.network import free_port
+
+pytestmark = pytest.mark.slow
+
+S = HandshakeStep
+
+
+@pytest.fixture
+def net(tmp_path: Path) -> Iterator[Net]:
+    n = Net(tmp_path)
+    yield n
+    n.close()
+
+
+# ------------------------------------------- section 4: another CA vs the same CA
+
+
+def test_server_from_another_ca_is_refused_at_step_6_naming_the_issuer(net: Net) -> None:
+    port = free_port()
+    net.register(identity("bob"), port)
+    net.node(identity("evil-bob"), port, start=True)  # same CN, issued by the Evil CA
+    err = dial(net.node(identity("alice")), "bob.vasp.test")
+    assert isinstance(err, ChainVerificationError), err
+    assert err.step == S.VERIFY_SERVER_CHAIN and err.reason == Reason.UNKNOWN_ISSUER
+    assert "issued by 'Evil Issuing CA', not by a CA in the trust pool" in str(err)
+    assert net.calls == []
+
+
+def test_server_from_the_same_ca_not_registered_is_refused_at_step_7_as_reissued(
+    net: Net,
+) -> None:
+    port = free_port()
+    net.register(identity("bob"), port)
+    net.node(identity("bob-reissued"), port, start=True)  # same CN, same CA, new key
+    err = dial(net.node(identity("alice")), "bob.vasp.test")
+    assert isinstance(err, DirectoryMismatchError), err
+    assert err.step == S.BIND_SERVER_RECORD
+    assert "same CA ('TRISA Test Issuing CA'), not the registered certificate" in str(err)
+    assert "reissued?" in str(err)
+    assert ("serial", f"{identity('bob-reissued').leaf.serial_number:X}",
+            f"{identity('bob').leaf.serial_number:X}") in err.mismatches
+
+
+def test_server_with_the_registered_certificate_passes(net: Net) -> None:
+    net.serve("bob")
+    assert dial(net.serve("alice"), "bob.vasp.test") is None
+
+
+# ------------------------------------------- section 6: --resolve, not DNS
+
+
+def test_resolve_for_another_name_says_so_not_dns(net: Net) -> None:
+    net.serve("bob")
+    endpoint = next(k for k in net.resolve if k.startswith("bob.vasp.test:"))
+    address = net.resolve.pop(endpoint)
+    net.resolve["bob.vasp.test:1"] = address  # the user typed another port
+    err = dial(net.node(identity("alice")), "bob.vasp.test")
+    assert isinstance(err, TransportSecurityError), err
+    assert err.reason == Reason.UNREACHABLE
+    text = str(err)
+    assert f"no --resolve entry matches bob.vasp.test's registered endpoint {endpoint}" in text
+    assert "(--resolve given for bob.vasp.test:1)" in text
+    assert f"use --resolve {endpoint}:ADDRESS" in text
+    assert "does not resolve" not in text and "Domain name" not in text
+    net.resolve[endpoint] = address  # the twin: the right name
+    assert dial(net.serve("alice"), "bob.vasp.test") is None
+
+
+def test_resolve_to_an_address_where_nothing_listens(net: Net) -> None:
+    net.serve("bob")
+    endpoint = next(k for k in net.resolve if k.startswith("bob.vasp.test:"))
+    good = net.resolve[endpoint]
+    closed = f"127.0.0.1:{free_port()}"
+    net.resolve[endpoint] = closed
+    err = dial(net.node(identity("alice")), "bob.vasp.test")
+    assert isinstance(err, TransportSecurityError) and err.reason == Reason.UNREACHABLE
+    assert f"nothing is listening at {closed} (connection refused), where --resolve maps" in (
+        str(err))
+    net.resolve[endpoint] = good
+    assert dial(net.serve("alice"), "bob.vasp.test") is None
+
+
+def test_no_resolve_at_all_is_a_dns_failure_with_the_fix(net: Net) -> None:
+    net.serve("bob")
+    net.resolve.clear()
+    err = dial(net.node(identity("alice")), "bob.vasp.test")
+    assert isinstance(err, TransportSecurityError) and err.reason == Reason.UNREACHABLE
+    assert "does not resolve (DNS); if it is not in DNS, map it with --resolve" in str(err)
+
+
+# ------------------------------------------- section 6: what is wrong with the directory
+
+
+class Servers:
+    """A plaintext and a TLS directory, a silent listener, an HTTP/1.1 server."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.plain = DirectoryServer(SQLiteStore(tmp / "plain.db"), listen="127.0.0.1:0")
+        self.plain.start()
+        cert, key = (PKI / "bob.pem").read_bytes(), (PKI / "bob.key").read_bytes()
+        self.tls = DirectoryServer(SQLiteStore(tmp / "tls.db"), listen="127.0.0.1:0",
+                                   tls=(cert, key))
+        self.tls.start()
+        self.silent = socket.socket()
+        self.silent.bind(("127.0.0.1", 0))
+        self.silent.listen(8)  # the kernel accepts; nobody ever answers
+        self.http = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Quiet)
+        self.thread = threading.Thread(target=self.http.serve_forever, daemon=True)
+        self.thread.start()
+
+    def endpoint(self, which: str) -> str:
+        if which == "silent":
+            return f"127.0.0.1:{self.silent.getsockname()[1]}"
+        if which == "http":
+            return f"127.0.0.1:{self.http.server_address[1]}"
+        return str(getattr(self, which).endpoint)
+
+    def close(self) -> None:
+        self.http.shutdown()
+        self.http.server_close()
+        self.silent.close()
+        self.plain.stop()
+        self.tls.stop()
+
+
+class _Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def servers(tmp_path: Path) -> Iterator[Servers]:
+    s = Servers(tmp_path)
+    yield s
+    s.close()
+
+
+def lookup_error(endpoint: str, **kw: object) -> DirectoryError:
+    timeout = float(kw.pop("timeout", 3.0))  # type: ignore[arg-type]
+    client = DirectoryClient(endpoint, timeout=timeout, cache_ttl=0, **kw)  # type: ignore[arg-type]
+    try:
+        client.lookup(common_name="nobody.vasp.test")
+    except DirectoryError as exc:
+        return exc
+    finally:
+        client.close()
+    raise AssertionError("the lookup of a missing record succeeded")
+
+
+TRUST = (PKI / "trust.pem").read_bytes()
+ANSWERED = "directory lookup of nobody.vasp.test: "
+
+
+@pytest.mark.parametrize(("target", "options", "expected"), [
+    ("closed", {"insecure": True},
+     "nothing is listening at {ep} (connection refused); check the directory address"),
+    ("silent", {"insecure": True, "timeout": 1.0},
+     "no answer from {ep} within 1 s (timeout); the directory may be down"),
+    ("plain", {},
+     "{ep} does not speak TLS (a plaintext server); for a plaintext directory add "
+     "--directory-insecure"),
+    ("tls", {"insecure": True},
+     "{ep} closed the plaintext connection: it expects TLS; remove --directory-insecure"),
+    ("http", {"insecure": True},
+     "{ep} is not a gRPC server (it answered in another protocol, e.g. HTTP/1.1)"),
+    ("tls", {"server_name": "bob.vasp.test"},
+     "the TLS certificate of {ep} is not trusted (unable to get local issuer certificate); "
+     "give the CA that issued it with --directory-ca"),
+])
+def test_directory_problem_named_with_its_fix(
+    servers: Servers, target: str, options: dict[str, object], expected: str
+) -> None:
+    ep = f"127.0.0.1:{free_port()}" if target == "closed" else servers.endpoint(target)
+    err = lookup_error(ep, **options)
+    assert type(err) is DirectoryError
+    assert str(err).startswith(ANSWERED + expected.format(ep=ep)), str(err)
+
+
+@pytest.mark.parametrize(("target", "options"), [
+    ("plain", {"insecure": True}),  # twin of "does not speak TLS" and "refused"
+    ("tls", {"ca_pem": TRUST, "server_name": "bob.vasp.test"}),  # of "expects TLS", untrusted
+])
+def test_the_same_directories_answer_when_dialled_right(
+    servers: Servers, target: str, options: dict[str, object]
+) -> None:
+    err = lookup_error(servers.endpoint(target), **options)
+    assert isinstance(err, DirectoryNotFoundError)  # an answer: no such record
+
+
+def test_check_step_1_shows_the_directory_problem_not_just_try_again(net: Net) -> None:
+    alice = net.node(identity("alice"))
+    net.gds.stop()
+    err = dial(alice, "bob.vasp.test")
+    assert isinstance(err, HandshakeError) and err.step == S.LOOKUP_PEER
+    assert err.reason == Reason.DIRECTORY_UNAVAILABLE
+    assert (f"directory unavailable while looking up 'bob.vasp.test': nothing is listening "
+            f"at {net.gds.endpoint} (connection refused)") in str(err)
