@@ -7,6 +7,7 @@ case has an accepted twin that differs in the one thing the message blames.
 from __future__ import annotations
 
 import http.server
+import re
 import socket
 import threading
 from collections.abc import Iterator
@@ -17,6 +18,8 @@ from helpers import PKI
 from pki import identity
 from test_handshake_e2e import Net, dial
 
+from trisa_peer.ca import CertificateAuthority
+from trisa_peer.certs import common_name, load_identity
 from trisa_peer.directory.client import DirectoryClient
 from trisa_peer.directory.server import DirectoryServer
 from trisa_peer.directory.store import SQLiteStore
@@ -30,6 +33,8 @@ from trisa_peer.errors import (
 )
 from trisa_peer.steps import HandshakeStep, Reason
 from trisa_peer.testing.network import free_port
+from trisa_peer.trust import TrustPool
+from trisa_peer.verify import ChainVerifier
 
 pytestmark = pytest.mark.slow
 
@@ -226,3 +231,48 @@ def test_check_step_1_shows_the_directory_problem_not_just_try_again(net: Net) -
     assert err.reason == Reason.DIRECTORY_UNAVAILABLE
     assert (f"directory unavailable while looking up 'bob.vasp.test': nothing is listening "
             f"at {net.gds.endpoint} (connection refused)") in str(err)
+
+
+# ------------------------------------------- section 6: a trust pool without the root
+
+
+def test_pool_without_the_peers_root_names_expected_and_loaded_roots() -> None:
+    evil_bob = load_identity(PKI / "evil-bob.pem", key_path=PKI / "evil-bob.key")
+    verifier = ChainVerifier(TrustPool.load(PKI / "trust.pem"))
+    with pytest.raises(ChainVerificationError) as info:
+        verifier.verify_server(evil_bob.leaf, evil_bob.chain, host="bob.vasp.test")
+    assert info.value.reason == Reason.UNKNOWN_ISSUER
+    assert str(info.value) == (
+        "step 6 (client verifies the server chain): certificate of 'bob.vasp.test' is "
+        "issued by 'Evil Issuing CA' under root 'Evil Root CA', which the trust pool does "
+        "not hold (roots loaded: 'TRISA Test Root CA'); if that CA is to be trusted, add "
+        "its root certificate with --trust")
+    # the twin: the same certificate with its root in the pool
+    both = ChainVerifier(TrustPool.load(PKI / "trust.pem", PKI / "evil-trust.pem"))
+    assert both.verify_server(evil_bob.leaf, evil_bob.chain, host="bob.vasp.test")
+
+
+def test_client_pool_without_the_directory_root_fails_step_6_with_the_roots(net: Net) -> None:
+    net.serve("bob")
+    alice = net.node(identity("alice"), trust=TrustPool.load(PKI / "evil-trust.pem"))
+    err = dial(alice, "bob.vasp.test")
+    assert isinstance(err, ChainVerificationError) and err.step == S.VERIFY_SERVER_CHAIN
+    assert "issued by 'TRISA Test Issuing CA'" in str(err)
+    assert "(roots loaded: 'Evil Root CA')" in str(err)
+    assert "candidates exhausted" not in str(err)
+
+
+def test_local_cas_do_not_share_one_name(tmp_path: Path) -> None:
+    first = CertificateAuthority.init(tmp_path / "a" / "myca", key_size=2048)
+    second = CertificateAuthority.init(tmp_path / "b" / "myca", key_size=2048)
+    names = [common_name(ca.root) for ca in (first, second)]
+    assert names[0] != names[1]
+    for ca, name in zip((first, second), names, strict=True):
+        assert re.fullmatch(r"trisa-peer Local Root CA myca-[0-9a-f]{6}", name)
+        suffix = name.rsplit(" ", 1)[1]
+        assert common_name(ca.issuing) == f"trisa-peer Local Issuing CA {suffix}"
+    # the twin: an explicit name is kept as given
+    named = CertificateAuthority.init(tmp_path / "c" / "myca", name="Acme Root CA",
+                                      key_size=2048)
+    assert common_name(named.root) == "Acme Root CA"
+    assert common_name(named.issuing) == "Acme Issuing CA"
