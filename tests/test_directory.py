@@ -530,7 +530,7 @@ def test_client_tls_with_private_ca(directory: Directory, ca: CertificateAuthori
         with DirectoryClient(f"localhost:{port}", ca_pem=ca.trust_pem()) as c:
             assert c.lookup(common_name="alice.example.com").identity_certificate == alice.leaf
         with DirectoryClient(f"localhost:{port}", timeout=2.0) as c:  # system roots
-            with pytest.raises(DirectoryError, match="is not trusted .* --directory-ca"):
+            with pytest.raises(DirectoryError, match=r"is not trusted .* --directory-ca"):
                 c.lookup(common_name="alice.example.com")
     finally:
         srv.stop()
