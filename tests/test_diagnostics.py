@@ -12,6 +12,7 @@ import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from helpers import PKI
@@ -24,6 +25,7 @@ from trisa_peer.directory.client import DirectoryClient
 from trisa_peer.directory.server import DirectoryServer
 from trisa_peer.directory.store import SQLiteStore
 from trisa_peer.errors import (
+    CertificateError,
     ChainVerificationError,
     DirectoryError,
     DirectoryMismatchError,
@@ -33,6 +35,7 @@ from trisa_peer.errors import (
 )
 from trisa_peer.steps import HandshakeStep, Reason
 from trisa_peer.testing.network import free_port
+from trisa_peer.transport.identity import FileMaterial
 from trisa_peer.trust import TrustPool
 from trisa_peer.verify import ChainVerifier
 
@@ -276,3 +279,50 @@ def test_local_cas_do_not_share_one_name(tmp_path: Path) -> None:
                                       key_size=2048)
     assert common_name(named.root) == "Acme Root CA"
     assert common_name(named.issuing) == "Acme Issuing CA"
+
+
+# ------------------------------------------- section 6: key and certificate swapped
+
+
+TRUST_FILE = PKI / "trust.pem"
+
+
+@pytest.mark.parametrize(("cert", "key", "expected"), [
+    ("bob.key", "bob.pem",
+     "--cert and --key are swapped: {d}/bob.key holds a private key and {d}/bob.pem a "
+     "certificate; give the certificate with --cert and the key with --key"),
+    ("bob.pem", "alice.pem",
+     "{d}/alice.pem (given as --key) holds a certificate, not a private key; give the "
+     "private key file with --key"),
+    ("bob.key", "alice.key",
+     "{d}/bob.key (given as --cert) holds a private key, not a certificate; give the "
+     "certificate file with --cert"),
+    ("bob.pem", "alice.key",
+     "the private key in {d}/alice.key (--key) does not belong to the certificate in "
+     "{d}/bob.pem (--cert); give --key the key the certificate was issued for, or --cert "
+     "that key's certificate"),
+    ("bob.key", None,
+     "{d}/bob.key (given as --cert) holds a private key, not a certificate; give the "
+     "certificate with --cert and the key with --key"),
+])
+def test_identity_files_mixed_up_say_which_flag_to_fix(
+    cert: str, key: str | None, expected: str
+) -> None:
+    with pytest.raises(CertificateError) as info:
+        FileMaterial(PKI / cert, PKI / key if key else None, [TRUST_FILE])
+    assert str(info.value) == expected.format(d=PKI)
+
+
+def test_identity_files_in_their_places_load() -> None:  # the twin of every case above
+    material = FileMaterial(PKI / "bob.pem", PKI / "bob.key", [TRUST_FILE]).current()
+    assert material.identity.common_name == "bob.vasp.test"
+
+
+def test_check_with_swapped_files_is_one_line_exit_1(trisa_peer_cli: Any) -> None:
+    result = trisa_peer_cli("check", "bob.vasp.test", "--cert", PKI / "bob.key",
+                            "--key", PKI / "bob.pem", "--trust", TRUST_FILE,
+                            "--directory", f"127.0.0.1:{free_port()}", "--directory-insecure")
+    assert result.returncode == 1, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "--cert and --key are swapped" in lines[0], result.stderr
+    assert "Traceback" not in result.stderr
