@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import PKI
+from helpers import PKI, SECTIGO_PASSWORD, SECTIGO_USER
 from pki import identity
 from test_handshake_e2e import Net, dial
 
@@ -31,8 +31,10 @@ from trisa_peer.errors import (
     DirectoryMismatchError,
     DirectoryNotFoundError,
     HandshakeError,
+    SectigoError,
     TransportSecurityError,
 )
+from trisa_peer.sectigo.client import SectigoClient
 from trisa_peer.steps import HandshakeStep, Reason
 from trisa_peer.testing.network import free_port
 from trisa_peer.transport.identity import FileMaterial
@@ -326,3 +328,53 @@ def test_check_with_swapped_files_is_one_line_exit_1(trisa_peer_cli: Any) -> Non
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "--cert and --key are swapped" in lines[0], result.stderr
     assert "Traceback" not in result.stderr
+
+
+# ------------------------------------------- section 6: a Sectigo endpoint that is not one
+
+
+@pytest.mark.parametrize(("scheme", "expected"), [
+    ("http", "login: not a Sectigo API at {ep} (answered with HTTP/2 frames, not HTTP/1.1: "
+             "a gRPC port?); check the endpoint (SECTIGO_ENDPOINT)"),
+    ("https", "login: not a TLS server at {ep} (answered in plaintext); use http:// for a "
+              "plaintext service, or check the port"),
+])
+def test_sectigo_endpoint_at_a_grpc_port_says_so_without_raw_bytes(
+    servers: Servers, scheme: str, expected: str
+) -> None:
+    ep = f"{scheme}://{servers.endpoint('plain')}"
+    client = SectigoClient(ep, "user", "secret", cache_path=False, timeout=3, retries=1)
+    with pytest.raises(SectigoError) as info:
+        client.authenticate()
+    assert str(info.value) == expected.format(ep=ep)
+    assert info.value.status == 0
+
+
+def test_sectigo_endpoint_answering_binary_garbage(tmp_path: Path) -> None:
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+
+        def answer() -> None:
+            conn, _ = listener.accept()
+            with conn:
+                conn.recv(65536)
+                conn.sendall(b"\x00\x01\x02garbage\xff\xfe\r\n")
+
+        thread = threading.Thread(target=answer)
+        thread.start()
+        ep = f"http://127.0.0.1:{listener.getsockname()[1]}"
+        client = SectigoClient(ep, "user", "secret", cache_path=False, timeout=3, retries=1)
+        with pytest.raises(SectigoError) as info:
+            client.authenticate()
+        thread.join()
+    assert str(info.value) == (
+        f"login: not a Sectigo API at {ep} (answered 14 bytes of binary data that are not "
+        "an HTTP response); check the endpoint (SECTIGO_ENDPOINT)")
+    assert "garbage" not in str(info.value)
+
+
+def test_sectigo_endpoint_that_is_the_sectigo_service_logs_in(emu: Any) -> None:  # the twin
+    client = SectigoClient(emu.base_url, SECTIGO_USER, SECTIGO_PASSWORD, cache_path=False)
+    client.authenticate()
+    assert client.credentials.access_token
