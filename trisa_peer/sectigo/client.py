@@ -494,9 +494,10 @@ class SectigoClient:
         except http.client.BadStatusLine as exc:
             if isinstance(exc, http.client.RemoteDisconnected):
                 raise SectigoError(f"{host} closed the connection without answering") from exc
+            answered = _not_http(getattr(exc, "line", exc.args[0] if exc.args else ""))
             raise SectigoError(
-                f"not a Sectigo API at {host} (answered {_not_http(exc.line)}); check the "
-                "endpoint (SECTIGO_ENDPOINT)") from exc
+                f"not a Sectigo API at {host} (answered {answered}); check the endpoint "
+                "(SECTIGO_ENDPOINT)") from exc
         except (OSError, http.client.HTTPException) as exc:
             text = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
             raise SectigoError(f"connection to {host} failed: {text}") from exc
