@@ -378,3 +378,51 @@ def test_sectigo_endpoint_that_is_the_sectigo_service_logs_in(emu: Any) -> None:
     client = SectigoClient(emu.base_url, SECTIGO_USER, SECTIGO_PASSWORD, cache_path=False)
     client.authenticate()
     assert client.credentials.access_token
+
+
+# ------------------------------------------- section 6: revoke with the wrong profile
+
+
+def _issued_serial(client: SectigoClient) -> str:
+    batch = client.create_single_cert_batch(1, "diag", {
+        "commonName": "example.com", "dNSName": "example.com", "pkcs12Password": "Pw-12345"})
+    [item] = client.find(common_name="example.com")["items"]
+    assert batch["status"] == "READY_FOR_DOWNLOAD"
+    return str(item["serialNumber"])
+
+
+def test_revoke_in_another_profile_says_the_certificate_is_elsewhere(
+    emu: Any, tmp_path: Path
+) -> None:
+    client = SectigoClient(emu.base_url, SECTIGO_USER, SECTIGO_PASSWORD, cache_path=False)
+    serial = _issued_serial(client)
+    with pytest.raises(SectigoError) as info:
+        client.revoke(85, "superseded", serial)
+    assert info.value.status == 404
+    assert str(info.value) == (
+        f"certificate {serial} is not in profile 85 (404): it exists (common name "
+        "example.com, status valid) under another profile; give that profile's id with -p")
+    assert client.find(serial=serial)["items"][0]["status"] == "valid"  # nothing revoked
+    client.revoke(42, "superseded", serial)  # the twin: its own profile
+    assert client.find(serial=serial)["items"][0]["status"] == "revoked"
+
+
+def test_revoke_of_an_unknown_serial_stays_not_found(emu: Any) -> None:
+    client = SectigoClient(emu.base_url, SECTIGO_USER, SECTIGO_PASSWORD, cache_path=False)
+    with pytest.raises(SectigoError, match=r"^certificate 0A1B2C in profile 42 not found \(404\)$"):
+        client.revoke(42, "superseded", "0a1b2c")
+
+
+def test_sectigo_revoke_cli_names_the_profiles_that_exist(
+    emu: Any, sectigo_cli: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
+    client = SectigoClient(emu.base_url, SECTIGO_USER, SECTIGO_PASSWORD, cache_path=False)
+    serial = _issued_serial(client)
+    common = ("-e", emu.base_url, "-u", SECTIGO_USER, "-p", SECTIGO_PASSWORD, "--no-cache")
+    result = sectigo_cli(*common, "revoke", "-p", "85", "-r", "superseded", "-s", serial)
+    assert result.returncode == 1
+    assert result.stderr == (
+        f"sectigo: error: certificate {serial} is not in profile 85 (404): it exists (common "
+        "name example.com, status valid) under another profile; give that profile's id with "
+        '-p; authorities: 1 (profile 42 "TRISA Profile", enabled); profiles: 42\n')

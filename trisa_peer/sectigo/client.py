@@ -807,10 +807,36 @@ class SectigoClient:
         code = parse_reason(reason)
         hexserial = normalize_serial(serial)
         pid = int(profile_id)
-        self._post_json(
-            paths.CERTIFICATES_REVOKE.method, paths.CERTIFICATES_REVOKE.path(pid),
-            {"reasonCode": code, "serialNumber": hexserial},
-            f"revoke certificate {hexserial}",
-            # a wrong profile is the usual cause: name the one that was asked
-            not_found=f"certificate {hexserial} in profile {pid}",
-        )
+        try:
+            self._post_json(
+                paths.CERTIFICATES_REVOKE.method, paths.CERTIFICATES_REVOKE.path(pid),
+                {"reasonCode": code, "serialNumber": hexserial},
+                f"revoke certificate {hexserial}",
+                # a wrong profile is the usual cause: name the one that was asked
+                not_found=f"certificate {hexserial} in profile {pid}",
+            )
+        except SectigoAPIError as exc:
+            if exc.status != 404:
+                raise
+            elsewhere = self._found_elsewhere(hexserial)
+            if not elsewhere:
+                raise
+            raise SectigoAPIError(
+                f"certificate {hexserial} is not in profile {pid} (404): {elsewhere} under "
+                "another profile; give that profile's id with -p", status=exc.status,
+            ) from exc
+
+    def _found_elsewhere(self, hexserial: str) -> str:
+        """``it exists (CN example.com, status valid)`` when the API finds the serial,
+        else ``""`` (also when it cannot be asked): for a revoke's 404. Read only."""
+        try:
+            found = self.find(serial=hexserial)
+        except SectigoError:
+            return ""
+        items = [i for i in found.get("items") or () if isinstance(i, dict)
+                 and str(i.get("serialNumber", "")).upper() == hexserial]
+        if not items:
+            return ""
+        item = items[0]
+        return (f"it exists (common name {peer_text(str(item.get('commonName', '?')), 64)}, "
+                f"status {peer_text(str(item.get('status', '?')), 20)})")
