@@ -300,9 +300,9 @@ TRUST_FILE = PKI / "trust.pem"
      "{d}/bob.key (given as --cert) holds a private key, not a certificate; give the "
      "certificate file with --cert"),
     ("bob.pem", "alice.key",
-     "the private key in {d}/alice.key (--key) does not belong to the certificate in "
-     "{d}/bob.pem (--cert); give --key the key the certificate was issued for, or --cert "
-     "that key's certificate"),
+     "the private key in {d}/alice.key (--key) does not match the certificate in "
+     "{d}/bob.pem (--cert): they are not a pair; give --key the key the certificate was "
+     "issued for, or --cert that key's certificate"),
     ("bob.key", None,
      "{d}/bob.key (given as --cert) holds a private key, not a certificate; give the "
      "certificate with --cert and the key with --key"),

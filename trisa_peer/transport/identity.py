@@ -87,9 +87,9 @@ def identity_mixup(cert: Path, key: Path | None, *, failure: str = "") -> str | 
         return (f"{cert} (given as --cert) holds a private key, not a certificate; give "
                 "the certificate file with --cert")
     if "cert" in has and key_has == {"key"} and "does not match" in failure:
-        return (f"the private key in {key} (--key) does not belong to the certificate in "
-                f"{cert} (--cert); give --key the key the certificate was issued for, or "
-                "--cert that key's certificate")
+        return (f"the private key in {key} (--key) does not match the certificate in "
+                f"{cert} (--cert): they are not a pair; give --key the key the certificate "
+                "was issued for, or --cert that key's certificate")
     return None
 
 
