@@ -7,7 +7,9 @@ and whose target name is the endpoint host: BoringSSL completes the handshake on
 the server presents exactly the registered certificate for that name. A probe call
 (TRISAHealth/Status) proves the channel end to end, and tells us whether the server
 accepted *us* (steps 3 and 4 on its side); :func:`~.status.dial_error` names the step
-that failed.
+that failed. When the server presented another certificate than the pinned one,
+:mod:`.presented` reads it once more (unverified, for the message only) to tell another
+CA's certificate (step 6) from the same CA's (step 7, reissued?).
 
 On a pinned-handshake failure the directory is asked once more, bypassing caches (the
 peer may have rotated); if the record changed the connector re-pins and retries once.

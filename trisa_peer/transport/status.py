@@ -13,6 +13,10 @@ KeyExchange's a :class:`~trisa_peer.errors.TransferError`.
 gRPC reports every TLS failure as ``UNAVAILABLE`` with BoringSSL's text in
 ``details()``, never with a code of its own. :data:`TLS_TEXT` is the one table of the
 phrases that text is recognised by; :func:`classify_tls` reads it, first match wins.
+A channel that never opened (refused, DNS, timeout, TLS on one side only, not a gRPC
+server, untrusted certificate) is read from :data:`CONNECT_TEXT` by
+:func:`classify_connect`: a directory's failure then names its cause and the fix, and a
+peer's unreachable endpoint says whether ``--resolve`` matched it.
 """
 
 from __future__ import annotations
