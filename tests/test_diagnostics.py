@@ -426,3 +426,19 @@ def test_sectigo_revoke_cli_names_the_profiles_that_exist(
         f"sectigo: error: certificate {serial} is not in profile 85 (404): it exists (common "
         "name example.com, status valid) under another profile; give that profile's id with "
         '-p; authorities: 1 (profile 42 "TRISA Profile", enabled); profiles: 42\n')
+
+
+def test_check_against_a_plaintext_directory_without_insecure_names_the_flag(
+    servers: Servers, trisa_peer_cli: Any
+) -> None:
+    identity_args = ("--cert", PKI / "alice.pem", "--key", PKI / "alice.key",
+                     "--trust", TRUST_FILE, "--directory", servers.endpoint("plain"))
+    result = trisa_peer_cli("check", "bob.vasp.test", *identity_args)
+    assert result.returncode == 1
+    assert (f"directory unavailable while looking up 'bob.vasp.test': "
+            f"{servers.endpoint('plain')} does not speak TLS (a plaintext server); for a "
+            "plaintext directory add --directory-insecure") in result.stdout + result.stderr
+    # the twin: with the flag the directory answers (bob is simply not registered there)
+    fixed = trisa_peer_cli("check", "bob.vasp.test", *identity_args, "--directory-insecure")
+    assert "has no VERIFIED directory record" in fixed.stdout + fixed.stderr
+    assert "does not speak TLS" not in fixed.stdout + fixed.stderr
