@@ -500,7 +500,8 @@ def test_client_unreachable_is_directory_error_within_timeout() -> None:
             c.lookup(common_name="alice.example.com")
         assert time.monotonic() - start < 3.0
         assert not isinstance(info.value, DirectoryNotFoundError)
-        assert "UNAVAILABLE" in str(info.value) or "DEADLINE" in str(info.value)
+        assert "nothing is listening at 127.0.0.1:" in str(info.value)
+        assert "(connection refused)" in str(info.value)
         assert c.verification_status("alice.example.com") is None
 
 
@@ -529,7 +530,7 @@ def test_client_tls_with_private_ca(directory: Directory, ca: CertificateAuthori
         with DirectoryClient(f"localhost:{port}", ca_pem=ca.trust_pem()) as c:
             assert c.lookup(common_name="alice.example.com").identity_certificate == alice.leaf
         with DirectoryClient(f"localhost:{port}", timeout=2.0) as c:  # system roots
-            with pytest.raises(DirectoryError, match="UNAVAILABLE"):
+            with pytest.raises(DirectoryError, match=r"is not trusted .* --directory-ca"):
                 c.lookup(common_name="alice.example.com")
     finally:
         srv.stop()

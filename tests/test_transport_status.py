@@ -34,7 +34,9 @@ from trisa_peer.steps import HandshakeStep as Step
 from trisa_peer.steps import Reason
 from trisa_peer.transport.status import (
     TLS_TEXT,
+    ConnectFailure,
     TlsFailure,
+    classify_connect,
     classify_tls,
     dial_error,
     directory_error,
@@ -254,3 +256,45 @@ def test_binding_claim_is_read_as_the_peers_statement_only() -> None:
         "not refused (the server's binding cannot be observed)")
     hostile = _binding_claim([(BINDING_METADATA, f"{ours} a\nforged line")], ours)
     assert "\n" not in hostile
+
+
+# ------------------------------------------------- in: a channel that never opened
+
+CONNECT_CASES = [
+    ("failed to connect to all addresses; last error: UNKNOWN: ipv4:127.0.0.1:9: Failed to "
+     "connect to remote host: Connection refused", False, ConnectFailure.REFUSED),
+    ("errors resolving bob.vasp.test:4443: [field:hostname lookup error:address lookup "
+     "failed for bob.vasp.test:4443: Domain name not found]", False, ConnectFailure.DNS),
+    ("failed to connect to all addresses; last error: UNKNOWN: ipv4:127.0.0.1:9: connection "
+     "attempt timed out before receiving SETTINGS frame", True, ConnectFailure.TIMEOUT),
+    ("Tls handshake failed (TSI_PROTOCOL_FAILURE): SSL_ERROR_SSL: error:100000f7:SSL "
+     "routines:OPENSSL_internal:WRONG_VERSION_NUMBER", False, ConnectFailure.NOT_TLS),
+    ("last error: UNAVAILABLE: ipv4:127.0.0.1:9: Socket closed", True,
+     ConnectFailure.WANTS_TLS),
+    ("last error: UNAVAILABLE: ipv4:127.0.0.1:9: Socket closed", False, None),  # its twin
+    ("Failed parsing HTTP/2 (Expected SETTINGS frame as the first frame, got frame type 79)",
+     True, ConnectFailure.NOT_GRPC),
+    ("CERTIFICATE_VERIFY_FAILED: unable to get local issuer certificate", False,
+     ConnectFailure.UNTRUSTED),
+    ("some other outage", False, None),
+]
+
+
+@pytest.mark.parametrize(("details", "insecure", "failure"), CONNECT_CASES)
+def test_connect_text_is_classified(
+    details: str, insecure: bool, failure: ConnectFailure | None
+) -> None:
+    assert classify_connect(SC.UNAVAILABLE, details, insecure=insecure) is failure
+    assert classify_connect(SC.INTERNAL, details, insecure=insecure) is None
+
+
+def test_a_name_that_does_not_resolve_is_not_a_hostname_mismatch() -> None:
+    dns = CONNECT_CASES[1][0]
+    assert classify_tls(dns) is None  # "hostname lookup" is DNS, not the certificate
+    err = dial_error(SC.UNAVAILABLE, dns, peer="bob", address="bob.vasp.test:4443")
+    assert isinstance(err, TransportSecurityError) and err.reason == Reason.UNREACHABLE
+    assert "does not resolve (DNS)" in str(err)
+    hostname = "Hostname Verification Check failed"  # the twin: a real SAN mismatch
+    assert classify_tls(hostname) is TlsFailure.HOSTNAME
+    assert dial_error(SC.UNAVAILABLE, hostname, peer="bob", address="x:1").reason == (
+        Reason.SAN_MISMATCH)

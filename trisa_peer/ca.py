@@ -32,6 +32,7 @@ import io
 import json
 import os
 import re
+import secrets
 import threading
 import zipfile
 from collections.abc import Iterator, Sequence
@@ -403,7 +404,7 @@ class CertificateAuthority:
         cls,
         directory: str | os.PathLike[str],
         *,
-        name: str = "trisa-peer Local Root CA",
+        name: str | None = None,
         issuing_name: str | None = None,
         key_size: int = 4096,
         clock: Clock | None = None,
@@ -411,8 +412,17 @@ class CertificateAuthority:
         root_days: int = 25 * 365,
         issuing_days: int = 20 * 365,
     ) -> CertificateAuthority:
-        """Create a new CA in ``directory`` (created if missing; must be empty)."""
+        """Create a new CA in ``directory`` (created if missing; must be empty).
+
+        Without ``name`` the root is "trisa-peer Local Root CA <folder>-<6 hex>" and the
+        issuing CA "trisa-peer Local Issuing CA <same>": two local CAs never share a
+        name, so a trust pool's list of roots tells them apart. An explicit ``name`` is
+        kept as given (the issuing CA is named after it)."""
         path = Path(directory)
+        if name is None:
+            suffix = default_ca_suffix(path)
+            name = f"{DEFAULT_CA_NAME} {suffix}"
+            issuing_name = issuing_name or f"{DEFAULT_ISSUING_NAME} {suffix}"
         if path.exists() and not path.is_dir():
             raise ConfigurationError(f"{path} exists and is not a directory")
         if path.is_dir() and any(path.iterdir()):
@@ -838,6 +848,19 @@ class CertificateAuthority:
                 atomic_write(self.directory / _STATE, _dump_state(state))
             finally:
                 os.close(fd)  # releases the flock
+
+
+#: The start of a local CA's default root and issuing names (a suffix makes them unique).
+DEFAULT_CA_NAME = "trisa-peer Local Root CA"
+DEFAULT_ISSUING_NAME = "trisa-peer Local Issuing CA"
+
+
+def default_ca_suffix(directory: Path) -> str:
+    """``<folder>-<6 random hex>``: the folder's name (up to 20 characters of letters,
+    digits, ``.``, ``_`` and ``-``) and a random part, so that CAs made in folders of
+    the same name still differ."""
+    folder = re.sub(r"[^A-Za-z0-9._-]+", "-", directory.resolve().name).strip("-.")[:20]
+    return f"{folder or 'ca'}-{secrets.token_hex(3)}"
 
 
 def _issuing_name_for(root_name: str) -> str:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from .binding import bind
 from .certs import certs_to_pem
-from .errors import DirectoryMismatchError
+from .errors import DirectoryError, DirectoryMismatchError, HandshakeError
 from .lookup import lookup_peer
 from .records import DirectoryLookup, PeerRecord
 from .steps import HandshakeStep, Reason
@@ -76,7 +76,7 @@ class PeerResolver:
         trace = trace if trace is not None else HandshakeTrace()
         name = common_name_or_id
         with trace.step(Step.LOOKUP_PEER) as note:
-            record = lookup_peer(self.directory, name, step=Step.LOOKUP_PEER, fresh=fresh)
+            record = _lookup(self.directory, name, fresh=fresh)
             note[0] = f"{record.common_name} at {record.endpoint} (id {record.id})"
         leaf = record.identity_certificate
         with trace.step(Step.VERIFY_SERVER_CHAIN) as note:
@@ -103,3 +103,20 @@ class PeerResolver:
             target_name=record.host,
             address=address,
         )
+
+
+def _lookup(directory: DirectoryLookup, name: str, *, fresh: bool) -> PeerRecord:
+    """Step 1. When the directory cannot answer, this node's user gets its cause and
+    fix (refused, timeout, TLS on one side only, ...: the directory client's message);
+    a server refusing a caller keeps that detail to its own log instead."""
+    try:
+        return lookup_peer(directory, name, step=Step.LOOKUP_PEER, fresh=fresh)
+    except HandshakeError as exc:
+        cause = exc.__cause__
+        if exc.reason != Reason.DIRECTORY_UNAVAILABLE or not isinstance(cause, DirectoryError):
+            raise
+        detail = str(cause).removeprefix(f"directory lookup of {name}: ")
+        raise HandshakeError(
+            f"directory unavailable while looking up {name!r}: {detail}",
+            step=exc.step, peer=exc.peer, reason=exc.reason,
+        ) from cause

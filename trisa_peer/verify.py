@@ -231,6 +231,30 @@ def _classify(message: str) -> Reason:
     return Reason.CHAIN_INVALID
 
 
+def _unknown_issuer(
+    leaf: x509.Certificate, candidates: Sequence[x509.Certificate], pool: TrustPool
+) -> str:
+    """Which root the chain needs (the top of what the peer and the pool offer, followed
+    by issuer name) and which roots are loaded, instead of "candidates exhausted"."""
+    top, seen = leaf, {leaf.subject}
+    while True:
+        above = next((c for c in candidates if c.subject == top.issuer and c.subject not in seen),
+                     None)
+        if above is None:
+            break
+        top = above
+        seen.add(above.subject)
+    loaded = ", ".join(repr(_cn_of_name(root.subject)) for root in pool.roots)
+    issuer = f"issued by {_cn_of_name(leaf.issuer)!r}"
+    if top is not leaf:
+        issuer += f" under root {_cn_of_name(top.issuer)!r}"
+    return (
+        f"certificate of {common_name(leaf)!r} is {issuer}, which the trust pool does not "
+        f"hold (roots loaded: {loaded}); if that CA is to be trusted, add its root "
+        "certificate with --trust"
+    )
+
+
 class ChainVerifier:
     """Verify a presented leaf (+ chain) against a :class:`TrustPool` at a given time.
 
@@ -358,6 +382,8 @@ class ChainVerifier:
                 chain = list(verifier.verify(leaf, candidates))
         except VerificationError as exc:
             reason = _classify(str(exc))
+            if reason == Reason.UNKNOWN_ISSUER:
+                raise fail(_unknown_issuer(leaf, candidates, pool), reason) from exc
             raise fail(
                 f"certificate of {common_name(leaf)!r} does not chain to a TRISA root: {exc}",
                 reason,

@@ -175,7 +175,8 @@ def register(subparsers: Any) -> None:
         return p
 
     p = with_dir(sub.add_parser("init", help="create a root and an issuing CA in DIR"))
-    p.add_argument("--name", default="trisa-peer Local Root CA", help="root common name")
+    p.add_argument("--name", default=None, help="root common name (default: 'trisa-peer "
+                   "Local Root CA <folder>-<random>', unique)")
     p.add_argument("--key-size", type=positive_int, default=4096, metavar="N", help="RSA bits")
     p.set_defaults(func=_cmd_init)
 

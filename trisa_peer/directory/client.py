@@ -78,6 +78,7 @@ class DirectoryClient:
             raise ConfigurationError("choose either insecure or a CA, not both")
         self.endpoint = endpoint.strip()
         self.timeout = float(timeout)
+        self._insecure = insecure
         self.cache_ttl = float(cache_ttl)
         self._clock = clock
         self._lock = threading.Lock()
@@ -115,7 +116,8 @@ class DirectoryClient:
         try:
             reply = getattr(self._stub, method)(request, timeout=self.timeout)
         except grpc.RpcError as exc:
-            raise directory_error(*rpc_status(exc), what) from exc
+            raise directory_error(*rpc_status(exc), what, endpoint=self.endpoint,
+                                  insecure=self._insecure, timeout=self.timeout) from exc
         return reply
 
     # ----------------------------------------------------------------- lookup (cached)

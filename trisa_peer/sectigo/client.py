@@ -122,6 +122,20 @@ def _is_json_type(media: str) -> bool:
     return media.startswith("application/") and media.endswith("+json")
 
 
+def _not_http(line: object) -> str:
+    """What a server answered instead of an HTTP status line, in words (never its bytes:
+    they may be binary, and are not ours to echo)."""
+    raw = line if isinstance(line, bytes) else str(line).encode("latin-1", "replace")
+    if len(raw) >= 9 and raw[3] == 0x04 and raw[:3] != b"HTT":
+        # an HTTP/2 SETTINGS frame (type 4) straight away: what a gRPC server sends
+        return "with HTTP/2 frames, not HTTP/1.1: a gRPC port?"
+    if not raw.strip():
+        return "an empty line, not HTTP"
+    printable = all(32 <= b < 127 or b in (9, 10, 13) for b in raw)
+    what = "text" if printable else "binary data"
+    return f"{len(raw)} bytes of {what} that are not an HTTP response"
+
+
 def normalize_serial(serial: str | int) -> str:
     """A certificate serial as upper-case hex (``0a:1B`` → ``0A1B``, ints accepted)."""
     if isinstance(serial, int) and not isinstance(serial, bool):
@@ -470,9 +484,20 @@ class SectigoClient:
             if isinstance(reason, socket.timeout | TimeoutError):
                 raise SectigoError(f"{host} did not answer within {self.timeout:g} s") from exc
             text = getattr(reason, "strerror", None) or str(reason)
+            if "WRONG_VERSION_NUMBER" in str(reason) and host.startswith("https://"):
+                raise SectigoError(
+                    f"not a TLS server at {host} (answered in plaintext); use http:// for "
+                    "a plaintext service, or check the port") from exc
             raise SectigoError(f"cannot reach endpoint {host}: {text}") from exc
         except TimeoutError as exc:
             raise SectigoError(f"{host} did not answer within {self.timeout:g} s") from exc
+        except http.client.BadStatusLine as exc:
+            if isinstance(exc, http.client.RemoteDisconnected):
+                raise SectigoError(f"{host} closed the connection without answering") from exc
+            answered = _not_http(getattr(exc, "line", exc.args[0] if exc.args else ""))
+            raise SectigoError(
+                f"not a Sectigo API at {host} (answered {answered}); check the endpoint "
+                "(SECTIGO_ENDPOINT)") from exc
         except (OSError, http.client.HTTPException) as exc:
             text = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
             raise SectigoError(f"connection to {host} failed: {text}") from exc
@@ -782,10 +807,36 @@ class SectigoClient:
         code = parse_reason(reason)
         hexserial = normalize_serial(serial)
         pid = int(profile_id)
-        self._post_json(
-            paths.CERTIFICATES_REVOKE.method, paths.CERTIFICATES_REVOKE.path(pid),
-            {"reasonCode": code, "serialNumber": hexserial},
-            f"revoke certificate {hexserial}",
-            # a wrong profile is the usual cause: name the one that was asked
-            not_found=f"certificate {hexserial} in profile {pid}",
-        )
+        try:
+            self._post_json(
+                paths.CERTIFICATES_REVOKE.method, paths.CERTIFICATES_REVOKE.path(pid),
+                {"reasonCode": code, "serialNumber": hexserial},
+                f"revoke certificate {hexserial}",
+                # a wrong profile is the usual cause: name the one that was asked
+                not_found=f"certificate {hexserial} in profile {pid}",
+            )
+        except SectigoAPIError as exc:
+            if exc.status != 404:
+                raise
+            elsewhere = self._found_elsewhere(hexserial)
+            if not elsewhere:
+                raise
+            raise SectigoAPIError(
+                f"certificate {hexserial} is not in profile {pid} (404): {elsewhere} under "
+                "another profile; give that profile's id with -p", status=exc.status,
+            ) from exc
+
+    def _found_elsewhere(self, hexserial: str) -> str:
+        """``it exists (CN example.com, status valid)`` when the API finds the serial,
+        else ``""`` (also when it cannot be asked): for a revoke's 404. Read only."""
+        try:
+            found = self.find(serial=hexserial)
+        except SectigoError:
+            return ""
+        items = [i for i in found.get("items") or () if isinstance(i, dict)
+                 and str(i.get("serialNumber", "")).upper() == hexserial]
+        if not items:
+            return ""
+        item = items[0]
+        return (f"it exists (common name {peer_text(str(item.get('commonName', '?')), 64)}, "
+                f"status {peer_text(str(item.get('status', '?')), 20)})")

@@ -7,7 +7,9 @@ and whose target name is the endpoint host: BoringSSL completes the handshake on
 the server presents exactly the registered certificate for that name. A probe call
 (TRISAHealth/Status) proves the channel end to end, and tells us whether the server
 accepted *us* (steps 3 and 4 on its side); :func:`~.status.dial_error` names the step
-that failed.
+that failed. When the server presented another certificate than the pinned one,
+:mod:`.presented` reads it once more (unverified, for the message only) to tell another
+CA's certificate (step 6) from the same CA's (step 7, reissued?).
 
 On a pinned-handshake failure the directory is asked once more, bypassing caches (the
 peer may have rotated); if the record changed the connector re-pins and retries once.
@@ -43,6 +45,7 @@ from ..steps import HandshakeStep, Reason
 from ..trace import HandshakeTrace, StepRecord
 from .material import MaterialSource
 from .metadata import BINDING_METADATA
+from .presented import diagnose_presented, fetch_presented
 from .status import dial_error, rpc_status
 
 __all__ = ["PeerChannel", "PeerConnector"]
@@ -244,12 +247,28 @@ class PeerConnector:
                 api_pb2.HealthCheck(attempts=0), timeout=self.timeout)
         except grpc.RpcError as exc:
             channel.close()
-            error = dial_error(*rpc_status(exc), peer=name, address=plan.address)
+            error = dial_error(*rpc_status(exc), peer=name, address=plan.address,
+                               endpoint=plan.endpoint,
+                               resolve_names=tuple(self.resolver.resolve))
+            if error.reason == Reason.CERTIFICATE_MISMATCH:
+                error = self._diagnose(plan, error)
             _record_dial(trace, error, ours, (time.perf_counter() - start) * 1000)
             raise error from None
         claim = _binding_claim(call.initial_metadata() or (), identity.fingerprint)
         _record_dial(trace, None, ours, (time.perf_counter() - start) * 1000, claim)
         return PeerChannel(plan, channel, api_pb2_grpc.TRISANetworkStub(channel), health)
+
+
+    def _diagnose(self, plan: ConnectionPlan, error: HandshakeError) -> HandshakeError:
+        """Another certificate than the pinned one: another CA's (step 6) or the same
+        CA's (step 7)? Read from one unverified connection (:mod:`.presented`)."""
+        presented = fetch_presented(plan.address, plan.target_name, self.timeout)
+        registered = plan.record.identity_certificate
+        if presented is None or registered is None:
+            return error
+        pool = self.material.current().pool
+        cas = (*pool.roots, *pool.intermediates, *plan.verified.chain[1:])
+        return diagnose_presented(presented, registered, cas, peer=error.peer)
 
 
 def _binding_claim(metadata: Any, our_fingerprint: str) -> str:

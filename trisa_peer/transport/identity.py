@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -21,9 +22,75 @@ from ..errors import CertificateError, ConfigurationError
 from ..trust import TrustPool
 from ..verify import CrlChecker
 
-__all__ = ["FileMaterial", "Material"]
+__all__ = ["FileMaterial", "Material", "load_node_identity"]
 
 log = logging.getLogger("trisa_peer.transport")
+
+
+def load_node_identity(
+    cert: Path, key: Path | None, *, password: str | None = None
+) -> Identity:
+    """The node's identity from ``--cert`` (and ``--key``); when that fails because the
+    two files are swapped, hold the wrong kind of PEM, or do not belong together, the
+    error says so and names the flag to fix (:func:`identity_mixup`)."""
+    try:
+        return load_identity(cert, key_path=key, password=password)
+    except CertificateError as exc:
+        mixup = identity_mixup(cert, key, failure=str(exc))
+        if mixup is None:
+            raise
+        raise CertificateError(mixup) from exc
+
+
+_PEM_LABEL = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----")
+
+
+def _pem_kinds(path: Path) -> set[str] | None:
+    """``{"key", "cert"}`` (or part of it) for a PEM file; None when unreadable or not PEM."""
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return None
+    kinds = set()
+    for label in _PEM_LABEL.findall(data):
+        if label.endswith(b"PRIVATE KEY"):
+            kinds.add("key")
+        elif label in (b"CERTIFICATE", b"X509 CERTIFICATE", b"TRUSTED CERTIFICATE"):
+            kinds.add("cert")
+    return kinds or None
+
+
+def identity_mixup(cert: Path, key: Path | None, *, failure: str = "") -> str | None:
+    """One line naming how ``--cert``/``--key`` are mixed up, or None when they are not.
+
+    A PEM look at both files (what each holds); a key and a certificate in their places
+    that do not belong together are reported only when the load's ``failure`` said so.
+    Never reads out key material."""
+    has = _pem_kinds(cert)
+    if has is None:
+        return None
+    if key is None:
+        if has == {"key"}:
+            return (f"{cert} (given as --cert) holds a private key, not a certificate; give "
+                    "the certificate with --cert and the key with --key")
+        return None
+    key_has = _pem_kinds(key)
+    if key_has is None:
+        return None
+    if has == {"key"} and "cert" in key_has:
+        return (f"--cert and --key are swapped: {cert} holds a private key and {key} a "
+                "certificate; give the certificate with --cert and the key with --key")
+    if key_has == {"cert"}:
+        return (f"{key} (given as --key) holds a certificate, not a private key; give the "
+                "private key file with --key")
+    if has == {"key"}:
+        return (f"{cert} (given as --cert) holds a private key, not a certificate; give "
+                "the certificate file with --cert")
+    if "cert" in has and key_has == {"key"} and "does not match" in failure:
+        return (f"the private key in {key} (--key) does not match the certificate in "
+                f"{cert} (--cert): they are not a pair; give --key the key the certificate "
+                "was issued for, or --cert that key's certificate")
+    return None
 
 
 @dataclass(frozen=True)
@@ -75,7 +142,7 @@ class FileMaterial:
         return tuple(out)
 
     def _load(self, generation: int) -> Material:
-        identity = load_identity(self.cert, key_path=self.key, password=self._password)
+        identity = load_node_identity(self.cert, self.key, password=self._password)
         pool = TrustPool.load(*self.trust)
         crl = CrlChecker.load(self.crl_paths, pool) if self.crl_paths else None
         return Material(identity, pool, crl, generation)

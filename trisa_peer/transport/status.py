@@ -13,12 +13,17 @@ KeyExchange's a :class:`~trisa_peer.errors.TransferError`.
 gRPC reports every TLS failure as ``UNAVAILABLE`` with BoringSSL's text in
 ``details()``, never with a code of its own. :data:`TLS_TEXT` is the one table of the
 phrases that text is recognised by; :func:`classify_tls` reads it, first match wins.
+A channel that never opened (refused, DNS, timeout, TLS on one side only, not a gRPC
+server, untrusted certificate) is read from :data:`CONNECT_TEXT` by
+:func:`classify_connect`: a directory's failure then names its cause and the fix, and a
+peer's unreachable endpoint says whether ``--resolve`` matched it.
 """
 
 from __future__ import annotations
 
 import enum
 import re
+from collections.abc import Sequence
 from typing import Any, NoReturn
 
 import grpc
@@ -42,11 +47,14 @@ from ..errors import (
 from ..steps import HandshakeStep, Reason
 
 __all__ = [
+    "CONNECT_TEXT",
     "TLS_TEXT",
+    "ConnectFailure",
     "TlsFailure",
     "abort",
     "abort_undecodable",
     "abort_unverified",
+    "classify_connect",
     "classify_tls",
     "dial_error",
     "directory_error",
@@ -88,7 +96,10 @@ TLS_TEXT: tuple[tuple[tuple[str, ...], TlsFailure], ...] = (
 
 
 def classify_tls(details: str) -> TlsFailure | None:
-    """The TLS failure ``details`` describes, or None when it is not about TLS."""
+    """The TLS failure ``details`` describes, or None when it is not about TLS (a name
+    that does not resolve -- "hostname lookup error" -- or a refused connection)."""
+    if classify_connect(grpc.StatusCode.UNAVAILABLE, details) in _NOT_TLS:
+        return None
     text = details.lower()
     for phrases, failure in TLS_TEXT:
         if any(phrase in text for phrase in phrases):
@@ -178,11 +189,117 @@ def abort_undecodable(context: Any, what: str) -> NoReturn:
 _STEP_PREFIX = re.compile(r"^step (\d) \([^)]*\):\s*")
 
 
-def directory_error(code: grpc.StatusCode | None, details: str, what: str) -> DirectoryError:
-    """A failed directory RPC: NOT_FOUND -> DirectoryNotFoundError, else DirectoryError."""
+class ConnectFailure(enum.Enum):
+    """Why a channel could not be opened, as gRPC's text (or code) shows it."""
+
+    REFUSED = "nothing listening (connection refused)"
+    DNS = "the host name does not resolve"
+    TIMEOUT = "no answer in time"
+    NOT_TLS = "the server does not speak TLS"
+    WANTS_TLS = "the server closed a plaintext connection (it expects TLS)"
+    NOT_GRPC = "the server is not a gRPC server"
+    UNTRUSTED = "the server's TLS certificate is not trusted"
+
+
+# (lower-case phrases, failure), tried in order: what gRPC (C core 1.6x) writes into
+# ``details()`` when a channel cannot be opened; seen on loopback against a closed port,
+# a listener that never answers, a plaintext gRPC server dialled with TLS and the other
+# way round, and an HTTP/1.1 server (tests/test_diagnostics.py).
+CONNECT_TEXT: tuple[tuple[tuple[str, ...], ConnectFailure], ...] = (
+    (("connection refused",), ConnectFailure.REFUSED),
+    (("dns resolution failed", "errors resolving", "name or service not known",
+      "domain name not found"), ConnectFailure.DNS),
+    (("timed out", "deadline exceeded", "endpoint closing"), ConnectFailure.TIMEOUT),
+    (("wrong_version_number", "wrong version number", "packet_length_too_long"),
+     ConnectFailure.NOT_TLS),
+    (("failed parsing http/2", "http1.x", "expected settings frame"), ConnectFailure.NOT_GRPC),
+    (("local issuer", "self signed", "self-signed", "certificate_verify_failed"),
+     ConnectFailure.UNTRUSTED),
+)
+
+
+#: connection failures that happen before any TLS, whatever words their text shares with it
+_NOT_TLS = (ConnectFailure.REFUSED, ConnectFailure.DNS)
+
+
+def classify_connect(
+    code: grpc.StatusCode | None, details: str, *, insecure: bool = False
+) -> ConnectFailure | None:
+    """Why a connection failed (None: it is not a connection failure we recognise).
+
+    ``insecure``: the channel was plaintext, so a peer that closes it before answering
+    wants TLS (with TLS on our side, a closed socket says nothing so specific)."""
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return ConnectFailure.TIMEOUT
+    if code != grpc.StatusCode.UNAVAILABLE:
+        return None
+    text = details.lower()
+    for phrases, failure in CONNECT_TEXT:
+        if any(phrase in text for phrase in phrases):
+            return failure
+    if insecure and ("socket closed" in text or "connection reset" in text):
+        return ConnectFailure.WANTS_TLS
+    return None
+
+
+# What each failure means for a directory at {endpoint}, and the fix.
+_DIRECTORY_FIX: dict[ConnectFailure, str] = {
+    ConnectFailure.REFUSED:
+        "nothing is listening at {endpoint} (connection refused); check the directory "
+        "address and that the directory is running",
+    ConnectFailure.DNS:
+        "the host of {endpoint} does not resolve (DNS); check the directory address",
+    ConnectFailure.TIMEOUT:
+        "no answer from {endpoint}{within} (timeout); the directory may be down or "
+        "overloaded: try again later, or check the address",
+    ConnectFailure.NOT_TLS:
+        "{endpoint} does not speak TLS (a plaintext server); for a plaintext directory "
+        "add --directory-insecure, otherwise check the port",
+    ConnectFailure.WANTS_TLS:
+        "{endpoint} closed the plaintext connection: it expects TLS; remove "
+        "--directory-insecure",
+    ConnectFailure.NOT_GRPC:
+        "{endpoint} is not a gRPC server (it answered in another protocol, e.g. "
+        "HTTP/1.1); check the directory's host:port",
+    ConnectFailure.UNTRUSTED:
+        "the TLS certificate of {endpoint} is not trusted ({why}); give the CA that "
+        "issued it with --directory-ca, or check the address",
+}
+
+
+def directory_error(
+    code: grpc.StatusCode | None,
+    details: str,
+    what: str,
+    *,
+    endpoint: str = "",
+    insecure: bool = False,
+    timeout: float | None = None,
+) -> DirectoryError:
+    """A failed directory RPC: NOT_FOUND -> DirectoryNotFoundError, else DirectoryError.
+
+    A channel that could not be opened to ``endpoint`` is named with its cause and fix
+    (:func:`classify_connect`): refused, DNS, timeout, TLS on one side only, not a gRPC
+    server, untrusted certificate. Anything else keeps gRPC's code and details.
+    """
     if code == grpc.StatusCode.NOT_FOUND:
         return DirectoryNotFoundError(f"{what}: {details or 'not found'}")
+    failure = classify_connect(code, details, insecure=insecure) if endpoint else None
+    if failure is not None:
+        within = f" within {timeout:g} s" if timeout else ""
+        text = _DIRECTORY_FIX[failure].format(
+            endpoint=endpoint, within=within, why=_one_line(_tls_reason(details), 120))
+        return DirectoryError(f"{what}: {text}")
     return DirectoryError(f"{what}: {_name(code)}: {details or 'no details'}")
+
+
+def _tls_reason(details: str) -> str:
+    """BoringSSL's own words at the end of gRPC's text (``...: unable to get local
+    issuer certificate: OK`` -> ``unable to get local issuer certificate``)."""
+    parts = [p.strip() for p in details.split(":") if p.strip()]
+    while parts and parts[-1] in ("OK", "Invalid certificate verification context"):
+        parts.pop()
+    return parts[-1] if parts else details
 
 
 #: The ``error.code`` a directory puts inside an otherwise successful reply when it has
@@ -219,12 +336,21 @@ def transfer_error(code: grpc.StatusCode | None, details: str, what: str) -> Tra
 
 
 def dial_error(
-    code: grpc.StatusCode | None, details: str, *, peer: str, address: str
+    code: grpc.StatusCode | None,
+    details: str,
+    *,
+    peer: str,
+    address: str,
+    endpoint: str = "",
+    resolve_names: Sequence[str] = (),
 ) -> HandshakeError:
     """The handshake step a failed probe of a pinned dial to ``peer`` shows failing.
 
     A refusal by the server carries its step in the message (``step 4 (...): ...``, as
     :func:`abort` sends it); a failed TLS handshake is read from BoringSSL's text.
+    ``endpoint`` is the one registered in the directory, ``address`` where it was
+    dialled, ``resolve_names`` the endpoints ``--resolve`` maps: a name that does not
+    resolve because no ``--resolve`` entry matched says so, not "DNS failed".
     """
     match = _STEP_PREFIX.match(details)
     if match and not 1 <= int(match.group(1)) <= 8:
@@ -251,7 +377,8 @@ def dial_error(
         tls = classify_tls(details)
         if tls is None:
             return TransportSecurityError(
-                f"cannot reach {peer} at {address}: {details}",
+                _unreachable(details, peer=peer, address=address,
+                             endpoint=endpoint or address, resolve_names=resolve_names),
                 step=Step.PRESENT_CLIENT_CERT,
                 peer=peer,
                 reason=Reason.UNREACHABLE,
@@ -270,6 +397,29 @@ def dial_error(
         peer=peer,
         reason=Reason.PROBE_FAILED,
     )
+
+
+def _unreachable(
+    details: str, *, peer: str, address: str, endpoint: str, resolve_names: Sequence[str]
+) -> str:
+    """Why ``peer`` could not be reached, and the fix, for refused and DNS failures."""
+    failure = classify_connect(grpc.StatusCode.UNAVAILABLE, details)
+    mapped = address.lower() != endpoint.lower()
+    if failure == ConnectFailure.DNS and not mapped and resolve_names:
+        given = ", ".join(sorted(resolve_names))
+        return (f"no --resolve entry matches {peer}'s registered endpoint {endpoint} "
+                f"(--resolve given for {given}), so its host was looked up in DNS; "
+                f"use --resolve {endpoint}:ADDRESS")
+    if failure == ConnectFailure.DNS:
+        return (f"the host of {peer}'s endpoint {endpoint} does not resolve (DNS); if it "
+                f"is not in DNS, map it with --resolve {endpoint}:ADDRESS")
+    if failure == ConnectFailure.REFUSED and mapped:
+        return (f"nothing is listening at {address} (connection refused), where --resolve "
+                f"maps {peer}'s endpoint {endpoint}; check the ADDRESS given with --resolve")
+    if failure == ConnectFailure.REFUSED:
+        return (f"nothing is listening at {address}, {peer}'s endpoint (connection "
+                "refused); its node may be down")
+    return f"cannot reach {peer} at {address}: {details}"
 
 
 # What each TLS failure of a pinned dial means: (error class, step, reason, message).
