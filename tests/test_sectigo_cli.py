@@ -479,9 +479,10 @@ def test_download_creates_the_output_directory(
     fails(sectigo(url, "download", "-i", bid, "-o", "plain"),
           r"^sectigo: error: output path plain exists and is not a directory$")
     assert emu.counters["batch/download"] == before
-    # refused: a directory that cannot be created, in one clean sentence
+    # refused: a directory that cannot be created, in one clean sentence, before any download
     fails(sectigo(url, "download", "-i", bid, "-o", "plain/sub"),
-          r"^sectigo: error: cannot create directory plain/sub: Not a directory$")
+          r"^sectigo: error: output path plain/sub: plain exists and is not a directory$")
+    assert emu.counters["batch/download"] == before
     # a file that cannot be written: the path is named once
     (tmp_path / "busy" / f"{bid}.zip").mkdir(parents=True)
     err = fails(sectigo(url, "download", "-i", bid, "-o", "busy"),

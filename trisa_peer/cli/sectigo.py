@@ -44,7 +44,14 @@ from ..errors import ConfigurationError, SectigoError, UsageError
 from ..sectigo.client import DEFAULT_TIMEOUT, SectigoClient, normalize_serial
 from ..sectigo.models import DEFAULT_ENDPOINT
 from ..sectigo.tokens import default_cache_path
-from .options import host_port_arg
+from .options import (
+    REASON_HELP,
+    add_option,
+    check_output_dir,
+    host_port_arg,
+    revocation_reason,
+    spelled,
+)
 from .runner import run
 
 __all__ = ["build_parser", "main"]
@@ -319,10 +326,8 @@ def cmd_batches(args: argparse.Namespace) -> int:
 
 
 def cmd_download(args: argparse.Namespace) -> int:
-    outdir = Path(args.outdir)
-    if outdir.exists() and not outdir.is_dir():  # before any network traffic
-        raise ConfigurationError(f"output path {outdir} exists and is not a directory")
-    # a missing directory is created (0700) once the archive has arrived
+    outdir = check_output_dir(args.out)  # before any network traffic
+    # a missing folder is created (0700) once the archive has arrived
     path = _client(args).download(args.id, outdir, make_dirs=True)
     print(f"downloaded batch {args.id} to {path}")
     try:
@@ -344,12 +349,10 @@ def cmd_find(args: argparse.Namespace) -> int:
 
 
 def cmd_revoke(args: argparse.Namespace) -> int:
-    from ..revocation import parse_reason, reason_name
-
-    code = parse_reason(args.reason)  # before any network traffic
+    reason = revocation_reason(args.reason)  # before any network traffic
     serial = normalize_serial(args.serial_number)
-    _client(args).revoke(args.profile, code, serial)
-    print(f"revoked certificate {serial} (reason: {reason_name(code)})")
+    _client(args).revoke(args.profile, reason, serial)
+    print(f"revoked certificate {serial} (reason: {reason})")
     return 0
 
 
@@ -364,7 +367,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise ConfigurationError(
             "sectigo serve needs credentials: set SECTIGO_USERNAME and SECTIGO_PASSWORD"
         )
-    host, port = host_port_arg("--addr", args.addr)
+    host, port = host_port_arg(spelled(args, "listen", "--listen"), args.listen)
     emulator = SectigoEmulator(
         ca_dir=args.ca_dir,
         state_path=args.state,
@@ -410,9 +413,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="API user ($SECTIGO_USERNAME)")
     parser.add_argument("-p", "--password", default=env.get("SECTIGO_PASSWORD", ""),
                         help="API password ($SECTIGO_PASSWORD)")
-    parser.add_argument("-e", "--endpoint", "--url",
-                        default=env.get("SECTIGO_ENDPOINT") or DEFAULT_ENDPOINT,
-                        help="API base URL ($SECTIGO_ENDPOINT, default %(default)s)")
+    add_option(parser, "--endpoint", short="-e", aliases=["--url"],
+               default=env.get("SECTIGO_ENDPOINT") or DEFAULT_ENDPOINT,
+               help=f"API base URL ($SECTIGO_ENDPOINT, default {DEFAULT_ENDPOINT})")
     parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT,
                         help="seconds per request (default %(default)s)")
     parser.add_argument("--no-cache", action="store_true",
@@ -472,8 +475,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("download", cmd_download, "download a batch's zip")
     p.add_argument("-i", "--id", type=int, required=True, help="batch id")
-    p.add_argument("-o", "--outdir", required=True,
-                   help="output directory (created 0700 when missing)")
+    add_option(p, "--out", short="-o", aliases=["--outdir"], required=True, metavar="DIR",
+               help="output folder (created 0700 when missing)")
 
     p = add("find", cmd_find, "find certificates by common name and/or serial")
     p.add_argument("-n", "--common-name", default="", help="common name")
@@ -481,13 +484,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("revoke", cmd_revoke, "revoke a certificate")
     p.add_argument("-p", "--profile", type=int, required=True, help="profile id")
-    p.add_argument("-r", "--reason", default="unspecified",
-                   help='RFC 5280 reason, e.g. "key compromise" (default unspecified)')
+    p.add_argument("-r", "--reason", default="unspecified", metavar="TEXT",
+                   help=REASON_HELP + " (default unspecified)")
     p.add_argument("-s", "--serial-number", required=True, help="serial number (hex)")
 
     p = add("serve", cmd_serve, "run a local Sectigo-compatible service "
             "(credentials from SECTIGO_USERNAME / SECTIGO_PASSWORD)")
-    p.add_argument("-a", "--addr", default="127.0.0.1:8831", help="HOST:PORT (%(default)s)")
+    add_option(p, "--listen", aliases=["-a", "--addr"], default="127.0.0.1:8831",
+               metavar="HOST:PORT", help="address to listen on (default 127.0.0.1:8831)")
     p.add_argument("--ca-dir", required=True, help="CA directory (created when empty)")
     p.add_argument("--state", required=True, help="state file (JSON)")
     p.add_argument("--issue-delay", type=float, default=0.0,
