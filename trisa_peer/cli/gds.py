@@ -428,7 +428,8 @@ def _cmd_reissue(args: argparse.Namespace) -> int:
         except DirectoryError as exc:
             if directory.store.get_origin(args.id.strip()) == "import":
                 raise DirectoryError(
-                    f"{exc}: use `trisa-peer gds update-cert {args.id.strip()} --cert FILE`"
+                    f"{exc}: use `trisa-peer gds update-cert --id {args.id.strip()} "
+                    "--cert FILE`"
                 ) from exc
             raise
         result = reissue(
