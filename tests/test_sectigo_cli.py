@@ -273,7 +273,7 @@ def test_bad_revocation_reason(
 
 def test_usage_errors(sectigo: Run, tmp_path: Path) -> None:
     url = "http://127.0.0.1:1"
-    fails(sectigo(url, "find"), r"find needs --common-name or --serial-number", 2)
+    fails(sectigo(url, "find"), r"find needs --common-name or --serial", 2)
     fails(sectigo(url, "profiles", "--params"), r"--params needs a profile --id", 2)
     fails(sectigo(url, "create", "-d", "x"), r"required: -a/--authority", 2)
     fails(sectigo(url, "batches", "-i", "abc"), r"invalid int value", 2)
@@ -543,7 +543,7 @@ def test_create_validates_profile_patterns(
 
 
 @pytest.mark.parametrize(("args", "command", "message"), [
-    (("find",), "find", "find needs --common-name or --serial-number"),
+    (("find",), "find", "find needs --common-name or --serial"),
     (("create", "-a", "1", "-d", " "), "create", "--domain must not be empty"),
     (("create", "-a", "1", "-d", ""), "create", "--domain must not be empty"),
     (("profiles", "--params"), "profiles", "--params needs a profile --id"),

@@ -3,7 +3,7 @@
 ::
 
     trisa-peer ca init     --ca-dir DIR [--name CN] [--key-size N]
-    trisa-peer ca issue    --ca-dir DIR --common-name CN [--dns NAME]... [--out DIR]
+    trisa-peer ca issue    --ca-dir DIR --common-name CN [--dns-name NAME]... [--out DIR]
                            [--key-size N] [--days N] [--force]
     trisa-peer ca sign-csr --ca-dir DIR FILE.csr [--out FILE] [--days N] [--force]
     trisa-peer ca revoke   --ca-dir DIR --serial HEX [--reason TEXT]
@@ -88,7 +88,7 @@ def _cmd_issue(args: argparse.Namespace) -> int:
     out = check_output_dir(args.out)  # before issuing: nothing recorded for files never written
     pem_path, key_path = out / f"{cn}.pem", out / f"{cn}.key"
     _refuse_existing([pem_path, key_path], args.force)
-    identity = ca.issue(cn, dns_names=args.dns, key_size=args.key_size, days=args.days)
+    identity = ca.issue(cn, dns_names=args.dns_name, key_size=args.key_size, days=args.days)
     make_output_dir(out)
     write_private(key_path, identity.key_pem())
     atomic_write(pem_path, identity.chain_pem())
@@ -186,7 +186,8 @@ def register(subparsers: Any) -> None:
     p = with_dir(sub.add_parser("issue", help="issue a TRISA identity (key + certificate)"))
     add_option(p, "--common-name", positional="COMMON_NAME", required=True, metavar="CN",
                help="common name of the identity (and first SAN DNS name)")
-    p.add_argument("--dns", action="append", default=[], metavar="NAME", help="extra SAN DNS name")
+    add_option(p, "--dns-name", aliases=["--dns"], action="append", default=[], metavar="NAME",
+               help="extra SAN DNS name (repeatable)")
     p.add_argument("--out", default=".", metavar="DIR",
                    help="where to write CN.pem and CN.key (created 0700 when missing)")
     p.add_argument("--key-size", type=positive_int, default=4096, metavar="N", help="RSA bits")

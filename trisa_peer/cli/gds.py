@@ -4,7 +4,7 @@ Server and operator commands (work on the SQLite database ``--db FILE``)::
 
     trisa-peer gds serve   --db FILE [--listen HOST:PORT] (--tls-cert F --tls-key F |
                            --ca-dir DIR | --insecure) [--outbox DIR] [--directory-id ID]
-    trisa-peer gds review  --id ID --accept|--reject [--reason TEXT] --db FILE
+    trisa-peer gds review  --id ID --accept|--reject [--message TEXT] --db FILE
     trisa-peer gds list    --db FILE [--status STATE]
     trisa-peer gds add     --db FILE --common-name CN --endpoint HOST:PORT --cert FILE
                            [--name NAME] [--country CC] [--signing-cert FILE]
@@ -334,7 +334,7 @@ def _cmd_review(args: argparse.Namespace) -> int:
         raise UsageError("choose exactly one of --accept and --reject")
     with _directory(args) as directory:
         if args.reject:
-            vasp = directory.reject(args.id, args.reason or "")
+            vasp = directory.reject(args.id, args.message or "")
         else:
             from ..directory.issuance import accept
 
@@ -652,7 +652,8 @@ def register(subparsers: Any) -> None:
     verdict = p.add_mutually_exclusive_group(required=True)
     verdict.add_argument("--accept", action="store_true")
     verdict.add_argument("--reject", action="store_true")
-    p.add_argument("--reason", help="reason for a rejection")
+    add_option(p, "--message", aliases=["--reason"], metavar="TEXT",
+               help="why the registration is rejected (with --reject)")
     p.set_defaults(func=_cmd_review, command_parser=p)
 
     p = sub.add_parser("list", parents=[common, db], help="list directory records")

@@ -342,15 +342,15 @@ def cmd_download(args: argparse.Namespace) -> int:
 
 
 def cmd_find(args: argparse.Namespace) -> int:
-    if not (args.common_name or args.serial_number):
-        raise UsageError("find needs --common-name or --serial-number")
-    _print_json(_client(args).find(common_name=args.common_name, serial=args.serial_number))
+    if not (args.common_name or args.serial):
+        raise UsageError("find needs --common-name or --serial")
+    _print_json(_client(args).find(common_name=args.common_name, serial=args.serial))
     return 0
 
 
 def cmd_revoke(args: argparse.Namespace) -> int:
     reason = revocation_reason(args.reason)  # before any network traffic
-    serial = normalize_serial(args.serial_number)
+    serial = normalize_serial(args.serial)
     _client(args).revoke(args.profile, reason, serial)
     print(f"revoked certificate {serial} (reason: {reason})")
     return 0
@@ -457,7 +457,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-p", "--password", dest="pkcs12_password", default="",
                    help="PKCS#12 password (generated and printed when omitted)")
     p.add_argument("-b", "--batch-name", default="", help="default: 'new certs for DOMAIN'")
-    p.add_argument("-n", "--dns-name", action="append", help="extra DNS name (repeatable)")
+    p.add_argument("-n", "--dns-name", action="append", metavar="NAME",
+                   help="extra SAN DNS name (repeatable)")
     p.add_argument("-c", "--country", default="", help="countryName, if the profile takes it")
     p.add_argument("-s", "--state", default="", help="stateOrProvinceName, if taken")
     p.add_argument("-l", "--locality", default="", help="localityName, if taken")
@@ -480,20 +481,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("find", cmd_find, "find certificates by common name and/or serial")
     p.add_argument("-n", "--common-name", default="", help="common name")
-    p.add_argument("-s", "--serial-number", default="", help="serial number (hex)")
+    add_option(p, "--serial", short="-s", aliases=["--serial-number"], default="",
+               metavar="HEX", help="serial number (hex)")
 
     p = add("revoke", cmd_revoke, "revoke a certificate")
     p.add_argument("-p", "--profile", type=int, required=True, help="profile id")
     p.add_argument("-r", "--reason", default="unspecified", metavar="TEXT",
                    help=REASON_HELP + " (default unspecified)")
-    p.add_argument("-s", "--serial-number", required=True, help="serial number (hex)")
+    add_option(p, "--serial", short="-s", aliases=["--serial-number"], required=True,
+               metavar="HEX", help="serial number (hex)")
 
     p = add("serve", cmd_serve, "run a local Sectigo-compatible service "
             "(credentials from SECTIGO_USERNAME / SECTIGO_PASSWORD)")
     add_option(p, "--listen", aliases=["-a", "--addr"], default="127.0.0.1:8831",
                metavar="HOST:PORT", help="address to listen on (default 127.0.0.1:8831)")
-    p.add_argument("--ca-dir", required=True, help="CA directory (created when empty)")
-    p.add_argument("--state", required=True, help="state file (JSON)")
+    p.add_argument("--ca-dir", required=True, metavar="DIR",
+                   help="CA folder (created when empty)")
+    p.add_argument("--state", required=True, metavar="FILE", help="state file (JSON)")
     p.add_argument("--issue-delay", type=float, default=0.0,
                    help="seconds a batch stays PROCESSING (default 0)")
     p.add_argument("--legacy-pkcs12", action="store_true",
