@@ -48,6 +48,7 @@ from ..revocation import REASONS, parse_reason, reason_name
 
 __all__ = [
     "ENV_ALIASES",
+    "REASON_HELP",
     "add_directory_args",
     "add_identity_args",
     "add_option",
@@ -64,6 +65,8 @@ __all__ = [
     "require",
     "resolve_map",
     "revocation_reason",
+    "spelled",
+    "warn",
 ]
 
 _DEFAULT_DIRECTORY_TIMEOUT = 5.0
@@ -149,8 +152,9 @@ def add_option(
     form; both are accepted and hidden from ``--help``. :func:`finish` merges them after
     parsing (the new spelling wins over a disagreeing old one, with a warning), applies
     ``default`` and enforces ``required`` (so that an alias can satisfy it). ``short``
-    is a public one-letter form (``-o``). ``parser``
-    may be an argument group; a group's aliases are registered on ``kwargs["owner"]``.
+    is a public one-letter form (``-o``). ``parser`` may be an argument group; then
+    ``owner=`` names the parser that records the aliases. Not checked: that an alias
+    does not collide with another option (argparse refuses exact duplicates itself).
     """
     owner = kwargs.pop("owner", parser)
     dest = kwargs.pop("dest", None) or name.lstrip("-").replace("-", "_")
@@ -226,8 +230,7 @@ def check_output_dir(path: str | os.PathLike[str]) -> Path:
     missing one is created later by :func:`make_output_dir` (mode 0700, as
     ``mkdir -p -m 700``) once there is something to write; a path (or a parent) that
     exists and is not a folder is refused here, as is a nearest existing folder that
-    cannot be written.
-    Not checked: free space, and races with other processes.
+    cannot be written. Not checked: free space, and races with other processes.
     """
     out = Path(path)
     probe = out

@@ -19,6 +19,13 @@ generated PKCS#12 password (``pkcs12 password: X``). ``-v`` logs each request
 profile id of exactly one enabled authority (``profile 42 -> authority 1`` on stderr).
 A wrong id or profile is refused with the authorities and profiles that exist.
 
+Option names follow docs/cli.md, shared with ``trisa-peer``: ``serve --listen`` (old
+``--addr``/``-a``), ``download -o/--out`` (old ``--outdir``), ``find``/``revoke``
+``-s/--serial`` (old ``--serial-number``), ``-e/--endpoint`` (old ``--url``); the old
+spellings still work, hidden from ``--help``. Every short flag of the TRISA guide is
+unchanged. ``download`` treats its folder as every output folder: created 0700 once
+the archive has arrived, a path that is not a folder refused before any request.
+
 Errors: one line ``sectigo: error: ...`` on stderr and exit status 1; usage errors
 show the sub-command's usage and exit 2.
 """
