@@ -538,7 +538,7 @@ def test_cli_end_to_end(cli: Callable[..., CliResult], tmp_path: Path) -> None:
 
 def test_cli_usage_and_bad_dirs(cli: Callable[..., CliResult], tmp_path: Path) -> None:
     r = cli("issue", "alice.vasp.test")
-    assert r.returncode == 2 and "--dir" in r.stderr
+    assert r.returncode == 2 and "required: --ca-dir" in r.stderr
     r = cli("revoke", "--dir", str(tmp_path))
     assert r.returncode == 2
     assert_one_line_error(cli("issue", "--dir", str(tmp_path), "alice.vasp.test"))
@@ -573,10 +573,12 @@ def test_issue_refuses_names_that_are_not_dns_names(tmp_path: Path) -> None:
 def test_cli_records_nothing_when_output_cannot_be_written(
     cli: Callable[..., CliResult], tmp_path: Path
 ) -> None:
+    # a missing --out folder is created (tests/test_cli_names.py); a file in its place is not
     ca_dir = tmp_path / "ca"
     CertificateAuthority.init(ca_dir, key_size=2048)
-    out = cli("issue", "--dir", str(ca_dir), "x.example", "--out", str(tmp_path / "missing"),
+    (tmp_path / "afile").write_text("x")
+    out = cli("issue", "--dir", str(ca_dir), "x.example", "--out", str(tmp_path / "afile"),
               "--key-size", "2048")
     assert_one_line_error(out)
-    assert "output directory does not exist" in out.stderr
+    assert "exists and is not a directory" in out.stderr
     assert CertificateAuthority.open(ca_dir).issued() == []

@@ -273,7 +273,7 @@ def test_bad_revocation_reason(
 
 def test_usage_errors(sectigo: Run, tmp_path: Path) -> None:
     url = "http://127.0.0.1:1"
-    fails(sectigo(url, "find"), r"find needs --common-name or --serial-number", 2)
+    fails(sectigo(url, "find"), r"find needs --common-name or --serial", 2)
     fails(sectigo(url, "profiles", "--params"), r"--params needs a profile --id", 2)
     fails(sectigo(url, "create", "-d", "x"), r"required: -a/--authority", 2)
     fails(sectigo(url, "batches", "-i", "abc"), r"invalid int value", 2)
@@ -479,9 +479,10 @@ def test_download_creates_the_output_directory(
     fails(sectigo(url, "download", "-i", bid, "-o", "plain"),
           r"^sectigo: error: output path plain exists and is not a directory$")
     assert emu.counters["batch/download"] == before
-    # refused: a directory that cannot be created, in one clean sentence
+    # refused: a directory that cannot be created, in one clean sentence, before any download
     fails(sectigo(url, "download", "-i", bid, "-o", "plain/sub"),
-          r"^sectigo: error: cannot create directory plain/sub: Not a directory$")
+          r"^sectigo: error: output path plain/sub: plain exists and is not a directory$")
+    assert emu.counters["batch/download"] == before
     # a file that cannot be written: the path is named once
     (tmp_path / "busy" / f"{bid}.zip").mkdir(parents=True)
     err = fails(sectigo(url, "download", "-i", bid, "-o", "busy"),
@@ -542,7 +543,7 @@ def test_create_validates_profile_patterns(
 
 
 @pytest.mark.parametrize(("args", "command", "message"), [
-    (("find",), "find", "find needs --common-name or --serial-number"),
+    (("find",), "find", "find needs --common-name or --serial"),
     (("create", "-a", "1", "-d", " "), "create", "--domain must not be empty"),
     (("create", "-a", "1", "-d", ""), "create", "--domain must not be empty"),
     (("profiles", "--params"), "profiles", "--params needs a profile --id"),

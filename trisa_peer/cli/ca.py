@@ -2,20 +2,24 @@
 
 ::
 
-    trisa-peer ca init     --dir DIR [--name CN] [--key-size N]
-    trisa-peer ca issue    --dir DIR COMMON_NAME [--dns NAME]... [--out DIR] [--key-size N]
-                           [--days N] [--force]
-    trisa-peer ca sign-csr --dir DIR FILE.csr [--out FILE] [--days N] [--force]
-    trisa-peer ca revoke   --dir DIR --serial HEX [--reason TEXT]
-    trisa-peer ca crl      --dir DIR --out FILE [--der] [--next-update-days N]
-    trisa-peer ca list     --dir DIR
+    trisa-peer ca init     --ca-dir DIR [--name CN] [--key-size N]
+    trisa-peer ca issue    --ca-dir DIR --common-name CN [--dns-name NAME]... [--out DIR]
+                           [--key-size N] [--days N] [--force]
+    trisa-peer ca sign-csr --ca-dir DIR FILE.csr [--out FILE] [--days N] [--force]
+    trisa-peer ca revoke   --ca-dir DIR --serial HEX [--reason TEXT]
+    trisa-peer ca crl      --ca-dir DIR --out FILE [--der] [--next-update-days N]
+    trisa-peer ca list     --ca-dir DIR
+
+Output folders (``--out DIR``, the folder of ``--out FILE``) that do not exist are
+created (0700) once there is something to write; a path that is not a folder is
+refused before anything is issued. Old spellings (``--dir``, a positional COMMON_NAME)
+still work (docs/cli.md).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +30,14 @@ from ..ca import CertificateAuthority
 from ..certs import cert_to_pem, certs_to_pem, format_serial
 from ..errors import ConfigurationError
 from ..fsutil import atomic_write, write_private
-from ..revocation import REASONS, parse_reason
-from .options import positive_int
+from .options import (
+    REASON_HELP,
+    add_option,
+    check_output_dir,
+    make_output_dir,
+    positive_int,
+    revocation_reason,
+)
 
 __all__ = ["parse_serial", "register"]
 
@@ -41,11 +51,11 @@ def parse_serial(text: str) -> int:
 
 
 def _open(args: argparse.Namespace) -> CertificateAuthority:
-    """The CA in ``--dir``; the error of a directory that is not one says how to make one."""
+    """The CA in ``--ca-dir``; the error of a folder that is not one says how to make one."""
     try:
-        return CertificateAuthority.open(args.dir)
+        return CertificateAuthority.open(args.ca_dir)
     except ConfigurationError as exc:
-        if Path(args.dir).is_dir() and CertificateAuthority.missing_files(args.dir):
+        if Path(args.ca_dir).is_dir() and CertificateAuthority.missing_files(args.ca_dir):
             raise ConfigurationError(f"{exc}; create one with 'trisa-peer ca init'") from exc
         raise
 
@@ -58,23 +68,11 @@ def _refuse_existing(paths: list[Path], force: bool) -> None:
             raise ConfigurationError(f"{path} already exists; use --force to overwrite it")
 
 
-def _check_writable(directory: Path) -> None:
-    """Fail before issuing anything if ``directory`` cannot take new files."""
-    if not directory.is_dir():
-        what = "is not a directory" if directory.exists() else "does not exist"
-        raise ConfigurationError(f"{directory}: output directory {what}")
-    try:
-        with tempfile.NamedTemporaryFile(dir=directory, prefix=".write-test-"):
-            pass
-    except OSError as exc:
-        raise ConfigurationError(f"{directory}: cannot write here: {exc.strerror}") from exc
-
-
 # --------------------------------------------------------------------------- commands
 
 
 def _cmd_init(args: argparse.Namespace) -> int:
-    ca = CertificateAuthority.init(args.dir, name=args.name, key_size=args.key_size)
+    ca = CertificateAuthority.init(args.ca_dir, name=args.name, key_size=args.key_size)
     print(f"created CA in {ca.directory}")
     for label, cert in (("root:   ", ca.root), ("issuing:", ca.issuing)):
         serial = format_serial(cert.serial_number)
@@ -87,11 +85,11 @@ def _cmd_issue(args: argparse.Namespace) -> int:
     cn = args.common_name.strip()
     if not cn or "/" in cn or cn in {".", ".."}:
         raise ConfigurationError(f"unusable common name for a file name: {args.common_name!r}")
-    out = Path(args.out)
-    _check_writable(out)  # before issuing: nothing is recorded for files never written
+    out = check_output_dir(args.out)  # before issuing: nothing recorded for files never written
     pem_path, key_path = out / f"{cn}.pem", out / f"{cn}.key"
     _refuse_existing([pem_path, key_path], args.force)
-    identity = ca.issue(cn, dns_names=args.dns, key_size=args.key_size, days=args.days)
+    identity = ca.issue(cn, dns_names=args.dns_name, key_size=args.key_size, days=args.days)
+    make_output_dir(out)
     write_private(key_path, identity.key_pem())
     atomic_write(pem_path, identity.chain_pem())
     print(f"issued {cn} serial {format_serial(identity.leaf.serial_number)}")
@@ -110,10 +108,11 @@ def _cmd_sign_csr(args: argparse.Namespace) -> int:
         raise ConfigurationError(f"{csr_path}: cannot read: {exc.strerror}") from exc
     if args.out:
         _refuse_existing([Path(args.out)], args.force)
-        _check_writable(Path(args.out).parent)
+        check_output_dir(Path(args.out).parent)
     cert = ca.sign_csr(csr_pem, days=args.days)
     pem = cert_to_pem(cert) + (b"" if args.leaf_only else certs_to_pem([ca.issuing]))
     if args.out:
+        make_output_dir(Path(args.out).parent)
         atomic_write(args.out, pem)
         print(f"signed {csr_path} serial {format_serial(cert.serial_number)} -> {args.out}")
     else:
@@ -124,19 +123,22 @@ def _cmd_sign_csr(args: argparse.Namespace) -> int:
 
 
 def _cmd_revoke(args: argparse.Namespace) -> int:
+    reason = revocation_reason(args.reason)  # before anything is opened
     ca = _open(args)
     serial = parse_serial(args.serial)
-    ca.revoke(serial, args.reason)
-    print(f"revoked serial {format_serial(serial)} ({REASONS[parse_reason(args.reason)]})")
+    ca.revoke(serial, reason)
+    print(f"revoked serial {format_serial(serial)} ({reason})")
     return 0
 
 
 def _cmd_crl(args: argparse.Namespace) -> int:
     ca = _open(args)
     out = Path(args.out)
+    check_output_dir(out.parent)
     der = args.der or out.suffix.lower() == ".der"
     crl = ca.crl(next_update_days=args.next_update_days)
     encoding = serialization.Encoding.DER if der else serialization.Encoding.PEM
+    make_output_dir(out.parent)
     atomic_write(out, crl.public_bytes(encoding))
     count = sum(1 for _ in crl)
     print(
@@ -171,7 +173,9 @@ def register(subparsers: Any) -> None:
     sub.required = True
 
     def with_dir(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        p.add_argument("--dir", required=True, metavar="DIR", help="the CA directory")
+        add_option(p, "--ca-dir", aliases=["--dir"], required=True, metavar="DIR",
+                   help="the CA folder")
+        p.set_defaults(command_parser=p)  # usage errors show this command's usage
         return p
 
     p = with_dir(sub.add_parser("init", help="create a root and an issuing CA in DIR"))
@@ -181,9 +185,12 @@ def register(subparsers: Any) -> None:
     p.set_defaults(func=_cmd_init)
 
     p = with_dir(sub.add_parser("issue", help="issue a TRISA identity (key + certificate)"))
-    p.add_argument("common_name", metavar="COMMON_NAME")
-    p.add_argument("--dns", action="append", default=[], metavar="NAME", help="extra SAN DNS name")
-    p.add_argument("--out", default=".", metavar="DIR", help="where to write CN.pem and CN.key")
+    add_option(p, "--common-name", positional="COMMON_NAME", required=True, metavar="CN",
+               help="common name of the identity (and first SAN DNS name)")
+    add_option(p, "--dns-name", aliases=["--dns"], action="append", default=[], metavar="NAME",
+               help="extra SAN DNS name (repeatable)")
+    p.add_argument("--out", default=".", metavar="DIR",
+                   help="where to write CN.pem and CN.key (created 0700 when missing)")
     p.add_argument("--key-size", type=positive_int, default=4096, metavar="N", help="RSA bits")
     p.add_argument("--days", type=positive_int, default=395, metavar="N", help="validity in days")
     p.add_argument("--force", action="store_true", help="overwrite existing files")
@@ -201,12 +208,8 @@ def register(subparsers: Any) -> None:
 
     p = with_dir(sub.add_parser("revoke", help="revoke an issued certificate"))
     p.add_argument("--serial", required=True, metavar="HEX", help="serial number in hex")
-    p.add_argument(
-        "--reason",
-        default="unspecified",
-        metavar="TEXT",
-        help="RFC 5280 reason: " + ", ".join(REASONS.values()),
-    )
+    p.add_argument("--reason", default="unspecified", metavar="TEXT",
+                   help=REASON_HELP + " (default unspecified)")
     p.set_defaults(func=_cmd_revoke)
 
     p = with_dir(sub.add_parser("crl", help="write a fresh CRL signed by the issuing CA"))

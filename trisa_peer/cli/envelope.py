@@ -11,6 +11,7 @@ from typing import Any
 from google.protobuf import json_format
 
 from ..errors import ConfigurationError, EnvelopeRejection, TrisaPeerError
+from .options import add_option
 
 __all__ = ["register"]
 
@@ -24,13 +25,15 @@ def register(sub: Any) -> None:
     )
     seal.add_argument("--cert", required=True, metavar="RECIPIENT.pem",
                       help="recipient's certificate or public key (PEM or DER)")
-    seal.add_argument("payload", metavar="PAYLOAD.json")
-    seal.set_defaults(func=_seal)
+    add_option(seal, "--payload", positional="PAYLOAD.json", required=True,
+               metavar="FILE.json", help="protojson trisa.api.v1beta1.Payload")
+    seal.set_defaults(func=_seal, command_parser=seal)
     opn = esub.add_parser("open", help="open a protojson envelope; print the payload as protojson")
     opn.add_argument("--key", required=True, metavar="KEY.pem", help="recipient's private key")
     opn.add_argument("--password", metavar="TEXT", help="password of an encrypted key")
-    opn.add_argument("envelope", metavar="ENVELOPE.json")
-    opn.set_defaults(func=_open)
+    add_option(opn, "--envelope", positional="ENVELOPE.json", required=True,
+               metavar="FILE.json", help="protojson trisa.api.v1beta1.SecureEnvelope")
+    opn.set_defaults(func=_open, command_parser=opn)
 
     tr = sub.add_parser("transfers", help="inspect a node's stored transfers")
     tsub = tr.add_subparsers(dest="transfers_command", metavar="COMMAND")
@@ -44,7 +47,9 @@ def register(sub: Any) -> None:
     show = tsub.add_parser(
         "show", help="every envelope of one exchange, opened with the node's key"
     )
-    show.add_argument("envelope_id", metavar="ID")
+    add_option(show, "--id", dest="envelope_id", positional="ID", required=True,
+               metavar="ID", help="envelope id of the transfer")
+    show.set_defaults(command_parser=show)
     show.add_argument("--db", required=True, metavar="FILE")
     show.add_argument("--key", metavar="KEY.pem",
                       help="node's private key (or a cert+key PEM); without it nothing is opened")

@@ -4,14 +4,14 @@ Server and operator commands (work on the SQLite database ``--db FILE``)::
 
     trisa-peer gds serve   --db FILE [--listen HOST:PORT] (--tls-cert F --tls-key F |
                            --ca-dir DIR | --insecure) [--outbox DIR] [--directory-id ID]
-    trisa-peer gds review  ID --accept|--reject [--reason TEXT] --db FILE
+    trisa-peer gds review  --id ID --accept|--reject [--message TEXT] --db FILE
     trisa-peer gds list    --db FILE [--status STATE]
     trisa-peer gds add     --db FILE --common-name CN --endpoint HOST:PORT --cert FILE
                            [--name NAME] [--country CC] [--signing-cert FILE]
-    trisa-peer gds update-cert ID --cert FILE --db FILE
-    trisa-peer gds revoke  ID --reason TEXT --db FILE [--ca-dir DIR]
-    trisa-peer gds certs   ID --out DIR --db FILE
-    trisa-peer gds reissue ID --db FILE
+    trisa-peer gds update-cert --id ID --cert FILE --db FILE
+    trisa-peer gds revoke  --id ID --reason TEXT --db FILE [--ca-dir DIR]
+    trisa-peer gds certs   --id ID --out DIR --db FILE
+    trisa-peer gds reissue --id ID --db FILE
     trisa-peer gds outbox  --db FILE [--id ID]
 
 Only ``serve`` and ``add`` create a missing database; the other operator commands
@@ -27,13 +27,14 @@ loopback)::
     trisa-peer gds register [--file vasp.json] [--common-name CN] [--endpoint HOST:PORT]
                             [--name NAME] [--email ADDR] [--country CC]
     trisa-peer gds verify-contact --id ID --token TOKEN
-    trisa-peer gds lookup COMMON_NAME | --id ID
+    trisa-peer gds lookup --common-name CN | --id ID
     trisa-peer gds search [--name N]... [--website W]... [--country CC]...
     trisa-peer gds status
 
-Without ``--directory`` (or ``$TRISA_DIRECTORY``) a client command is a usage error.
+Without ``--directory`` (or ``$TRISA_PEER_DIRECTORY``) a client command is a usage error.
 
-Every command takes ``--json``.
+Every command takes ``--json``. Old spellings (a positional ID or COMMON_NAME,
+``--timeout``, ``$TRISA_DIRECTORY``, ``$GDS_DIRECTORY_ID``) still work (docs/cli.md).
 """
 
 from __future__ import annotations
@@ -61,16 +62,20 @@ from ..fsutil import write_private
 from ..limits import raise_open_files_limit
 from ..records import PeerRecord
 from .options import (
+    REASON_HELP,
     add_directory_args,
     add_limit_args,
+    add_option,
+    check_output_dir,
+    env_value,
     host_port_arg,
+    make_output_dir,
     open_directory,
     positive_float,
+    revocation_reason,
 )
 
 __all__ = ["register"]
-
-_ENV_DIRECTORY = "TRISA_DIRECTORY"
 
 
 def _emit(args: argparse.Namespace, doc: dict[str, Any], text: str) -> int:
@@ -94,13 +99,15 @@ def _read_text(path: str, what: str) -> bytes:
 def _directory(args: argparse.Namespace, *, create: bool = False) -> Any:
     """The directory on ``--db`` (a context manager that closes it); only ``serve`` and
     ``add`` may create the file."""
-    from ..directory.service import Directory
+    from ..directory.service import DEFAULT_DIRECTORY_ID, Directory
     from ..directory.store import SQLiteStore
 
+    directory_id = (args.directory_id or env_value(args, "TRISA_PEER_DIRECTORY_ID")
+                    or DEFAULT_DIRECTORY_ID)
     store = SQLiteStore(args.db, create=create)
     return Directory(
         store,
-        directory_id=args.directory_id,
+        directory_id=directory_id,
         outbox_dir=getattr(args, "outbox", None),
     )
 
@@ -327,7 +334,7 @@ def _cmd_review(args: argparse.Namespace) -> int:
         raise UsageError("choose exactly one of --accept and --reject")
     with _directory(args) as directory:
         if args.reject:
-            vasp = directory.reject(args.id, args.reason or "")
+            vasp = directory.reject(args.id, args.message or "")
         else:
             from ..directory.issuance import accept
 
@@ -389,6 +396,7 @@ def _cmd_update_cert(args: argparse.Namespace) -> int:
 def _cmd_revoke(args: argparse.Namespace) -> int:
     from ..directory.issuance import revoke
 
+    args.reason = revocation_reason(args.reason)  # before the database is opened
     with _directory(args) as directory:
         # the directory picks the authority (Sectigo, or the local CA of an imported
         # record); each is opened only if it is the one needed
@@ -403,15 +411,10 @@ def _cmd_revoke(args: argparse.Namespace) -> int:
 def _cmd_certs(args: argparse.Namespace) -> int:
     from ..directory.issuance import certificate_zip
 
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise ConfigurationError(f"{out}: not a directory")
+    out = check_output_dir(args.out)
     with _directory(args) as directory:
         name, data = certificate_zip(directory, args.id)
-    try:  # the bundle holds the (wrapped) private key: a private folder
-        out.mkdir(mode=0o700, parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ConfigurationError(f"{out}: cannot create: {exc.strerror}") from exc
+    make_output_dir(out)  # 0700 when created: the bundle holds the (wrapped) private key
     path = write_private(out / name, data)
     return _emit(args, {"id": args.id, "path": str(path)}, f"wrote {path}")
 
@@ -425,7 +428,8 @@ def _cmd_reissue(args: argparse.Namespace) -> int:
         except DirectoryError as exc:
             if directory.store.get_origin(args.id.strip()) == "import":
                 raise DirectoryError(
-                    f"{exc}: use `trisa-peer gds update-cert {args.id.strip()} --cert FILE`"
+                    f"{exc}: use `trisa-peer gds update-cert --id {args.id.strip()} "
+                    "--cert FILE`"
                 ) from exc
             raise
         result = reissue(
@@ -539,7 +543,7 @@ def _cmd_verify_contact(args: argparse.Namespace) -> int:
 
 def _cmd_lookup(args: argparse.Namespace) -> int:
     if not args.common_name and not args.id:
-        raise UsageError("give a COMMON_NAME or --id")
+        raise UsageError("give --common-name CN or --id ID")
     with _client(args) as client:
         record = client.lookup(common_name=args.common_name, vasp_id=args.id, fresh=True)
     doc = _record_doc(record)
@@ -600,8 +604,8 @@ def register(subparsers: Any) -> None:
                     help="directory database (SQLite file; must exist, except for serve "
                     "and add, which create it)")
     db.add_argument(
-        "--directory-id", default=os.environ.get("GDS_DIRECTORY_ID", DEFAULT_DIRECTORY_ID),
-        help="registered_directory of new records (default: $GDS_DIRECTORY_ID or "
+        "--directory-id",
+        help="registered_directory of new records (default: $TRISA_PEER_DIRECTORY_ID or "
         f"{DEFAULT_DIRECTORY_ID})",
     )
     db.add_argument("--outbox", help="also write emails as .eml files into this directory")
@@ -619,8 +623,11 @@ def register(subparsers: Any) -> None:
                          help="give up waiting for the batch after this many seconds")
 
     client = argparse.ArgumentParser(add_help=False)
-    add_directory_args(client, env=_ENV_DIRECTORY, timeout_flag="--timeout",
-                       timeout_type=positive_float, timeout_default=10.0)
+    add_directory_args(client, timeout_default=10.0, timeout_aliases=["--timeout"])
+
+    def vasp_id(p: argparse.ArgumentParser) -> None:
+        add_option(p, "--id", positional="ID", required=True, help="VASP id")
+        p.set_defaults(command_parser=p)
 
     p = sub.add_parser(
         "serve", parents=[common, db], help="run the directory gRPC server",
@@ -641,11 +648,12 @@ def register(subparsers: Any) -> None:
 
     p = sub.add_parser("review", parents=[common, db, sectigo],
                        help="accept (and issue the certificate) or reject a registration")
-    p.add_argument("id", help="VASP id")
+    vasp_id(p)
     verdict = p.add_mutually_exclusive_group(required=True)
     verdict.add_argument("--accept", action="store_true")
     verdict.add_argument("--reject", action="store_true")
-    p.add_argument("--reason", help="reason for a rejection")
+    add_option(p, "--message", aliases=["--reason"], metavar="TEXT",
+               help="why the registration is rejected (with --reject)")
     p.set_defaults(func=_cmd_review, command_parser=p)
 
     p = sub.add_parser("list", parents=[common, db], help="list directory records")
@@ -665,26 +673,27 @@ def register(subparsers: Any) -> None:
 
     p = sub.add_parser("update-cert", parents=[common, db],
                        help="replace the identity certificate of a record")
-    p.add_argument("id", help="VASP id")
+    vasp_id(p)
     p.add_argument("--cert", required=True)
     p.set_defaults(func=_cmd_update_cert)
 
     p = sub.add_parser("revoke", parents=[common, db, sectigo],
                        help="revoke a VASP's identity certificate")
-    p.add_argument("id", help="VASP id")
-    p.add_argument("--reason", required=True, help="RFC 5280 reason, e.g. keyCompromise")
+    vasp_id(p)
+    p.add_argument("--reason", required=True, metavar="TEXT", help=REASON_HELP)
     p.add_argument("--ca-dir", help="local CA of an imported record's certificate")
     p.set_defaults(func=_cmd_revoke)
 
     p = sub.add_parser("certs", parents=[common, db],
                        help="write a VASP's downloaded certificate zip")
-    p.add_argument("id", help="VASP id")
-    p.add_argument("--out", required=True, help="output directory")
+    vasp_id(p)
+    p.add_argument("--out", required=True, metavar="DIR",
+                   help="output folder (created 0700 when missing)")
     p.set_defaults(func=_cmd_certs)
 
     p = sub.add_parser("reissue", parents=[common, db, sectigo],
                        help="issue a new identity certificate for a VERIFIED VASP")
-    p.add_argument("id", help="VASP id")
+    vasp_id(p)
     p.set_defaults(func=_cmd_reissue)
 
     p = sub.add_parser(
@@ -715,7 +724,8 @@ def register(subparsers: Any) -> None:
     p.set_defaults(func=_cmd_verify_contact, command_parser=p)
 
     p = sub.add_parser("lookup", parents=[common, client], help="look a VERIFIED VASP up")
-    p.add_argument("common_name", nargs="?", default=None)
+    add_option(p, "--common-name", positional="COMMON_NAME", metavar="CN",
+               help="the VASP's common name")
     p.add_argument("--id", help="look up by id instead")
     p.set_defaults(func=_cmd_lookup, command_parser=p)
 

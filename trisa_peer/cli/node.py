@@ -22,6 +22,7 @@ from .options import (
     add_directory_args,
     add_identity_args,
     add_limit_args,
+    add_option,
     apply_config,
     count,
     load_material,
@@ -93,11 +94,11 @@ def register(sub: Any) -> None:
     check = sub.add_parser(
         "check",
         help="dial a peer and print the eight handshake steps",
-        description="Look COMMON_NAME up in the directory, dial it with its registered "
+        description="Look the peer up in the directory, dial it with its registered "
         "certificate pinned, exchange keys, and print the eight steps. Exit 0 only when "
         "the peer passes all of them.",
     )
-    check.add_argument("common_name", metavar="COMMON_NAME")
+    _peer_arg(check, help="the peer's common name", aliases=[])
     add_identity_args(check)
     add_directory_args(check)
     check.set_defaults(func=_check)
@@ -108,7 +109,7 @@ def register(sub: Any) -> None:
         description="Seal PAYLOAD (protojson trisa.api.v1beta1.Payload: identity + "
         "transaction) for the peer, transfer it over a verified channel, print the reply.",
     )
-    send.add_argument("--to", required=True, metavar="COMMON_NAME")
+    _peer_arg(send, help="the beneficiary VASP's common name", aliases=["--to"])
     send.add_argument("--payload", required=True, metavar="FILE.json")
     add_identity_args(send)
     add_directory_args(send)
@@ -125,7 +126,7 @@ def register_transfers(tsub: Any) -> None:
         "it was sent to, after steps 1, 6 and 7 pass again on a fresh directory answer. "
         "Refused if the peer's registered key changed since the envelope was sealed.",
     )
-    resend.add_argument("envelope_id", metavar="ID")
+    _envelope_id_arg(resend)
     add_identity_args(resend)
     add_directory_args(resend)
     resend.add_argument("--db", metavar="FILE", help="the node's transfer store (SQLite)")
@@ -137,7 +138,7 @@ def register_transfers(tsub: Any) -> None:
         "running node (or the next one started on this store) delivers it to the "
         "originator, with retries until the reply window closes.",
     )
-    resolve.add_argument("envelope_id", metavar="ID")
+    _envelope_id_arg(resolve)
     resolve.add_argument("--db", required=True, metavar="FILE")
     how = resolve.add_mutually_exclusive_group(required=True)
     how.add_argument("--accept", action="store_true", help="accept the transfer")
@@ -147,6 +148,19 @@ def register_transfers(tsub: Any) -> None:
     resolve.add_argument("--message", default="the transfer was rejected on review",
                          help="message of a rejection")
     resolve.set_defaults(func=_resolve)
+
+
+def _peer_arg(parser: Any, *, help: str, aliases: list[str]) -> None:
+    """``--peer COMMON_NAME`` (old spellings: ``check NAME``, ``send --to NAME``)."""
+    positional = "COMMON_NAME" if not aliases else None
+    add_option(parser, "--peer", aliases=aliases, positional=positional, required=True,
+               metavar="COMMON_NAME", help=help)
+
+
+def _envelope_id_arg(parser: Any) -> None:
+    """``--id ID`` of a stored transfer (old spelling: a positional ID)."""
+    add_option(parser, "--id", dest="envelope_id", positional="ID", required=True,
+               metavar="ID", help="envelope id of the transfer")
 
 
 def _error_code(text: str) -> int:
@@ -357,7 +371,7 @@ def _serve(args: argparse.Namespace) -> int:
     if (args.policy or DEFAULT_POLICY) == "review":
         logging.getLogger("trisa_peer.network").warning(
             "no decision hook configured (--policy): every incoming transfer is held as "
-            "pending for review; decide with 'trisa-peer transfers resolve ID --db %s'",
+            "pending for review; decide with 'trisa-peer transfers resolve --id ID --db %s'",
             args.db or "FILE")
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -379,12 +393,12 @@ def _check(args: argparse.Namespace) -> int:
     apply_config(args, _NODE_OPTIONS)
     node = _node(args, listen="127.0.0.1:0", policy="reject")
     trace = HandshakeTrace()
-    print(f"checking {args.common_name} against directory {args.directory}")
+    print(f"checking {args.peer} against directory {args.directory}")
     ok = False
     try:
         with trace.step(HandshakeStep.EXCHANGE) as note:
-            node.connect(args.common_name, trace=trace)
-            node.exchange_keys(args.common_name)
+            node.connect(args.peer, trace=trace)
+            node.exchange_keys(args.peer)
             note[0] = "KeyExchange over the verified channel succeeded"
         ok = True
     except HandshakeError:
@@ -397,14 +411,14 @@ def _check(args: argparse.Namespace) -> int:
         bound = next((r.detail for r in trace.records
                       if r.step == HandshakeStep.BIND_CLIENT_RECORD), "")
         if bound.startswith("claimed by the peer: our certificate"):
-            print(f"{args.common_name}: all eight steps passed "
+            print(f"{args.peer}: all eight steps passed "
                   "(steps 3 and 4 as the peer claims them)")
         else:
-            print(f"{args.common_name}: every step this node can observe passed; steps 3 "
+            print(f"{args.peer}: every step this node can observe passed; steps 3 "
                   "and 4 are the peer's and it claims nothing about them")
         return 0
     reason = failed.detail if failed else "not every step was completed"
-    print(f"{args.common_name}: REFUSED: {reason}", file=sys.stderr)
+    print(f"{args.peer}: REFUSED: {reason}", file=sys.stderr)
     return 1
 
 
@@ -415,7 +429,7 @@ def _send(args: argparse.Namespace) -> int:
     payload = _read_payload(Path(args.payload))
     node = _node(args, listen="127.0.0.1:0", policy="reject")
     try:
-        result = node.send(args.to, payload)
+        result = node.send(args.peer, payload)
     except TransferError as exc:
         raise ConfigurationError(str(exc)) from exc
     finally:

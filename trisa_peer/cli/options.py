@@ -1,8 +1,16 @@
-"""Options shared by the node commands (``serve``, ``check``, ``send``).
+"""Options shared by the commands of both CLIs (``trisa-peer`` and ``sectigo``).
 
-Precedence: command-line flags, then environment variables (``TRISA_PEER_<OPTION>``,
-e.g. ``TRISA_PEER_DIRECTORY``), then the TOML file given with ``--config``, then defaults.
-The config file holds the same names as the long flags, with ``_`` for ``-``::
+One name per concept (the table is docs/cli.md): :func:`add_option` adds an option
+under its chosen name and its old spellings as hidden aliases; :func:`finish` (run by
+:func:`.runner.run` after parsing) merges them, warns when an old and a new spelling
+disagree (the new one wins) and enforces required options. :func:`env_value` does the
+same for environment variables (``ENV_ALIASES``). :func:`check_output_dir` and
+:func:`make_output_dir` are the one behaviour of every output folder.
+
+Node commands (``serve``, ``check``, ``send``) precedence: command-line flags, then
+environment variables (``TRISA_PEER_<OPTION>``, e.g. ``TRISA_PEER_DIRECTORY``), then
+the TOML file given with ``--config``, then defaults. The config file holds the same
+names as the long flags, with ``_`` for ``-``::
 
     listen = "0.0.0.0:4000"
     cert = "certs/bob.pem"
@@ -19,8 +27,11 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import sys
+import tempfile
 import tomllib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,23 +44,239 @@ from ..limits import (
     check_seconds,
 )
 from ..netutil import split_host_port, split_resolve
+from ..revocation import REASONS, parse_reason, reason_name
 
 __all__ = [
+    "ENV_ALIASES",
+    "REASON_HELP",
     "add_directory_args",
     "add_identity_args",
+    "add_option",
     "apply_config",
+    "check_output_dir",
+    "env_value",
+    "finish",
     "host_port_arg",
     "load_material",
+    "make_output_dir",
     "open_directory",
     "positive_float",
     "positive_int",
     "require",
     "resolve_map",
+    "revocation_reason",
+    "spelled",
+    "warn",
 ]
 
 _DEFAULT_DIRECTORY_TIMEOUT = 5.0
 _LIST_OPTIONS = {"trust", "crl", "resolve"}
 _BOOL_OPTIONS = {"directory_insecure"}
+
+
+# --------------------------------------------------------------------------- one name
+
+#: the chosen environment variable -> its old names, still read (the new one wins)
+ENV_ALIASES: dict[str, tuple[str, ...]] = {
+    "TRISA_PEER_DIRECTORY": ("TRISA_DIRECTORY",),
+    "TRISA_PEER_DIRECTORY_ID": ("GDS_DIRECTORY_ID",),
+}
+
+_ALIASES = "_cli_aliases"
+_REQUIRED = "_cli_required"
+_DEFAULTS = "_cli_defaults"
+_SPELLED = "_cli_spelled"
+_PROG = "_cli_prog"
+
+
+@dataclass(frozen=True)
+class _Alias:
+    dest: str
+    new: str  # the public spelling
+    old: str  # the hidden one, as the user types it
+    old_dest: str
+
+
+def warn(args: argparse.Namespace | None, text: str) -> None:
+    """One line ``PROG: warning: TEXT`` on stderr."""
+    prog = getattr(args, _PROG, None) or "trisa-peer"
+    print(f"{prog}: warning: {text}", file=sys.stderr, flush=True)
+
+
+def env_value(args: argparse.Namespace | None, name: str) -> str | None:
+    """Environment variable ``name``, else its old names in :data:`ENV_ALIASES`.
+
+    When the new and an old name are both set (non-empty) and disagree, the new one
+    wins and one warning line says so. The values are never printed (an environment
+    variable may hold a password).
+    """
+    value = os.environ.get(name)
+    for old in ENV_ALIASES.get(name, ()):
+        old_value = os.environ.get(old)
+        if not old_value:
+            continue
+        if not value:
+            value = old_value
+        elif old_value != value:
+            warn(args, f"${old} and ${name} disagree; using ${name} (${old} is its old name)")
+    return value
+
+
+def _append_default(parser: argparse.ArgumentParser, key: str, items: list[Any]) -> None:
+    # One key per parser: a sub-command's defaults replace its parent's in the namespace,
+    # and a copy: parsers made with parents= share their parent's default objects.
+    key = f"{key}_{id(parser):x}"
+    parser.set_defaults(**{key: [*(parser.get_default(key) or []), *items]})
+
+
+def _registered(args: argparse.Namespace, key: str) -> list[Any]:
+    """Every parser's entries under ``key`` (see :func:`_append_default`)."""
+    return [item for name, items in sorted(vars(args).items())
+            if name.startswith(f"{key}_") and isinstance(items, list) for item in items]
+
+
+def add_option(
+    parser: argparse.ArgumentParser | Any,
+    name: str,
+    *,
+    aliases: Sequence[str] = (),
+    positional: str | None = None,
+    short: str | None = None,
+    required: bool = False,
+    default: Any = None,
+    **kwargs: Any,
+) -> argparse.Action:
+    """Add option ``name`` (its one public spelling) and its old spellings.
+
+    ``aliases`` are old option strings, ``positional`` the metavar of an old positional
+    form; both are accepted and hidden from ``--help``. :func:`finish` merges them after
+    parsing (the new spelling wins over a disagreeing old one, with a warning), applies
+    ``default`` and enforces ``required`` (so that an alias can satisfy it). ``short``
+    is a public one-letter form (``-o``). ``parser`` may be an argument group; then
+    ``owner=`` names the parser that records the aliases. Not checked: that an alias
+    does not collide with another option (argparse refuses exact duplicates itself).
+    """
+    owner = kwargs.pop("owner", parser)
+    dest = kwargs.pop("dest", None) or name.lstrip("-").replace("-", "_")
+    if default is not None and kwargs.get("help"):
+        kwargs["help"] = kwargs["help"].replace("%(default)s", str(default))
+    if required and kwargs.get("help"):  # argparse's usage shows it in brackets
+        kwargs["help"] = f"{kwargs['help']} (required)"
+    flags = [short, name] if short else [name]
+    action = parser.add_argument(*flags, dest=dest, default=None, **kwargs)
+    same = {k: v for k, v in kwargs.items() if k in ("type", "action", "nargs", "choices")}
+    entries: list[_Alias] = []
+    for old in aliases:
+        old_dest = f"_old_{dest}_{old.lstrip('-').replace('-', '_')}"
+        parser.add_argument(old, dest=old_dest, default=None, help=argparse.SUPPRESS, **same)
+        entries.append(_Alias(dest, name, old, old_dest))
+    if positional is not None:
+        old_dest = f"_old_{dest}_positional"
+        parser.add_argument(old_dest, nargs="?", default=None, metavar=positional,
+                            help=argparse.SUPPRESS, **{k: v for k, v in same.items()
+                                                       if k == "type"})
+        entries.append(_Alias(dest, name, positional, old_dest))
+    _append_default(owner, _ALIASES, entries)
+    if required:
+        _append_default(owner, _REQUIRED, [(dest, name)])
+    if default is not None:
+        _append_default(owner, _DEFAULTS, [(dest, default)])
+    return action
+
+
+def _unset(value: Any) -> bool:
+    return value is None or value == [] or value is False
+
+
+def finish(args: argparse.Namespace, prog: str | None = None) -> None:
+    """After parsing: take old spellings into their new option, then defaults, then
+    check required options (a :class:`UsageError` naming the public spelling)."""
+    if prog:
+        setattr(args, _PROG, prog)
+    spelled: dict[str, str] = getattr(args, _SPELLED, None) or {}
+    for alias in _registered(args, _ALIASES):
+        old_value = getattr(args, alias.old_dest, None)
+        if _unset(old_value):
+            continue
+        new_value = getattr(args, alias.dest, None)
+        if _unset(new_value):
+            setattr(args, alias.dest, old_value)
+            spelled[alias.dest] = alias.old
+        elif new_value != old_value:
+            warn(args, f"{alias.old} and {alias.new} disagree; using {alias.new} "
+                 f"({alias.old} is its old spelling)")
+    setattr(args, _SPELLED, spelled)
+    for dest, value in _registered(args, _DEFAULTS):
+        if getattr(args, dest, None) is None:
+            setattr(args, dest, value)
+    missing = [name for dest, name in _registered(args, _REQUIRED)
+               if _unset(getattr(args, dest, None)) or getattr(args, dest) == ""]
+    if missing:
+        raise UsageError(f"the following arguments are required: {', '.join(missing)}")
+
+
+def spelled(args: argparse.Namespace, dest: str, name: str) -> str:
+    """How the user spelled option ``dest`` (an old alias, else ``name``): for messages."""
+    return str((getattr(args, _SPELLED, None) or {}).get(dest, name))
+
+
+# --------------------------------------------------------------------------- outputs
+
+
+def check_output_dir(path: str | os.PathLike[str]) -> Path:
+    """Before any work: ``path`` can serve as an output folder.
+
+    Every output folder behaves the same way: an existing folder is used as it is; a
+    missing one is created later by :func:`make_output_dir` (mode 0700, as
+    ``mkdir -p -m 700``) once there is something to write; a path (or a parent) that
+    exists and is not a folder is refused here, as is a nearest existing folder that
+    cannot be written. Not checked: free space, and races with other processes.
+    """
+    out = Path(path)
+    probe = out
+    while not probe.exists() and not probe.is_symlink():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if not probe.is_dir():
+        raise ConfigurationError(f"output path {out} exists and is not a directory"
+                                 if probe == out else
+                                 f"output path {out}: {probe} exists and is not a directory")
+    try:
+        with tempfile.NamedTemporaryFile(dir=probe, prefix=".write-test-"):
+            pass
+    except OSError as exc:
+        raise ConfigurationError(f"{out}: cannot write in {probe}: {exc.strerror}") from exc
+    return out
+
+
+def make_output_dir(path: str | os.PathLike[str]) -> Path:
+    """Create the output folder ``path`` with mode 0700 (missing parents with the default
+    mode, as ``mkdir -p -m 700``); an existing folder is left as it is (see
+    :func:`check_output_dir`)."""
+    out = Path(path)
+    try:
+        out.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except FileExistsError:
+        pass  # a file in the way: reported below
+    except OSError as exc:
+        raise ConfigurationError(f"output path {out}: cannot create: {exc.strerror}") from exc
+    if not out.is_dir():
+        raise ConfigurationError(f"output path {out} exists and is not a directory")
+    return out
+
+
+# --------------------------------------------------------------------------- reasons
+
+#: the one help text of every revocation reason option
+REASON_HELP = ("RFC 5280 reason, e.g. \"key compromise\" (case and spaces do not matter; "
+               "a code works too): " + ", ".join(f'"{n}"' for n in REASONS.values()))
+
+
+def revocation_reason(text: str) -> str:
+    """The canonical name of a revocation reason typed in any case and spacing (or its
+    code); :class:`ConfigurationError` listing the valid names otherwise."""
+    return reason_name(parse_reason(text))
 
 
 def add_identity_args(parser: argparse.ArgumentParser, *, required: bool = True) -> None:
@@ -70,30 +297,26 @@ def add_identity_args(parser: argparse.ArgumentParser, *, required: bool = True)
 def add_directory_args(
     parser: argparse.ArgumentParser,
     *,
-    env: str | None = None,
-    timeout_flag: str = "--directory-timeout",
-    timeout_type: Callable[[str], float] = float,
     timeout_default: float | None = None,
+    timeout_aliases: Sequence[str] = (),
 ) -> None:
     """The options of every command that talks to a directory (GDS) as a client.
 
-    ``env`` names an environment variable that supplies ``--directory``;
-    ``timeout_flag`` is how the command spells the per-call deadline (stored as
-    ``directory_timeout`` whatever its spelling). See :func:`open_directory`.
+    ``--directory`` defaults to ``$TRISA_PEER_DIRECTORY`` (old name
+    ``$TRISA_DIRECTORY``), see :func:`open_directory`. ``timeout_aliases`` are old
+    spellings of ``--directory-timeout`` (hidden).
     """
     group = parser.add_argument_group("directory")
-    default = f" (default: ${env})" if env else ""
     group.add_argument("--directory", metavar="HOST:PORT",
-                       help=f"the TRISA directory (GDS){default}")
+                       help="the TRISA directory (GDS) (default: $TRISA_PEER_DIRECTORY)")
     group.add_argument("--directory-insecure", action="store_true", default=None,
                        help="plaintext connection to a loopback development directory")
     group.add_argument("--directory-ca", metavar="FILE",
                        help="CA certificate of a private directory's TLS server")
     shown = timeout_default if timeout_default is not None else _DEFAULT_DIRECTORY_TIMEOUT
-    group.add_argument(timeout_flag, dest="directory_timeout", metavar="SECONDS",
-                       type=timeout_type, default=timeout_default,
-                       help=f"deadline of each directory call (default {shown:g})")
-    parser.set_defaults(directory_env=env)
+    add_option(group, "--directory-timeout", aliases=timeout_aliases, owner=parser,
+               metavar="SECONDS", type=positive_float, default=timeout_default,
+               help=f"deadline of each directory call (default {shown:g})")
 
 
 _STRING_OPTIONS = {"listen", "cert", "key", "password", "directory", "directory_ca", "db",
@@ -180,7 +403,7 @@ def apply_config(
         if getattr(args, name, None) not in (None, []):
             continue
         env_name = f"TRISA_PEER_{name.upper()}"
-        env = os.environ.get(env_name)
+        env = env_value(args, env_name)
         if env is not None:
             value: Any = [v for v in env.split(",") if v] if name in _LIST_OPTIONS else env
             setattr(args, name, _coerce(name, value, env_name, types))
@@ -255,12 +478,10 @@ def open_directory(args: argparse.Namespace, **client_options: Any) -> Any:
     arguments go to :class:`~trisa_peer.directory.client.DirectoryClient`."""
     from ..directory.client import DirectoryClient
 
-    env = getattr(args, "directory_env", None)
-    if not getattr(args, "directory", None) and env:
-        args.directory = os.environ.get(env) or None
-        if not args.directory:
-            raise UsageError(f"--directory HOST:PORT (or ${env}) is required")
-    require(args, "directory")
+    if not getattr(args, "directory", None):
+        args.directory = env_value(args, "TRISA_PEER_DIRECTORY") or None
+    if not args.directory:
+        raise UsageError("--directory HOST:PORT (or $TRISA_PEER_DIRECTORY) is required")
     ca_pem = None
     if getattr(args, "directory_ca", None):
         try:

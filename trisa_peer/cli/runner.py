@@ -1,7 +1,9 @@
 """The one way both console scripts (``trisa-peer``, ``sectigo``) run a command.
 
 :func:`run` parses the arguments, sets up logging from ``-v`` and calls the chosen
-command's ``func(args) -> int``. How a failure reaches the user is decided here only:
+command's ``func(args) -> int``. Between the two, :func:`.options.finish` takes old
+option spellings into their one public name (docs/cli.md) and checks required
+options. How a failure reaches the user is decided here only:
 
 - an argparse mistake, or a :class:`~trisa_peer.errors.UsageError` raised after
   parsing: usage and ``PROG: error: ...`` on stderr, exit 2 (a sub-command that sets
@@ -24,6 +26,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from ..errors import TrisaPeerError, UsageError
+from .options import finish
 
 __all__ = ["run"]
 
@@ -58,8 +61,10 @@ def run(
         level=_log_level(int(getattr(args, "verbose", 0) or 0), quiet_level(args)),
         format=_LOG_FORMAT,
     )
-    usage_parser = parser
+    usage_parser = getattr(args, "command_parser", parser)
     try:
+        finish(args, parser.prog)  # old spellings, defaults, required options
+        usage_parser = parser
         if check is not None:
             check(args)
         usage_parser = getattr(args, "command_parser", parser)

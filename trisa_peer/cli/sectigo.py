@@ -19,6 +19,13 @@ generated PKCS#12 password (``pkcs12 password: X``). ``-v`` logs each request
 profile id of exactly one enabled authority (``profile 42 -> authority 1`` on stderr).
 A wrong id or profile is refused with the authorities and profiles that exist.
 
+Option names follow docs/cli.md, shared with ``trisa-peer``: ``serve --listen`` (old
+``--addr``/``-a``), ``download -o/--out`` (old ``--outdir``), ``find``/``revoke``
+``-s/--serial`` (old ``--serial-number``), ``-e/--endpoint`` (old ``--url``); the old
+spellings still work, hidden from ``--help``. Every short flag of the TRISA guide is
+unchanged. ``download`` treats its folder as every output folder: created 0700 once
+the archive has arrived, a path that is not a folder refused before any request.
+
 Errors: one line ``sectigo: error: ...`` on stderr and exit status 1; usage errors
 show the sub-command's usage and exit 2.
 """
@@ -44,7 +51,14 @@ from ..errors import ConfigurationError, SectigoError, UsageError
 from ..sectigo.client import DEFAULT_TIMEOUT, SectigoClient, normalize_serial
 from ..sectigo.models import DEFAULT_ENDPOINT
 from ..sectigo.tokens import default_cache_path
-from .options import host_port_arg
+from .options import (
+    REASON_HELP,
+    add_option,
+    check_output_dir,
+    host_port_arg,
+    revocation_reason,
+    spelled,
+)
 from .runner import run
 
 __all__ = ["build_parser", "main"]
@@ -319,10 +333,8 @@ def cmd_batches(args: argparse.Namespace) -> int:
 
 
 def cmd_download(args: argparse.Namespace) -> int:
-    outdir = Path(args.outdir)
-    if outdir.exists() and not outdir.is_dir():  # before any network traffic
-        raise ConfigurationError(f"output path {outdir} exists and is not a directory")
-    # a missing directory is created (0700) once the archive has arrived
+    outdir = check_output_dir(args.out)  # before any network traffic
+    # a missing folder is created (0700) once the archive has arrived
     path = _client(args).download(args.id, outdir, make_dirs=True)
     print(f"downloaded batch {args.id} to {path}")
     try:
@@ -337,19 +349,17 @@ def cmd_download(args: argparse.Namespace) -> int:
 
 
 def cmd_find(args: argparse.Namespace) -> int:
-    if not (args.common_name or args.serial_number):
-        raise UsageError("find needs --common-name or --serial-number")
-    _print_json(_client(args).find(common_name=args.common_name, serial=args.serial_number))
+    if not (args.common_name or args.serial):
+        raise UsageError("find needs --common-name or --serial")
+    _print_json(_client(args).find(common_name=args.common_name, serial=args.serial))
     return 0
 
 
 def cmd_revoke(args: argparse.Namespace) -> int:
-    from ..revocation import parse_reason, reason_name
-
-    code = parse_reason(args.reason)  # before any network traffic
-    serial = normalize_serial(args.serial_number)
-    _client(args).revoke(args.profile, code, serial)
-    print(f"revoked certificate {serial} (reason: {reason_name(code)})")
+    reason = revocation_reason(args.reason)  # before any network traffic
+    serial = normalize_serial(args.serial)
+    _client(args).revoke(args.profile, reason, serial)
+    print(f"revoked certificate {serial} (reason: {reason})")
     return 0
 
 
@@ -364,7 +374,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise ConfigurationError(
             "sectigo serve needs credentials: set SECTIGO_USERNAME and SECTIGO_PASSWORD"
         )
-    host, port = host_port_arg("--addr", args.addr)
+    host, port = host_port_arg(spelled(args, "listen", "--listen"), args.listen)
     emulator = SectigoEmulator(
         ca_dir=args.ca_dir,
         state_path=args.state,
@@ -410,9 +420,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="API user ($SECTIGO_USERNAME)")
     parser.add_argument("-p", "--password", default=env.get("SECTIGO_PASSWORD", ""),
                         help="API password ($SECTIGO_PASSWORD)")
-    parser.add_argument("-e", "--endpoint", "--url",
-                        default=env.get("SECTIGO_ENDPOINT") or DEFAULT_ENDPOINT,
-                        help="API base URL ($SECTIGO_ENDPOINT, default %(default)s)")
+    add_option(parser, "--endpoint", short="-e", aliases=["--url"],
+               default=env.get("SECTIGO_ENDPOINT") or DEFAULT_ENDPOINT,
+               help=f"API base URL ($SECTIGO_ENDPOINT, default {DEFAULT_ENDPOINT})")
     parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT,
                         help="seconds per request (default %(default)s)")
     parser.add_argument("--no-cache", action="store_true",
@@ -454,7 +464,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-p", "--password", dest="pkcs12_password", default="",
                    help="PKCS#12 password (generated and printed when omitted)")
     p.add_argument("-b", "--batch-name", default="", help="default: 'new certs for DOMAIN'")
-    p.add_argument("-n", "--dns-name", action="append", help="extra DNS name (repeatable)")
+    p.add_argument("-n", "--dns-name", action="append", metavar="NAME",
+                   help="extra SAN DNS name (repeatable)")
     p.add_argument("-c", "--country", default="", help="countryName, if the profile takes it")
     p.add_argument("-s", "--state", default="", help="stateOrProvinceName, if taken")
     p.add_argument("-l", "--locality", default="", help="localityName, if taken")
@@ -472,24 +483,28 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("download", cmd_download, "download a batch's zip")
     p.add_argument("-i", "--id", type=int, required=True, help="batch id")
-    p.add_argument("-o", "--outdir", required=True,
-                   help="output directory (created 0700 when missing)")
+    add_option(p, "--out", short="-o", aliases=["--outdir"], required=True, metavar="DIR",
+               help="output folder (created 0700 when missing)")
 
     p = add("find", cmd_find, "find certificates by common name and/or serial")
     p.add_argument("-n", "--common-name", default="", help="common name")
-    p.add_argument("-s", "--serial-number", default="", help="serial number (hex)")
+    add_option(p, "--serial", short="-s", aliases=["--serial-number"], default="",
+               metavar="HEX", help="serial number (hex)")
 
     p = add("revoke", cmd_revoke, "revoke a certificate")
     p.add_argument("-p", "--profile", type=int, required=True, help="profile id")
-    p.add_argument("-r", "--reason", default="unspecified",
-                   help='RFC 5280 reason, e.g. "key compromise" (default unspecified)')
-    p.add_argument("-s", "--serial-number", required=True, help="serial number (hex)")
+    p.add_argument("-r", "--reason", default="unspecified", metavar="TEXT",
+                   help=REASON_HELP + " (default unspecified)")
+    add_option(p, "--serial", short="-s", aliases=["--serial-number"], required=True,
+               metavar="HEX", help="serial number (hex)")
 
     p = add("serve", cmd_serve, "run a local Sectigo-compatible service "
             "(credentials from SECTIGO_USERNAME / SECTIGO_PASSWORD)")
-    p.add_argument("-a", "--addr", default="127.0.0.1:8831", help="HOST:PORT (%(default)s)")
-    p.add_argument("--ca-dir", required=True, help="CA directory (created when empty)")
-    p.add_argument("--state", required=True, help="state file (JSON)")
+    add_option(p, "--listen", aliases=["-a", "--addr"], default="127.0.0.1:8831",
+               metavar="HOST:PORT", help="address to listen on (default 127.0.0.1:8831)")
+    p.add_argument("--ca-dir", required=True, metavar="DIR",
+                   help="CA folder (created when empty)")
+    p.add_argument("--state", required=True, metavar="FILE", help="state file (JSON)")
     p.add_argument("--issue-delay", type=float, default=0.0,
                    help="seconds a batch stays PROCESSING (default 0)")
     p.add_argument("--legacy-pkcs12", action="store_true",

@@ -376,7 +376,7 @@ class Directory:
                     self.admin_email,
                     SUBJECT_REVIEW,
                     f"Registration request from {vasp.common_name} ({vasp.id}) is ready "
-                    f"for review.\n\ntrisa-peer gds review {vasp.id} --accept\n",
+                    f"for review.\n\ntrisa-peer gds review --id {vasp.id} --accept\n",
                     "review_request",
                 )
             )
