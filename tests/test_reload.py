@@ -474,3 +474,91 @@ def test_a_certificate_that_expires_while_the_node_runs(
     assert changed.wait(10)
     alice.connector.forget("bob.vasp.test")
     assert health() == api_pb2.ServiceState.HEALTHY
+
+
+# ------------------------------------------------------------ the command line
+
+
+def test_serve_refuses_to_start_with_an_expired_certificate(
+        trisa_peer_cli: Any, tmp_path: Path) -> None:
+    base = ["serve", "--listen", f"127.0.0.1:{free_port()}", "--trust", str(PKI / "trust.pem"),
+            "--directory", "127.0.0.1:1", "--directory-insecure", "--db", str(tmp_path / "b.db")]
+    out = trisa_peer_cli(*base, "--cert", str(PKI / "expired.pem"),
+                         "--key", str(PKI / "expired.key"))
+    assert out.returncode == 1
+    assert out.stderr.count("\n") == 1 and "expired at 2021-01-01" in out.stderr
+    assert "Traceback" not in out.stderr and out.stdout == ""
+    assert list(tmp_path.iterdir()) == []  # nothing half-written
+    both = trisa_peer_cli(*base, "--cert", str(PKI / "bob.pem"), "--key", str(PKI / "bob.key"),
+                          "--password", "x", "--password-file", str(tmp_path / "pw"))
+    assert both.returncode == 2 and "not both" in both.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+class Lines:
+    """The stderr lines of a process, read on a thread (so a wait has a bound)."""
+
+    def __init__(self, stream: Any) -> None:
+        import queue
+
+        self.queue: queue.Queue[str] = queue.Queue()
+        self.seen: list[str] = []
+        threading.Thread(target=self._read, args=(stream,), daemon=True).start()
+
+    def _read(self, stream: Any) -> None:
+        for line in stream:
+            self.queue.put(line)
+
+    def until(self, text: str, bound: float = 30.0) -> list[str]:
+        """Lines up to and including the first one containing ``text``."""
+        got: list[str] = []
+        while True:
+            line = self.queue.get(timeout=bound)
+            got.append(line)
+            self.seen.append(line)
+            if text in line:
+                return got
+
+
+@pytest.mark.slow
+def test_serve_reloads_a_reissued_pkcs12_on_sighup(tmp_path: Path) -> None:
+    """The runbook's steps: a running ``serve`` with a PKCS#12 and --password-file; the
+    reissue's file arrives, SIGHUP: refused (old password), one line; the new password
+    is installed, SIGHUP: the new certificate is served. The polling interval is an hour,
+    so only the signal can have caused the reloads."""
+    import signal
+    import subprocess
+    import sys
+
+    gds = DirectoryServer(SQLiteStore(tmp_path / "gds.db"), listen="127.0.0.1:0")
+    gds.start()
+    bundle, pw = tmp_path / "bob.p12", secret(tmp_path / "bob.pw", "old-secret")
+    put(bundle, p12(identity("bob"), "old-secret"))
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "trisa_peer", "serve", "--listen", f"127.0.0.1:{port}",
+         "--cert", str(bundle), "--password-file", str(pw), "--trust", str(PKI / "trust.pem"),
+         "--directory", gds.endpoint, "--directory-insecure", "--reload-interval", "3600",
+         "--policy", "accept"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None and proc.stderr is not None
+        line = proc.stdout.readline()
+        assert "serving on port" in line, proc.stderr.read()
+        err = Lines(proc.stderr)
+        assert served_serial(port) == serial("bob")
+        put(bundle, p12(identity("bob-reissued"), "new-secret"))
+        proc.send_signal(signal.SIGHUP)
+        kept = err.until(KEPT)
+        assert "wrong password" in kept[-1] and "secret" not in "".join(err.seen)
+        proc.send_signal(signal.SIGHUP)  # the same problem: not said again
+        secret(pw, "new-secret")
+        proc.send_signal(signal.SIGHUP)
+        err.until("reloaded TLS material")
+        assert sum(KEPT in line for line in err.seen) == 1
+        assert served_serial(port) == serial("bob-reissued")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        gds.stop()
+    assert proc.returncode == 0

@@ -359,6 +359,14 @@ def _serve(args: argparse.Namespace) -> int:
             for suffix in ("", "-wal", "-shm"):
                 Path(f"{args.db}{suffix}").unlink(missing_ok=True)
         raise
+    deny = node.server.authenticator.deny
+
+    def hangup(*_: Any) -> None:  # SIGHUP: re-read the identity files and deny-list now
+        node.reload()
+        if deny is not None:
+            deny.reload()
+
+    signal.signal(signal.SIGHUP, hangup)
     logging.getLogger("trisa_peer.limits").info("%s", files)
     print(f"trisa-peer: {node.common_name} serving on port {port} "
           f"(policy {args.policy or DEFAULT_POLICY})", flush=True)
@@ -370,14 +378,6 @@ def _serve(args: argparse.Namespace) -> int:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    deny = node.server.authenticator.deny
-
-    def hangup(*_: Any) -> None:  # SIGHUP: re-read the identity files and deny-list now
-        node.reload()
-        if deny is not None:
-            deny.reload()
-
-    signal.signal(signal.SIGHUP, hangup)
     _warn_if_directory_unreachable(node.directory, args.directory)
     stop.wait()
     node.stop(grace=5.0)
