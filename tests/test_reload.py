@@ -452,7 +452,11 @@ def test_a_certificate_that_expires_while_the_node_runs(
         return int(channel.health.Status(api_pb2.HealthCheck(), timeout=5).status)
 
     assert health() == api_pb2.ServiceState.HEALTHY
-    bob.reload()  # a poll now: 10 days left, one warning (the 30-day threshold is passed)
+    bob.server._poll()  # polled again: 10 days left, still the one warning from the start
+    warned = [r.getMessage() for r in caplog.records
+              if r.levelno == logging.WARNING and "expires in" in r.getMessage()]
+    assert len(warned) == 1 and "expires in 9 days" in warned[0], warned
+    assert "(warning at 30 days)" in warned[0]
     now[0] = short.leaf.not_valid_after_utc + timedelta(minutes=1)
     assert health() == api_pb2.ServiceState.UNHEALTHY
     assert "expired at" in (bob.server.problem() or "")
@@ -562,3 +566,28 @@ def test_serve_reloads_a_reissued_pkcs12_on_sighup(tmp_path: Path) -> None:
         proc.wait(timeout=10)
         gds.stop()
     assert proc.returncode == 0
+
+
+def short_lived(tmp_path: Path, days: int) -> tuple[Path, Path]:
+    """A Bob certificate from the test CA (a copy: the fixture is left alone)."""
+    shutil.copytree(PKI / "ca", tmp_path / "ca")
+    ca = CertificateAuthority.open(tmp_path / "ca")
+    short = ca.issue("bob.vasp.test", key_size=2048, days=days)
+    cert, key = tmp_path / "short.pem", tmp_path / "short.key"
+    put(cert, certs_to_pem([short.leaf, *short.chain]))
+    put(key, key_to_pem(short.key))
+    return cert, key
+
+
+def test_check_warns_when_the_own_certificate_expires_within_30_days(
+        trisa_peer_cli: Any, tmp_path: Path) -> None:
+    cert, key = short_lived(tmp_path, 6)
+    args = ["check", "alice.vasp.test", "--trust", str(PKI / "trust.pem"), "--directory",
+            f"127.0.0.1:{free_port()}", "--directory-insecure", "--directory-timeout", "1"]
+    out = trisa_peer_cli(*args, "--cert", str(cert), "--key", str(key))
+    warnings = [line for line in out.stdout.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and "expires in 5 days" in warnings[0], out.stdout
+    assert "bob.vasp.test (serial 0x" in warnings[0]
+    twin = trisa_peer_cli(*args, "--cert", str(PKI / "bob.pem"), "--key", str(PKI / "bob.key"))
+    assert twin.stdout.startswith("checking alice.vasp.test")
+    assert "warning:" not in twin.stdout
