@@ -295,7 +295,7 @@ def test_poller_runs_on_trigger_and_survives_a_failing_tick() -> None:
     finally:
         poller.stop()
     assert [type(e) for e in errors] == [RuntimeError]
-    with pytest.raises(ValueError, match="positive"):
+    with pytest.raises(ConfigurationError, match="must be positive"):
         Poller(tick, 0, on_error=errors.append)
 
 

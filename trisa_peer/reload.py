@@ -27,7 +27,7 @@ from datetime import datetime, timedelta
 from cryptography import x509
 
 from .certs import Identity, common_name
-from .errors import CertificateError, HandshakeError
+from .errors import CertificateError, ConfigurationError, HandshakeError
 from .trust import TrustPool
 from .verify import ChainVerifier
 
@@ -171,7 +171,7 @@ class Poller:
     def __init__(self, tick: Callable[[], None], interval: float, *,
                  on_error: Callable[[BaseException], None], name: str = "trisa-reload") -> None:
         if not interval > 0:
-            raise ValueError("the reload interval must be positive")
+            raise ConfigurationError(f"the reload interval must be positive, not {interval}")
         self.tick = tick
         self.interval = interval
         self.on_error = on_error
