@@ -253,4 +253,4 @@ class TrisaServer:
 
 
 def _poll_failed(exc: BaseException) -> None:
-    log.error("TLS material poll failed unexpectedly: %s", type(exc).__name__)
+    log.error("TLS material poll failed unexpectedly: %s", type(exc).__name__, exc_info=exc)
