@@ -413,6 +413,30 @@ def test_a_running_node_serves_and_presents_the_new_certificate(
 
 
 @pytest.mark.slow
+def test_a_new_outgoing_connection_presents_the_files_on_disk(net: Net, tmp_path: Path) -> None:
+    """No signal, an hour's poll interval: the first dial after the swap reads the files
+    (the reissued set) and presents it; the twin, a bad set, presents the old one."""
+    cert, key = tmp_path / "bob.pem", tmp_path / "bob.key"
+    put_pem(cert, key, "bob")
+    bob_port, alice_port, carol_port = free_port(), free_port(), free_port()
+    net.register(identity("bob"), bob_port)
+    net.register(identity("alice"), alice_port)
+    net.register(identity("charlie"), carol_port)
+    bob = net.node(FileMaterial(cert, key, [PKI / "trust.pem"]), bob_port,
+                   reload_interval=3600)
+    net.node(StaticMaterial(Material(identity("alice"), pool(), None, 1)), alice_port)
+    net.node(StaticMaterial(Material(identity("charlie"), pool(), None, 1)), carol_port)
+    put_pem(cert, key, "evil-bob")  # refused: the old certificate is presented
+    assert bob.send("alice.vasp.test", transfer_payload()).state == "accepted"
+    assert net.seen[-1] == f"{serial('bob'):X}"
+    put_pem(cert, key, "bob-reissued")
+    net.gds.directory.update_certificate(net.ids["bob.vasp.test"],
+                                         [identity("bob-reissued").leaf])
+    assert bob.send("charlie.vasp.test", transfer_payload()).state == "accepted"
+    assert net.seen[-1] == f"{serial('bob-reissued'):X}"
+
+
+@pytest.mark.slow
 def test_the_poll_interval_picks_up_new_files_without_a_signal_or_connection(
         net: Net, tmp_path: Path) -> None:
     cert, key = tmp_path / "bob.pem", tmp_path / "bob.key"
