@@ -21,8 +21,8 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-import pytest
 import pg
+import pytest
 from helpers import SECTIGO_PASSWORD, SECTIGO_USER, CliResult
 
 import trisa_peer.ca

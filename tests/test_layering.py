@@ -16,7 +16,7 @@ CORE = ["verify", "trust", "records", "binding", "lookup", "trace", "authenticat
 
 PURE = [
     *(f"trisa_peer.{module}" for module in CORE),
-    "trisa_peer.revocation", "trisa_peer.ca", "trisa_peer.envelope",
+    "trisa_peer.revocation", "trisa_peer.ca", "trisa_peer.envelope", "trisa_peer.reload",
 ]
 
 

@@ -97,7 +97,7 @@ def test_duplicate_key_is_a_conflict_error(db_location: str) -> None:
         migrate(db, _SCHEMA, component="test")
         with db.transaction() as tx:
             tx.insert("INSERT INTO items (name) VALUES (?)", ("a",))
-        with pytest.raises(StoreConflictError, match="test store .*write failed"), \
+        with pytest.raises(StoreConflictError, match=r"test store .*write failed"), \
                 db.transaction() as tx:
             tx.insert("INSERT INTO items (name) VALUES (?)", ("a",))
         # twin: a different name is fine
@@ -173,7 +173,7 @@ def test_sqlite_file_is_private_and_a_missing_folder_is_one_line(tmp_path: Path)
     path = tmp_path / "s.db"
     open_database(path, purpose="test store").close()
     assert os.stat(path).st_mode & 0o777 == 0o600
-    with pytest.raises(StoreError, match="directory .*nope does not exist"):
+    with pytest.raises(StoreError, match=r"directory .*nope does not exist"):
         open_database(tmp_path / "nope" / "s.db", purpose="test store")
     with pytest.raises(StoreError, match="no such test store"):
         open_database(tmp_path / "absent.db", purpose="test store", create=False)

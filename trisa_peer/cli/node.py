@@ -13,11 +13,13 @@ from typing import Any
 
 from google.protobuf import json_format
 
+from ..clock import utcnow
 from ..controls import DEFAULT_GRACE, DEFAULT_MAX_LOOKUPS
 from ..envelope.validate import DEFAULT_TIMESTAMP_WINDOW
 from ..errors import ConfigurationError, HandshakeError, TrisaPeerError, UsageError
 from ..limits import raise_open_files_limit
 from ..network.store import DEFAULT_KEEP_REJECTIONS, DEFAULT_MAX_REJECTIONS
+from ..reload import DEFAULT_RELOAD_INTERVAL, expiry_notice
 from .options import (
     add_directory_args,
     add_identity_args,
@@ -38,7 +40,7 @@ from .options import (
 __all__ = ["print_pending", "register", "register_transfers"]
 
 _NODE_OPTIONS = [
-    "listen", "cert", "key", "password", "trust", "crl", "resolve", "directory",
+    "listen", "cert", "key", "password", "password_file", "trust", "crl", "resolve", "directory",
     "directory_insecure", "directory_ca", "directory_timeout", "db", "policy",
 ]
 
@@ -51,12 +53,13 @@ _SERVE_TYPES: dict[str, Any] = {
     "peer_burst": count, "peer_concurrency": count,
     "handshake_timeout": seconds_flag("handshake timeout", allow_zero=False),
     "idle_timeout": seconds_flag("idle timeout", allow_zero=True),
+    "reload_interval": positive_float,
 }
 _SERVE_DEFAULTS: dict[str, Any] = {
     "timestamp_window": DEFAULT_TIMESTAMP_WINDOW.total_seconds(),
     "keep_rejections": DEFAULT_KEEP_REJECTIONS.days, "max_rejections": DEFAULT_MAX_REJECTIONS,
     "grace": DEFAULT_GRACE, "max_directory_lookups": DEFAULT_MAX_LOOKUPS, "peer_rate": 0.0,
-    "peer_burst": 0, "peer_concurrency": 0,
+    "peer_burst": 0, "peer_concurrency": 0, "reload_interval": DEFAULT_RELOAD_INTERVAL,
 }
 _SERVE_OPTIONS = [*_SERVE_TYPES, "deny_list"]
 
@@ -88,6 +91,9 @@ def register(sub: Any) -> None:
                        help="keep records of refused envelopes this long (default 30)")
     serve.add_argument("--max-rejections", metavar="N", type=count,
                        help="keep at most N records of refused envelopes (default 10000)")
+    serve.add_argument("--reload-interval", metavar="SECONDS", type=positive_float,
+                       help="look for new identity files (and a new --password-file) this "
+                       f"often; SIGHUP looks at once (default {DEFAULT_RELOAD_INTERVAL:g})")
     _add_control_args(serve)
     serve.set_defaults(func=_serve)
 
@@ -311,6 +317,8 @@ def _node(args: argparse.Namespace, *, listen: str, policy: str, controls: Any =
         idle_timeout=getattr(args, "idle_timeout", None),
         **window,
         controls=controls,
+        **({"reload_interval": args.reload_interval}
+           if getattr(args, "reload_interval", None) else {}),
     )
 
 
@@ -365,6 +373,14 @@ def _serve(args: argparse.Namespace) -> int:
             for suffix in ("", "-wal", "-shm"):
                 Path(f"{args.db}{suffix}").unlink(missing_ok=True)
         raise
+    deny = node.server.authenticator.deny
+
+    def hangup(*_: Any) -> None:  # SIGHUP: re-read the identity files and deny-list now
+        node.reload()
+        if deny is not None:
+            deny.reload()
+
+    signal.signal(signal.SIGHUP, hangup)
     logging.getLogger("trisa_peer.limits").info("%s", files)
     print(f"trisa-peer: {node.common_name} serving on port {port} "
           f"(policy {args.policy or DEFAULT_POLICY})", flush=True)
@@ -376,9 +392,6 @@ def _serve(args: argparse.Namespace) -> int:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    deny = node.server.authenticator.deny
-    if deny is not None:  # SIGHUP: re-read the deny-list now
-        signal.signal(signal.SIGHUP, lambda *_: deny.reload())
     _warn_if_directory_unreachable(node.directory, args.directory)
     stop.wait()
     node.stop(grace=5.0)
@@ -394,6 +407,9 @@ def _check(args: argparse.Namespace) -> int:
     node = _node(args, listen="127.0.0.1:0", policy="reject")
     trace = HandshakeTrace()
     print(f"checking {args.peer} against directory {args.directory}")
+    notice = expiry_notice(node.material.current().identity.leaf, utcnow())
+    if notice is not None:  # within 30 days of expiry (an expired one does not load)
+        print(f"warning: {notice}")
     ok = False
     try:
         with trace.step(HandshakeStep.EXCHANGE) as note:

@@ -285,6 +285,9 @@ def add_identity_args(parser: argparse.ArgumentParser, *, required: bool = True)
     group.add_argument("--cert", metavar="FILE", help="own certificate chain (PEM, PKCS#12, zip)")
     group.add_argument("--key", metavar="FILE", help="own private key (if not inside --cert)")
     group.add_argument("--password", metavar="TEXT", help="password of a PKCS#12 --cert")
+    group.add_argument("--password-file", metavar="FILE",
+                       help="file (mode 0600) whose first line is the password of a PKCS#12 "
+                       "--cert; re-read at every reload, so a reissue can change it")
     group.add_argument("--trust", metavar="FILE", action="append",
                        help="TRISA trust pool: roots and intermediates (repeatable)")
     group.add_argument("--crl", metavar="FILE", action="append",
@@ -319,8 +322,8 @@ def add_directory_args(
                help=f"deadline of each directory call (default {shown:g})")
 
 
-_STRING_OPTIONS = {"listen", "cert", "key", "password", "directory", "directory_ca", "db",
-                   "policy"}
+_STRING_OPTIONS = {"listen", "cert", "key", "password", "password_file", "directory",
+                   "directory_ca", "db", "policy"}
 _FLOAT_OPTIONS = {"directory_timeout"}
 _CHOICES = {"policy": ("review", "rvasp", "accept", "reject")}
 _TRUE = ("1", "true", "yes", "on")
@@ -503,7 +506,11 @@ def load_material(args: argparse.Namespace) -> Any:
     from ..transport.identity import FileMaterial
 
     require(args, "cert", "trust")
-    return FileMaterial(args.cert, args.key, args.trust, crl=args.crl or (), password=args.password)
+    password_file = getattr(args, "password_file", None)
+    if args.password is not None and password_file:
+        raise UsageError("give either --password or --password-file, not both")
+    return FileMaterial(args.cert, args.key, args.trust, crl=args.crl or (),
+                        password=args.password, password_file=password_file)
 
 
 def seconds_flag(what: str, *, allow_zero: bool) -> Callable[[str], float]:

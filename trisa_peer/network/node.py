@@ -46,6 +46,7 @@ from ..errors import (
 )
 from ..logtext import peer_text
 from ..records import DirectoryLookup
+from ..reload import DEFAULT_RELOAD_INTERVAL
 from ..resolve import PeerResolver
 from ..trace import HandshakeTrace
 from ..transport.client import PeerChannel, PeerConnector
@@ -116,6 +117,7 @@ class TrisaNode:
         controls: PeerControls | None = None,
         refusal_log_interval: float = REFUSAL_LOG_INTERVAL,
         pending_interval: float = 1.0,
+        reload_interval: float = DEFAULT_RELOAD_INTERVAL,
     ) -> None:
         self.material = material
         self.directory = directory
@@ -135,6 +137,7 @@ class TrisaNode:
             health=store.problem,
             controls=controls,
             refusal_log_interval=refusal_log_interval,
+            reload_interval=reload_interval,
         )
         self.keyring = KeyRing()
         self.keyring.add(material.current().identity.key)
@@ -191,6 +194,11 @@ class TrisaNode:
     @property
     def port(self) -> int:
         return self.server.port
+
+    def reload(self) -> None:
+        """Look for new TLS material now (SIGHUP): server and client both use a new
+        consistent set from their next new connection; a bad set is logged, not used."""
+        self.server.reload()
 
     def stop(self, grace: float | None = 1.0) -> None:
         """Cancel pending callbacks, close outgoing channels, stop serving; idempotent."""

@@ -3,12 +3,23 @@
 The server's credential fetcher asks :meth:`FileMaterial.current` before every new TLS
 handshake; a stat of each file decides whether to reload, so a certificate written to
 disk is served to the next connection without a restart, and connections (and calls)
-already open keep the material they were set up with. A reload that fails (a half-written
-file, a key that does not match) keeps the previous material and logs the reason once.
+already open keep the material they were set up with. :meth:`FileMaterial.poll` (every
+``--reload-interval`` seconds, and on SIGHUP) also retries a reload that failed, since
+a certificate that was not yet valid may have become valid.
+
+Only a consistent set replaces the one in use (:func:`trisa_peer.reload.check_own_identity`):
+the key matches the certificate, which chains to the trust pool and is valid now. A
+set that fails (a half-written file, a key that does not match, an expired or foreign
+certificate, a wrong PKCS#12 password) keeps the previous material and logs the reason
+once per distinct problem. The first load applies the same checks: a node does not
+start with an expired certificate. The PKCS#12 password comes from ``password`` (fixed
+for the life of the process) or ``password_file`` (read again at every reload, so a
+reissue's new password can be installed with its certificate).
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import re
@@ -18,7 +29,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..certs import Identity, load_identity
-from ..errors import CertificateError, ConfigurationError
+from ..clock import Clock, utcnow
+from ..errors import CertificateError, ConfigurationError, TrisaPeerError
+from ..reload import ProblemOnce, check_own_identity, describe_certificate, expiry_problem
+from ..storage.database import read_password_file
 from ..trust import TrustPool
 from ..verify import CrlChecker
 
@@ -114,21 +128,31 @@ class FileMaterial:
         *,
         crl: Sequence[str | os.PathLike[str]] = (),
         password: str | None = None,
+        password_file: str | os.PathLike[str] | None = None,
+        clock: Clock = utcnow,
     ) -> None:
         self.cert = Path(cert)
         self.key = Path(key) if key else None
         self.trust = [Path(p) for p in trust]
         self.crl_paths = [Path(p) for p in crl]
+        self.password_file = Path(password_file) if password_file else None
         if not self.trust:
             raise ConfigurationError("a trust pool (at least one trust file) is required")
+        if password is not None and self.password_file is not None:
+            raise ConfigurationError("give the PKCS#12 password once: a password or a "
+                                     "password file, not both")
+        self.clock = clock
         self._password = password
         self._lock = threading.Lock()
         self._listeners: list[Callable[[Material], None]] = []
+        self._problem = ProblemOnce()  # the last reload failure logged
         self._stamp = self._stamps()
+        self._digest = self._contents()
         self._material = self._load(1)
 
     def _paths(self) -> list[Path]:
-        return [p for p in (self.cert, self.key, *self.trust, *self.crl_paths) if p is not None]
+        return [p for p in (self.cert, self.key, self.password_file, *self.trust,
+                            *self.crl_paths) if p is not None]
 
     def _stamps(self) -> tuple[tuple[int, int], ...]:
         out = []
@@ -141,9 +165,23 @@ class FileMaterial:
                 out.append((st.st_mtime_ns, st.st_size))
         return tuple(out)
 
+    def _contents(self) -> bytes:
+        """A digest of every file's bytes: whether a forced reload has anything new."""
+        digest = hashlib.sha256()
+        for path in self._paths():
+            try:
+                data = path.read_bytes()
+            except OSError:
+                data = b"\0missing"
+            digest.update(len(data).to_bytes(8, "big") + data)
+        return digest.digest()
+
     def _load(self, generation: int) -> Material:
-        identity = load_node_identity(self.cert, self.key, password=self._password)
+        password = (read_password_file(self.password_file) if self.password_file is not None
+                    else self._password)
+        identity = load_node_identity(self.cert, self.key, password=password)
         pool = TrustPool.load(*self.trust)
+        check_own_identity(identity, pool, self.clock())
         crl = CrlChecker.load(self.crl_paths, pool) if self.crl_paths else None
         return Material(identity, pool, crl, generation)
 
@@ -151,26 +189,58 @@ class FileMaterial:
         """Call ``listener`` with each new generation after a reload."""
         self._listeners.append(listener)
 
+    @property
+    def reload_problem(self) -> str | None:
+        """Why the files on disk are not in use (the last reload failed), or None."""
+        return self._problem.last
+
+    def problem(self) -> str | None:
+        """Why the material in use cannot be served now (it expired), or None."""
+        return expiry_problem(self._material.identity.leaf, self.clock())
+
     def current(self) -> Material:
         """The newest valid material, reloading first if any file changed on disk."""
         stamp = self._stamps()
         if stamp == self._stamp:
             return self._material
+        return self._reload(stamp, force=False)
+
+    def poll(self, *, force: bool = False) -> Material:
+        """As :meth:`current`, and also retry a reload that failed (the same problem is
+        not logged again). ``force`` (SIGHUP) reads the files even if their size and
+        time look unchanged; unchanged content is not a new generation."""
+        stamp = self._stamps()
+        if stamp == self._stamp and not force and self._problem.last is None:
+            return self._material
+        return self._reload(stamp, force=force or self._problem.last is not None)
+
+    def _reload(self, stamp: tuple[tuple[int, int], ...], *, force: bool) -> Material:
         with self._lock:
-            if stamp == self._stamp:
+            if stamp == self._stamp and not force:
                 return self._material
+            digest = self._contents()
+            if digest == self._digest and self._problem.last is None:
+                self._stamp = stamp
+                return self._material
+            old = self._material
             try:
-                fresh = self._load(self._material.generation + 1)
-            except CertificateError as exc:
-                log.warning("keeping current TLS material; reload failed: %s", exc)
-                self._stamp = stamp  # do not retry until a file changes again
-                return self._material
-            self._stamp = stamp
+                fresh = self._load(old.generation + 1)
+            except TrisaPeerError as exc:
+                self._stamp = stamp  # retried by poll(), not by every handshake
+                if self._problem.report(str(exc)):
+                    log.warning("keeping the TLS material in use (%s); the files on disk "
+                                "were not loaded: %s", describe_certificate(old.identity.leaf),
+                                exc)
+                return old
+            self._stamp, self._digest = stamp, digest
             self._material = fresh
+            self._problem.clear()
         log.info(
-            "reloaded TLS material generation=%d leaf=%s",
+            "reloaded TLS material generation=%d %s fingerprint=%s not_after=%s",
             fresh.generation,
+            describe_certificate(fresh.identity.leaf),
             fresh.identity.fingerprint,
+            f"{fresh.identity.leaf.not_valid_after_utc:%Y-%m-%dT%H:%M:%SZ}",
         )
         for listener in self._listeners:
             listener(fresh)

@@ -3,7 +3,8 @@
 A :class:`MaterialSource` hands out the current :class:`~.identity.Material` (identity,
 trust pool, CRLs) and tells subscribers when it changes;
 :class:`~.identity.FileMaterial` watches files on disk, :class:`StaticMaterial` holds
-material in memory.
+material in memory. ``poll`` is what a running server calls every reload interval and
+on SIGHUP (``force=True``): look for new material now, even without a new connection.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ class MaterialSource(Protocol):
 
     def subscribe(self, listener: Callable[[Material], None]) -> None: ...
 
+    def poll(self, *, force: bool = False) -> Material: ...
+
 
 class StaticMaterial:
     """Material held in memory (tests, the simulated network); ``replace`` rotates it."""
@@ -34,6 +37,10 @@ class StaticMaterial:
 
     def subscribe(self, listener: Callable[[Material], None]) -> None:
         self._listeners.append(listener)
+
+    def poll(self, *, force: bool = False) -> Material:
+        """Nothing to look for: the material changes only by :meth:`replace`."""
+        return self._material
 
     def replace(self, material: Material) -> None:
         self._material = Material(

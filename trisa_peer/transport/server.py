@@ -6,7 +6,12 @@ comes from a :class:`~trisa_peer.transport.material.MaterialSource`; with
 :class:`~trisa_peer.transport.identity.FileMaterial` a certificate, key, trust pool or
 CRL written to disk is picked up by the next new connection (gRPC's dynamic server
 credentials ask before every handshake), while connections and calls already open are
-not disturbed.
+not disturbed. A started server also polls its material every ``reload_interval``
+seconds and at once on :meth:`TrisaServer.reload` (SIGHUP): a failed reload is retried
+and its reason logged once, and the own certificate's expiry is watched -- a warning at
+30, 7 and 1 days before, an error once it has expired. An expired own certificate makes
+TRISAHealth answer UNHEALTHY (the node keeps serving: peers refuse it at their step 6
+or 3 until a valid certificate is installed, which the next reload picks up).
 
 What the TLS layer (BoringSSL) checks: the client sent a certificate that chains to the
 trust pool (roots + intermediates). Everything else -- the TRISA policy, the directory
@@ -37,6 +42,7 @@ from ..limits import server_options
 from ..logtext import RefusalLimiter
 from ..netutil import bind_problem
 from ..records import DirectoryLookup
+from ..reload import DEFAULT_RELOAD_INTERVAL, ExpiryWatch, Poller, expiry_problem
 from ..verify import ChainVerifier
 from .identity import Material
 from .interceptor import PeerVerificationInterceptor
@@ -134,9 +140,15 @@ class TrisaServer:
         controls: PeerControls | None = None,
         max_request_bytes: int = MAX_REQUEST_BYTES,
         refusal_log_interval: float = REFUSAL_LOG_INTERVAL,
+        reload_interval: float = DEFAULT_RELOAD_INTERVAL,
     ) -> None:
         self.material = material
         self.listen = listen
+        self.clock = clock
+        self._health = health
+        self.expiry = ExpiryWatch()
+        self._force_reload = False
+        self._poller = Poller(self._poll, reload_interval, on_error=_poll_failed)
         first = material.current()
         self.verifier = ChainVerifier(first.pool, clock=clock, crl=first.crl)
         self.authenticator = PeerAuthenticator(
@@ -160,7 +172,30 @@ class TrisaServer:
         )
         self._generation = 0
         self.port = 0
-        self.add(api_pb2_grpc.add_TRISAHealthServicer_to_server, HealthServicer(clock, health))
+        self.add(api_pb2_grpc.add_TRISAHealthServicer_to_server,
+                 HealthServicer(clock, self.problem))
+
+    def problem(self) -> str | None:
+        """Why this node is not ready (TRISAHealth UNHEALTHY): its own certificate is
+        expired or not yet valid, or ``health`` (e.g. the store) has a problem."""
+        own = expiry_problem(self.material.current().identity.leaf, self.clock())
+        if own is not None:
+            return own
+        return self._health() if self._health is not None else None
+
+    def reload(self) -> None:
+        """Look at the material now (SIGHUP); safe to call from a signal handler."""
+        self._force_reload = True
+        self._poller.trigger()
+
+    def _poll(self) -> None:
+        force, self._force_reload = self._force_reload, False
+        material = self.material.poll(force=force)
+        said = self.expiry.note(material.identity.leaf, material.identity.fingerprint,
+                                self.clock())
+        if said is not None:
+            level, text = said
+            log.log(logging.ERROR if level == "error" else logging.WARNING, "%s", text)
 
     def _rotated(self, material: Material) -> None:
         # New trust pool or CRL: verify with it from now on and forget old decisions.
@@ -206,10 +241,16 @@ class TrisaServer:
             raise ConfigurationError(f"cannot listen on {self.listen}")
         self._server.start()
         log.info("TRISA endpoint %s listening on port %d", material.identity.common_name, self.port)
+        self._poller.start()
         return self.port
 
     def stop(self, grace: float | None = 1.0) -> None:
+        self._poller.stop()
         self._server.stop(grace).wait()
 
     def wait(self) -> None:
         self._server.wait_for_termination()
+
+
+def _poll_failed(exc: BaseException) -> None:
+    log.error("TLS material poll failed unexpectedly: %s", type(exc).__name__, exc_info=exc)
