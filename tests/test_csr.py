@@ -1,0 +1,250 @@
+"""CSR registration and renewal (issue 14 section 1).
+
+- ``trisa_peer.csr``: the key and CSR a VASP makes, and every check the directory makes
+  before a CSR reaches the CA, each as an accepted case and its near-identical
+  rejected twin;
+- the directory's CSR path through the local Sectigo service (real HTTP): register with
+  a CSR, accept, reissue with a CSR, the VASP receives only its chain;
+- renewal by CSR over the directory's members mTLS endpoint (real TLS on 127.0.0.1);
+- the ``trisa-peer csr`` and ``gds`` commands.
+"""
+
+from __future__ import annotations
+
+import re
+import stat
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from trisa_peer.csr import (
+    SubjectFields,
+    build_csr,
+    check_csr,
+    csr_der,
+    csr_pem,
+    load_csr,
+    new_key,
+    profile_min_rsa_bits,
+)
+from trisa_peer.errors import CertificateError, ConfigurationError
+
+CN = "charlie.example.com"
+
+
+@pytest.fixture(scope="module")
+def key() -> rsa.RSAPrivateKey:
+    return new_key(2048)
+
+
+@pytest.fixture(scope="module")
+def other_key() -> rsa.RSAPrivateKey:
+    return new_key(2048)
+
+
+def custom_csr(
+    key: object,
+    *,
+    cns: tuple[str, ...] = (CN,),
+    san: list[x509.GeneralName] | None = None,
+    extra: list[x509.ExtensionType] | None = None,
+    algorithm: hashes.HashAlgorithm | None = None,
+) -> x509.CertificateSigningRequest:
+    """A CSR made by hand: ``san=None`` means DNS:CN, ``[]`` means no SAN extension."""
+    attrs = [x509.NameAttribute(NameOID.COMMON_NAME, cn) for cn in cns]
+    attrs.append(x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Charlie Holdings"))
+    builder = x509.CertificateSigningRequestBuilder().subject_name(x509.Name(attrs))
+    names = [x509.DNSName(CN)] if san is None else san
+    if names:
+        builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
+    for ext in extra or []:
+        builder = builder.add_extension(ext, critical=False)
+    return builder.sign(key, algorithm or hashes.SHA256())  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------- build
+
+
+def test_new_key_refuses_less_than_2048_bits() -> None:
+    assert new_key(2048).key_size == 2048
+    with pytest.raises(ConfigurationError, match="at least 2048 bits"):
+        new_key(2047)
+
+
+def test_built_csr_has_the_trisa_conf_fields_and_passes_the_check(
+    key: rsa.RSAPrivateKey,
+) -> None:
+    csr = build_csr(key, "Charlie.Example.com.", SubjectFields(
+        organization="Charlie Holdings", locality="Menlo Park", state="California",
+        country="us"))
+    check_csr(csr, CN)
+    subject = {a.oid: a.value for a in csr.subject}
+    assert subject == {
+        NameOID.COMMON_NAME: CN, NameOID.ORGANIZATION_NAME: "Charlie Holdings",
+        NameOID.LOCALITY_NAME: "Menlo Park", NameOID.STATE_OR_PROVINCE_NAME: "California",
+        NameOID.COUNTRY_NAME: "US",
+    }
+    ext = csr.extensions
+    assert ext.get_extension_for_class(x509.BasicConstraints).value.ca is False
+    usage = ext.get_extension_for_class(x509.KeyUsage).value
+    assert (usage.digital_signature, usage.key_encipherment, usage.content_commitment) == (
+        True, True, True)
+    assert list(ext.get_extension_for_class(x509.ExtendedKeyUsage).value) == [
+        ExtendedKeyUsageOID.CLIENT_AUTH, ExtendedKeyUsageOID.SERVER_AUTH]
+    assert ext.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(
+        x509.DNSName) == [CN]
+    assert isinstance(csr.signature_hash_algorithm, hashes.SHA384)
+
+
+def test_build_csr_refuses_a_country_that_is_not_two_letters(key: rsa.RSAPrivateKey) -> None:
+    build_csr(key, CN, SubjectFields(country="DE"))
+    with pytest.raises(ConfigurationError, match="2-letter"):
+        build_csr(key, CN, SubjectFields(country="DEU"))
+
+
+def test_load_csr_reads_pem_and_der_and_refuses_anything_else(
+    key: rsa.RSAPrivateKey,
+) -> None:
+    csr = build_csr(key, CN)
+    assert load_csr(csr_pem(csr)) == csr
+    assert load_csr(csr_der(csr)) == csr
+    cert_pem = b"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+    with pytest.raises(CertificateError, match="one PEM CERTIFICATE REQUEST block"):
+        load_csr(cert_pem)
+    with pytest.raises(CertificateError, match="not a certificate signing request"):
+        load_csr(csr_der(csr)[:-40])
+    with pytest.raises(CertificateError, match="larger than"):
+        load_csr(b"0" * (16 * 1024 + 1))
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def test_proof_of_possession_a_tampered_signature_is_refused(key: rsa.RSAPrivateKey) -> None:
+    der = bytearray(csr_der(build_csr(key, CN)))
+    check_csr(load_csr(bytes(der)), CN)
+    der[-1] ^= 0x01  # the last byte of the signature
+    with pytest.raises(CertificateError, match="signature does not verify"):
+        check_csr(load_csr(bytes(der)), CN)
+
+
+def test_proof_of_possession_a_subject_swapped_under_the_signature_is_refused(
+    key: rsa.RSAPrivateKey,
+) -> None:
+    """Replace the CN bytes inside the signed part (same length): the signature no
+    longer covers what is asked for."""
+    der = csr_der(build_csr(key, CN))
+    check_csr(load_csr(der), CN)
+    forged = der.replace(b"charlie.example.com", b"mallory.example.com")
+    assert forged != der
+    with pytest.raises(CertificateError, match="signature does not verify"):
+        check_csr(load_csr(forged), "mallory.example.com")
+
+
+def test_signature_hash_weaker_than_sha256_is_refused(key: rsa.RSAPrivateKey) -> None:
+    check_csr(custom_csr(key, algorithm=hashes.SHA256()), CN)
+    with pytest.raises(CertificateError, match="SHA224; SHA-256, SHA-384 or SHA-512"):
+        check_csr(custom_csr(key, algorithm=hashes.SHA224()), CN)
+
+
+def test_common_name_must_be_the_records(key: rsa.RSAPrivateKey) -> None:
+    check_csr(custom_csr(key), CN)
+    check_csr(custom_csr(key), "Charlie.Example.COM")  # DNS names ignore case
+    with pytest.raises(CertificateError, match="is not the registered common name"):
+        check_csr(custom_csr(key), "charlie.example.org")
+
+
+def test_exactly_one_common_name(key: rsa.RSAPrivateKey) -> None:
+    check_csr(custom_csr(key, cns=(CN,)), CN)
+    with pytest.raises(CertificateError, match="exactly one common name, it has 2"):
+        check_csr(custom_csr(key, cns=(CN, "other.example.com")), CN)
+    with pytest.raises(CertificateError, match="exactly one common name, it has 0"):
+        check_csr(custom_csr(key, cns=()), CN)
+
+
+def test_san_is_required(key: rsa.RSAPrivateKey) -> None:
+    check_csr(custom_csr(key, san=[x509.DNSName(CN)]), CN)
+    with pytest.raises(CertificateError, match="no subjectAltName"):
+        check_csr(custom_csr(key, san=[]), CN)
+
+
+def test_san_with_an_extra_dns_name_is_refused(key: rsa.RSAPrivateKey) -> None:
+    check_csr(custom_csr(key, san=[x509.DNSName(CN)]), CN)
+    with pytest.raises(CertificateError, match=re.escape("names DNS:api.example.com; only DNS:")):
+        check_csr(custom_csr(key, san=[x509.DNSName(CN), x509.DNSName("api.example.com")]), CN)
+
+
+def test_san_with_an_ip_address_is_refused(key: rsa.RSAPrivateKey) -> None:
+    import ipaddress
+
+    check_csr(custom_csr(key, san=[x509.DNSName(CN)]), CN)
+    with pytest.raises(CertificateError, match=re.escape("names IP:127.0.0.1")):
+        check_csr(custom_csr(
+            key, san=[x509.DNSName(CN), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), CN)
+
+
+def test_san_naming_another_host_only_is_refused(key: rsa.RSAPrivateKey) -> None:
+    check_csr(custom_csr(key, san=[x509.DNSName(CN)]), CN)
+    with pytest.raises(CertificateError, match=re.escape("names DNS:other.example.com")):
+        check_csr(custom_csr(key, san=[x509.DNSName("other.example.com")]), CN)
+
+
+def test_san_repeating_the_name_is_refused(key: rsa.RSAPrivateKey) -> None:
+    check_csr(custom_csr(key, san=[x509.DNSName(CN)]), CN)
+    with pytest.raises(CertificateError, match="exactly once"):
+        check_csr(custom_csr(key, san=[x509.DNSName(CN), x509.DNSName(CN.upper())]), CN)
+
+
+def test_key_policy_rsa_2048_is_the_floor() -> None:
+    small = rsa.generate_private_key(public_exponent=65537, key_size=1024)  # noqa: S505 - the refused case
+    big = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    check_csr(custom_csr(big), CN)
+    with pytest.raises(CertificateError, match="RSA-1024; at least RSA-2048"):
+        check_csr(custom_csr(small), CN)
+
+
+def test_key_policy_the_profiles_stricter_rule(key: rsa.RSAPrivateKey) -> None:
+    assert profile_min_rsa_bits("RSA - 4096") == 4096
+    assert profile_min_rsa_bits("RSA - 1024") == 2048  # never below the floor
+    assert profile_min_rsa_bits("ECDSA") == 2048
+    check_csr(custom_csr(key), CN, min_rsa_bits=profile_min_rsa_bits("RSA - 2048"))
+    with pytest.raises(CertificateError, match="RSA-2048; at least RSA-4096"):
+        check_csr(custom_csr(key), CN, min_rsa_bits=profile_min_rsa_bits("RSA - 4096"))
+
+
+def test_key_policy_ec_keys_are_refused(key: rsa.RSAPrivateKey) -> None:
+    check_csr(custom_csr(key), CN)
+    with pytest.raises(CertificateError,
+                       match="CSR key is EC secp256r1; the TRISA profile requires RSA"):
+        check_csr(custom_csr(ec.generate_private_key(ec.SECP256R1())), CN)
+
+
+def test_a_csr_asking_for_a_ca_certificate_is_refused(key: rsa.RSAPrivateKey) -> None:
+    check_csr(custom_csr(key, extra=[x509.BasicConstraints(ca=False, path_length=None)]), CN)
+    with pytest.raises(CertificateError, match="CA:TRUE"):
+        check_csr(custom_csr(key, extra=[x509.BasicConstraints(ca=True, path_length=0)]), CN)
+
+
+def test_an_extension_outside_the_profile_is_refused(key: rsa.RSAPrivateKey) -> None:
+    check_csr(custom_csr(key, extra=[x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH])]),
+              CN)
+    with pytest.raises(CertificateError, match=re.escape("extension 2.5.29.14, which the TRISA profile")):
+        check_csr(custom_csr(key, extra=[
+            x509.SubjectKeyIdentifier.from_public_key(key.public_key())]), CN)
+
+
+def test_a_csr_of_another_key_is_still_a_valid_csr(
+    key: rsa.RSAPrivateKey, other_key: rsa.RSAPrivateKey,
+) -> None:
+    """The check is about the CSR, not about which key the VASP used before: a new key
+    (the point of a renewal after a compromise) passes."""
+    check_csr(build_csr(other_key, CN), CN)
+    assert build_csr(other_key, CN).public_key() != build_csr(key, CN).public_key()
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
