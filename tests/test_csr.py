@@ -232,7 +232,8 @@ def test_a_csr_asking_for_a_ca_certificate_is_refused(key: rsa.RSAPrivateKey) ->
 def test_an_extension_outside_the_profile_is_refused(key: rsa.RSAPrivateKey) -> None:
     check_csr(custom_csr(key, extra=[x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH])]),
               CN)
-    with pytest.raises(CertificateError, match=re.escape("extension 2.5.29.14, which the TRISA profile")):
+    with pytest.raises(CertificateError,
+                       match=re.escape("extension 2.5.29.14, which the TRISA profile")):
         check_csr(custom_csr(key, extra=[
             x509.SubjectKeyIdentifier.from_public_key(key.public_key())]), CN)
 
