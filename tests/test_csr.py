@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 import stat
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,11 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from trisa_peer._pb.gds.models.v1 import models_pb2 as gds_models_pb2
+from trisa_peer._pb.ivms101 import ivms101_pb2
+from trisa_peer._pb.trisa.gds.api.v1beta1 import api_pb2 as gds_pb2
+from trisa_peer._pb.trisa.gds.models.v1beta1 import models_pb2
+from trisa_peer.certs import parse_certificates
 from trisa_peer.csr import (
     SubjectFields,
     build_csr,
@@ -31,9 +37,27 @@ from trisa_peer.csr import (
     new_key,
     profile_min_rsa_bits,
 )
-from trisa_peer.errors import CertificateError, ConfigurationError
+from trisa_peer.directory import (
+    Directory,
+    DirectoryClient,
+    DirectoryServer,
+    SQLiteStore,
+    accept,
+    reissue,
+)
+from trisa_peer.directory.issuance import certificate_zip
+from trisa_peer.errors import (
+    CertificateError,
+    ConfigurationError,
+    DirectoryError,
+    DirectoryNotFoundError,
+)
+from trisa_peer.sectigo import SectigoClient
+from trisa_peer.sectigo.emulator import SectigoEmulator
 
 CN = "charlie.example.com"
+VS = models_pb2.VerificationState
+CRS = gds_models_pb2.CertificateRequestState
 
 
 @pytest.fixture(scope="module")
@@ -249,3 +273,197 @@ def test_a_csr_of_another_key_is_still_a_valid_csr(
 
 def _mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
+
+
+# --------------------------------------------------------------------------- directory
+
+USER, PASSWORD = "admin", "emulator-secret"
+
+
+@pytest.fixture
+def make_emulator(sectigo_ca_dir: Path, tmp_path: Path) -> Iterator[Callable[..., SectigoEmulator]]:
+    started: list[SectigoEmulator] = []
+
+    def make(key_size: int = 2048) -> SectigoEmulator:
+        emu = SectigoEmulator(ca_dir=sectigo_ca_dir, state_path=tmp_path / "sectigo.json",
+                              username=USER, password=PASSWORD, key_size=key_size)
+        emu.set_balance(1, 10)
+        emu.start("127.0.0.1", 0)
+        started.append(emu)
+        return emu
+
+    yield make
+    for emu in started:
+        emu.stop()
+
+
+@pytest.fixture
+def emulator(make_emulator: Callable[..., SectigoEmulator]) -> SectigoEmulator:
+    return make_emulator()
+
+
+def sectigo_client(emu: SectigoEmulator) -> SectigoClient:
+    return SectigoClient(emu.base_url, USER, PASSWORD, cache_path=False, timeout=5, retries=1)
+
+
+@pytest.fixture
+def directory(tmp_path: Path) -> Iterator[Directory]:
+    store = SQLiteStore(tmp_path / "gds.db")
+    yield Directory(store, directory_id="testnet.local", outbox_dir=tmp_path / "outbox")
+    store.close()
+
+
+@pytest.fixture
+def client(directory: Directory) -> Iterator[DirectoryClient]:
+    with DirectoryServer(directory, listen="127.0.0.1:0") as server, DirectoryClient(
+        server.endpoint, insecure=True, timeout=5.0, cache_ttl=0
+    ) as c:
+        yield c
+
+
+def register_request(cn: str = CN) -> gds_pb2.RegisterRequest:
+    req = gds_pb2.RegisterRequest(trisa_endpoint=f"{cn}:443", common_name=cn)
+    req.entity.name.name_identifiers.append(
+        ivms101_pb2.LegalPersonNameId(legal_person_name="Charlie Holdings",
+                                      legal_person_name_identifier_type=1))
+    req.entity.country_of_registration = "DE"
+    req.contacts.administrative.name = "Carla Admin"
+    req.contacts.administrative.email = "admin@charlie.example.com"
+    return req
+
+
+def register_pending(client: DirectoryClient, directory: Directory, csr: bytes,
+                     cn: str = CN) -> gds_pb2.RegisterReply:
+    reply = client.register(register_request(cn), csr_der=csr)
+    token = next(t.token for t in directory.store.tokens_for(reply.id))
+    assert client.verify_contact(reply.id, token).status == VS.PENDING_REVIEW
+    return reply
+
+
+def test_register_with_a_csr_issues_for_the_vasps_own_key_without_a_password(
+    emulator: SectigoEmulator, directory: Directory, client: DirectoryClient,
+    key: rsa.RSAPrivateKey,
+) -> None:
+    reply = register_pending(client, directory, csr_der(build_csr(key, CN)))
+    assert reply.pkcs12password == ""
+    assert "certificate signing request accepted" in reply.message
+    req = directory.store.certreqs_for(reply.id)[-1]
+    assert directory.store.get_secret(f"{req.id}-password") is None
+    result = accept(directory, reply.id, sectigo_client(emulator), poll_interval=0.05)
+    assert result.identity is None and result.pkcs12password == ""
+    assert result.leaf.public_key() == key.public_key()
+    assert [c.subject for c in result.chain] == [emulator.ca.issuing.subject,
+                                                 emulator.ca.root.subject]
+    record = client.lookup(common_name=CN)
+    assert record.identity_certificate == result.leaf
+    name, data = certificate_zip(directory, reply.id)
+    assert name == f"{CN}.pem" and b"PRIVATE KEY" not in data
+    assert parse_certificates(data, source="chain") == [result.leaf, *result.chain]
+    req = directory.store.certreqs_for(reply.id)[-1]
+    assert req.status == CRS.COMPLETED and req.batch_id
+
+
+def test_register_without_a_csr_still_gets_a_pkcs12_password(
+    emulator: SectigoEmulator, directory: Directory, client: DirectoryClient,
+) -> None:
+    reply = client.register(register_request())
+    assert len(reply.pkcs12password) == 16
+    token = next(t.token for t in directory.store.tokens_for(reply.id))
+    client.verify_contact(reply.id, token)
+    result = accept(directory, reply.id, sectigo_client(emulator), poll_interval=0.05)
+    assert result.identity is not None and certificate_zip(directory, reply.id)[0].endswith(
+        ".zip")
+
+
+def test_register_refuses_a_csr_for_another_name_over_grpc(
+    directory: Directory, client: DirectoryClient, key: rsa.RSAPrivateKey,
+) -> None:
+    client.register(register_request("good.example.com"),
+                    csr_der=csr_der(build_csr(key, "good.example.com")))
+    with pytest.raises(DirectoryError) as info:
+        client.register(register_request(), csr_der=csr_der(build_csr(key, "other.example.com")))
+    message = str(info.value)
+    assert "INVALID_ARGUMENT" in message and "\n" not in message
+    assert "is not the registered common name 'charlie.example.com'" in message
+    assert [v.common_name for v in directory.list_vasps()] == ["good.example.com"]
+
+
+def test_register_refuses_a_forged_csr_over_grpc(
+    directory: Directory, client: DirectoryClient, key: rsa.RSAPrivateKey,
+) -> None:
+    der = bytearray(csr_der(build_csr(key, CN)))
+    client.register(register_request("first.example.com"),
+                    csr_der=csr_der(build_csr(key, "first.example.com")))
+    der[-1] ^= 0x01
+    with pytest.raises(DirectoryError, match=r"INVALID_ARGUMENT.*signature does not verify"):
+        client.register(register_request(), csr_der=bytes(der))
+    assert [v.common_name for v in directory.list_vasps()] == ["first.example.com"]
+
+
+def test_reissue_with_a_csr_rotates_the_key_and_returns_the_chain_only(
+    emulator: SectigoEmulator, directory: Directory, client: DirectoryClient,
+    key: rsa.RSAPrivateKey, other_key: rsa.RSAPrivateKey,
+) -> None:
+    reply = register_pending(client, directory, csr_der(build_csr(key, CN)))
+    sectigo = sectigo_client(emulator)
+    first = accept(directory, reply.id, sectigo, poll_interval=0.05)
+    second = reissue(directory, reply.id, sectigo, csr=csr_pem(build_csr(other_key, CN)),
+                     poll_interval=0.05)
+    assert second.pkcs12password == "" and second.identity is None
+    assert second.leaf.public_key() == other_key.public_key()
+    assert second.serial != first.serial
+    assert client.lookup(common_name=CN).identity_certificate == second.leaf
+    assert directory.superseded(reply.id) == [first.serial]
+
+
+def test_reissue_refuses_a_csr_with_an_extra_name_before_anything_is_stored(
+    emulator: SectigoEmulator, directory: Directory, client: DirectoryClient,
+    key: rsa.RSAPrivateKey,
+) -> None:
+    reply = register_pending(client, directory, csr_der(build_csr(key, CN)))
+    sectigo = sectigo_client(emulator)
+    accept(directory, reply.id, sectigo, poll_interval=0.05)
+    before = directory.store.certreqs_for(reply.id)
+    bad = custom_csr(key, san=[x509.DNSName(CN), x509.DNSName("evil.example.com")])
+    with pytest.raises(CertificateError, match=re.escape("names DNS:evil.example.com")):
+        reissue(directory, reply.id, sectigo, csr=csr_pem(bad), poll_interval=0.05)
+    assert directory.store.certreqs_for(reply.id) == before
+    reissue(directory, reply.id, sectigo, csr=csr_pem(custom_csr(key)), poll_interval=0.05)
+
+
+def test_the_profiles_stricter_key_rule_is_applied_before_the_upload(
+    make_emulator: Callable[..., SectigoEmulator], directory: Directory,
+    client: DirectoryClient, key: rsa.RSAPrivateKey,
+) -> None:
+    """The emulator's profile says ``RSA - <key_size>``: a 2048-bit CSR passes the
+    registration check, then the 4096 profile refuses it (CR_REJECTED, no batch)."""
+    strict = make_emulator(key_size=4096)
+    reply = register_pending(client, directory, csr_der(build_csr(key, CN)))
+    with pytest.raises(DirectoryError, match=r"CR_REJECTED.*RSA-2048; at least RSA-4096"):
+        accept(directory, reply.id, sectigo_client(strict), poll_interval=0.05)
+    req = directory.store.certreqs_for(reply.id)[-1]
+    assert req.status == CRS.CR_REJECTED and not req.batch_id
+    assert directory.get(reply.id).verification_status == VS.REVIEWED
+    strict.stop()
+    relaxed = make_emulator(key_size=2048)  # same CA and state, profile RSA - 2048
+    result = accept(directory, reply.id, sectigo_client(relaxed), poll_interval=0.05)
+    assert result.leaf.public_key() == key.public_key()  # the retry kept the CSR
+
+
+def test_a_certificate_for_another_key_is_never_installed(
+    emulator: SectigoEmulator, directory: Directory, client: DirectoryClient,
+    key: rsa.RSAPrivateKey, other_key: rsa.RSAPrivateKey, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A CA that signs something else than the CSR's key (fault injected into the
+    local Sectigo service's signer) ends the request CR_ERRORED."""
+    reply = register_pending(client, directory, csr_der(build_csr(key, CN)))
+    real_sign = emulator.ca.sign_csr
+    monkeypatch.setattr(emulator.ca, "sign_csr",
+                        lambda pem, **kw: real_sign(csr_pem(build_csr(other_key, CN)), **kw))
+    with pytest.raises(DirectoryError, match=r"CR_ERRORED.*does not carry the CSR.s public key"):
+        accept(directory, reply.id, sectigo_client(emulator), poll_interval=0.05)
+    with pytest.raises(DirectoryNotFoundError):
+        client.lookup(common_name=CN)
+    monkeypatch.setattr(emulator.ca, "sign_csr", real_sign)
+    result = accept(directory, reply.id, sectigo_client(emulator), poll_interval=0.05)
+    assert result.leaf.public_key() == key.public_key()

@@ -38,6 +38,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID, NameOID
 from .errors import CertificateError, ConfigurationError
 
 __all__ = [
+    "CSR_METADATA",
     "DEFAULT_KEY_BITS",
     "MAX_CSR_BYTES",
     "MIN_RSA_BITS",
@@ -50,6 +51,12 @@ __all__ = [
     "new_key",
     "profile_min_rsa_bits",
 ]
+
+#: gRPC metadata key carrying a DER CSR on ``TRISADirectory/Register`` (the TRISA
+#: ``RegisterRequest`` has no CSR field - trisa PR #60 was never merged - and this
+#: project adds none): a directory that does not know it ignores it and answers with a
+#: PKCS#12 password, which the client then reports.
+CSR_METADATA = "trisa-peer-csr-bin"
 
 #: RSA size of a new key (the guide's ``default_bits = 4096``).
 DEFAULT_KEY_BITS = 4096

@@ -15,6 +15,14 @@ with its gaps fixed (quirk 7 in docs/architecture.md):
 - A reissue never touches the VASP's verification state: it stays ``VERIFIED`` (and
   Lookup keeps answering) whatever happens to the new request.
 
+Two paths (issue 14 section 1): a request holds either a PKCS#12 password (secret
+``<certreqId>-password``: Sectigo makes the key, the VASP receives a password-protected
+PKCS#12) or a CSR (secret ``<certreqId>-csr``: the key never leaves the VASP, the CSR is
+checked with :func:`trisa_peer.csr.check_csr` - at registration or reissue, and again
+against the Sectigo profile's key rule right before the upload - and the VASP receives
+only its certificate chain, ``<common name>.pem``). An issued certificate whose public
+key is not the CSR's is refused (``CR_ERRORED``), never installed.
+
 Every state change is committed before the next network call, so a crash leaves a
 state that ``accept`` (or ``reissue``) resolves.
 """
@@ -28,13 +36,16 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
+
+from cryptography import x509
 
 from .._pb.gds.models.v1 import models_pb2 as gds_models_pb2
 from .._pb.trisa.gds.models.v1beta1 import models_pb2
 from ..ca import CertificateAuthority
-from ..certs import Identity, load_identity
+from ..certs import Identity, certs_to_pem, load_identity, order_chain, parse_certificates, spki_der
+from ..csr import MIN_RSA_BITS, check_csr, csr_pem, load_csr, profile_min_rsa_bits
 from ..errors import (
     CertificateError,
     ConfigurationError,
@@ -67,17 +78,24 @@ _OPEN = (CRS.READY_TO_SUBMIT, CRS.PROCESSING, CRS.DOWNLOADING, CRS.DOWNLOADED)
 
 @dataclass(frozen=True)
 class IssuanceResult:
-    """What an issuance produced: the updated VASP, the request, the identity (key
-    included) and, for a reissue, the new PKCS#12 password (shown once)."""
+    """What an issuance produced: the updated VASP, the request, the certificate and its
+    chain, the identity (key included; ``None`` on the CSR path, where the directory
+    never sees the key) and, for a PKCS#12 reissue, the new password (shown once)."""
 
     vasp: models_pb2.VASP
     certreq: gds_models_pb2.CertificateRequest
-    identity: Identity
+    leaf: x509.Certificate
+    chain: tuple[x509.Certificate, ...]
+    identity: Identity | None = None
     pkcs12password: str = ""
 
     @property
     def serial(self) -> str:
-        return serial_hex(self.identity.leaf.serial_number)
+        return serial_hex(self.leaf.serial_number)
+
+    def chain_pem(self) -> bytes:
+        """Leaf then chain, PEM: what the VASP installs next to its own key."""
+        return certs_to_pem([self.leaf, *self.chain])
 
 
 @dataclass(frozen=True)
@@ -114,9 +132,8 @@ def accept(
         req = _latest(reqs)
         if req is None or req.status != CRS.INITIALIZED:
             req = _new_request(directory, vasp, reqs, source)
-            password = _password_of(directory, reqs)
             changes = Changes(vasp=vasp, certreqs=[req],
-                              secrets={f"{req.id}-password": password})
+                              secrets=_registrant_material(directory, reqs, req.id))
         else:
             directory.certreq_state(req, CRS.READY_TO_SUBMIT, "registration accepted", source)
             changes = Changes(vasp=vasp, certreqs=[req])
@@ -127,9 +144,8 @@ def accept(
             # the last attempt failed (or was never made): start a new request with the
             # registrant's password
             req = _new_request(directory, vasp, reqs, source)
-            password = _password_of(directory, reqs)
             directory.commit(
-                Changes(certreqs=[req], secrets={f"{req.id}-password": password}),
+                Changes(certreqs=[req], secrets=_registrant_material(directory, reqs, req.id)),
                 what="accept",
             )
     else:
@@ -148,30 +164,51 @@ def reissue(
     sectigo: SectigoClient,
     *,
     dns_names: tuple[str, ...] = (),
+    csr: bytes | None = None,
     source: str = "operator",
     poll_interval: float = 1.0,
     timeout: float = 120.0,
     sleep: Callable[[float], None] = time.sleep,
 ) -> IssuanceResult:
-    """Request a new identity certificate for a VERIFIED VASP with a new PKCS#12
-    password (returned once); the old serial stays in the certificate history."""
+    """Request a new identity certificate for a VERIFIED VASP; the old serial stays in
+    the certificate history.
+
+    Without ``csr``: Sectigo makes the key, with a new PKCS#12 password (returned once).
+    With ``csr`` (PEM or DER): it is checked first (CertificateError with the reason,
+    nothing stored) and the result carries only the certificate chain. A request left
+    open by an interrupted run is resumed; a CSR cannot replace the one it holds.
+    """
     vasp = check_reissuable(directory, vasp_id)
+    pem = b""
+    if csr is not None:
+        if dns_names:
+            raise ConfigurationError("a CSR names the certificate's DNS names itself")
+        request = load_csr(csr)
+        check_csr(request, vasp.common_name)
+        pem = csr_pem(request)
     reqs = directory.store.certreqs_for(vasp.id)
     req = _latest(reqs)
     password = ""
     if req is None or req.status not in _OPEN:
         req = _new_request(directory, vasp, reqs, source, dns_names=dns_names)
-        password = new_token(PASSWORD_LENGTH)
-        directory.commit(
-            Changes(certreqs=[req], secrets={f"{req.id}-password": password.encode("ascii")}),
-            what="reissue",
+        if pem:
+            secrets = {f"{req.id}-csr": pem}
+        else:
+            password = new_token(PASSWORD_LENGTH)
+            secrets = {f"{req.id}-password": password.encode("ascii")}
+        directory.commit(Changes(certreqs=[req], secrets=secrets), what="reissue")
+    elif pem and directory.store.get_secret(f"{req.id}-csr") != pem:
+        raise DirectoryError(
+            f"certificate request {req.id} of VASP {vasp.id} is still "
+            f"{gds_models_pb2.CertificateRequestState.Name(req.status)}; run reissue "
+            "with that request's CSR (or without --csr) to finish it first"
         )
     result = _run(directory, vasp.id, req.id, sectigo, reissue=True, source=source,
                   poll_interval=poll_interval, timeout=timeout, sleep=sleep)
-    if not password:
+    if not password and result.identity is not None:
         stored = directory.store.get_secret(f"{req.id}-password") or b""
         password = stored.decode("ascii", "replace")
-    return IssuanceResult(result.vasp, result.certreq, result.identity, password)
+    return replace(result, pkcs12password=password)
 
 
 def check_reissuable(directory: Directory, vasp_id: str) -> models_pb2.VASP:
@@ -249,13 +286,21 @@ def revoke(
 
 
 def certificate_zip(directory: Directory, vasp_id: str) -> tuple[str, bytes]:
-    """``(file name, zip bytes)`` of the latest downloaded certificate of a VASP:
-    ``<common name>.zip`` holding the PKCS#12 encrypted with the registrant's password."""
+    """``(file name, bytes)`` of the latest downloaded certificate of a VASP:
+    ``<common name>.zip`` holding the PKCS#12 encrypted with the registrant's password,
+    or, for a CSR request, ``<common name>.pem``: the certificate chain only."""
     vasp = directory.get(vasp_id)
     for req in reversed(directory.store.certreqs_for(vasp.id)):
         data = directory.store.get_secret(f"{req.id}-cert")
         if data:
-            return f"{normalize_common_name(vasp.common_name)}.zip", data
+            stem = normalize_common_name(vasp.common_name)
+            if directory.store.get_secret(f"{req.id}-csr"):
+                try:
+                    leaf, chain = _chain_of(data, req.common_name)
+                except CertificateError as exc:
+                    raise DirectoryError(f"VASP {vasp.id}: {exc}") from exc
+                return f"{stem}.pem", certs_to_pem([leaf, *chain])
+            return f"{stem}.zip", data
     raise DirectoryError(f"VASP {vasp.id} has no downloaded certificate")
 
 
@@ -268,13 +313,18 @@ def _latest(
     return reqs[-1] if reqs else None
 
 
-def _password_of(directory: Directory, reqs: list[gds_models_pb2.CertificateRequest]) -> bytes:
-    """The registrant's PKCS#12 password: the newest stored one."""
+def _registrant_material(
+    directory: Directory, reqs: list[gds_models_pb2.CertificateRequest], new_id: str,
+) -> dict[str, bytes]:
+    """The secrets of a retried registration request ``new_id``: the registrant's CSR
+    or PKCS#12 password, whichever the newest earlier request holds (a new password if
+    none does)."""
     for req in reversed(reqs):
-        secret = directory.store.get_secret(f"{req.id}-password")
-        if secret:
-            return secret
-    return new_token(PASSWORD_LENGTH).encode("ascii")
+        for kind in ("csr", "password"):
+            secret = directory.store.get_secret(f"{req.id}-{kind}")
+            if secret:
+                return {f"{new_id}-{kind}": secret}
+    return {f"{new_id}-password": new_token(PASSWORD_LENGTH).encode("ascii")}
 
 
 def _new_request(
@@ -368,8 +418,9 @@ def _submit(
             directory.audit(vasp, VS.ISSUING_CERTIFICATE, "submitting certificate request",
                             source)
             directory.commit(Changes(vasp=vasp), what="submit")
+    csr = directory.store.get_secret(f"{req.id}-csr")
     password = directory.store.get_secret(f"{req.id}-password")
-    if not password:
+    if not csr and not password:
         return _Failure(CRS.CR_ERRORED, "no PKCS#12 password stored for the request")
     try:
         authority = None
@@ -382,12 +433,21 @@ def _submit(
         if authority is None:
             return _Failure(CRS.CR_REJECTED, "no Sectigo authority has an available balance")
         batch_name = f"{directory.directory_id}-certreq-{req.id}"
-        params = {
-            "commonName": req.common_name,
-            "dNSName": "\n".join([req.common_name, *[n for n in req.dns_names if n]]),
-            "pkcs12Password": password.decode("utf-8"),
-        }
-        batch = sectigo.create_single_cert_batch(int(authority["id"]), batch_name, params)
+        params: dict[str, str] = {}
+        if csr:
+            refused = _check_for_profile(sectigo, int(authority.get("profileId") or 0), csr,
+                                         req.common_name)
+            if refused is not None:
+                return refused
+            batch = sectigo.upload_csr(int(authority["profileId"]), f"{batch_name}.csr", csr)
+        else:
+            assert password is not None  # one of the two is stored (checked above)
+            params = {
+                "commonName": req.common_name,
+                "dNSName": "\n".join([req.common_name, *[n for n in req.dns_names if n]]),
+                "pkcs12Password": password.decode("utf-8"),
+            }
+            batch = sectigo.create_single_cert_batch(int(authority["id"]), batch_name, params)
     except SectigoAPIError as exc:
         return _Failure(
             CRS.CR_REJECTED if exc.status == 400 else CRS.CR_ERRORED,
@@ -407,6 +467,26 @@ def _submit(
     directory.certreq_state(req, CRS.PROCESSING, f"batch {req.batch_id} created", source)
     _save_req(directory, req)
     return req
+
+
+def _check_for_profile(
+    sectigo: SectigoClient, profile_id: int, csr: bytes, common_name: str,
+) -> _Failure | None:
+    """Check the stored CSR again, with the profile's key rule (its ``keyAlgorithmInfo``,
+    e.g. ``RSA - 4096``), right before it goes to the CA; a profile whose detail cannot
+    be read keeps the RSA-2048 floor (Sectigo applies its own rule then)."""
+    floor = MIN_RSA_BITS
+    try:
+        detail = sectigo.profile_detail(profile_id)
+        floor = profile_min_rsa_bits(str(detail.get("keyAlgorithmInfo") or ""))
+    except SectigoError as exc:
+        log.info("Sectigo profile %s detail unavailable (%s); CSR key floor RSA-%d",
+                 profile_id, peer_text(str(exc), 200), floor)
+    try:
+        check_csr(load_csr(csr), common_name, min_rsa_bits=floor)
+    except CertificateError as exc:
+        return _Failure(CRS.CR_REJECTED, f"CSR refused for Sectigo profile {profile_id}: {exc}")
+    return None
 
 
 def _poll(
@@ -487,11 +567,35 @@ def open_zip(data: bytes, password: bytes) -> Identity:
             os.unlink(tmp)
 
 
-def _install(
-    directory: Directory, vasp_id: str, req: gds_models_pb2.CertificateRequest, *,
-    reissue: bool, source: str,
-) -> IssuanceResult | _Failure:
+def _chain_of(
+    data: bytes, common_name: str,
+) -> tuple[x509.Certificate, tuple[x509.Certificate, ...]]:
+    """Leaf (the certificate naming ``common_name``) and ordered chain of a CSR batch
+    download (a zip of PEM chains); CertificateError if there is no such leaf."""
+    certs = parse_certificates(data, source="the downloaded certificate")
+    from .service import cert_names
+
+    want = normalize_common_name(common_name)
+    leaves = [c for c in certs if want in cert_names(c)]
+    if not leaves:
+        raise CertificateError(f"the issued certificate does not name {common_name!r}")
+    return leaves[0], order_chain(leaves[0], certs)
+
+
+def _open_download(
+    directory: Directory, req: gds_models_pb2.CertificateRequest,
+) -> tuple[x509.Certificate, tuple[x509.Certificate, ...], Identity | None] | _Failure:
     data = directory.store.get_secret(f"{req.id}-cert") or b""
+    csr = directory.store.get_secret(f"{req.id}-csr")
+    if csr:
+        try:
+            leaf, chain = _chain_of(data, req.common_name)
+        except CertificateError as exc:
+            return _Failure(CRS.CR_ERRORED, f"cannot read the downloaded certificate: {exc}")
+        if spki_der(leaf.public_key()) != spki_der(load_csr(csr).public_key()):
+            return _Failure(CRS.CR_ERRORED,
+                            "the issued certificate does not carry the CSR's public key")
+        return leaf, chain, None
     password = directory.store.get_secret(f"{req.id}-password") or b""
     try:
         identity = open_zip(data, password)
@@ -500,13 +604,24 @@ def _install(
     if normalize_common_name(req.common_name) not in _names(identity):
         return _Failure(CRS.CR_ERRORED,
                        f"the issued certificate does not name {req.common_name!r}")
+    return identity.leaf, identity.chain, identity
+
+
+def _install(
+    directory: Directory, vasp_id: str, req: gds_models_pb2.CertificateRequest, *,
+    reissue: bool, source: str,
+) -> IssuanceResult | _Failure:
+    opened = _open_download(directory, req)
+    if isinstance(opened, _Failure):
+        return opened
+    leaf, chain, identity = opened
     vasp = directory.get(vasp_id)
     if not reissue and vasp.verification_status != VS.ISSUING_CERTIFICATE:
         return _Failure(
             CRS.CR_REJECTED,
             f"VASP is {state_name(vasp.verification_status)}, not ISSUING_CERTIFICATE",
         )
-    record = directory.install_certificate(vasp, identity.leaf, identity.chain, request=req.id)
+    record = directory.install_certificate(vasp, leaf, chain, request=req.id)
     req.certificate = record.id
     directory.certreq_state(req, CRS.COMPLETED, "certificate stored for delivery", source)
     if not reissue:
@@ -514,18 +629,21 @@ def _install(
     else:
         vasp.last_updated = directory.now()
     recipients = [t.email for t in directory.store.tokens_for(vasp.id) if t.verified][:1]
+    how = ("open it with the PKCS#12 password you were given" if identity is not None else
+           "it is the certificate chain only: install it with the private key of your CSR")
     emails = [
         directory.email(
             vasp.id, r, SUBJECT_WELCOME,
             f"Your TRISA identity certificate for {vasp.common_name} (serial {record.id}) "
-            "is ready; open it with the PKCS#12 password you were given.\n",
+            f"is ready; {how}.\n",
             "deliver_certs",
         )
         for r in recipients
     ]
     directory.commit(Changes(vasp=vasp, certreqs=[req], certificates=[record], emails=emails),
                      what="install certificate")
-    return IssuanceResult(vasp=vasp, certreq=req, identity=identity)
+    return IssuanceResult(vasp=vasp, certreq=req, leaf=leaf, chain=tuple(chain),
+                          identity=identity)
 
 
 def _names(identity: Identity) -> list[str]:
