@@ -26,7 +26,8 @@ from trisa_peer._pb.gds.models.v1 import models_pb2 as gds_models_pb2
 from trisa_peer._pb.ivms101 import ivms101_pb2
 from trisa_peer._pb.trisa.gds.api.v1beta1 import api_pb2 as gds_pb2
 from trisa_peer._pb.trisa.gds.models.v1beta1 import models_pb2
-from trisa_peer.certs import parse_certificates
+from trisa_peer.ca import CertificateAuthority
+from trisa_peer.certs import cert_to_pem, certs_to_pem, key_to_pem, parse_certificates
 from trisa_peer.csr import (
     SubjectFields,
     build_csr,
@@ -44,8 +45,10 @@ from trisa_peer.directory import (
     SQLiteStore,
     accept,
     reissue,
+    revoke,
 )
 from trisa_peer.directory.issuance import certificate_zip
+from trisa_peer.directory.members import MembersServer, renew_over_mtls
 from trisa_peer.errors import (
     CertificateError,
     ConfigurationError,
@@ -467,3 +470,94 @@ def test_a_certificate_for_another_key_is_never_installed(
     monkeypatch.setattr(emulator.ca, "sign_csr", real_sign)
     result = accept(directory, reply.id, sectigo_client(emulator), poll_interval=0.05)
     assert result.leaf.public_key() == key.public_key()
+
+
+# --------------------------------------------------------------------------- renewal (mTLS)
+
+
+@pytest.fixture
+def members(
+    directory: Directory, emulator: SectigoEmulator, ca: CertificateAuthority,
+) -> Iterator[tuple[str, bytes]]:
+    """The members endpoint: directory certificate from the test CA, client
+    certificates must chain to the local Sectigo service's CA. Yields (endpoint,
+    directory CA PEM)."""
+    server_id = ca.issue("localhost", key_size=2048)
+    client_ca = certs_to_pem([emulator.ca.root, emulator.ca.issuing])
+    with MembersServer(directory, listen="127.0.0.1:0",
+                       tls=(server_id.chain_pem(), server_id.key_pem()), client_ca=client_ca,
+                       sectigo=lambda: sectigo_client(emulator), poll_interval=0.05) as srv:
+        yield f"127.0.0.1:{srv.port}", cert_to_pem(ca.root)
+
+
+def renew_call(members: tuple[str, bytes], chain_pem: bytes, key_pem: bytes,
+               csr: x509.CertificateSigningRequest) -> list[x509.Certificate]:
+    endpoint, ca_pem = members
+    chain = renew_over_mtls(endpoint, csr_der(csr), client_chain_pem=chain_pem,
+                            client_key_pem=key_pem, ca_pem=ca_pem, server_name="localhost",
+                            timeout=30)
+    return parse_certificates(chain, source="renewal reply")
+
+
+def issued_with_csr(directory: Directory, client: DirectoryClient, emulator: SectigoEmulator,
+                    key: rsa.RSAPrivateKey) -> tuple[str, bytes]:
+    reply = register_pending(client, directory, csr_der(build_csr(key, CN)))
+    result = accept(directory, reply.id, sectigo_client(emulator), poll_interval=0.05)
+    return reply.id, result.chain_pem()
+
+
+def test_renewal_by_csr_needs_the_current_certificate_over_mtls(
+    emulator: SectigoEmulator, directory: Directory, client: DirectoryClient,
+    members: tuple[str, bytes], key: rsa.RSAPrivateKey, other_key: rsa.RSAPrivateKey,
+) -> None:
+    _, chain_a = issued_with_csr(directory, client, emulator, key)
+    new = renew_call(members, chain_a, key_to_pem(key), build_csr(other_key, CN))
+    assert new[0].public_key() == other_key.public_key()
+    assert client.lookup(common_name=CN).identity_certificate == new[0]
+    # twin: the superseded certificate (still valid, chains fine) may not renew again
+    with pytest.raises(DirectoryError) as info:
+        renew_call(members, chain_a, key_to_pem(key), build_csr(key, CN))
+    assert "PERMISSION_DENIED" in str(info.value)
+    assert "is not the current identity certificate of charlie.example.com" in str(info.value)
+    assert client.lookup(common_name=CN).identity_certificate == new[0]
+
+
+def test_renewal_with_a_revoked_certificate_is_refused_and_the_operator_reissues(
+    emulator: SectigoEmulator, directory: Directory, client: DirectoryClient,
+    members: tuple[str, bytes], key: rsa.RSAPrivateKey, other_key: rsa.RSAPrivateKey,
+) -> None:
+    vasp_id, chain_a = issued_with_csr(directory, client, emulator, key)
+    revoke(directory, vasp_id, "keyCompromise", sectigo=sectigo_client(emulator))
+    with pytest.raises(DirectoryError, match=r"PERMISSION_DENIED.*is revoked; after a compromise"):
+        renew_call(members, chain_a, key_to_pem(key), build_csr(other_key, CN))
+    result = reissue(directory, vasp_id, sectigo_client(emulator),
+                     csr=csr_pem(build_csr(other_key, CN)), poll_interval=0.05)
+    assert client.lookup(common_name=CN).identity_certificate == result.leaf
+    assert result.leaf.public_key() == other_key.public_key()
+
+
+def test_renewal_refuses_a_csr_for_another_name(
+    emulator: SectigoEmulator, directory: Directory, client: DirectoryClient,
+    members: tuple[str, bytes], key: rsa.RSAPrivateKey, other_key: rsa.RSAPrivateKey,
+) -> None:
+    vasp_id, chain_a = issued_with_csr(directory, client, emulator, key)
+    before = directory.store.certreqs_for(vasp_id)
+    with pytest.raises(DirectoryError) as info:
+        renew_call(members, chain_a, key_to_pem(key), build_csr(other_key, "mallory.example.com"))
+    assert "INVALID_ARGUMENT" in str(info.value) and "\n" not in str(info.value)
+    assert "is not the registered common name 'charlie.example.com'" in str(info.value)
+    assert directory.store.certreqs_for(vasp_id) == before
+
+
+def test_renewal_refuses_a_client_certificate_of_another_ca(
+    emulator: SectigoEmulator, directory: Directory, client: DirectoryClient,
+    members: tuple[str, bytes], key: rsa.RSAPrivateKey, ca: CertificateAuthority,
+) -> None:
+    """Same common name, same shape, but issued by a CA the members endpoint does not
+    trust: the TLS layer refuses it before any request is read."""
+    vasp_id, chain_a = issued_with_csr(directory, client, emulator, key)
+    stranger = ca.issue(CN, key_size=2048)
+    with pytest.raises(DirectoryError, match="UNAVAILABLE"):
+        renew_call(members, stranger.chain_pem(), stranger.key_pem(), build_csr(key, CN))
+    assert len(directory.store.certreqs_for(vasp_id)) == 1
+    renew_call(members, chain_a, key_to_pem(key), build_csr(key, CN))  # the accepted twin

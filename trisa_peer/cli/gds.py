@@ -11,7 +11,7 @@ Server and operator commands (work on the SQLite database ``--db FILE``)::
     trisa-peer gds update-cert ID --cert FILE --db FILE
     trisa-peer gds revoke  ID --reason TEXT --db FILE [--ca-dir DIR]
     trisa-peer gds certs   ID --out DIR --db FILE
-    trisa-peer gds reissue ID --db FILE
+    trisa-peer gds reissue ID --db FILE [--csr FILE [--chain-out FILE]]
     trisa-peer gds outbox  --db FILE [--id ID]
 
 Only ``serve`` and ``add`` create a missing database; the other operator commands
@@ -25,7 +25,7 @@ Client commands (talk to ``--directory HOST:PORT``; TLS with system roots by def
 loopback)::
 
     trisa-peer gds register [--file vasp.json] [--common-name CN] [--endpoint HOST:PORT]
-                            [--name NAME] [--email ADDR] [--country CC]
+                            [--name NAME] [--email ADDR] [--country CC] [--csr FILE]
     trisa-peer gds verify-contact --id ID --token TOKEN
     trisa-peer gds lookup COMMON_NAME | --id ID
     trisa-peer gds search [--name N]... [--website W]... [--country CC]...
@@ -428,17 +428,36 @@ def _cmd_reissue(args: argparse.Namespace) -> int:
                     f"{exc}: use `trisa-peer gds update-cert {args.id.strip()} --cert FILE`"
                 ) from exc
             raise
+        csr = _read_csr(args.csr) if args.csr else None
+        if args.chain_out and csr is None:
+            raise UsageError("--chain-out goes with --csr")
         result = reissue(
-            directory, args.id, _sectigo(args),
+            directory, args.id, _sectigo(args), csr=csr,
             poll_interval=args.poll_interval, timeout=args.poll_timeout,
         )
         doc = _vasp_doc(directory, result.vasp)
+    if result.identity is None:  # CSR path: the chain only, no password
+        text = _vasp_text(doc)
+        if args.chain_out:
+            path = write_private(args.chain_out, result.chain_pem())
+            doc["chain"] = str(path)
+            text += f"\n  certificate chain written to {path}"
+        else:
+            text += f"\n  certificate chain: trisa-peer gds certs {result.vasp.id} --out DIR"
+        return _emit(args, doc, text)
     doc["pkcs12password"] = result.pkcs12password
     text = (
         _vasp_text(doc)
         + f"\n  PKCS#12 password (shown only once): {result.pkcs12password}"
     )
     return _emit(args, doc, text)
+
+
+def _read_csr(path: str) -> bytes:
+    """A CSR file's DER (PEM or DER on disk); CertificateError if it is not a CSR."""
+    from ..csr import csr_der, load_csr
+
+    return csr_der(load_csr(_read_text(path, "CSR"), source=path))
 
 
 def _cmd_outbox(args: argparse.Namespace) -> int:
@@ -503,8 +522,9 @@ def _register_request(args: argparse.Namespace) -> Any:
 
 def _cmd_register(args: argparse.Namespace) -> int:
     request = _register_request(args)
+    csr = _read_csr(args.csr) if args.csr else None
     with _client(args) as client:
-        reply = client.register(request)
+        reply = client.register(request, csr_der=csr)
     doc = {
         "id": reply.id,
         "registered_directory": reply.registered_directory,
@@ -519,9 +539,19 @@ def _cmd_register(args: argparse.Namespace) -> int:
         if getattr(request.contacts, kind).email.strip()
     ))
     doc["contacts"] = contacts
+    if csr is not None and reply.pkcs12password:
+        # an upstream directory ignores the CSR metadata and makes a PKCS#12 instead
+        logging.getLogger(__name__).critical(
+            "the directory ignored the CSR (it does not take CSR registrations): it will "
+            "issue a PKCS#12 with the password below instead")
+    secret = (
+        f"PKCS#12 password (shown only once, keep it): {reply.pkcs12password}\n"
+        if reply.pkcs12password else
+        "no PKCS#12 password: the certificate is issued for your CSR; keep its key\n"
+    )
     text = (
         f"registered {reply.common_name} as {reply.id} ({doc['status']})\n"
-        f"PKCS#12 password (shown only once, keep it): {reply.pkcs12password}\n"
+        + secret
         + (f"{reply.message}\n" if reply.message else "")
         + f"the verification token was sent to {', '.join(contacts) or 'the contacts'}; "
         "a local directory's operator can read it with "
@@ -685,7 +715,10 @@ def register(subparsers: Any) -> None:
     p = sub.add_parser("reissue", parents=[common, db, sectigo],
                        help="issue a new identity certificate for a VERIFIED VASP")
     p.add_argument("id", help="VASP id")
-    p.set_defaults(func=_cmd_reissue)
+    p.add_argument("--csr", help="issue for this CSR (the VASP's key stays with the VASP); "
+                   "no PKCS#12 password")
+    p.add_argument("--chain-out", help="with --csr: write the new certificate chain here")
+    p.set_defaults(func=_cmd_reissue, command_parser=p)
 
     p = sub.add_parser(
         "outbox", parents=[common, db],
@@ -706,6 +739,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--contact-name", help="technical contact name")
     p.add_argument("--country", help="country of registration")
     p.add_argument("--website")
+    p.add_argument("--csr", help="have the certificate issued for this CSR (see "
+                   "`trisa-peer csr`): no PKCS#12 password, the key never leaves you")
     p.set_defaults(func=_cmd_register, command_parser=p)
 
     p = sub.add_parser("verify-contact", parents=[common, client],

@@ -42,19 +42,25 @@ from typing import Any
 from cryptography import x509
 
 from .._pb.gds.models.v1 import models_pb2 as gds_models_pb2
+from .._pb.trisa.gds.api.v1beta1 import api_pb2 as gds_pb2
 from .._pb.trisa.gds.models.v1beta1 import models_pb2
 from ..ca import CertificateAuthority
 from ..certs import Identity, certs_to_pem, load_identity, order_chain, parse_certificates, spki_der
+from ..certs import common_name as cert_common_name
 from ..csr import MIN_RSA_BITS, check_csr, csr_pem, load_csr, profile_min_rsa_bits
 from ..errors import (
     CertificateError,
     ConfigurationError,
     DirectoryError,
+    DirectoryMismatchError,
+    PeerNotRegisteredError,
+    RevokedError,
     SectigoError,
 )
 from ..logtext import peer_text
 from ..sectigo.client import SectigoClient
 from ..sectigo.models import READY_FOR_DOWNLOAD, SectigoAPIError, normalize_status
+from ..steps import HandshakeStep
 from .convert import serial_hex
 from .service import CRS, PASSWORD_LENGTH, SUBJECT_WELCOME, VS, Directory, state_name
 from .store import Changes
@@ -66,6 +72,7 @@ __all__ = [
     "certificate_zip",
     "check_reissuable",
     "reissue",
+    "renew",
     "revoke",
 ]
 
@@ -209,6 +216,58 @@ def reissue(
         stored = directory.store.get_secret(f"{req.id}-password") or b""
         password = stored.decode("ascii", "replace")
     return replace(result, pkcs12password=password)
+
+
+def renew(
+    directory: Directory,
+    caller: x509.Certificate,
+    csr: bytes,
+    sectigo: SectigoClient,
+    *,
+    poll_interval: float = 1.0,
+    timeout: float = 120.0,
+    sleep: Callable[[float], None] = time.sleep,
+) -> IssuanceResult:
+    """A VASP's own renewal by CSR, authenticated by the certificate it presented over
+    mTLS (``caller``, already chain-verified by the TLS layer against the members
+    endpoint's trust pool).
+
+    The caller must be the **current, unrevoked** identity certificate of a VERIFIED,
+    registered record: same DER as the record's ``identity_certificate``, not flagged
+    revoked, valid now. A superseded or revoked certificate cannot renew (after a
+    compromise only the operator reissues: ``gds reissue``). The CSR is then checked
+    against the record's common name and issued as :func:`reissue` does; the result
+    carries only the chain. Refusals are handshake errors of step 4 (the directory
+    binds the caller to its record): not registered, not the current certificate,
+    revoked.
+    """
+    step = HandshakeStep.BIND_CLIENT_RECORD
+    cn = cert_common_name(caller)
+    found = directory.store.get_lookup(common_name=cn) if cn else None
+    if found is None or found[0] != VS.VERIFIED:
+        raise PeerNotRegisteredError(
+            f"no VERIFIED record for the presented certificate ({cn or 'no common name'})",
+            step=step, peer=cn)
+    summary = gds_pb2.LookupReply()
+    summary.ParseFromString(found[1])
+    vasp = directory.get(summary.id)
+    current = parse_certificates(bytes(vasp.identity_certificate.data), source="record") if (
+        vasp.HasField("identity_certificate") and vasp.identity_certificate.data) else []
+    if not current or current[0] != caller:
+        raise DirectoryMismatchError(
+            f"the presented certificate (serial {serial_hex(caller.serial_number)}) is not "
+            f"the current identity certificate of {vasp.common_name}; only the current "
+            "certificate may renew", step=step, peer=cn)
+    if vasp.identity_certificate.revoked:
+        raise RevokedError(
+            f"the identity certificate of {vasp.common_name} is revoked; after a "
+            "compromise only the directory operator reissues", step=step, peer=cn)
+    try:
+        directory.check_validity(caller)
+    except CertificateError as exc:
+        raise DirectoryMismatchError(str(exc), step=step, peer=cn) from exc
+    return reissue(directory, vasp.id, sectigo, csr=csr, source=f"renewal by {cn}",
+                   poll_interval=poll_interval, timeout=timeout, sleep=sleep)
 
 
 def check_reissuable(directory: Directory, vasp_id: str) -> models_pb2.VASP:
