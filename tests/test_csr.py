@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import stat
 from collections.abc import Callable, Iterator
@@ -21,13 +22,20 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from helpers import ROOT, CliResult
 
 from trisa_peer._pb.gds.models.v1 import models_pb2 as gds_models_pb2
 from trisa_peer._pb.ivms101 import ivms101_pb2
 from trisa_peer._pb.trisa.gds.api.v1beta1 import api_pb2 as gds_pb2
 from trisa_peer._pb.trisa.gds.models.v1beta1 import models_pb2
 from trisa_peer.ca import CertificateAuthority
-from trisa_peer.certs import cert_to_pem, certs_to_pem, key_to_pem, parse_certificates
+from trisa_peer.certs import (
+    cert_to_pem,
+    certs_to_pem,
+    key_to_pem,
+    load_identity,
+    parse_certificates,
+)
 from trisa_peer.csr import (
     SubjectFields,
     build_csr,
@@ -561,3 +569,141 @@ def test_renewal_refuses_a_client_certificate_of_another_ca(
         renew_call(members, stranger.chain_pem(), stranger.key_pem(), build_csr(key, CN))
     assert len(directory.store.certreqs_for(vasp_id)) == 1
     renew_call(members, chain_a, key_to_pem(key), build_csr(key, CN))  # the accepted twin
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def test_cli_csr_writes_a_private_key_and_a_checked_csr(
+    trisa_peer_cli: Callable[..., CliResult], tmp_path: Path,
+) -> None:
+    key_path, csr_path = tmp_path / "vasp.key", tmp_path / "vasp.csr"
+    done = trisa_peer_cli("csr", "--common-name", "Charlie.Example.com", "--bits", "2048",
+                          "--organization", "Charlie Holdings", "--country", "DE",
+                          "--key-out", key_path, "--csr-out", csr_path)
+    assert done.returncode == 0, done.stderr
+    assert _mode(key_path) == 0o600
+    request = load_csr(csr_path.read_bytes())
+    check_csr(request, CN)
+    assert request.subject.rfc4514_string() == "C=DE,O=Charlie Holdings,CN=charlie.example.com"
+    assert b"PRIVATE KEY" in key_path.read_bytes()
+    # twin: an existing key is never overwritten without --force
+    again = trisa_peer_cli("csr", "--common-name", CN, "--bits", "2048",
+                           "--key-out", key_path, "--csr-out", tmp_path / "other.csr")
+    assert again.returncode == 1
+    assert again.stderr.strip() == f"trisa-peer: error: {key_path} already exists; use --force " \
+        "to overwrite it"
+    assert not (tmp_path / "other.csr").exists()
+
+
+def test_cli_csr_refuses_a_small_key_and_writes_nothing(
+    trisa_peer_cli: Callable[..., CliResult], tmp_path: Path,
+) -> None:
+    ok = trisa_peer_cli("csr", "--common-name", CN, "--bits", "2048",
+                        "--key-out", tmp_path / "a.key", "--csr-out", tmp_path / "a.csr")
+    assert ok.returncode == 0
+    done = trisa_peer_cli("csr", "--common-name", CN, "--bits", "1024",
+                          "--key-out", tmp_path / "b.key", "--csr-out", tmp_path / "b.csr")
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert done.stderr.strip() == ("trisa-peer: error: RSA key size 1024 is too small: at "
+                                   "least 2048 bits are required")
+    assert not (tmp_path / "b.key").exists() and not (tmp_path / "b.csr").exists()
+
+
+def test_cli_csr_reads_the_guides_trisa_conf(
+    trisa_peer_cli: Callable[..., CliResult], tmp_path: Path,
+) -> None:
+    conf = ROOT / "docs" / "trisa.conf"
+    done = trisa_peer_cli("csr", "--config", conf, "--bits", "2048", "--common-name", CN,
+                          "--key-out", tmp_path / "k", "--csr-out", tmp_path / "c")
+    assert done.returncode == 0, done.stderr
+    assert load_csr((tmp_path / "c").read_bytes()).subject.rfc4514_string() == (
+        "C=US,ST=California,L=Menlo Park,O=TRISA Member VASP,CN=charlie.example.com")
+    broken = tmp_path / "broken.conf"
+    broken.write_text("[req]\ndistinguished_name = dn_req\n")
+    bad = trisa_peer_cli("csr", "--config", broken, "--bits", "2048", "--common-name", CN,
+                         "--key-out", tmp_path / "k2", "--csr-out", tmp_path / "c2")
+    assert bad.returncode == 1
+    assert bad.stderr.strip() == (f"trisa-peer: error: {broken}: no [dn_req] section with "
+                                  "the subject")
+
+
+@pytest.fixture
+def served(directory: Directory) -> Iterator[str]:
+    with DirectoryServer(directory, listen="127.0.0.1:0") as server:
+        yield server.endpoint
+
+
+def test_cli_register_review_certs_renew_and_reissue_with_csrs(
+    trisa_peer_cli: Callable[..., CliResult], tmp_path: Path, emulator: SectigoEmulator,
+    directory: Directory, served: str, members: tuple[str, bytes],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    db = str(tmp_path / "gds.db")
+    monkeypatch.setenv("SECTIGO_ENDPOINT", emulator.base_url)
+    monkeypatch.setenv("SECTIGO_USERNAME", USER)
+    monkeypatch.setenv("SECTIGO_PASSWORD", PASSWORD)
+    for name in ("one", "two", "bad"):
+        made = trisa_peer_cli("csr", "--common-name", "mallory.example.com" if name == "bad"
+                              else CN, "--bits", "2048", "--key-out", tmp_path / f"{name}.key",
+                              "--csr-out", tmp_path / f"{name}.csr")
+        assert made.returncode == 0, made.stderr
+    client_args = ("--directory", served, "--directory-insecure")
+    # a CSR for another name: refused by the directory, one line, nothing registered
+    bad = trisa_peer_cli("gds", "register", *client_args, "--common-name", CN, "--endpoint",
+                         f"{CN}:443", "--name", "Charlie Holdings", "--email",
+                         "admin@charlie.example.com", "--country", "DE",
+                         "--csr", tmp_path / "bad.csr")
+    assert bad.returncode == 1 and len(bad.stderr.strip().splitlines()) == 1
+    assert "INVALID_ARGUMENT" in bad.stderr
+    assert "'mallory.example.com' is not the registered common name" in bad.stderr
+    assert directory.list_vasps() == []
+    done = trisa_peer_cli("gds", "register", *client_args, "--common-name", CN, "--endpoint",
+                          f"{CN}:443", "--name", "Charlie Holdings", "--email",
+                          "admin@charlie.example.com", "--country", "DE", "--json",
+                          "--csr", tmp_path / "one.csr")
+    assert done.returncode == 0, done.stderr
+    doc = json.loads(done.stdout)
+    assert doc["pkcs12password"] == ""
+    vasp_id = doc["id"]
+    token = next(t.token for t in directory.store.tokens_for(vasp_id))
+    assert trisa_peer_cli("gds", "verify-contact", *client_args, "--id", vasp_id,
+                          "--token", token).returncode == 0
+    review = trisa_peer_cli("gds", "review", vasp_id, "--accept", "--db", db, "--directory-id",
+                            "testnet.local", "--poll-interval", "0.05")
+    assert review.returncode == 0, review.stderr
+    out = tmp_path / "out"
+    certs = trisa_peer_cli("gds", "certs", vasp_id, "--out", out, "--db", db)
+    assert certs.returncode == 0, certs.stderr
+    chain_one = out / f"{CN}.pem"
+    assert b"PRIVATE KEY" not in chain_one.read_bytes()
+    one = load_identity(chain_one, key_path=tmp_path / "one.key")  # the VASP's own key fits
+
+    endpoint, ca_pem = members
+    (tmp_path / "members-ca.pem").write_bytes(ca_pem)
+    renew_args = ("gds", "renew", "--members", endpoint, "--members-ca",
+                  tmp_path / "members-ca.pem", "--server-name", "localhost")
+    renewed = trisa_peer_cli(*renew_args, "--cert", chain_one, "--key", tmp_path / "one.key",
+                             "--csr", tmp_path / "two.csr", "--chain-out", tmp_path / "two.pem")
+    assert renewed.returncode == 0, renewed.stderr
+    two = load_identity(tmp_path / "two.pem", key_path=tmp_path / "two.key")
+    assert directory.get(vasp_id).identity_certificate.data == cert_to_pem(two.leaf)
+    # twin: the superseded certificate cannot renew; one line, nothing written
+    again = trisa_peer_cli(*renew_args, "--cert", chain_one, "--key", tmp_path / "one.key",
+                           "--csr", tmp_path / "one.csr", "--chain-out", tmp_path / "x.pem")
+    assert again.returncode == 1 and len(again.stderr.strip().splitlines()) == 1
+    assert "PERMISSION_DENIED" in again.stderr and "not the current identity" in again.stderr
+    assert not (tmp_path / "x.pem").exists()
+    assert one.leaf != two.leaf
+
+    # the operator reissues with a CSR: a wrong name is refused, the right one issued
+    reissue_args = ("gds", "reissue", vasp_id, "--db", db, "--poll-interval", "0.05")
+    refused = trisa_peer_cli(*reissue_args, "--csr", tmp_path / "bad.csr")
+    assert refused.returncode == 1 and len(refused.stderr.strip().splitlines()) == 1
+    assert "is not the registered common name" in refused.stderr
+    done = trisa_peer_cli(*reissue_args, "--csr", tmp_path / "one.csr",
+                          "--chain-out", tmp_path / "three.pem", "--json")
+    assert done.returncode == 0, done.stderr
+    assert "pkcs12password" not in json.loads(done.stdout)
+    three = load_identity(tmp_path / "three.pem", key_path=tmp_path / "one.key")
+    assert directory.get(vasp_id).identity_certificate.data == cert_to_pem(three.leaf)

@@ -6,6 +6,19 @@
                    [--config trisa.conf] [--organization O] [--locality L]
                    [--state ST] [--country CC] [--force]
 
+Two ``gds`` sub-commands live here too (registered by one hook in :mod:`.gds`)::
+
+    trisa-peer gds members --db FILE --tls-cert F --tls-key F --client-ca FILE
+                           [--listen HOST:PORT]
+    trisa-peer gds renew   --members HOST:PORT --cert CURRENT.pem --key CURRENT.key
+                           --csr NEW.csr --chain-out NEW.pem [--members-ca FILE]
+                           [--server-name NAME]
+
+``members`` serves the directory's mTLS members endpoint (renewal by CSR,
+:mod:`trisa_peer.directory.members`) on the directory database, beside ``gds serve``;
+``renew`` is the VASP's side: its current certificate and key authenticate it, the new
+chain is written only after it is checked to carry the CSR's key and name.
+
 The key (RSA, 4096 bits unless ``--bits``; fewer than 2048 is refused) is written
 0600 and never leaves the machine; the CSR carries the TRISA profile's fields (the
 guide's ``trisa.conf``: subject CN, O, L, ST, C; basicConstraints CA:FALSE; keyUsage;
@@ -22,16 +35,29 @@ import argparse
 import configparser
 import contextlib
 import json
+import os
+import signal
+import threading
 from pathlib import Path
 from typing import Any
 
-from ..certs import key_to_pem
-from ..csr import DEFAULT_KEY_BITS, SubjectFields, build_csr, check_csr, csr_pem, new_key
+from ..certs import certs_to_pem, key_to_pem, load_identity, parse_certificates, spki_der
+from ..csr import (
+    DEFAULT_KEY_BITS,
+    SubjectFields,
+    build_csr,
+    check_csr,
+    csr_der,
+    csr_pem,
+    load_csr,
+    new_key,
+)
 from ..directory.validate import validate_common_name
-from ..errors import ConfigurationError
+from ..errors import CertificateError, ConfigurationError
 from ..fsutil import atomic_write, write_private
+from .options import host_port_arg, positive_float
 
-__all__ = ["register"]
+__all__ = ["register", "register_gds"]
 
 
 def _conf_subject(path: str) -> dict[str, str]:
@@ -119,3 +145,109 @@ def register(subparsers: Any) -> None:
     p.add_argument("--force", action="store_true", help="overwrite existing files")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=_cmd_csr, command_parser=p)
+
+
+# --------------------------------------------------------------------------- gds members / renew
+
+
+def _read(path: str, what: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise ConfigurationError(f"{path}: cannot read {what}: {exc.strerror or exc}") from exc
+
+
+def _cmd_members(args: argparse.Namespace) -> int:
+    from ..directory.members import MembersServer
+    from ..sectigo.client import SectigoClient
+    from .gds import _directory  # the same database opening as every gds command
+
+    host_port_arg("--listen", args.listen)
+    identity = load_identity(args.tls_cert, key_path=args.tls_key)
+    client_ca = certs_to_pem(parse_certificates(_read(args.client_ca, "client CA"),
+                                                source=args.client_ca))
+
+    def sectigo() -> SectigoClient:
+        return SectigoClient(args.sectigo_endpoint or None,
+                             os.environ.get("SECTIGO_USERNAME") or None,
+                             os.environ.get("SECTIGO_PASSWORD") or None,
+                             cache_path=False, timeout=args.sectigo_timeout)
+
+    with _directory(args) as directory:
+        server = MembersServer(directory, listen=args.listen,
+                               tls=(identity.chain_pem(), identity.key_pem()),
+                               client_ca=client_ca, sectigo=sectigo,
+                               poll_interval=args.poll_interval, issue_timeout=args.poll_timeout)
+        port = server.start()
+        stop = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        signal.signal(signal.SIGINT, lambda *_: stop.set())
+        print(f"members endpoint (mTLS) listening on port {port}", flush=True)
+        try:
+            stop.wait()
+        finally:
+            server.stop(1.0)
+    return 0
+
+
+def _cmd_renew(args: argparse.Namespace) -> int:
+    from ..directory.members import renew_over_mtls
+
+    current = load_identity(args.cert, key_path=args.key)
+    request = load_csr(_read(args.csr, "CSR"), source=args.csr)
+    ca_pem = _read(args.members_ca, "members CA") if args.members_ca else None
+    out = Path(args.chain_out)
+    if not out.parent.is_dir():
+        raise ConfigurationError(f"{out}: directory {out.parent} does not exist")
+    reply = renew_over_mtls(args.members, csr_der(request),
+                            client_chain_pem=current.chain_pem(),
+                            client_key_pem=current.key_pem(), ca_pem=ca_pem,
+                            server_name=args.server_name, timeout=args.timeout)
+    chain = parse_certificates(reply, source="the directory's reply")
+    leaf = chain[0]
+    if spki_der(leaf.public_key()) != spki_der(request.public_key()):
+        raise CertificateError("the directory returned a certificate for another key than "
+                               "the CSR's; nothing written")
+    path = atomic_write(out, certs_to_pem(chain))
+    doc = {"chain": str(path), "serial": format(leaf.serial_number, "X"),
+           "not_after": leaf.not_valid_after_utc.isoformat()}
+    if args.json:
+        print(json.dumps(doc, indent=2, sort_keys=True))
+    else:
+        print(f"renewed: serial {doc['serial']} until {doc['not_after']}; chain written to "
+              f"{path} (install it with the CSR's key)")
+    return 0
+
+
+def register_gds(sub: Any, *, common: argparse.ArgumentParser, db: argparse.ArgumentParser,
+                 sectigo: argparse.ArgumentParser) -> None:
+    """Add ``gds members`` and ``gds renew`` to the ``gds`` sub-parsers ``sub``."""
+    p = sub.add_parser(
+        "members", parents=[common, db, sectigo],
+        help="serve the members mTLS endpoint (renewal by CSR)",
+        description="Serve the directory's members endpoint: mutual TLS, where a VASP "
+        "presenting its current, unrevoked identity certificate renews it with a CSR.",
+    )
+    p.add_argument("--listen", default="127.0.0.1:4435", help="HOST:PORT (default %(default)s)")
+    p.add_argument("--tls-cert", required=True, help="the endpoint's certificate chain (PEM)")
+    p.add_argument("--tls-key", required=True, help="its private key (PEM)")
+    p.add_argument("--client-ca", required=True,
+                   help="CA certificates the VASPs' identity certificates chain to")
+    p.set_defaults(func=_cmd_members, command_parser=p)
+
+    p = sub.add_parser(
+        "renew", parents=[common],
+        help="renew this VASP's certificate with a CSR (authenticated by the current one)",
+    )
+    p.add_argument("--members", required=True, metavar="HOST:PORT",
+                   help="the directory's members endpoint")
+    p.add_argument("--cert", required=True, help="current identity certificate (+ chain)")
+    p.add_argument("--key", required=True, help="current private key")
+    p.add_argument("--csr", required=True, help="CSR of the new key (trisa-peer csr)")
+    p.add_argument("--chain-out", required=True, help="where to write the new chain (PEM)")
+    p.add_argument("--members-ca", help="CA of the members endpoint's TLS certificate "
+                   "(default: system roots)")
+    p.add_argument("--server-name", help="TLS name to expect from the endpoint")
+    p.add_argument("--timeout", type=positive_float, default=90.0,
+                   help="seconds to wait for the new certificate (default %(default)s)")
+    p.set_defaults(func=_cmd_renew, command_parser=p)

@@ -44,6 +44,7 @@ import json
 import logging
 import os
 import signal
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -541,9 +542,9 @@ def _cmd_register(args: argparse.Namespace) -> int:
     doc["contacts"] = contacts
     if csr is not None and reply.pkcs12password:
         # an upstream directory ignores the CSR metadata and makes a PKCS#12 instead
-        logging.getLogger(__name__).critical(
-            "the directory ignored the CSR (it does not take CSR registrations): it will "
-            "issue a PKCS#12 with the password below instead")
+        print("warning: the directory ignored the CSR (it does not take CSR "
+              "registrations): it will issue a PKCS#12 with the password below instead",
+              file=sys.stderr)
     secret = (
         f"PKCS#12 password (shown only once, keep it): {reply.pkcs12password}\n"
         if reply.pkcs12password else
@@ -763,5 +764,9 @@ def register(subparsers: Any) -> None:
 
     p = sub.add_parser("status", parents=[common, client], help="directory service status")
     p.set_defaults(func=_cmd_status, command_parser=p)
+
+    from .csr import register_gds  # the CSR path's gds commands: members, renew
+
+    register_gds(sub, common=common, db=db, sectigo=sectigo)
 
 
