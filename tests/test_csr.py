@@ -538,10 +538,56 @@ def test_renewal_with_a_revoked_certificate_is_refused_and_the_operator_reissues
     revoke(directory, vasp_id, "keyCompromise", sectigo=sectigo_client(emulator))
     with pytest.raises(DirectoryError, match=r"PERMISSION_DENIED.*is revoked; after a compromise"):
         renew_call(members, chain_a, key_to_pem(key), build_csr(other_key, CN))
-    result = reissue(directory, vasp_id, sectigo_client(emulator),
-                     csr=csr_pem(build_csr(other_key, CN)), poll_interval=0.05)
+    new_csr = csr_pem(build_csr(other_key, CN))
+    with pytest.raises(DirectoryError, match="needs contact verification; a token was sent "
+                       "to 1 verified contact"):
+        reissue(directory, vasp_id, sectigo_client(emulator), csr=new_csr, poll_interval=0.05)
+    token = reissue_token(directory, vasp_id)
+    # twin: a wrong token is refused (and a fresh one is sent), nothing issued
+    with pytest.raises(DirectoryError, match="the contact token is wrong or expired"):
+        reissue(directory, vasp_id, sectigo_client(emulator), csr=new_csr,
+                contact_token=token[::-1], poll_interval=0.05)
+    assert len(directory.store.certreqs_for(vasp_id)) == 1
+    token = reissue_token(directory, vasp_id)
+    result = reissue(directory, vasp_id, sectigo_client(emulator), csr=new_csr,
+                     contact_token=token, poll_interval=0.05)
     assert client.lookup(common_name=CN).identity_certificate == result.leaf
     assert result.leaf.public_key() == other_key.public_key()
+
+
+def reissue_token(directory: Directory, vasp_id: str) -> str:
+    mails = [m for m in directory.store.emails(vasp_id=vasp_id)
+             if m.reason == "reissue_verification"]
+    return mails[-1].body.split("Token: ", 1)[1].split()[0]
+
+
+def test_a_reissue_contact_token_is_single_use(
+    emulator: SectigoEmulator, directory: Directory, client: DirectoryClient,
+    key: rsa.RSAPrivateKey,
+) -> None:
+    vasp_id, _ = issued_with_csr(directory, client, emulator, key)
+    sectigo = sectigo_client(emulator)
+    revoke(directory, vasp_id, "keyCompromise", sectigo=sectigo)
+    with pytest.raises(DirectoryError, match="contact verification"):
+        reissue(directory, vasp_id, sectigo, csr=csr_pem(build_csr(key, CN)))
+    token = reissue_token(directory, vasp_id)
+    first = reissue(directory, vasp_id, sectigo, csr=csr_pem(build_csr(key, CN)),
+                    contact_token=token, poll_interval=0.05)
+    revoke(directory, vasp_id, "keyCompromise", sectigo=sectigo)
+    with pytest.raises(DirectoryError, match="the contact token is wrong or expired"):
+        reissue(directory, vasp_id, sectigo, csr=csr_pem(build_csr(key, CN)),
+                contact_token=token, poll_interval=0.05)
+    assert directory.get(vasp_id).identity_certificate.data == cert_to_pem(first.leaf)
+
+
+def test_a_planned_reissue_needs_no_contact_token(
+    emulator: SectigoEmulator, directory: Directory, client: DirectoryClient,
+    key: rsa.RSAPrivateKey,
+) -> None:
+    vasp_id, _ = issued_with_csr(directory, client, emulator, key)
+    result = reissue(directory, vasp_id, sectigo_client(emulator),
+                     csr=csr_pem(build_csr(key, CN)), poll_interval=0.05)
+    assert directory.get(vasp_id).identity_certificate.data == cert_to_pem(result.leaf)
 
 
 def test_renewal_refuses_a_csr_for_another_name(

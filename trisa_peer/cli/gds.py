@@ -11,7 +11,7 @@ Server and operator commands (work on the SQLite database ``--db FILE``)::
     trisa-peer gds update-cert ID --cert FILE --db FILE
     trisa-peer gds revoke  ID --reason TEXT --db FILE [--ca-dir DIR]
     trisa-peer gds certs   ID --out DIR --db FILE
-    trisa-peer gds reissue ID --db FILE [--csr FILE [--chain-out FILE]]
+    trisa-peer gds reissue ID --db FILE [--csr FILE [--chain-out FILE]] [--contact-token T]
     trisa-peer gds outbox  --db FILE [--id ID]
 
 Only ``serve`` and ``add`` create a missing database; the other operator commands
@@ -433,7 +433,7 @@ def _cmd_reissue(args: argparse.Namespace) -> int:
         if args.chain_out and csr is None:
             raise UsageError("--chain-out goes with --csr")
         result = reissue(
-            directory, args.id, _sectigo(args), csr=csr,
+            directory, args.id, _sectigo(args), csr=csr, contact_token=args.contact_token,
             poll_interval=args.poll_interval, timeout=args.poll_timeout,
         )
         doc = _vasp_doc(directory, result.vasp)
@@ -719,6 +719,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--csr", help="issue for this CSR (the VASP's key stays with the VASP); "
                    "no PKCS#12 password")
     p.add_argument("--chain-out", help="with --csr: write the new certificate chain here")
+    p.add_argument("--contact-token", help="after a revocation: the token the VASP's "
+                   "verified contacts received (a run without it sends one)")
     p.set_defaults(func=_cmd_reissue, command_parser=p)
 
     p = sub.add_parser(

@@ -30,6 +30,8 @@ state that ``accept`` (or ``reissue``) resolves.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import hmac
 import logging
 import os
 import tempfile
@@ -37,6 +39,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from cryptography import x509
@@ -172,6 +175,7 @@ def reissue(
     *,
     dns_names: tuple[str, ...] = (),
     csr: bytes | None = None,
+    contact_token: str | None = None,
     source: str = "operator",
     poll_interval: float = 1.0,
     timeout: float = 120.0,
@@ -184,8 +188,13 @@ def reissue(
     With ``csr`` (PEM or DER): it is checked first (CertificateError with the reason,
     nothing stored) and the result carries only the certificate chain. A request left
     open by an interrupted run is resumed; a CSR cannot replace the one it holds.
+
+    After a revocation (the record's certificate is flagged revoked: a compromise) the
+    reissue needs contact verification: see :func:`verify_reissue_contact`.
     """
     vasp = check_reissuable(directory, vasp_id)
+    if vasp.identity_certificate.revoked:
+        verify_reissue_contact(directory, vasp, contact_token, source=source)
     pem = b""
     if csr is not None:
         if dns_names:
@@ -216,6 +225,66 @@ def reissue(
         stored = directory.store.get_secret(f"{req.id}-password") or b""
         password = stored.decode("ascii", "replace")
     return replace(result, pkcs12password=password)
+
+
+#: How long a reissue contact-verification token stays usable.
+REISSUE_TOKEN_TTL = timedelta(hours=24)
+SUBJECT_REISSUE = "TRISA: confirm the reissue of your identity certificate"
+
+
+def _token_secret(vasp_id: str) -> str:
+    return f"{vasp_id}-reissue-token"
+
+
+def verify_reissue_contact(
+    directory: Directory, vasp: models_pb2.VASP, token: str | None, *, source: str,
+) -> None:
+    """Contact verification before a reissue after a compromise.
+
+    Without ``token`` (or with a wrong or expired one) a new 48-character token is
+    emailed to every verified contact of the VASP (only its SHA-256 and expiry are
+    stored, :data:`REISSUE_TOKEN_TTL`) and DirectoryError says so: the VASP gives the
+    token to the operator, proving the reissue is wanted by whoever controls the
+    registered contacts, not by whoever holds the compromised key. The right token is
+    consumed (single use) and the reissue proceeds.
+    """
+    name = _token_secret(vasp.id)
+    stored = (directory.store.get_secret(name) or b"").decode("ascii", "replace").split()
+    now = datetime.now(UTC)
+    if token and len(stored) == 2:
+        expires, digest = stored
+        fresh = now < datetime.fromisoformat(expires)
+        if fresh and hmac.compare_digest(
+            digest, hashlib.sha256(token.strip().encode("utf-8")).hexdigest()
+        ):
+            directory.commit(Changes(secrets={name: b""}), what="contact verification")
+            return
+    recipients = sorted({t.email for t in directory.store.tokens_for(vasp.id) if t.verified})
+    if not recipients:
+        raise DirectoryError(
+            f"the certificate of VASP {vasp.id} is revoked and it has no verified contact "
+            "to confirm a reissue with"
+        )
+    fresh_token = new_token(48)
+    expiry = (now + REISSUE_TOKEN_TTL).isoformat()
+    value = f"{expiry} {hashlib.sha256(fresh_token.encode()).hexdigest()}".encode("ascii")
+    emails = [
+        directory.email(
+            vasp.id, r, SUBJECT_REISSUE,
+            f"The TRISA identity certificate of {vasp.common_name} was revoked. If you asked "
+            "for a new one, give the directory operator this token (valid "
+            f"{int(REISSUE_TOKEN_TTL.total_seconds() // 3600)} hours):\n\nToken: {fresh_token}\n",
+            "reissue_verification",
+        )
+        for r in recipients
+    ]
+    directory.commit(Changes(secrets={name: value}, emails=emails), what="contact verification")
+    wrong = "the contact token is wrong or expired; " if token else ""
+    raise DirectoryError(
+        f"the certificate of VASP {vasp.id} is revoked: a reissue needs contact "
+        f"verification; {wrong}a token was sent to {len(recipients)} verified contact(s); "
+        "run again with --contact-token TOKEN"
+    )
 
 
 def renew(
