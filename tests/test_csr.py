@@ -12,8 +12,12 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
 import stat
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -63,6 +67,7 @@ from trisa_peer.errors import (
     DirectoryError,
     DirectoryNotFoundError,
 )
+from trisa_peer.fsutil import write_private
 from trisa_peer.sectigo import SectigoClient
 from trisa_peer.sectigo.emulator import SectigoEmulator
 
@@ -753,3 +758,51 @@ def test_cli_register_review_certs_renew_and_reissue_with_csrs(
     assert "pkcs12password" not in json.loads(done.stdout)
     three = load_identity(tmp_path / "three.pem", key_path=tmp_path / "one.key")
     assert directory.get(vasp_id).identity_certificate.data == cert_to_pem(three.leaf)
+
+
+@pytest.mark.slow
+def test_cli_gds_members_serves_renewals_until_sigterm(
+    trisa_peer_cli: Callable[..., CliResult], tmp_path: Path, emulator: SectigoEmulator,
+    directory: Directory, client: DirectoryClient, ca: CertificateAuthority,
+    key: rsa.RSAPrivateKey, other_key: rsa.RSAPrivateKey,
+) -> None:
+    _, chain = issued_with_csr(directory, client, emulator, key)
+    (tmp_path / "cur.pem").write_bytes(chain)
+    write_private(tmp_path / "cur.key", key_to_pem(key))
+    (tmp_path / "new.csr").write_bytes(csr_pem(build_csr(other_key, CN)))
+    server_id = ca.issue("localhost", key_size=2048)
+    (tmp_path / "tls.pem").write_bytes(server_id.chain_pem())
+    write_private(tmp_path / "tls.key", server_id.key_pem())
+    (tmp_path / "clients.pem").write_bytes(certs_to_pem([emulator.ca.root, emulator.ca.issuing]))
+    (tmp_path / "members-ca.pem").write_bytes(cert_to_pem(ca.root))
+    args = ["gds", "members", "--db", str(tmp_path / "gds.db"), "--directory-id",
+            "testnet.local", "--listen", "127.0.0.1:0", "--tls-cert", str(tmp_path / "tls.pem"),
+            "--tls-key", str(tmp_path / "tls.key"), "--poll-interval", "0.05"]
+    # twin: a client CA file without certificates is refused at start, one line
+    (tmp_path / "empty.pem").write_text("")
+    bad = trisa_peer_cli(*args, "--client-ca", tmp_path / "empty.pem")
+    assert bad.returncode == 1 and len(bad.stderr.strip().splitlines()) == 1
+    assert "empty file" in bad.stderr
+    env = dict(os.environ, SECTIGO_ENDPOINT=emulator.base_url, SECTIGO_USERNAME=USER,
+               SECTIGO_PASSWORD=PASSWORD)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "trisa_peer", *args, "--client-ca", str(tmp_path / "clients.pem")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert "members endpoint (mTLS) listening on port" in line, (
+            line or (proc.stderr.read() if proc.stderr else ""))
+        port = int(line.rsplit(" ", 1)[1])
+        done = trisa_peer_cli("gds", "renew", "--members", f"127.0.0.1:{port}", "--members-ca",
+                              tmp_path / "members-ca.pem", "--server-name", "localhost",
+                              "--cert", tmp_path / "cur.pem", "--key", tmp_path / "cur.key",
+                              "--csr", tmp_path / "new.csr", "--chain-out", tmp_path / "new.pem")
+        assert done.returncode == 0, done.stderr
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+    leaf = parse_certificates((tmp_path / "new.pem").read_bytes(), source="new")[0]
+    assert leaf.public_key() == other_key.public_key()
+    assert directory.get(directory.list_vasps()[0].id).identity_certificate.data == (
+        cert_to_pem(leaf))
