@@ -806,3 +806,17 @@ def test_cli_gds_members_serves_renewals_until_sigterm(
     assert leaf.public_key() == other_key.public_key()
     assert directory.get(directory.list_vasps()[0].id).identity_certificate.data == (
         cert_to_pem(leaf))
+
+
+def test_csr_module_is_pure() -> None:
+    """``trisa_peer.csr`` builds and checks CSRs only: no gRPC (the directory's server
+    and the CLI carry it)."""
+    code = ("import sys, trisa_peer.csr; "
+            "print(','.join(m for m in sys.modules if m == 'grpc' or m.startswith('grpc.')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == ""
+    out = subprocess.run([sys.executable, "-c", code.replace("trisa_peer.csr",
+                                                             "trisa_peer.directory.members")],
+                         capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "grpc" or out.stdout.strip().startswith("grpc")  # the twin

@@ -13,6 +13,7 @@ Server and operator commands (work on the SQLite database ``--db FILE``)::
     trisa-peer gds certs   ID --out DIR --db FILE
     trisa-peer gds reissue ID --db FILE [--csr FILE [--chain-out FILE]] [--contact-token T]
     trisa-peer gds outbox  --db FILE [--id ID]
+    trisa-peer gds members --db FILE --tls-cert F --tls-key F --client-ca FILE  (see .csr)
 
 Only ``serve`` and ``add`` create a missing database; the other operator commands
 refuse a ``--db`` that does not exist ("no such directory database").
@@ -30,6 +31,7 @@ loopback)::
     trisa-peer gds lookup COMMON_NAME | --id ID
     trisa-peer gds search [--name N]... [--website W]... [--country CC]...
     trisa-peer gds status
+    trisa-peer gds renew --members HOST:PORT --cert F --key F --csr F --chain-out F
 
 Without ``--directory`` (or ``$TRISA_DIRECTORY``) a client command is a usage error.
 
