@@ -752,6 +752,11 @@ def test_cli_register_review_certs_renew_and_reissue_with_csrs(
     refused = trisa_peer_cli(*reissue_args, "--csr", tmp_path / "bad.csr")
     assert refused.returncode == 1 and len(refused.stderr.strip().splitlines()) == 1
     assert "is not the registered common name" in refused.stderr
+    requests = len(directory.store.certreqs_for(vasp_id))
+    missing = trisa_peer_cli(*reissue_args, "--csr", tmp_path / "one.csr",
+                             "--chain-out", tmp_path / "nope" / "three.pem")
+    assert missing.returncode == 1 and "nope does not exist" in missing.stderr
+    assert len(directory.store.certreqs_for(vasp_id)) == requests  # nothing issued
     done = trisa_peer_cli(*reissue_args, "--csr", tmp_path / "one.csr",
                           "--chain-out", tmp_path / "three.pem", "--json")
     assert done.returncode == 0, done.stderr

@@ -104,12 +104,14 @@ def _cmd_csr(args: argparse.Namespace) -> int:
     key = new_key(args.bits)
     request = build_csr(key, cn, subject)
     check_csr(request, cn)  # what the directory will check, before anything is written
-    write_private(key_path, key_to_pem(key))
+    # the CSR first: if the key cannot be written, the CSR (public, useless without its
+    # key) is removed again, and an existing key is only ever replaced as the last step
+    atomic_write(csr_path, csr_pem(request))
     try:
-        atomic_write(csr_path, csr_pem(request))
+        write_private(key_path, key_to_pem(key))
     except BaseException:
         with contextlib.suppress(OSError):
-            key_path.unlink()
+            csr_path.unlink()
         raise
     doc: dict[str, Any] = {
         "common_name": cn, "key": str(key_path), "csr": str(csr_path), "bits": args.bits,

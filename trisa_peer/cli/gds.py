@@ -434,6 +434,9 @@ def _cmd_reissue(args: argparse.Namespace) -> int:
         csr = _read_csr(args.csr) if args.csr else None
         if args.chain_out and csr is None:
             raise UsageError("--chain-out goes with --csr")
+        if args.chain_out and not Path(args.chain_out).parent.is_dir():
+            raise ConfigurationError(  # before anything is issued
+                f"{args.chain_out}: directory {Path(args.chain_out).parent} does not exist")
         result = reissue(
             directory, args.id, _sectigo(args), csr=csr, contact_token=args.contact_token,
             poll_interval=args.poll_interval, timeout=args.poll_timeout,
