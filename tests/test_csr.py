@@ -20,6 +20,7 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography import x509
@@ -825,3 +826,55 @@ def test_csr_module_is_pure() -> None:
                                                              "trisa_peer.directory.members")],
                          capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "grpc" or out.stdout.strip().startswith("grpc")  # the twin
+
+
+def test_register_refuses_a_call_carrying_two_csrs(
+    directory: Directory, served: str, key: rsa.RSAPrivateKey,
+) -> None:
+    import grpc
+
+    from trisa_peer._pb.trisa.gds.api.v1beta1 import api_pb2_grpc as gds_grpc
+    from trisa_peer.csr import CSR_METADATA
+
+    der = csr_der(build_csr(key, CN))
+    with grpc.insecure_channel(served) as channel:
+        stub = gds_grpc.TRISADirectoryStub(channel)
+        with pytest.raises(grpc.RpcError) as info:
+            stub.Register(register_request(), metadata=((CSR_METADATA, der), (CSR_METADATA, der)),
+                          timeout=10)
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert info.value.details() == "the call carries 2 CSRs; send one"
+        assert directory.list_vasps() == []
+        reply = stub.Register(register_request(), metadata=((CSR_METADATA, der),), timeout=10)
+        assert reply.pkcs12password == ""
+
+
+class _UpstreamLikeDirectory(Directory):
+    """A directory that knows nothing of CSR metadata, as upstream's GDS."""
+
+    def register(self, request: gds_pb2.RegisterRequest, *,
+                 csr: bytes | None = None) -> Any:
+        return super().register(request)
+
+
+def test_cli_register_warns_when_the_directory_ignores_the_csr(
+    trisa_peer_cli: Callable[..., CliResult], tmp_path: Path, key: rsa.RSAPrivateKey,
+) -> None:
+    (tmp_path / "c.csr").write_bytes(csr_pem(build_csr(key, CN)))
+    args = ("--common-name", CN, "--endpoint", f"{CN}:443", "--name", "Charlie Holdings",
+            "--email", "admin@charlie.example.com", "--csr", tmp_path / "c.csr")
+    for kind, directory_type in (("ours", Directory), ("upstream", _UpstreamLikeDirectory)):
+        store = SQLiteStore(tmp_path / f"{kind}.db")
+        try:
+            with DirectoryServer(directory_type(store), listen="127.0.0.1:0") as server:
+                done = trisa_peer_cli("gds", "register", "--directory", server.endpoint,
+                                      "--directory-insecure", *args)
+        finally:
+            store.close()
+        assert done.returncode == 0, done.stderr
+        if kind == "ours":
+            assert done.stderr == "" and "no PKCS#12 password" in done.stdout
+        else:
+            assert done.stderr.startswith("warning: the directory ignored the CSR")
+            assert len(done.stderr.strip().splitlines()) == 1
+            assert "PKCS#12 password (shown only once" in done.stdout
