@@ -11,8 +11,9 @@ Server and operator commands (work on the SQLite database ``--db FILE``)::
     trisa-peer gds update-cert --id ID --cert FILE --db FILE
     trisa-peer gds revoke  --id ID --reason TEXT --db FILE [--ca-dir DIR]
     trisa-peer gds certs   --id ID --out DIR --db FILE
-    trisa-peer gds reissue --id ID --db FILE
+    trisa-peer gds reissue --id ID --db FILE [--csr FILE [--chain-out FILE]] [--contact-token T]
     trisa-peer gds outbox  --db FILE [--id ID]
+    trisa-peer gds members --db FILE --tls-cert F --tls-key F --client-ca FILE  (see .csr)
 
 Only ``serve`` and ``add`` create a missing database; the other operator commands
 refuse a ``--db`` that does not exist ("no such directory database").
@@ -25,11 +26,12 @@ Client commands (talk to ``--directory HOST:PORT``; TLS with system roots by def
 loopback)::
 
     trisa-peer gds register [--file vasp.json] [--common-name CN] [--endpoint HOST:PORT]
-                            [--name NAME] [--email ADDR] [--country CC]
+                            [--name NAME] [--email ADDR] [--country CC] [--csr FILE]
     trisa-peer gds verify-contact --id ID --token TOKEN
     trisa-peer gds lookup --common-name CN | --id ID
     trisa-peer gds search [--name N]... [--website W]... [--country CC]...
     trisa-peer gds status
+    trisa-peer gds renew --members HOST:PORT --cert F --key F --csr F --chain-out F
 
 Without ``--directory`` (or ``$TRISA_PEER_DIRECTORY``) a client command is a usage error.
 
@@ -45,6 +47,7 @@ import json
 import logging
 import os
 import signal
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -432,17 +435,39 @@ def _cmd_reissue(args: argparse.Namespace) -> int:
                     "--cert FILE`"
                 ) from exc
             raise
+        csr = _read_csr(args.csr) if args.csr else None
+        if args.chain_out and csr is None:
+            raise UsageError("--chain-out goes with --csr")
+        if args.chain_out and not Path(args.chain_out).parent.is_dir():
+            raise ConfigurationError(  # before anything is issued
+                f"{args.chain_out}: directory {Path(args.chain_out).parent} does not exist")
         result = reissue(
-            directory, args.id, _sectigo(args),
+            directory, args.id, _sectigo(args), csr=csr, contact_token=args.contact_token,
             poll_interval=args.poll_interval, timeout=args.poll_timeout,
         )
         doc = _vasp_doc(directory, result.vasp)
+    if result.identity is None:  # CSR path: the chain only, no password
+        text = _vasp_text(doc)
+        if args.chain_out:
+            path = write_private(args.chain_out, result.chain_pem())
+            doc["chain"] = str(path)
+            text += f"\n  certificate chain written to {path}"
+        else:
+            text += f"\n  certificate chain: trisa-peer gds certs {result.vasp.id} --out DIR"
+        return _emit(args, doc, text)
     doc["pkcs12password"] = result.pkcs12password
     text = (
         _vasp_text(doc)
         + f"\n  PKCS#12 password (shown only once): {result.pkcs12password}"
     )
     return _emit(args, doc, text)
+
+
+def _read_csr(path: str) -> bytes:
+    """A CSR file's DER (PEM or DER on disk); CertificateError if it is not a CSR."""
+    from ..csr import csr_der, load_csr
+
+    return csr_der(load_csr(_read_text(path, "CSR"), source=path))
 
 
 def _cmd_outbox(args: argparse.Namespace) -> int:
@@ -507,8 +532,9 @@ def _register_request(args: argparse.Namespace) -> Any:
 
 def _cmd_register(args: argparse.Namespace) -> int:
     request = _register_request(args)
+    csr = _read_csr(args.csr) if args.csr else None
     with _client(args) as client:
-        reply = client.register(request)
+        reply = client.register(request, csr_der=csr)
     doc = {
         "id": reply.id,
         "registered_directory": reply.registered_directory,
@@ -523,9 +549,19 @@ def _cmd_register(args: argparse.Namespace) -> int:
         if getattr(request.contacts, kind).email.strip()
     ))
     doc["contacts"] = contacts
+    if csr is not None and reply.pkcs12password:
+        # an upstream directory ignores the CSR metadata and makes a PKCS#12 instead
+        print("warning: the directory ignored the CSR (it does not take CSR "
+              "registrations): it will issue a PKCS#12 with the password below instead",
+              file=sys.stderr)
+    secret = (
+        f"PKCS#12 password (shown only once, keep it): {reply.pkcs12password}\n"
+        if reply.pkcs12password else
+        "no PKCS#12 password: the certificate is issued for your CSR; keep its key\n"
+    )
     text = (
         f"registered {reply.common_name} as {reply.id} ({doc['status']})\n"
-        f"PKCS#12 password (shown only once, keep it): {reply.pkcs12password}\n"
+        + secret
         + (f"{reply.message}\n" if reply.message else "")
         + f"the verification token was sent to {', '.join(contacts) or 'the contacts'}; "
         "a local directory's operator can read it with "
@@ -694,7 +730,12 @@ def register(subparsers: Any) -> None:
     p = sub.add_parser("reissue", parents=[common, db, sectigo],
                        help="issue a new identity certificate for a VERIFIED VASP")
     vasp_id(p)
-    p.set_defaults(func=_cmd_reissue)
+    p.add_argument("--csr", help="issue for this CSR (the VASP's key stays with the VASP); "
+                   "no PKCS#12 password")
+    p.add_argument("--chain-out", help="with --csr: write the new certificate chain here")
+    p.add_argument("--contact-token", help="after a revocation: the token the VASP's "
+                   "verified contacts received (a run without it sends one)")
+    p.set_defaults(func=_cmd_reissue, command_parser=p)
 
     p = sub.add_parser(
         "outbox", parents=[common, db],
@@ -715,6 +756,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--contact-name", help="technical contact name")
     p.add_argument("--country", help="country of registration")
     p.add_argument("--website")
+    p.add_argument("--csr", help="have the certificate issued for this CSR (see "
+                   "`trisa-peer csr`): no PKCS#12 password, the key never leaves you")
     p.set_defaults(func=_cmd_register, command_parser=p)
 
     p = sub.add_parser("verify-contact", parents=[common, client],
@@ -738,5 +781,9 @@ def register(subparsers: Any) -> None:
 
     p = sub.add_parser("status", parents=[common, client], help="directory service status")
     p.set_defaults(func=_cmd_status, command_parser=p)
+
+    from .csr import register_gds  # the CSR path's gds commands: members, renew
+
+    register_gds(sub, common=common, db=db, sectigo=sectigo)
 
 

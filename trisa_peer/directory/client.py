@@ -31,6 +31,7 @@ from google.protobuf.message import Message
 from .._pb.trisa.gds.api.v1beta1 import api_pb2 as gds_pb2
 from .._pb.trisa.gds.api.v1beta1 import api_pb2_grpc as gds_grpc
 from .._pb.trisa.gds.models.v1beta1 import models_pb2
+from ..csr import CSR_METADATA
 from ..errors import ConfigurationError, DirectoryError
 from ..records import PeerRecord, split_endpoint
 from ..transport.status import directory_error, directory_reply_error, rpc_status
@@ -111,10 +112,12 @@ class DirectoryClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _rpc(self, method: str, request: Message, what: str) -> Any:
+    def _rpc(self, method: str, request: Message, what: str,
+             metadata: tuple[tuple[str, bytes], ...] | None = None) -> Any:
         # Any: the reply type depends on ``method`` (callers annotate what they get)
         try:
-            reply = getattr(self._stub, method)(request, timeout=self.timeout)
+            extra = {"metadata": metadata} if metadata else {}
+            reply = getattr(self._stub, method)(request, timeout=self.timeout, **extra)
         except grpc.RpcError as exc:
             raise directory_error(*rpc_status(exc), what, endpoint=self.endpoint,
                                   insecure=self._insecure, timeout=self.timeout) from exc
@@ -220,10 +223,16 @@ class DirectoryClient:
             for r in reply.results
         ]
 
-    def register(self, request: gds_pb2.RegisterRequest) -> gds_pb2.RegisterReply:
+    def register(
+        self, request: gds_pb2.RegisterRequest, *, csr_der: bytes | None = None,
+    ) -> gds_pb2.RegisterReply:
         """Send a ``RegisterRequest``; returns the ``RegisterReply`` (whose
-        ``pkcs12password`` is shown only this once)."""
-        reply: gds_pb2.RegisterReply = self._rpc("Register", request, "directory registration")
+        ``pkcs12password`` is shown only this once). ``csr_der`` goes along as the
+        :data:`~trisa_peer.csr.CSR_METADATA` metadata (a directory that honours it
+        answers without a password)."""
+        metadata = ((CSR_METADATA, bytes(csr_der)),) if csr_der is not None else None
+        reply: gds_pb2.RegisterReply = self._rpc("Register", request, "directory registration",
+                                                 metadata=metadata)
         _check_error_field(reply, "directory registration")
         return reply
 

@@ -15,6 +15,14 @@ with its gaps fixed (quirk 7 in docs/architecture.md):
 - A reissue never touches the VASP's verification state: it stays ``VERIFIED`` (and
   Lookup keeps answering) whatever happens to the new request.
 
+Two paths (issue 14 section 1): a request holds either a PKCS#12 password (secret
+``<certreqId>-password``: Sectigo makes the key, the VASP receives a password-protected
+PKCS#12) or a CSR (secret ``<certreqId>-csr``: the key never leaves the VASP, the CSR is
+checked with :func:`trisa_peer.csr.check_csr` - at registration or reissue, and again
+against the Sectigo profile's key rule right before the upload - and the VASP receives
+only its certificate chain, ``<common name>.pem``). An issued certificate whose public
+key is not the CSR's is refused (``CR_ERRORED``), never installed.
+
 Every state change is committed before the next network call, so a crash leaves a
 state that ``accept`` (or ``reissue``) resolves.
 """
@@ -22,28 +30,40 @@ state that ``accept`` (or ``reissue``) resolves.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import hmac
 import logging
 import os
 import tempfile
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from cryptography import x509
+
 from .._pb.gds.models.v1 import models_pb2 as gds_models_pb2
+from .._pb.trisa.gds.api.v1beta1 import api_pb2 as gds_pb2
 from .._pb.trisa.gds.models.v1beta1 import models_pb2
 from ..ca import CertificateAuthority
-from ..certs import Identity, load_identity
+from ..certs import Identity, certs_to_pem, load_identity, order_chain, parse_certificates, spki_der
+from ..certs import common_name as cert_common_name
+from ..csr import MIN_RSA_BITS, check_csr, csr_pem, load_csr, profile_min_rsa_bits
 from ..errors import (
     CertificateError,
     ConfigurationError,
     DirectoryError,
+    DirectoryMismatchError,
+    PeerNotRegisteredError,
+    RevokedError,
     SectigoError,
 )
 from ..logtext import peer_text
 from ..sectigo.client import SectigoClient
 from ..sectigo.models import READY_FOR_DOWNLOAD, SectigoAPIError, normalize_status
+from ..steps import HandshakeStep
 from .convert import serial_hex
 from .service import CRS, PASSWORD_LENGTH, SUBJECT_WELCOME, VS, Directory, state_name
 from .store import Changes
@@ -55,6 +75,7 @@ __all__ = [
     "certificate_zip",
     "check_reissuable",
     "reissue",
+    "renew",
     "revoke",
 ]
 
@@ -67,17 +88,24 @@ _OPEN = (CRS.READY_TO_SUBMIT, CRS.PROCESSING, CRS.DOWNLOADING, CRS.DOWNLOADED)
 
 @dataclass(frozen=True)
 class IssuanceResult:
-    """What an issuance produced: the updated VASP, the request, the identity (key
-    included) and, for a reissue, the new PKCS#12 password (shown once)."""
+    """What an issuance produced: the updated VASP, the request, the certificate and its
+    chain, the identity (key included; ``None`` on the CSR path, where the directory
+    never sees the key) and, for a PKCS#12 reissue, the new password (shown once)."""
 
     vasp: models_pb2.VASP
     certreq: gds_models_pb2.CertificateRequest
-    identity: Identity
+    leaf: x509.Certificate
+    chain: tuple[x509.Certificate, ...]
+    identity: Identity | None = None
     pkcs12password: str = ""
 
     @property
     def serial(self) -> str:
-        return serial_hex(self.identity.leaf.serial_number)
+        return serial_hex(self.leaf.serial_number)
+
+    def chain_pem(self) -> bytes:
+        """Leaf then chain, PEM: what the VASP installs next to its own key."""
+        return certs_to_pem([self.leaf, *self.chain])
 
 
 @dataclass(frozen=True)
@@ -114,9 +142,8 @@ def accept(
         req = _latest(reqs)
         if req is None or req.status != CRS.INITIALIZED:
             req = _new_request(directory, vasp, reqs, source)
-            password = _password_of(directory, reqs)
             changes = Changes(vasp=vasp, certreqs=[req],
-                              secrets={f"{req.id}-password": password})
+                              secrets=_registrant_material(directory, reqs, req.id))
         else:
             directory.certreq_state(req, CRS.READY_TO_SUBMIT, "registration accepted", source)
             changes = Changes(vasp=vasp, certreqs=[req])
@@ -127,9 +154,8 @@ def accept(
             # the last attempt failed (or was never made): start a new request with the
             # registrant's password
             req = _new_request(directory, vasp, reqs, source)
-            password = _password_of(directory, reqs)
             directory.commit(
-                Changes(certreqs=[req], secrets={f"{req.id}-password": password}),
+                Changes(certreqs=[req], secrets=_registrant_material(directory, reqs, req.id)),
                 what="accept",
             )
     else:
@@ -148,30 +174,169 @@ def reissue(
     sectigo: SectigoClient,
     *,
     dns_names: tuple[str, ...] = (),
+    csr: bytes | None = None,
+    contact_token: str | None = None,
     source: str = "operator",
     poll_interval: float = 1.0,
     timeout: float = 120.0,
     sleep: Callable[[float], None] = time.sleep,
 ) -> IssuanceResult:
-    """Request a new identity certificate for a VERIFIED VASP with a new PKCS#12
-    password (returned once); the old serial stays in the certificate history."""
+    """Request a new identity certificate for a VERIFIED VASP; the old serial stays in
+    the certificate history.
+
+    Without ``csr``: Sectigo makes the key, with a new PKCS#12 password (returned once).
+    With ``csr`` (PEM or DER): it is checked first (CertificateError with the reason,
+    nothing stored) and the result carries only the certificate chain. A request left
+    open by an interrupted run is resumed; a CSR cannot replace the one it holds.
+
+    After a revocation (the record's certificate is flagged revoked: a compromise) the
+    reissue needs contact verification: see :func:`verify_reissue_contact`.
+    """
     vasp = check_reissuable(directory, vasp_id)
+    if vasp.identity_certificate.revoked:
+        verify_reissue_contact(directory, vasp, contact_token, source=source)
+    pem = b""
+    if csr is not None:
+        if dns_names:
+            raise ConfigurationError("a CSR names the certificate's DNS names itself")
+        request = load_csr(csr)
+        check_csr(request, vasp.common_name)
+        pem = csr_pem(request)
     reqs = directory.store.certreqs_for(vasp.id)
     req = _latest(reqs)
     password = ""
     if req is None or req.status not in _OPEN:
         req = _new_request(directory, vasp, reqs, source, dns_names=dns_names)
-        password = new_token(PASSWORD_LENGTH)
-        directory.commit(
-            Changes(certreqs=[req], secrets={f"{req.id}-password": password.encode("ascii")}),
-            what="reissue",
+        if pem:
+            secrets = {f"{req.id}-csr": pem}
+        else:
+            password = new_token(PASSWORD_LENGTH)
+            secrets = {f"{req.id}-password": password.encode("ascii")}
+        directory.commit(Changes(certreqs=[req], secrets=secrets), what="reissue")
+    elif pem and directory.store.get_secret(f"{req.id}-csr") != pem:
+        raise DirectoryError(
+            f"certificate request {req.id} of VASP {vasp.id} is still "
+            f"{gds_models_pb2.CertificateRequestState.Name(req.status)}; run reissue "
+            "with that request's CSR (or without --csr) to finish it first"
         )
     result = _run(directory, vasp.id, req.id, sectigo, reissue=True, source=source,
                   poll_interval=poll_interval, timeout=timeout, sleep=sleep)
-    if not password:
+    if not password and result.identity is not None:
         stored = directory.store.get_secret(f"{req.id}-password") or b""
         password = stored.decode("ascii", "replace")
-    return IssuanceResult(result.vasp, result.certreq, result.identity, password)
+    return replace(result, pkcs12password=password)
+
+
+#: How long a reissue contact-verification token stays usable.
+REISSUE_TOKEN_TTL = timedelta(hours=24)
+SUBJECT_REISSUE = "TRISA: confirm the reissue of your identity certificate"
+
+
+def _token_secret(vasp_id: str) -> str:
+    return f"{vasp_id}-reissue-token"
+
+
+def verify_reissue_contact(
+    directory: Directory, vasp: models_pb2.VASP, token: str | None, *, source: str,
+) -> None:
+    """Contact verification before a reissue after a compromise.
+
+    Without ``token`` (or with a wrong or expired one) a new 48-character token is
+    emailed to every verified contact of the VASP (only its SHA-256 and expiry are
+    stored, :data:`REISSUE_TOKEN_TTL`) and DirectoryError says so: the VASP gives the
+    token to the operator, proving the reissue is wanted by whoever controls the
+    registered contacts, not by whoever holds the compromised key. The right token is
+    consumed (single use) and the reissue proceeds.
+    """
+    name = _token_secret(vasp.id)
+    stored = (directory.store.get_secret(name) or b"").decode("ascii", "replace").split()
+    now = datetime.now(UTC)
+    if token and len(stored) == 2:
+        expires, digest = stored
+        fresh = now < datetime.fromisoformat(expires)
+        if fresh and hmac.compare_digest(
+            digest, hashlib.sha256(token.strip().encode("utf-8")).hexdigest()
+        ):
+            directory.commit(Changes(secrets={name: b""}), what="contact verification")
+            return
+    recipients = sorted({t.email for t in directory.store.tokens_for(vasp.id) if t.verified})
+    if not recipients:
+        raise DirectoryError(
+            f"the certificate of VASP {vasp.id} is revoked and it has no verified contact "
+            "to confirm a reissue with"
+        )
+    fresh_token = new_token(48)
+    expiry = (now + REISSUE_TOKEN_TTL).isoformat()
+    value = f"{expiry} {hashlib.sha256(fresh_token.encode()).hexdigest()}".encode("ascii")
+    emails = [
+        directory.email(
+            vasp.id, r, SUBJECT_REISSUE,
+            f"The TRISA identity certificate of {vasp.common_name} was revoked. If you asked "
+            "for a new one, give the directory operator this token (valid "
+            f"{int(REISSUE_TOKEN_TTL.total_seconds() // 3600)} hours):\n\nToken: {fresh_token}\n",
+            "reissue_verification",
+        )
+        for r in recipients
+    ]
+    directory.commit(Changes(secrets={name: value}, emails=emails), what="contact verification")
+    wrong = "the contact token is wrong or expired; " if token else ""
+    raise DirectoryError(
+        f"the certificate of VASP {vasp.id} is revoked: a reissue needs contact "
+        f"verification; {wrong}a token was sent to {len(recipients)} verified contact(s); "
+        "run again with --contact-token TOKEN"
+    )
+
+
+def renew(
+    directory: Directory,
+    caller: x509.Certificate,
+    csr: bytes,
+    sectigo: SectigoClient,
+    *,
+    poll_interval: float = 1.0,
+    timeout: float = 120.0,
+    sleep: Callable[[float], None] = time.sleep,
+) -> IssuanceResult:
+    """A VASP's own renewal by CSR, authenticated by the certificate it presented over
+    mTLS (``caller``, already chain-verified by the TLS layer against the members
+    endpoint's trust pool).
+
+    The caller must be the **current, unrevoked** identity certificate of a VERIFIED,
+    registered record: same DER as the record's ``identity_certificate``, not flagged
+    revoked, valid now. A superseded or revoked certificate cannot renew (after a
+    compromise only the operator reissues: ``gds reissue``). The CSR is then checked
+    against the record's common name and issued as :func:`reissue` does; the result
+    carries only the chain. Refusals are handshake errors of step 4 (the directory
+    binds the caller to its record): not registered, not the current certificate,
+    revoked.
+    """
+    step = HandshakeStep.BIND_CLIENT_RECORD
+    cn = cert_common_name(caller)
+    found = directory.store.get_lookup(common_name=cn) if cn else None
+    if found is None or found[0] != VS.VERIFIED:
+        raise PeerNotRegisteredError(
+            f"no VERIFIED record for the presented certificate ({cn or 'no common name'})",
+            step=step, peer=cn)
+    summary = gds_pb2.LookupReply()
+    summary.ParseFromString(found[1])
+    vasp = directory.get(summary.id)
+    current = parse_certificates(bytes(vasp.identity_certificate.data), source="record") if (
+        vasp.HasField("identity_certificate") and vasp.identity_certificate.data) else []
+    if not current or current[0] != caller:
+        raise DirectoryMismatchError(
+            f"the presented certificate (serial {serial_hex(caller.serial_number)}) is not "
+            f"the current identity certificate of {vasp.common_name}; only the current "
+            "certificate may renew", step=step, peer=cn)
+    if vasp.identity_certificate.revoked:
+        raise RevokedError(
+            f"the identity certificate of {vasp.common_name} is revoked; after a "
+            "compromise only the directory operator reissues", step=step, peer=cn)
+    try:
+        directory.check_validity(caller)
+    except CertificateError as exc:
+        raise DirectoryMismatchError(str(exc), step=step, peer=cn) from exc
+    return reissue(directory, vasp.id, sectigo, csr=csr, source=f"renewal by {cn}",
+                   poll_interval=poll_interval, timeout=timeout, sleep=sleep)
 
 
 def check_reissuable(directory: Directory, vasp_id: str) -> models_pb2.VASP:
@@ -249,13 +414,21 @@ def revoke(
 
 
 def certificate_zip(directory: Directory, vasp_id: str) -> tuple[str, bytes]:
-    """``(file name, zip bytes)`` of the latest downloaded certificate of a VASP:
-    ``<common name>.zip`` holding the PKCS#12 encrypted with the registrant's password."""
+    """``(file name, bytes)`` of the latest downloaded certificate of a VASP:
+    ``<common name>.zip`` holding the PKCS#12 encrypted with the registrant's password,
+    or, for a CSR request, ``<common name>.pem``: the certificate chain only."""
     vasp = directory.get(vasp_id)
     for req in reversed(directory.store.certreqs_for(vasp.id)):
         data = directory.store.get_secret(f"{req.id}-cert")
         if data:
-            return f"{normalize_common_name(vasp.common_name)}.zip", data
+            stem = normalize_common_name(vasp.common_name)
+            if directory.store.get_secret(f"{req.id}-csr"):
+                try:
+                    leaf, chain = _chain_of(data, req.common_name)
+                except CertificateError as exc:
+                    raise DirectoryError(f"VASP {vasp.id}: {exc}") from exc
+                return f"{stem}.pem", certs_to_pem([leaf, *chain])
+            return f"{stem}.zip", data
     raise DirectoryError(f"VASP {vasp.id} has no downloaded certificate")
 
 
@@ -268,13 +441,18 @@ def _latest(
     return reqs[-1] if reqs else None
 
 
-def _password_of(directory: Directory, reqs: list[gds_models_pb2.CertificateRequest]) -> bytes:
-    """The registrant's PKCS#12 password: the newest stored one."""
+def _registrant_material(
+    directory: Directory, reqs: list[gds_models_pb2.CertificateRequest], new_id: str,
+) -> dict[str, bytes]:
+    """The secrets of a retried registration request ``new_id``: the registrant's CSR
+    or PKCS#12 password, whichever the newest earlier request holds (a new password if
+    none does)."""
     for req in reversed(reqs):
-        secret = directory.store.get_secret(f"{req.id}-password")
-        if secret:
-            return secret
-    return new_token(PASSWORD_LENGTH).encode("ascii")
+        for kind in ("csr", "password"):
+            secret = directory.store.get_secret(f"{req.id}-{kind}")
+            if secret:
+                return {f"{new_id}-{kind}": secret}
+    return {f"{new_id}-password": new_token(PASSWORD_LENGTH).encode("ascii")}
 
 
 def _new_request(
@@ -368,8 +546,9 @@ def _submit(
             directory.audit(vasp, VS.ISSUING_CERTIFICATE, "submitting certificate request",
                             source)
             directory.commit(Changes(vasp=vasp), what="submit")
+    csr = directory.store.get_secret(f"{req.id}-csr")
     password = directory.store.get_secret(f"{req.id}-password")
-    if not password:
+    if not csr and not password:
         return _Failure(CRS.CR_ERRORED, "no PKCS#12 password stored for the request")
     try:
         authority = None
@@ -382,12 +561,21 @@ def _submit(
         if authority is None:
             return _Failure(CRS.CR_REJECTED, "no Sectigo authority has an available balance")
         batch_name = f"{directory.directory_id}-certreq-{req.id}"
-        params = {
-            "commonName": req.common_name,
-            "dNSName": "\n".join([req.common_name, *[n for n in req.dns_names if n]]),
-            "pkcs12Password": password.decode("utf-8"),
-        }
-        batch = sectigo.create_single_cert_batch(int(authority["id"]), batch_name, params)
+        params: dict[str, str] = {}
+        if csr:
+            refused = _check_for_profile(sectigo, int(authority.get("profileId") or 0), csr,
+                                         req.common_name)
+            if refused is not None:
+                return refused
+            batch = sectigo.upload_csr(int(authority["profileId"]), f"{batch_name}.csr", csr)
+        else:
+            assert password is not None  # one of the two is stored (checked above)
+            params = {
+                "commonName": req.common_name,
+                "dNSName": "\n".join([req.common_name, *[n for n in req.dns_names if n]]),
+                "pkcs12Password": password.decode("utf-8"),
+            }
+            batch = sectigo.create_single_cert_batch(int(authority["id"]), batch_name, params)
     except SectigoAPIError as exc:
         return _Failure(
             CRS.CR_REJECTED if exc.status == 400 else CRS.CR_ERRORED,
@@ -407,6 +595,26 @@ def _submit(
     directory.certreq_state(req, CRS.PROCESSING, f"batch {req.batch_id} created", source)
     _save_req(directory, req)
     return req
+
+
+def _check_for_profile(
+    sectigo: SectigoClient, profile_id: int, csr: bytes, common_name: str,
+) -> _Failure | None:
+    """Check the stored CSR again, with the profile's key rule (its ``keyAlgorithmInfo``,
+    e.g. ``RSA - 4096``), right before it goes to the CA; a profile whose detail cannot
+    be read keeps the RSA-2048 floor (Sectigo applies its own rule then)."""
+    floor = MIN_RSA_BITS
+    try:
+        detail = sectigo.profile_detail(profile_id)
+        floor = profile_min_rsa_bits(str(detail.get("keyAlgorithmInfo") or ""))
+    except SectigoError as exc:
+        log.info("Sectigo profile %s detail unavailable (%s); CSR key floor RSA-%d",
+                 profile_id, peer_text(str(exc), 200), floor)
+    try:
+        check_csr(load_csr(csr), common_name, min_rsa_bits=floor)
+    except CertificateError as exc:
+        return _Failure(CRS.CR_REJECTED, f"CSR refused for Sectigo profile {profile_id}: {exc}")
+    return None
 
 
 def _poll(
@@ -487,11 +695,35 @@ def open_zip(data: bytes, password: bytes) -> Identity:
             os.unlink(tmp)
 
 
-def _install(
-    directory: Directory, vasp_id: str, req: gds_models_pb2.CertificateRequest, *,
-    reissue: bool, source: str,
-) -> IssuanceResult | _Failure:
+def _chain_of(
+    data: bytes, common_name: str,
+) -> tuple[x509.Certificate, tuple[x509.Certificate, ...]]:
+    """Leaf (the certificate naming ``common_name``) and ordered chain of a CSR batch
+    download (a zip of PEM chains); CertificateError if there is no such leaf."""
+    certs = parse_certificates(data, source="the downloaded certificate")
+    from .service import cert_names
+
+    want = normalize_common_name(common_name)
+    leaves = [c for c in certs if want in cert_names(c)]
+    if not leaves:
+        raise CertificateError(f"the issued certificate does not name {common_name!r}")
+    return leaves[0], order_chain(leaves[0], certs)
+
+
+def _open_download(
+    directory: Directory, req: gds_models_pb2.CertificateRequest,
+) -> tuple[x509.Certificate, tuple[x509.Certificate, ...], Identity | None] | _Failure:
     data = directory.store.get_secret(f"{req.id}-cert") or b""
+    csr = directory.store.get_secret(f"{req.id}-csr")
+    if csr:
+        try:
+            leaf, chain = _chain_of(data, req.common_name)
+        except CertificateError as exc:
+            return _Failure(CRS.CR_ERRORED, f"cannot read the downloaded certificate: {exc}")
+        if spki_der(leaf.public_key()) != spki_der(load_csr(csr).public_key()):
+            return _Failure(CRS.CR_ERRORED,
+                            "the issued certificate does not carry the CSR's public key")
+        return leaf, chain, None
     password = directory.store.get_secret(f"{req.id}-password") or b""
     try:
         identity = open_zip(data, password)
@@ -500,13 +732,24 @@ def _install(
     if normalize_common_name(req.common_name) not in _names(identity):
         return _Failure(CRS.CR_ERRORED,
                        f"the issued certificate does not name {req.common_name!r}")
+    return identity.leaf, identity.chain, identity
+
+
+def _install(
+    directory: Directory, vasp_id: str, req: gds_models_pb2.CertificateRequest, *,
+    reissue: bool, source: str,
+) -> IssuanceResult | _Failure:
+    opened = _open_download(directory, req)
+    if isinstance(opened, _Failure):
+        return opened
+    leaf, chain, identity = opened
     vasp = directory.get(vasp_id)
     if not reissue and vasp.verification_status != VS.ISSUING_CERTIFICATE:
         return _Failure(
             CRS.CR_REJECTED,
             f"VASP is {state_name(vasp.verification_status)}, not ISSUING_CERTIFICATE",
         )
-    record = directory.install_certificate(vasp, identity.leaf, identity.chain, request=req.id)
+    record = directory.install_certificate(vasp, leaf, chain, request=req.id)
     req.certificate = record.id
     directory.certreq_state(req, CRS.COMPLETED, "certificate stored for delivery", source)
     if not reissue:
@@ -514,18 +757,21 @@ def _install(
     else:
         vasp.last_updated = directory.now()
     recipients = [t.email for t in directory.store.tokens_for(vasp.id) if t.verified][:1]
+    how = ("open it with the PKCS#12 password you were given" if identity is not None else
+           "it is the certificate chain only: install it with the private key of your CSR")
     emails = [
         directory.email(
             vasp.id, r, SUBJECT_WELCOME,
             f"Your TRISA identity certificate for {vasp.common_name} (serial {record.id}) "
-            "is ready; open it with the PKCS#12 password you were given.\n",
+            f"is ready; {how}.\n",
             "deliver_certs",
         )
         for r in recipients
     ]
     directory.commit(Changes(vasp=vasp, certreqs=[req], certificates=[record], emails=emails),
                      what="install certificate")
-    return IssuanceResult(vasp=vasp, certreq=req, identity=identity)
+    return IssuanceResult(vasp=vasp, certreq=req, leaf=leaf, chain=tuple(chain),
+                          identity=identity)
 
 
 def _names(identity: Identity) -> list[str]:

@@ -37,7 +37,8 @@ from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 from .._pb.trisa.gds.api.v1beta1 import api_pb2 as gds_pb2
 from .._pb.trisa.gds.api.v1beta1 import api_pb2_grpc as gds_grpc
 from ..authenticate import REFUSAL_LOG_INTERVAL
-from ..errors import ConfigurationError, StoreError, TrisaPeerError
+from ..csr import CSR_METADATA
+from ..errors import CertificateError, ConfigurationError, StoreError, TrisaPeerError
 from ..limits import server_options
 from ..logtext import RefusalLimiter
 from ..netutil import bind_problem, split_host_port
@@ -45,7 +46,7 @@ from ..sectigo.client import SectigoClient
 from ..transport.raw import add_raw_servicer
 from ..transport.status import abort
 from .convert import enum_name
-from .service import DEFAULT_DIRECTORY_ID, Directory
+from .service import DEFAULT_DIRECTORY_ID, Directory, RegisterResult
 from .store import DirectoryStore
 
 if TYPE_CHECKING:
@@ -134,9 +135,15 @@ class DirectoryServicer(gds_grpc.TRISADirectoryServicer):
     def Register(
         self, request: gds_pb2.RegisterRequest, context: grpc.ServicerContext
     ) -> gds_pb2.RegisterReply:
-        result = self._call(
-            context, lambda: self.directory.register(request), grpc.StatusCode.ALREADY_EXISTS
-        )
+        csrs = [bytes(v) if isinstance(v, bytes) else v.encode("latin-1")
+                for k, v in context.invocation_metadata() or () if k == CSR_METADATA]
+
+        def register() -> RegisterResult:
+            if len(csrs) > 1:
+                raise CertificateError(f"the call carries {len(csrs)} CSRs; send one")
+            return self.directory.register(request, csr=csrs[0] if csrs else None)
+
+        result = self._call(context, register, grpc.StatusCode.ALREADY_EXISTS)
         vasp = result.vasp
         return gds_pb2.RegisterReply(
             id=vasp.id,

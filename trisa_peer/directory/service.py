@@ -37,6 +37,7 @@ from .._pb.trisa.gds.api.v1beta1 import api_pb2 as gds_pb2
 from .._pb.trisa.gds.models.v1beta1 import models_pb2
 from ..certs import common_name
 from ..clock import Clock, utcnow
+from ..csr import check_csr, csr_pem, load_csr
 from ..errors import (
     CertificateError,
     ConfigurationError,
@@ -231,15 +232,29 @@ class Directory:
 
     # ----------------------------------------------------------------- Register
 
-    def register(self, request: gds_pb2.RegisterRequest) -> RegisterResult:
+    def register(
+        self, request: gds_pb2.RegisterRequest, *, csr: bytes | None = None,
+    ) -> RegisterResult:
         """Validate (the legal person with the IVMS101 rules of :mod:`.ivms101`) and store
-        a ``RegisterRequest`` (as upstream ``gds.Register``)."""
+        a ``RegisterRequest`` (as upstream ``gds.Register``).
+
+        With ``csr`` (PEM or DER; the TRISA message has no field for it, the gRPC server
+        takes it from the call's metadata, see :data:`trisa_peer.csr.CSR_METADATA`) the
+        certificate will be issued for that CSR: it is checked here
+        (:func:`trisa_peer.csr.check_csr` against the registered common name,
+        CertificateError with the reason, nothing stored) and no PKCS#12 password is
+        made."""
         host, _ = validate_endpoint(request.trisa_endpoint)
         common_name = validate_common_name(request.common_name or host)
         if not request.HasField("entity"):
             raise ConfigurationError("an IVMS101 legal person entity with a name is required")
         # IVMS101 as upstream validates it, every problem named; nothing is rewritten
         validate_legal_person(request.entity)
+        csr_secret = b""
+        if csr is not None:
+            checked = load_csr(csr)
+            check_csr(checked, common_name)
+            csr_secret = csr_pem(checked)
         if self.store.get_lookup(common_name=common_name) is not None:
             raise DirectoryError(f"common name {common_name!r} is already registered")
         vasp = models_pb2.VASP(
@@ -268,7 +283,9 @@ class Directory:
             created=self.now(),
             modified=self.now(),
         )
-        password = new_token(PASSWORD_LENGTH)
+        password = "" if csr_secret else new_token(PASSWORD_LENGTH)
+        secrets = ({f"{certreq.id}-csr": csr_secret} if csr_secret else
+                   {f"{certreq.id}-password": password.encode("ascii")})
         extra = gds_models_pb2.GDSExtraData()
         extra.certificate_requests.append(certreq.id)
         extra.audit_log.append(self.log_entry(
@@ -294,19 +311,23 @@ class Directory:
                 create=True,
                 origin="register",
                 certreqs=[certreq],
-                secrets={f"{certreq.id}-password": password.encode("ascii")},
+                secrets=secrets,
                 tokens=tokens,
                 emails=emails,
             ),
             what="register",
+        )
+        delivery = (
+            "certificate signing request accepted: no PKCS#12 password, the certificate "
+            "chain for your key is delivered after review" if csr_secret else
+            "pkcs12 password attached, this is the only time it will be displayed"
         )
         return RegisterResult(
             vasp=vasp,
             pkcs12password=password,
             message=(
                 "a verification code has been sent to contact emails, please check "
-                "spam folders if not arrived; pkcs12 password attached, this is the only "
-                "time it will be displayed"
+                f"spam folders if not arrived; {delivery}"
             ),
         )
 
