@@ -37,9 +37,9 @@ class Runs:
 
 
 @pytest.fixture
-def counted(net: Any, tmp_path: Any) -> Any:
+def counted(net: Any, db_location: str) -> Any:
     runs = Runs()
-    node = _extra_node(net, tmp_path, "bob", runs)
+    node = _extra_node(net, db_location, "bob", runs)
     try:
         yield runs, node
     finally:
@@ -83,14 +83,14 @@ def test_different_payload_under_a_used_id_is_refused(net: Any, counted: Any) ->
     assert len(runs.runs) == 1
 
 
-def test_different_payload_after_a_repair_is_a_continuation(net: Any, tmp_path: Any) -> None:
+def test_different_payload_after_a_repair_is_a_continuation(net: Any, db_location: str) -> None:
     calls: list[tuple[str, int]] = []
 
     def handler(incoming: Incoming) -> Any:
         calls.append((incoming.idempotency_key, incoming.attempt))
         return Repair("need more") if len(calls) == 1 else Accept()
 
-    node = _extra_node(net, tmp_path, "bob", handler)
+    node = _extra_node(net, db_location, "bob", handler)
     try:
         eid = str(uuid.uuid4())
         first = stub(net).Transfer(seal(payload_for("alice.vasp.test", "bob.vasp.test"),
@@ -138,8 +138,8 @@ def test_store_failure_after_the_handler_runs_it_again_with_attempt_2(
     assert kinds == ["request", "reply"]
 
 
-def test_claim_attempts_and_answered_claims(tmp_path: Any) -> None:
-    store = TransferStore(tmp_path / "s.db")
+def test_claim_attempts_and_answered_claims(db_location: str) -> None:
+    store = TransferStore(db_location)
     args = dict(envelope_id="e", peer="p", request=b"r", request_digest="d", payload_digest="x")
     first = store.claim(**args)  # type: ignore[arg-type]
     assert (first.attempt, first.reply) == (1, None)
@@ -175,7 +175,8 @@ def test_a_version_1_store_is_migrated(tmp_path: Any) -> None:
     db.executescript(_V1_SCHEMA)
     db.close()
     store = TransferStore(path)
-    assert store._read("SELECT version FROM schema_version", ())[0][0] == SCHEMA_VERSION == 2
+    assert store.db.read("SELECT version FROM schema_version") == [(SCHEMA_VERSION,)]
+    assert SCHEMA_VERSION == 3
     rows = store.exchange("e1")
     assert [r.kind for r in rows] == ["request", "reply"] and rows[0].attempt == 0
     assert store.find_request("p", "e1", "d") is not None

@@ -21,7 +21,7 @@ from .runner import run
 __all__ = ["build_parser", "main"]
 
 # Sub-command modules, in the order they appear in --help.
-_COMMAND_MODULES: tuple[str, ...] = ("ca", "gds", "node", "envelope", "demo")
+_COMMAND_MODULES: tuple[str, ...] = ("ca", "gds", "node", "envelope", "db", "demo")
 
 PROG = "trisa-peer"
 

@@ -66,11 +66,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from ..errors import StoreConflictError, StoreError
-from ..storage import Database, Tx, migrate, open_database
+from ..errors import ConfigurationError, StoreConflictError, StoreError
+from ..storage import Database, Tx, migrate, open_database, parse_url
 from ..storage.url import DatabaseURL
 
-__all__ = ["Claim", "StoredEnvelope", "TransferStore", "TransferSummary", "digest"]
+__all__ = ["Claim", "StoredEnvelope", "TransferStore", "TransferSummary", "digest", "open_store"]
 
 log = logging.getLogger("trisa_peer.network")
 
@@ -690,6 +690,44 @@ class TransferStore:
     def count(self) -> int:
         row = self.db.read_one("SELECT COUNT(*) FROM envelopes")
         return int(row[0]) if row else 0
+
+
+def open_store(
+    location: str | os.PathLike[str],
+    *,
+    password_file: str | os.PathLike[str] | None = None,
+    existing: bool = False,
+    **kwargs: Any,  # Any: TransferStore's keyword options
+) -> TransferStore:
+    """The transfer store at ``location`` (a ``--db`` value). ``existing``: refuse, with
+    one line, a SQLite file that does not exist or a database without a transfer store
+    (commands that read one must not create an empty one)."""
+    url = parse_url(location)
+    if existing and url.backend == "sqlite" and not url.in_memory \
+            and not Path(url.path).is_file():
+        raise ConfigurationError(f"{url.display}: no such transfer store")
+    if not existing:
+        return TransferStore(url, password_file=password_file, **kwargs)
+    db = open_database(url, purpose="transfer store", password_file=password_file)
+    try:
+        tables = _tables(db)
+    except BaseException:
+        db.close()
+        raise
+    if "envelopes" not in tables:
+        db.close()
+        raise ConfigurationError(f"{url.display}: no such transfer store (no envelopes table)")
+    return TransferStore(db, **kwargs)
+
+
+def _tables(db: Database) -> set[str]:
+    """The table names in ``db`` (its current schema on PostgreSQL)."""
+    if db.backend == "sqlite":
+        rows = db.read("SELECT name FROM sqlite_master WHERE type = 'table'")
+    else:
+        rows = db.read("SELECT table_name FROM information_schema.tables "
+                       "WHERE table_schema = current_schema()")
+    return {str(r[0]) for r in rows}
 
 
 class _Write:

@@ -102,6 +102,10 @@ class Tx(Protocol):
         """Run one statement; return the number of rows it changed."""
         ...
 
+    def execute_many(self, sql: str, rows: Sequence[Sequence[object]]) -> None:
+        """Run one statement once per row of arguments (bulk inserts)."""
+        ...
+
     def one(self, sql: str, args: Sequence[object] = ()) -> Row | None: ...
 
     def all(self, sql: str, args: Sequence[object] = ()) -> list[Row]: ...
@@ -215,6 +219,9 @@ class _SQLiteTx:
 
     def execute(self, sql: str, args: Sequence[object] = ()) -> int:
         return self._conn.execute(self._db.sql(sql), tuple(args)).rowcount
+
+    def execute_many(self, sql: str, rows: Sequence[Sequence[object]]) -> None:
+        self._conn.executemany(self._db.sql(sql), [tuple(r) for r in rows])
 
     def one(self, sql: str, args: Sequence[object] = ()) -> Row | None:
         row = self._conn.execute(self._db.sql(sql), tuple(args)).fetchone()
@@ -440,6 +447,10 @@ class _PgTx:
     def execute(self, sql: str, args: Sequence[object] = ()) -> int:
         cur = self._conn.execute(self._db.sql(sql), tuple(args))
         return int(cur.rowcount)
+
+    def execute_many(self, sql: str, rows: Sequence[Sequence[object]]) -> None:
+        with self._conn.cursor() as cur:
+            cur.executemany(self._db.sql(sql), [tuple(r) for r in rows])
 
     def one(self, sql: str, args: Sequence[object] = ()) -> Row | None:
         row = self._conn.execute(self._db.sql(sql), tuple(args)).fetchone()
