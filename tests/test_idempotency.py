@@ -143,8 +143,12 @@ def test_claim_attempts_and_answered_claims(db_location: str) -> None:
     args = dict(envelope_id="e", peer="p", request=b"r", request_digest="d", payload_digest="x")
     first = store.claim(**args)  # type: ignore[arg-type]
     assert (first.attempt, first.reply) == (1, None)
+    # held (its handler is running): another thread's claim is busy, not run again
+    busy = store.claim(**args)  # type: ignore[arg-type]
+    assert (busy.seq, busy.busy) == (first.seq, True)
+    store.release(first)  # as after a crash: unfinished, nobody holds it
     again = store.claim(**args)  # type: ignore[arg-type]
-    assert (again.seq, again.attempt, again.reply) == (first.seq, 2, None)
+    assert (again.seq, again.attempt, again.reply, again.busy) == (first.seq, 2, None, False)
     store.add_reply(first.seq, state="accepted", envelope=b"reply", direction="outgoing")
     done = store.claim(**args)  # type: ignore[arg-type]
     assert done.reply is not None and done.reply.envelope == b"reply"

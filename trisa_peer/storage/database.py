@@ -18,9 +18,9 @@ tokens (:data:`DIALECTS`), and talk to a :class:`Database`:
   locks go within about 30 s); SQLite file: an open-file-description lock on one byte
   of the side file ``<db>-holders`` (released by the kernel when the process dies);
   SQLite ``:memory:``: only this object can see the database, so it always holds.
-  Marks are per object: two objects in one process exclude each other like two
-  processes do; one object asking again for a key it holds gets it (its callers
-  serialise themselves).
+  Marks are per object and exclusive: two objects in one process exclude each other
+  like two processes do, and a key this object holds is not given again (to another of
+  its threads) until released.
 
 Durability: ``durable=True`` (the default for every store) means an acknowledged commit
 survives a power loss: SQLite ``synchronous=FULL`` (WAL), PostgreSQL
@@ -166,8 +166,8 @@ class Database(ABC):
 
     @abstractmethod
     def hold(self, key: str) -> bool:
-        """Mark ``key`` as held by this object unless another live holder has it;
-        True when this object holds it now (never waits)."""
+        """Mark ``key`` as held by this object unless a live holder (this object
+        included) has it; True when this call took it (never waits)."""
 
     @abstractmethod
     def release(self, key: str) -> None:
@@ -367,7 +367,7 @@ class SQLiteDatabase(Database):
     def hold(self, key: str) -> bool:
         with self._held_lock:
             if key in self._held:
-                return True
+                return False
             if not self._uri:
                 fd = self._holders()
                 try:
@@ -542,7 +542,7 @@ class PostgresDatabase(Database):
         with self._held_lock:
             if key in self._held:
                 if self._holder is not None and not self._holder.closed:
-                    return True
+                    return False
                 self._held.clear()  # the connection died: its locks went with it
             try:
                 if self._holder is None or self._holder.closed:
