@@ -63,7 +63,7 @@ def _migrate(args: argparse.Namespace) -> int:
     from ..storage.copy import detect_kind, migrations_for
 
     db = open_database(args.db, purpose="store", password_file=args.db_password_file,
-                       create=False)
+                       create=bool(args.store))
     try:
         kind = args.store or detect_kind(db)
         if kind is None:
