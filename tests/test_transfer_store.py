@@ -318,3 +318,17 @@ def test_a_random_id_lists_nothing(db_location: str) -> None:
     assert store.summaries(peer=str(uuid.uuid4())) == []
     assert len(store.summaries(peer="alice")) == 2
     store.close()
+
+
+def test_exclusive_queues_replicas_on_one_peer_and_id(db_location: str) -> None:
+    first, second = TransferStore(db_location), TransferStore(db_location)
+    with first.exclusive("p", "e", 0) as mine:
+        assert mine
+        with second.exclusive("p", "e", 0) as theirs:
+            assert not theirs  # held by a live replica
+        with second.exclusive("p", "other", 0) as other:
+            assert other  # twin: another id passes
+    with second.exclusive("p", "e", 0) as theirs:
+        assert theirs  # released: the next one gets it
+    first.close()
+    second.close()

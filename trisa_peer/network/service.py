@@ -276,8 +276,16 @@ class Exchange:
         dig = digest(raw)
         # Envelopes of one peer and id arriving at the same time are processed one after
         # the other (whatever their bytes), so a concurrent duplicate waits for the first
-        # and is answered from the store; the handler never runs twice concurrently.
-        with self._stripes[hash((peer.common_name, envelope.id)) % len(self._stripes)]:
+        # and is answered from the store; the handler never runs twice concurrently. The
+        # stripe lock queues this process's threads; the store's hold on (peer, id)
+        # queues other processes and replicas on the same database.
+        stripe = self._stripes[hash((peer.common_name, envelope.id)) % len(self._stripes)]
+        with stripe, self.store.exclusive(peer.common_name, envelope.id, CLAIM_WAIT) as mine:
+            if not mine:
+                log.info("peer=%s envelope=%s still processed by another replica",
+                         peer_text(peer.common_name), peer_text(envelope.id))
+                return reject(recorded_id(envelope.id), Code.UNAVAILABLE,
+                              "this envelope is being processed; retry", retry=True)
             return self._process(envelope, peer, raw, dig)
 
     def _process(

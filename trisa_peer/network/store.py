@@ -61,6 +61,8 @@ import hashlib
 import logging
 import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -556,6 +558,23 @@ class TransferStore:
         abandoned): another replica may take it."""
         if claim.key and not claim.busy:
             self.db.release(claim.key)
+
+    @contextmanager
+    def exclusive(self, peer: str, envelope_id: str, timeout: float) -> Iterator[bool]:
+        """Hold (peer, envelope id) across processes and replicas while the body runs:
+        yields True once this store object holds it (waiting up to ``timeout`` seconds
+        for another holder to finish or die), False when it is still held elsewhere."""
+        key = f"exchange {peer}\x00{envelope_id}"
+        end = time.monotonic() + timeout
+        while not self.db.hold(key):
+            if time.monotonic() >= end:
+                yield False
+                return
+            time.sleep(0.005)
+        try:
+            yield True
+        finally:
+            self.db.release(key)
 
     def wait(self, claim: Claim, timeout: float) -> bool:
         """Wait up to ``timeout`` seconds for the holder of a ``busy`` claim to finish or
