@@ -265,13 +265,12 @@ def test_two_replicas_on_one_store_take_one_message_once(net: Any, db_location: 
     the same message, and another payload under the same id, reach both at once; one
     handler run in all, and the other copy is answered from it or refused as reuse."""
     import threading
+    import time
 
     from test_exchange import _start_when_port_free
 
     from trisa_peer.network.node import TrisaNode
     from trisa_peer.testing.network import free_port
-
-    import time
 
     def slow(_incoming: Incoming) -> Any:
         time.sleep(0.3)  # widens the window in which both replicas hold the message
