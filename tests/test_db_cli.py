@@ -46,7 +46,7 @@ def test_db_copy_moves_a_transfer_store_verified(
 ) -> None:
     source_url, target_url = _location(src, tmp_path, "src"), _location(dst, tmp_path, "dst")
     source = _filled(source_url)
-    out = trisa_peer_cli("db", "copy", "--from", source_url, "--to", target_url)
+    out = trisa_peer_cli("db", "copy", "--from-db", source_url, "--to-db", target_url)
     assert out.returncode == 0, out.stderr
     assert f"envelopes: {source.count()} rows, sha256 " in out.stdout
     assert "counts and digests match" in out.stdout

@@ -3,8 +3,8 @@
 * ``db migrate --db URL``: bring a transfer store or a directory store (which one is
   seen from its tables, or named with ``--store``) to the schema this trisa-peer knows;
   prints ``before -> after``. A newer schema than the code knows is refused.
-* ``db copy --from URL --to URL``: copy a whole store (either kind) to an empty
-  database of either backend, table by table, keeping every key; verified by per-table
+* ``db copy --from-db URL --to-db URL`` (``--from``/``--to`` also work): copy a whole
+  store (either kind) to an empty database of either backend, table by table, keeping every key; verified by per-table
   row counts and digests over the rows in key order, printed; one line and exit 1 on
   any mismatch (see :mod:`trisa_peer.storage.copy`).
 
@@ -17,6 +17,7 @@ import argparse
 from typing import Any
 
 from ..errors import ConfigurationError
+from .options import add_option
 
 __all__ = ["add_db_args", "register"]
 
@@ -45,17 +46,19 @@ def register(sub: Any) -> None:
                 "postgresql://HOST/DB")
     mig.add_argument("--store", choices=("transfers", "directory"),
                      help="which store (default: seen from its tables)")
-    mig.set_defaults(func=_migrate)
+    mig.set_defaults(func=_migrate, command_parser=mig)
     cp = dsub.add_parser(
         "copy", help="copy a store to an empty database, verified by counts and digests",
         description="Copy a transfer store or directory store, table by table with every "
         "key kept, into an empty database (of either backend), then compare row counts and "
         "digests of every table. Stop the node or directory first.")
-    cp.add_argument("--from", dest="source", required=True, metavar="URL")
-    cp.add_argument("--to", dest="target", required=True, metavar="URL")
-    cp.add_argument("--from-password-file", metavar="FILE", help=_AUTH_FILE_HELP)
-    cp.add_argument("--to-password-file", metavar="FILE", help=_AUTH_FILE_HELP)
-    cp.set_defaults(func=_copy)
+    add_option(cp, "--from-db", aliases=["--from"], dest="source", required=True,
+               metavar="URL", help="the store to copy (path, sqlite:///PATH, postgresql://...)")
+    add_option(cp, "--to-db", aliases=["--to"], dest="target", required=True, metavar="URL",
+               help="an empty database to copy into")
+    cp.add_argument("--from-db-password-file", metavar="FILE", help=_AUTH_FILE_HELP)
+    cp.add_argument("--to-db-password-file", metavar="FILE", help=_AUTH_FILE_HELP)
+    cp.set_defaults(func=_copy, command_parser=cp)
 
 
 def _migrate(args: argparse.Namespace) -> int:
@@ -82,11 +85,11 @@ def _copy(args: argparse.Namespace) -> int:
     from ..storage import open_database
     from ..storage.copy import copy_store
 
-    source = open_database(args.source, purpose="source", password_file=args.from_password_file,
+    source = open_database(args.source, purpose="source", password_file=args.from_db_password_file,
                            create=False)
     try:
         target = open_database(args.target, purpose="target",
-                               password_file=args.to_password_file)
+                               password_file=args.to_db_password_file)
         try:
             report = copy_store(source, target)
         finally:
