@@ -4,9 +4,9 @@
   seen from its tables, or named with ``--store``) to the schema this trisa-peer knows;
   prints ``before -> after``. A newer schema than the code knows is refused.
 * ``db copy --from-db URL --to-db URL`` (``--from``/``--to`` also work): copy a whole
-  store (either kind) to an empty database of either backend, table by table, keeping every key; verified by per-table
-  row counts and digests over the rows in key order, printed; one line and exit 1 on
-  any mismatch (see :mod:`trisa_peer.storage.copy`).
+  store (either kind) to an empty database of either backend, table by table, keeping
+  every key; verified by per-table row counts and digests over the rows in key order,
+  printed; one line and exit 1 on any mismatch (see :mod:`trisa_peer.storage.copy`).
 
 Not checked here: that no node writes to the source during a copy (stop it first).
 """
