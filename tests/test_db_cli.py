@@ -230,3 +230,19 @@ def test_a_missing_store_is_not_created(trisa_peer_cli: Callable[..., CliResult]
         from trisa_peer.network.store import open_store
 
         open_store(pg.fresh_schema_url(), existing=True)
+
+
+def test_stream_reads_every_row_in_pages(db_location: str) -> None:
+    from trisa_peer.errors import StoreError
+
+    store = TransferStore(db_location)
+    for i in range(25):
+        store.add(envelope_id=f"s{i}", peer="p", direction="outgoing", kind="request",
+                  state="sent", envelope=b"x")
+    rows = list(store.db.stream("SELECT seq FROM envelopes ORDER BY seq", size=4))
+    assert [r[0] for r in rows] == [r[0] for r in store.db.read(
+        "SELECT seq FROM envelopes ORDER BY seq")] and len(rows) == 25
+    # twin: a bad query is the store's error, not the driver's
+    with pytest.raises(StoreError, match="read failed"):
+        list(store.db.stream("SELECT nothing FROM nowhere"))
+    store.close()

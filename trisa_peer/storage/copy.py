@@ -10,10 +10,10 @@ one is seen from its tables, :func:`detect_kind`) into an empty database:
    transaction, parents before children (foreign keys), each in primary-key order, with
    every key kept as it was (serial/identity values too); PostgreSQL identity sequences
    are then moved past the copied values;
-3. both sides are read again: per table, the row count and a SHA-256 over the rows in
-   key order (text keys in byte order on both backends; values encoded by type, so a
-   text ``'1'`` and an integer ``1`` differ). Any difference raises :class:`StoreError`
-   naming the first table that differs.
+3. both sides are read again (streamed: bounded memory at any size): per table, the
+   row count and a SHA-256 over the rows in key order (text keys in byte order on both
+   backends; values encoded by type, so a text ``'1'`` and an integer ``1`` differ).
+   Any difference raises :class:`StoreError` naming the first table that differs.
 
 Not checked: that nothing writes to the source during the copy (stop its node first);
 columns are matched by name, and a column the target's schema lacks is an error.
@@ -175,27 +175,11 @@ def _order_by(db: Database, columns: list[_Column], key: list[str]) -> str:
 
 def _rows(db: Database, table: str, names: list[str], columns: list[_Column],
           key: list[str]) -> Iterator[tuple[Any, ...]]:  # Any: one database row
-    """Rows in key order; paged by key when the key is one column (any table size)."""
+    """Rows in key order (text in byte order on both backends), streamed."""
     select = ", ".join(_quote(n) for n in names)
     order = _order_by(db, columns, key)
-    if len(key) != 1:
-        yield from db.read(f"SELECT {select} FROM {_quote(table)} ORDER BY {order}")  # noqa: S608
-        return
-    at = names.index(key[0])
-    collate = ' COLLATE "C"' if ' COLLATE "C"' in order else ""
-    last: object = None
-    while True:
-        if last is None:
-            page = db.read(f"SELECT {select} FROM {_quote(table)} "  # noqa: S608
-                           f"ORDER BY {order} LIMIT ?", (_BATCH,))
-        else:
-            page = db.read(f"SELECT {select} FROM {_quote(table)} "  # noqa: S608
-                           f"WHERE {_quote(key[0])}{collate} > ?{collate} "
-                           f"ORDER BY {order} LIMIT ?", (last, _BATCH))
-        yield from page
-        if len(page) < _BATCH:
-            return
-        last = page[-1][at]
+    yield from db.stream(f"SELECT {select} FROM {_quote(table)} ORDER BY {order}",  # noqa: S608
+                         size=_BATCH)
 
 
 def _feed(h: Any, row: Sequence[object]) -> None:  # Any: a hashlib object
@@ -277,11 +261,13 @@ def copy_store(
     missing = sorted(set(tables) - set(list_tables(target)))
     if missing:
         raise StoreError(f"{target.name}: the {kind} schema has no table {missing[0]}")
+    shapes = {t: _shape(source, t) for t in tables}
+    target_columns = {t: _columns(target, t) for t in tables}  # read before the write
     with target.transaction() as tx:
         for table in tables:
-            columns, key = _shape(source, table)
+            columns, key = shapes[table]
             names = [c.name for c in columns]
-            have = {c.name for c in _columns(target, table)}
+            have = {c.name for c in target_columns[table]}
             lacking = [n for n in names if n not in have]
             if lacking:
                 raise StoreError(f"{target.name}: table {table} has no column {lacking[0]}")
@@ -297,7 +283,7 @@ def copy_store(
                 tx.execute_many(insert, batch)
         if target.backend == "postgresql":
             for table in tables:
-                for col in _columns(target, table):
+                for col in target_columns[table]:
                     if col.identity:
                         tx.one(
                             f"SELECT setval(pg_get_serial_sequence(?, ?), MAX({_quote(col.name)})) "  # noqa: S608

@@ -160,6 +160,12 @@ class Database(ABC):
         rows = self.read(sql, args)
         return rows[0] if rows else None
 
+    @abstractmethod
+    def stream(self, sql: str, args: Sequence[object] = (), *, size: int = 2000
+               ) -> Iterator[Row]:
+        """The rows of one query, fetched ``size`` at a time (one snapshot, bounded
+        memory: a server-side cursor on PostgreSQL); for reading whole tables."""
+
     def problem(self) -> str | None:
         """Why nothing written now would last (None when writes are fine)."""
         return None
@@ -344,6 +350,17 @@ class SQLiteDatabase(Database):
         try:
             with guard:
                 return [tuple(r) for r in self._conn().execute(self.sql(sql), tuple(args))]
+        except sqlite3.Error as exc:
+            raise self._error("read", exc) from exc
+
+    def stream(self, sql: str, args: Sequence[object] = (), *, size: int = 2000
+               ) -> Iterator[Row]:
+        guard = self._write_lock if self._uri else contextlib.nullcontext()
+        try:
+            with guard:
+                cur = self._conn().execute(self.sql(sql), tuple(args))
+                while rows := cur.fetchmany(size):
+                    yield from (tuple(r) for r in rows)
         except sqlite3.Error as exc:
             raise self._error("read", exc) from exc
 
@@ -588,6 +605,21 @@ class PostgresDatabase(Database):
         try:
             with self._pool.connection() as conn:
                 return [tuple(r) for r in conn.execute(self.sql(sql), tuple(args)).fetchall()]
+        except psycopg.Error as exc:
+            raise self._error("read", exc) from exc
+        except _pool_errors() as exc:
+            raise self._error("read", exc) from exc
+
+    def stream(self, sql: str, args: Sequence[object] = (), *, size: int = 2000
+               ) -> Iterator[Row]:
+        psycopg = self._psycopg
+        try:
+            with self._pool.connection() as conn, conn.transaction(), \
+                    conn.cursor(name=f"trisa_peer_{uuid.uuid4().hex[:12]}") as cur:
+                cur.itersize = size
+                cur.execute(self.sql(sql), tuple(args))
+                for row in cur:
+                    yield tuple(row)
         except psycopg.Error as exc:
             raise self._error("read", exc) from exc
         except _pool_errors() as exc:
