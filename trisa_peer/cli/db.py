@@ -30,7 +30,8 @@ def add_db_args(parser: Any, *, required: bool = False, help: str | None = None)
     ``--db-password-file FILE``."""
     parser.add_argument(
         "--db", required=required, metavar="URL",
-        help=help or "transfer store: a file path, sqlite:///PATH or postgresql://HOST/DB")
+        help=(help or "transfer store: a file path, sqlite:///PATH or postgresql://HOST/DB")
+        + " (a PostgreSQL server on another host: add ?sslmode=verify-full)")
     parser.add_argument("--db-password-file", metavar="FILE", help=_AUTH_FILE_HELP)
 
 

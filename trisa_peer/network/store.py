@@ -232,27 +232,27 @@ def _transfer_lock(tx: Tx, envelope_id: str) -> None:
     tx.lock(f"transfer {envelope_id}")
 
 
-def _refresh(tx: Tx, envelope_id: str) -> None:
-    """Rewrite the ``transfers`` row of ``envelope_id`` from its envelopes."""
-    first = tx.one("SELECT peer, direction FROM envelopes WHERE envelope_id = ? "
-                   "ORDER BY seq LIMIT 1", (envelope_id,))
-    if first is None:
-        tx.execute("DELETE FROM transfers WHERE envelope_id = ?", (envelope_id,))
-        return
-    agg = tx.one("SELECT COUNT(*), MIN(created_at), MAX(updated_at), MAX(seq) FROM envelopes "
-                 "WHERE envelope_id = ?", (envelope_id,))
-    state = tx.one("SELECT state FROM envelopes WHERE envelope_id = ? AND kind = 'request' "
-                   "ORDER BY seq DESC LIMIT 1", (envelope_id,))
-    assert agg is not None
-    tx.execute(
-        "INSERT INTO transfers (envelope_id, peer, direction, state, messages, first_at, "
-        "last_at, last_seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (envelope_id) DO "
-        "UPDATE SET peer = excluded.peer, direction = excluded.direction, "
-        "state = excluded.state, messages = excluded.messages, first_at = excluded.first_at, "
-        "last_at = excluded.last_at, last_seq = excluded.last_seq",
-        (envelope_id, first[0], first[1], state[0] if state else None, agg[0], agg[1], agg[2],
-         agg[3]),
-    )
+_REFRESH = (
+    "INSERT INTO transfers (envelope_id, peer, direction, state, messages, first_at, "
+    "last_at, last_seq) SELECT ?, f.peer, f.direction, (SELECT r.state FROM envelopes r "
+    "WHERE r.envelope_id = ? AND r.kind = 'request' ORDER BY r.seq DESC LIMIT 1), "
+    "a.n, a.first_at, a.last_at, a.last_seq FROM (SELECT COUNT(*) AS n, "
+    "MIN(created_at) AS first_at, MAX(updated_at) AS last_at, MAX(seq) AS last_seq "
+    "FROM envelopes WHERE envelope_id = ?) a, (SELECT peer, direction FROM envelopes "
+    "WHERE envelope_id = ? ORDER BY seq LIMIT 1) f WHERE a.n > 0 "
+    "ON CONFLICT (envelope_id) DO UPDATE SET peer = excluded.peer, "
+    "direction = excluded.direction, state = excluded.state, messages = excluded.messages, "
+    "first_at = excluded.first_at, last_at = excluded.last_at, last_seq = excluded.last_seq"
+)
+
+
+def _refresh(tx: Tx, envelope_id: str, *, deleted: bool = False) -> None:
+    """Rewrite the ``transfers`` row of ``envelope_id`` from its envelopes (one
+    statement); ``deleted``: envelopes were deleted, so the row may have to go."""
+    tx.execute(_REFRESH, (envelope_id,) * 4)
+    if deleted:
+        tx.execute("DELETE FROM transfers WHERE envelope_id = ? AND NOT EXISTS "
+                   "(SELECT 1 FROM envelopes WHERE envelope_id = ?)", (envelope_id,) * 2)
 
 
 def _set_state(tx: Tx, seq: int, state: str, error_code: int, now: str) -> None:
@@ -355,7 +355,7 @@ class TransferStore:
             tx.execute(f"DELETE FROM envelopes WHERE reply_to IN ({victims})", args)  # noqa: S608
             gone = tx.execute(f"DELETE FROM envelopes WHERE seq IN ({victims})", args)  # noqa: S608
             for envelope_id in ids:
-                _refresh(tx, envelope_id)
+                _refresh(tx, envelope_id, deleted=True)
             return gone
 
     def rejection_records(self) -> int:
