@@ -11,7 +11,7 @@ throughput figure. The config names files written by the parent::
 With ``"role": "directory"`` it serves a GDS (``DirectoryServer``) over the SQLite file
 ``"db"`` instead. Prints ``READY <port>`` once serving, then serves until its stdin is closed.
 ``store_sync`` other than FULL is an *experiment* (the package always uses FULL); it is
-applied by wrapping ``TransferStore._db`` so the package is not modified.
+applied by wrapping ``SQLiteDatabase._connect`` so the package is not modified.
 """
 
 from __future__ import annotations
@@ -23,18 +23,16 @@ from typing import Any
 
 
 def _store_sync(mode: str) -> None:
-    from trisa_peer.network import store as store_mod
+    from trisa_peer.storage import database as db_mod
 
-    original = store_mod.TransferStore._db
+    original = db_mod.SQLiteDatabase._connect
 
-    def _db(self: Any) -> Any:
-        db = original(self)
-        if getattr(self._local, "bench_sync", None) != mode:
-            db.execute(f"PRAGMA synchronous={mode}")
-            self._local.bench_sync = mode
-        return db
+    def _connect(self: Any) -> Any:
+        conn = original(self)
+        conn.execute(f"PRAGMA synchronous={mode}")
+        return conn
 
-    store_mod.TransferStore._db = _db  # type: ignore[method-assign]
+    db_mod.SQLiteDatabase._connect = _connect  # type: ignore[method-assign]
 
 
 def main(path: str) -> int:

@@ -60,7 +60,6 @@ from trisa_peer.directory.service import Directory  # noqa: E402
 from trisa_peer.directory.store import SQLiteStore  # noqa: E402
 from trisa_peer.envelope import seal  # noqa: E402
 from trisa_peer.envelope.crypto import rsa_oaep_decrypt, rsa_oaep_encrypt  # noqa: E402
-from trisa_peer.network import store as store_mod  # noqa: E402
 from trisa_peer.network.cast import BOOK  # noqa: E402
 from trisa_peer.network.node import TrisaNode  # noqa: E402
 from trisa_peer.network.policies import beneficiary_handler, originator_payload  # noqa: E402
@@ -226,20 +225,20 @@ def decrypt_rate(key: Any, seconds: float, threads: int = NPROC) -> float:
 
 
 def store_sync(mode: str) -> Callable[[], None]:
-    """Experiment: run TransferStore with PRAGMA synchronous=``mode``; returns undo."""
-    original = store_mod.TransferStore._db
+    """Experiment: run SQLite stores with PRAGMA synchronous=``mode``; returns undo."""
+    from trisa_peer.storage import database as db_mod
 
-    def _db(self: Any) -> Any:
-        db = original(self)
-        if getattr(self._local, "bench_sync", None) != mode:
-            db.execute(f"PRAGMA synchronous={mode}")
-            self._local.bench_sync = mode
-        return db
+    original = db_mod.SQLiteDatabase._connect
 
-    store_mod.TransferStore._db = _db  # type: ignore[method-assign]
+    def _connect(self: Any) -> Any:
+        conn = original(self)
+        conn.execute(f"PRAGMA synchronous={mode}")
+        return conn
+
+    db_mod.SQLiteDatabase._connect = _connect  # type: ignore[method-assign]
 
     def undo() -> None:
-        store_mod.TransferStore._db = original  # type: ignore[method-assign]
+        db_mod.SQLiteDatabase._connect = original  # type: ignore[method-assign]
 
     return undo
 

@@ -156,14 +156,18 @@ def test_restart_loses_nothing_acknowledged(net: Any, tmp_path: Any) -> None:
         _restore(net, None)
 
 
-def _extra_node(net: Any, tmp_path: Any, name: str, handler: Any, *, db: str = "extra.db",
+def _extra_node(net: Any, where: Any, name: str, handler: Any, *, db: str = "extra.db",
                 stop_current: bool = True) -> TrisaNode:
-    """Run another node on ``name``'s port with the same identity and a custom handler."""
+    """Run another node on ``name``'s port with the same identity and a custom handler.
+
+    ``where``: a folder (the store is ``where / db``) or a store location (a path or a
+    database URL, e.g. the ``db_location`` fixture's)."""
     sim = net.nodes[name]
     if stop_current:
         sim.node.stop()
+    location = where if isinstance(where, str) else where / db
     node = TrisaNode(sim.node.material, net.directory_client(),
-                     store=TransferStore(tmp_path / db), handler=handler,
+                     store=TransferStore(location), handler=handler,
                      listen=f"127.0.0.1:{sim.port}", resolve=net.resolve)
     _start_when_port_free(node)
     net.alice.node.connector.forget(sim.common_name)
@@ -285,8 +289,8 @@ def test_simultaneous_copies_of_one_envelope_processed_once(net: Any) -> None:
     assert [r.kind for r in rows] == ["request", "reply"]
 
 
-def test_store_add_exchange_refuses_a_duplicate_request(tmp_path: Any) -> None:
-    store = TransferStore(tmp_path / "s.db")
+def test_store_add_exchange_refuses_a_duplicate_request(db_location: str) -> None:
+    store = TransferStore(db_location)
     args = dict(envelope_id="e", peer="p", request=b"r", request_digest="d", reply=b"x",
                 state="accepted")
     assert store.add_exchange(**args) is not None  # type: ignore[arg-type]

@@ -566,7 +566,7 @@ def test_check_reports_steps_3_and_4_only_as_the_peer_claims_them(net: Net) -> N
 def test_store_durability_modes(tmp_path: Path) -> None:
     for durable, mode in ((True, 2), (False, 1)):
         store = TransferStore(tmp_path / f"d{durable}.db", durable=durable)
-        assert store._db().execute("PRAGMA synchronous").fetchone()[0] == mode
+        assert store.db._conn().execute("PRAGMA synchronous").fetchone()[0] == mode  # type: ignore[attr-defined]
         seq = store.add(envelope_id="e", peer="p", direction="incoming", kind="request",
                         state="received", envelope=b"x")
         assert store.get(seq) is not None

@@ -37,9 +37,9 @@ class Runs:
 
 
 @pytest.fixture
-def counted(net: Any, tmp_path: Any) -> Any:
+def counted(net: Any, db_location: str) -> Any:
     runs = Runs()
-    node = _extra_node(net, tmp_path, "bob", runs)
+    node = _extra_node(net, db_location, "bob", runs)
     try:
         yield runs, node
     finally:
@@ -83,14 +83,14 @@ def test_different_payload_under_a_used_id_is_refused(net: Any, counted: Any) ->
     assert len(runs.runs) == 1
 
 
-def test_different_payload_after_a_repair_is_a_continuation(net: Any, tmp_path: Any) -> None:
+def test_different_payload_after_a_repair_is_a_continuation(net: Any, db_location: str) -> None:
     calls: list[tuple[str, int]] = []
 
     def handler(incoming: Incoming) -> Any:
         calls.append((incoming.idempotency_key, incoming.attempt))
         return Repair("need more") if len(calls) == 1 else Accept()
 
-    node = _extra_node(net, tmp_path, "bob", handler)
+    node = _extra_node(net, db_location, "bob", handler)
     try:
         eid = str(uuid.uuid4())
         first = stub(net).Transfer(seal(payload_for("alice.vasp.test", "bob.vasp.test"),
@@ -138,13 +138,17 @@ def test_store_failure_after_the_handler_runs_it_again_with_attempt_2(
     assert kinds == ["request", "reply"]
 
 
-def test_claim_attempts_and_answered_claims(tmp_path: Any) -> None:
-    store = TransferStore(tmp_path / "s.db")
+def test_claim_attempts_and_answered_claims(db_location: str) -> None:
+    store = TransferStore(db_location)
     args = dict(envelope_id="e", peer="p", request=b"r", request_digest="d", payload_digest="x")
     first = store.claim(**args)  # type: ignore[arg-type]
     assert (first.attempt, first.reply) == (1, None)
+    # held (its handler is running): another thread's claim is busy, not run again
+    busy = store.claim(**args)  # type: ignore[arg-type]
+    assert (busy.seq, busy.busy) == (first.seq, True)
+    store.release(first)  # as after a crash: unfinished, nobody holds it
     again = store.claim(**args)  # type: ignore[arg-type]
-    assert (again.seq, again.attempt, again.reply) == (first.seq, 2, None)
+    assert (again.seq, again.attempt, again.reply, again.busy) == (first.seq, 2, None, False)
     store.add_reply(first.seq, state="accepted", envelope=b"reply", direction="outgoing")
     done = store.claim(**args)  # type: ignore[arg-type]
     assert done.reply is not None and done.reply.envelope == b"reply"
@@ -175,7 +179,8 @@ def test_a_version_1_store_is_migrated(tmp_path: Any) -> None:
     db.executescript(_V1_SCHEMA)
     db.close()
     store = TransferStore(path)
-    assert store._read("SELECT version FROM schema_version", ())[0][0] == SCHEMA_VERSION == 2
+    assert store.db.read("SELECT version FROM schema_version") == [(SCHEMA_VERSION,)]
+    assert SCHEMA_VERSION == 3
     rows = store.exchange("e1")
     assert [r.kind for r in rows] == ["request", "reply"] and rows[0].attempt == 0
     assert store.find_request("p", "e1", "d") is not None
@@ -250,3 +255,70 @@ def test_simultaneous_reseals_of_one_message_run_the_handler_once(
     assert len(replies) == 4 and all(r == replies[0] for r in replies)
     assert len(runs.runs) == 1
     assert [r.kind for r in node.store.exchange(eid)] == ["request", "reply"]
+
+
+# ------------------------------------------------------------------ replicas
+
+
+def test_two_replicas_on_one_store_take_one_message_once(net: Any, db_location: str) -> None:
+    """Two nodes with Bob's identity on one database (two replicas behind a balancer):
+    the same message, and another payload under the same id, reach both at once; one
+    handler run in all, and the other copy is answered from it or refused as reuse."""
+    import threading
+    import time
+
+    from test_exchange import _start_when_port_free
+
+    from trisa_peer.network.node import TrisaNode
+    from trisa_peer.testing.network import free_port
+
+    def slow(_incoming: Incoming) -> Any:
+        time.sleep(0.3)  # widens the window in which both replicas hold the message
+        return Accept()
+
+    runs = Runs(slow)
+    first = _extra_node(net, db_location, "bob", runs)
+    sim = net.nodes["bob"]
+    port = free_port()
+    second = TrisaNode(sim.node.material, net.directory_client(), store=TransferStore(
+        db_location), handler=runs, listen=f"127.0.0.1:{port}", resolve=net.resolve)
+    _start_when_port_free(second)
+    # an Alice whose route to Bob's registered endpoint leads to the second replica
+    alice2 = TrisaNode(net.alice.node.material, net.directory_client(),
+                       store=TransferStore(":memory:"), handler=lambda _i: Accept(),
+                       listen="127.0.0.1:0",
+                       resolve={**net.resolve, f"bob.vasp.test:{sim.port}": f"127.0.0.1:{port}"})
+    try:
+        payload = payload_for("alice.vasp.test", "bob.vasp.test")
+        for other in (payload, payload_for("alice.vasp.test", "bob.vasp.test", sender=2)):
+            eid = str(uuid.uuid4())
+            copies = [seal(payload, bob_key(net), envelope_id=eid),
+                      seal(other, bob_key(net), envelope_id=eid)]
+            channels = [stub(net), alice2.connect("bob.vasp.test").network]
+            replies: list[Any] = [None, None]
+            start = threading.Barrier(2)
+
+            def go(i: int, copies: Any = copies, channels: Any = channels,
+                   replies: Any = replies, start: Any = start) -> None:
+                start.wait()
+                replies[i] = channels[i].Transfer(copies[i], timeout=30)
+
+            threads = [threading.Thread(target=go, args=(i,)) for i in range(2)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(60)
+            errors = [envelope_error(r) for r in replies]
+            if other is payload:  # the same message: one run, the same answer twice
+                assert replies[0] == replies[1] and errors == [None, None]
+            else:  # another payload under the id: one accepted, the other refused as reuse
+                assert sorted(e is None for e in errors) == [False, True]
+                refused = next(e for e in errors if e is not None)
+                assert "envelope id reused" in refused.message
+            requests = [r for r in first.store.exchange(eid) if r.kind == "request"]
+            assert len(requests) == (1 if other is payload else 2)
+        assert len(runs.runs) == 2  # one per id
+    finally:
+        alice2.close()
+        second.close()
+        _restore(net, first)

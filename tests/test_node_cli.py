@@ -264,8 +264,9 @@ def test_serve_on_a_port_in_use_fails_in_one_line_and_leaves_no_store(
 
 
 @pytest.mark.slow
-def test_transfers_resend_the_same_bytes(setup: Setup, cli: Callable[..., CliResult]) -> None:
-    bob_db = setup.tmp / "bob.db"
+def test_transfers_resend_the_same_bytes(setup: Setup, cli: Callable[..., CliResult],
+                                        db_location: str) -> None:
+    bob_db = db_location  # serve --db: a file or a PostgreSQL URL
     alice_db = setup.tmp / "alice.db"
     setup.serve("--listen", f"127.0.0.1:{setup.bob_port}", "--db", str(bob_db),
                 "--policy", "accept", *setup.identity_args("bob"))

@@ -28,7 +28,7 @@ def _wait(predicate: Any, timeout: float = 15) -> bool:
     return bool(predicate())
 
 
-def test_named_resolver_decides_and_the_decision_is_delivered(net: Any, tmp_path: Any) -> None:
+def test_named_resolver_decides_and_the_decision_is_delivered(net: Any, db_location: str) -> None:
     asked: list[str] = []
     ready = {"go": False}
 
@@ -37,7 +37,7 @@ def test_named_resolver_decides_and_the_decision_is_delivered(net: Any, tmp_path
         assert transfer.payload.identity.value  # the opened payload, from the store
         return Accept() if ready["go"] else None
 
-    node = _extra_node(net, tmp_path, "bob",
+    node = _extra_node(net, db_location, "bob",
                        lambda _i: Pending(resolver="review", window=timedelta(seconds=30)))
     node.resolvers["review"] = resolver
     node.pending_interval = 0.1
@@ -57,8 +57,8 @@ def test_named_resolver_decides_and_the_decision_is_delivered(net: Any, tmp_path
         _restore(net, node)
 
 
-def test_undecided_pending_transfer_expires_on_both_sides(net: Any, tmp_path: Any) -> None:
-    node = _extra_node(net, tmp_path, "bob",
+def test_undecided_pending_transfer_expires_on_both_sides(net: Any, db_location: str) -> None:
+    node = _extra_node(net, db_location, "bob",
                        lambda _i: Pending(resolver="nobody", window=timedelta(seconds=1)))
     node.pending_interval = 0.1
     net.alice.node.pending_interval = 0.1
@@ -78,8 +78,8 @@ def test_undecided_pending_transfer_expires_on_both_sides(net: Any, tmp_path: An
         _restore(net, node)
 
 
-def test_in_process_callback_still_works_and_leaves_pending(net: Any, tmp_path: Any) -> None:
-    node = _extra_node(net, tmp_path, "bob", lambda _i: Pending(
+def test_in_process_callback_still_works_and_leaves_pending(net: Any, db_location: str) -> None:
+    node = _extra_node(net, db_location, "bob", lambda _i: Pending(
         delay=timedelta(seconds=0.2), callback=lambda _inc: Accept()))
     try:
         result = net.alice.send(net.bob.common_name, payload_for("alice.vasp.test",
@@ -108,8 +108,8 @@ def _pending_store(path: Any, *, window: timedelta = timedelta(minutes=5)) -> tu
     return eid, claim.seq
 
 
-def test_transfers_resolve_records_the_decision(trisa_peer_cli: Any, tmp_path: Any) -> None:
-    db = tmp_path / "bob.db"
+def test_transfers_resolve_records_the_decision(trisa_peer_cli: Any, db_location: str) -> None:
+    db = db_location
     eid, seq = _pending_store(db)
     listed: CliResult = trisa_peer_cli("transfers", "list", "--db", str(db))
     assert "pending: 1" in listed.stdout and eid in listed.stdout
@@ -125,9 +125,9 @@ def test_transfers_resolve_records_the_decision(trisa_peer_cli: Any, tmp_path: A
 
 
 def test_transfers_resolve_refuses_bad_codes_unknown_ids_and_closed_windows(
-    trisa_peer_cli: Any, tmp_path: Any
+    trisa_peer_cli: Any, db_location: str
 ) -> None:
-    db = tmp_path / "bob.db"
+    db = db_location
     eid, _ = _pending_store(db)
     bad = trisa_peer_cli("transfers", "resolve", eid, "--db", str(db), "--reject", "NOPE")
     assert bad.returncode == 2 and "not a TRISA error code" in bad.stderr

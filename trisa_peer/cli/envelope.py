@@ -11,6 +11,7 @@ from typing import Any
 from google.protobuf import json_format
 
 from ..errors import ConfigurationError, EnvelopeRejection, TrisaPeerError
+from ..storage.url import redact
 from .options import add_option
 
 __all__ = ["register"]
@@ -38,10 +39,14 @@ def register(sub: Any) -> None:
     tr = sub.add_parser("transfers", help="inspect a node's stored transfers")
     tsub = tr.add_subparsers(dest="transfers_command", metavar="COMMAND")
     tsub.required = True
+    from .db import add_db_args
+
     lst = tsub.add_parser("list", help="one line per exchange, newest first")
-    lst.add_argument("--db", required=True, metavar="FILE")
+    add_db_args(lst, required=True)
     lst.add_argument("--peer", metavar="COMMON_NAME")
     lst.add_argument("--limit", type=int, default=100)
+    lst.add_argument("--before", type=int, metavar="KEY",
+                     help="the page after the one that ended with KEY (printed at its end)")
     lst.add_argument("--json", action="store_true")
     lst.set_defaults(func=_list)
     show = tsub.add_parser(
@@ -50,7 +55,7 @@ def register(sub: Any) -> None:
     add_option(show, "--id", dest="envelope_id", positional="ID", required=True,
                metavar="ID", help="envelope id of the transfer")
     show.set_defaults(command_parser=show)
-    show.add_argument("--db", required=True, metavar="FILE")
+    add_db_args(show, required=True)
     show.add_argument("--key", metavar="KEY.pem",
                       help="node's private key (or a cert+key PEM); without it nothing is opened")
     show.add_argument("--password", metavar="TEXT")
@@ -139,17 +144,15 @@ def _open(args: argparse.Namespace) -> int:
     return 0
 
 
-def _store(path: str) -> Any:
-    from ..network.store import TransferStore
+def _store(args: argparse.Namespace) -> Any:
+    from ..network.store import open_store
 
-    if not Path(path).is_file():
-        raise ConfigurationError(f"{path}: no such transfer store")
-    return TransferStore(path)
+    return open_store(args.db, password_file=args.db_password_file, existing=True)
 
 
 def _list(args: argparse.Namespace) -> int:
-    store = _store(args.db)
-    rows = store.summaries(peer=args.peer, limit=args.limit)
+    store = _store(args)
+    rows = store.summaries(peer=args.peer, limit=args.limit, before=args.before)
     if args.json:
         print(json.dumps([row.__dict__ for row in rows], indent=2))
         return 0
@@ -158,8 +161,10 @@ def _list(args: argparse.Namespace) -> int:
         return 0
     print(f"{'ENVELOPE ID':36}  {'PEER':24} {'DIR':8} {'STATE':11} {'MSGS':>4}  LAST")
     for row in rows:
-        print(f"{row.envelope_id:36}  {row.peer:24} {row.direction:8} {row.state:11} "
+        print(f"{row.envelope_id:36}  {row.peer:24} {row.direction:8} {row.state or '-':11} "
               f"{row.messages:>4}  {row.last_at}")
+    if len(rows) == args.limit:
+        print(f"more: --before {rows[-1].key}")
     from .node import print_pending
 
     print_pending(store)
@@ -171,9 +176,10 @@ def _show(args: argparse.Namespace) -> int:
     from ..envelope import envelope_error, open_envelope
 
     import_payload_types()
-    rows = _store(args.db).exchange(args.envelope_id)
+    rows = _store(args).exchange(args.envelope_id)
     if not rows:
-        raise ConfigurationError(f"no transfer with envelope id {args.envelope_id} in {args.db}")
+        raise ConfigurationError(
+            f"no transfer with envelope id {args.envelope_id} in {redact(args.db)}")
     key = _private_key(args.key, args.password) if args.key else None
     out = []
     for row in rows:

@@ -21,7 +21,9 @@ from .runner import run
 __all__ = ["build_parser", "main"]
 
 # Sub-command modules, in the order they appear in --help.
-_COMMAND_MODULES: tuple[str, ...] = ("ca", "gds", "node", "status", "envelope", "demo", "csr")
+_COMMAND_MODULES: tuple[str, ...] = (
+    "ca", "gds", "node", "status", "envelope", "db", "demo", "csr",
+)
 
 PROG = "trisa-peer"
 

@@ -20,6 +20,8 @@ from ..errors import ConfigurationError, HandshakeError, TrisaPeerError, UsageEr
 from ..limits import raise_open_files_limit
 from ..network.store import DEFAULT_KEEP_REJECTIONS, DEFAULT_MAX_REJECTIONS
 from ..reload import DEFAULT_RELOAD_INTERVAL, expiry_notice
+from ..storage.url import parse_url, redact
+from .db import add_db_args
 from .options import (
     add_directory_args,
     add_identity_args,
@@ -41,7 +43,8 @@ __all__ = ["print_pending", "register", "register_transfers"]
 
 _NODE_OPTIONS = [
     "listen", "cert", "key", "password", "password_file", "trust", "crl", "resolve", "directory",
-    "directory_insecure", "directory_ca", "directory_timeout", "db", "policy",
+    "directory_insecure", "directory_ca", "directory_timeout", "db", "db_password_file",
+    "policy",
 ]
 
 #: ``serve``-only options that a ``--config`` file and ``TRISA_PEER_*`` may set too, each
@@ -78,7 +81,8 @@ def register(sub: Any) -> None:
     serve.add_argument("--listen", metavar="HOST:PORT", help="address to listen on")
     add_identity_args(serve)
     add_directory_args(serve)
-    serve.add_argument("--db", metavar="FILE", help="transfer store (SQLite; default in-memory)")
+    add_db_args(serve, help="transfer store: a file path, sqlite:///PATH or "
+                "postgresql://HOST/DB (default in-memory)")
     serve.add_argument("--policy", choices=POLICIES,
                        help="how to answer transfers: review (default: hold each as pending "
                        "until an operator runs 'trisa-peer transfers resolve'), rvasp (the "
@@ -119,7 +123,8 @@ def register(sub: Any) -> None:
     send.add_argument("--payload", required=True, metavar="FILE.json")
     add_identity_args(send)
     add_directory_args(send)
-    send.add_argument("--db", metavar="FILE", help="transfer store (SQLite; default in-memory)")
+    add_db_args(send, help="transfer store: a file path, sqlite:///PATH or "
+                "postgresql://HOST/DB (default in-memory)")
     send.set_defaults(func=_send)
 
 
@@ -135,7 +140,7 @@ def register_transfers(tsub: Any) -> None:
     _envelope_id_arg(resend)
     add_identity_args(resend)
     add_directory_args(resend)
-    resend.add_argument("--db", metavar="FILE", help="the node's transfer store (SQLite)")
+    add_db_args(resend, help="the node's transfer store (path or URL)")
     resend.set_defaults(func=_resend)
     resolve = tsub.add_parser(
         "resolve",
@@ -145,7 +150,7 @@ def register_transfers(tsub: Any) -> None:
         "originator, with retries until the reply window closes.",
     )
     _envelope_id_arg(resolve)
-    resolve.add_argument("--db", required=True, metavar="FILE")
+    add_db_args(resolve, required=True)
     how = resolve.add_mutually_exclusive_group(required=True)
     how.add_argument("--accept", action="store_true", help="accept the transfer")
     how.add_argument("--reject", metavar="CODE",
@@ -215,18 +220,16 @@ def print_pending(store: Any) -> None:
 def _resolve(args: argparse.Namespace) -> int:
     from ..clock import utcnow
     from ..envelope import parse_timestamp
-    from ..network.store import TransferStore
+    from ..network.store import open_store
 
     code = _error_code(args.reject) if args.reject else 0
-    if not Path(args.db).is_file():
-        raise ConfigurationError(f"{args.db}: no such transfer store")
-    store = TransferStore(args.db)
+    store = open_store(args.db, password_file=args.db_password_file, existing=True)
     try:
         rows = [r for r in store.pending(direction="incoming")
                 if r.envelope_id == args.envelope_id]
         if not rows:
             raise ConfigurationError(
-                f"no pending incoming transfer {args.envelope_id[:64]!r} in {args.db}")
+                f"no pending incoming transfer {args.envelope_id[:64]!r} in {store.path}")
         row = rows[-1]
         if row.deadline and parse_timestamp(row.deadline) < utcnow():
             raise ConfigurationError(
@@ -250,8 +253,9 @@ def _resend(args: argparse.Namespace) -> int:
 
     apply_config(args, _NODE_OPTIONS)
     require(args, "db")
-    if not Path(args.db).is_file():
-        raise ConfigurationError(f"{args.db}: no such transfer store")
+    from ..network.store import open_store
+
+    open_store(args.db, password_file=args.db_password_file, existing=True).close()
     node = _node(args, listen="127.0.0.1:0", policy="reject")
     try:
         result = node.resend(args.envelope_id)
@@ -294,7 +298,7 @@ def _controls(args: argparse.Namespace) -> Any:
 
 def _node(args: argparse.Namespace, *, listen: str, policy: str, controls: Any = None) -> Any:
     from ..network.node import TrisaNode
-    from ..network.store import TransferStore
+    from ..network.store import open_store
 
     material = load_material(args)
     directory = open_directory(args)
@@ -304,7 +308,8 @@ def _node(args: argparse.Namespace, *, listen: str, policy: str, controls: Any =
         retention = {"keep_rejections": timedelta(days=args.keep_rejections),
                      "max_rejections": args.max_rejections}
         window = {"timestamp_window": timedelta(seconds=args.timestamp_window)}
-    store = TransferStore(getattr(args, "db", None) or ":memory:", **retention)
+    store = open_store(getattr(args, "db", None) or ":memory:",
+                       password_file=getattr(args, "db_password_file", None), **retention)
     common_name = material.current().identity.common_name
     return TrisaNode(
         material,
@@ -355,6 +360,17 @@ def _handler(policy: str, common_name: str) -> Any:
     return beneficiary_handler(BOOK, common_name)
 
 
+def _fresh_sqlite_file(location: str | None) -> str:
+    """The SQLite file ``--db`` names if it does not exist yet (a failed start removes
+    it again); "" otherwise (PostgreSQL, in-memory, an existing file)."""
+    if not location:
+        return ""
+    url = parse_url(location)
+    if url.backend != "sqlite" or url.in_memory or Path(url.path).exists():
+        return ""
+    return url.path
+
+
 def _serve(args: argparse.Namespace) -> int:
     apply_config(args, [*_NODE_OPTIONS, *_SERVE_OPTIONS], types=_SERVE_TYPES,
                  defaults=_SERVE_DEFAULTS)
@@ -362,7 +378,7 @@ def _serve(args: argparse.Namespace) -> int:
     # One line per accept/reject decision is part of what an operator runs this for.
     logging.getLogger("trisa_peer").setLevel(logging.INFO if not args.verbose else logging.DEBUG)
     files = raise_open_files_limit()  # what an attacker's idle connections would exhaust
-    fresh_db = bool(args.db) and not Path(args.db).exists()
+    fresh_db = _fresh_sqlite_file(args.db)
     node = _node(args, listen=args.listen, policy=args.policy or DEFAULT_POLICY,
                  controls=_controls(args))
     try:
@@ -370,8 +386,8 @@ def _serve(args: argparse.Namespace) -> int:
     except TrisaPeerError:
         node.close()
         if fresh_db:  # leave nothing behind from a start that failed
-            for suffix in ("", "-wal", "-shm"):
-                Path(f"{args.db}{suffix}").unlink(missing_ok=True)
+            for suffix in ("", "-wal", "-shm", "-holders"):
+                Path(f"{fresh_db}{suffix}").unlink(missing_ok=True)
         raise
     deny = node.server.authenticator.deny
 
@@ -388,7 +404,7 @@ def _serve(args: argparse.Namespace) -> int:
         logging.getLogger("trisa_peer.network").warning(
             "no decision hook configured (--policy): every incoming transfer is held as "
             "pending for review; decide with 'trisa-peer transfers resolve --id ID --db %s'",
-            args.db or "FILE")
+            redact(args.db) if args.db else "FILE")
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())

@@ -323,7 +323,7 @@ def add_directory_args(
 
 
 _STRING_OPTIONS = {"listen", "cert", "key", "password", "password_file", "directory",
-                   "directory_ca", "db", "policy"}
+                   "directory_ca", "db", "db_password_file", "policy"}
 _FLOAT_OPTIONS = {"directory_timeout"}
 _CHOICES = {"policy": ("review", "rvasp", "accept", "reject")}
 _TRUE = ("1", "true", "yes", "on")

@@ -41,6 +41,7 @@ from ..errors import (
     ChannelBrokenError,
     EnvelopeError,
     EnvelopeRejection,
+    StoreError,
     TransferError,
     TrisaPeerError,
 )
@@ -233,6 +234,8 @@ class TrisaNode:
         def run() -> None:
             try:
                 fn()
+            except StoreError as exc:  # e.g. the store closed under a running timer
+                log.warning("scheduled work not recorded: %s", exc)
             finally:  # a fired timer (and the payload its closure holds) is released
                 with self._timers_lock:
                     self._timers.discard(timer)

@@ -72,7 +72,7 @@ from ..logtext import RefusalLimiter, peer_text
 from ..transport.interceptor import peer_from_context
 from .handler import Accept, Handler, Incoming, Pending, Reject, Repair
 from .keys import KeyRing, PeerKeys, record_key
-from .store import StoredEnvelope, TransferStore, digest
+from .store import Claim, StoredEnvelope, TransferStore, digest
 
 __all__ = [
     "PENDING_TYPE", "Exchange", "NetworkServicer", "idempotency_key", "payload_digest",
@@ -94,6 +94,11 @@ _KNOWN_CODES = frozenset(errors_pb2.Error.Code.values())
 #: still delivers is answered with a TRISA BAD_REQUEST envelope; larger messages are
 #: refused by gRPC itself (RESOURCE_EXHAUSTED) and the server keeps serving.
 MAX_ENVELOPE_PAYLOAD = 1024 * 1024
+
+#: Seconds a duplicate waits for another replica's run of the same message (its handler)
+#: before it is answered UNAVAILABLE (retry); within this process the stripe lock queues
+#: duplicates before they reach the store.
+CLAIM_WAIT = 10.0
 
 
 def _continues(earlier_state: str, transfer_state: int) -> bool:
@@ -271,8 +276,16 @@ class Exchange:
         dig = digest(raw)
         # Envelopes of one peer and id arriving at the same time are processed one after
         # the other (whatever their bytes), so a concurrent duplicate waits for the first
-        # and is answered from the store; the handler never runs twice concurrently.
-        with self._stripes[hash((peer.common_name, envelope.id)) % len(self._stripes)]:
+        # and is answered from the store; the handler never runs twice concurrently. The
+        # stripe lock queues this process's threads; the store's hold on (peer, id)
+        # queues other processes and replicas on the same database.
+        stripe = self._stripes[hash((peer.common_name, envelope.id)) % len(self._stripes)]
+        with stripe, self.store.exclusive(peer.common_name, envelope.id, CLAIM_WAIT) as mine:
+            if not mine:
+                log.info("peer=%s envelope=%s still processed by another replica",
+                         peer_text(peer.common_name), peer_text(envelope.id))
+                return reject(recorded_id(envelope.id), Code.UNAVAILABLE,
+                              "this envelope is being processed; retry", retry=True)
             return self._process(envelope, peer, raw, dig)
 
     def _process(
@@ -336,23 +349,43 @@ class Exchange:
                     Code.BAD_REQUEST,
                     f"envelope id reused: transfer {eid} is {earlier.state}; "
                     "a new transfer needs a new id"))
-        claim = self.store.claim(envelope_id=eid, peer=cn, request=raw, request_digest=dig,
-                                 payload_digest=pdig)
+        claim = self._claim(eid, cn, raw, dig, pdig)
         if claim.reply is not None:
             return api_pb2.SecureEnvelope.FromString(claim.reply.envelope)
-        req.seq = claim.seq
-        if claim.attempt > 1:
-            log.info("peer=%s envelope=%s unfinished claim runs again attempt=%d",
-                     cn, eid, claim.attempt)
-        incoming = Incoming(peer, eid, payload, envelope.transfer_state, now,
-                            idempotency_key=idempotency_key(peer.record.id or cn, eid, pdig),
-                            attempt=claim.attempt)
+        if claim.busy:  # another replica still runs it: the peer retries
+            log.info("peer=%s envelope=%s still processed by another replica",
+                     peer_text(cn), peer_text(eid))
+            return reject(eid, Code.UNAVAILABLE, "this envelope is being processed; retry",
+                          retry=True)
         try:
-            outcome = self.handler(incoming)
-        except Exception:  # the user's handler failed: never leak its exception
-            log.exception("peer=%s envelope=%s handler failed", peer_text(cn), peer_text(eid))
-            outcome = Reject(Code.INTERNAL_ERROR, "the beneficiary could not process the transfer")
-        return self._outcome(req, incoming, outcome)
+            req.seq = claim.seq
+            if claim.attempt > 1:
+                log.info("peer=%s envelope=%s unfinished claim runs again attempt=%d",
+                         cn, eid, claim.attempt)
+            incoming = Incoming(peer, eid, payload, envelope.transfer_state, now,
+                                idempotency_key=idempotency_key(peer.record.id or cn, eid, pdig),
+                                attempt=claim.attempt)
+            try:
+                outcome = self.handler(incoming)
+            except Exception:  # the user's handler failed: never leak its exception
+                log.exception("peer=%s envelope=%s handler failed", peer_text(cn),
+                              peer_text(eid))
+                outcome = Reject(Code.INTERNAL_ERROR,
+                                 "the beneficiary could not process the transfer")
+            return self._outcome(req, incoming, outcome)
+        finally:
+            self.store.release(claim)
+
+    def _claim(self, eid: str, cn: str, raw: bytes, dig: str, pdig: str) -> Claim:
+        """Claim the message; when another replica holds it, wait (up to
+        :data:`CLAIM_WAIT` seconds) for it to finish or die and claim again: its stored
+        reply is then answered, or its unfinished claim taken over."""
+        claim = self.store.claim(envelope_id=eid, peer=cn, request=raw, request_digest=dig,
+                                 payload_digest=pdig)
+        if claim.busy and self.store.wait(claim, CLAIM_WAIT):
+            claim = self.store.claim(envelope_id=eid, peer=cn, request=raw,
+                                     request_digest=dig, payload_digest=pdig)
+        return claim
 
     def _peer_rejection(
         self,

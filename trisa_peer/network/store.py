@@ -1,4 +1,4 @@
-"""Persistent transfers: every envelope as it crossed the wire, in one SQLite file.
+"""Persistent transfers: every envelope as it crossed the wire, in SQLite or PostgreSQL.
 
 Each row is one envelope: ``direction`` (``incoming``/``outgoing``), ``kind``
 (``request``, or ``reply`` to the row named by ``reply_to``), the peer's common name,
@@ -29,23 +29,38 @@ input, not a handler's business rejection, whose request is kept whole) are boun
 at most ``max_rejections`` are kept, none older than ``keep_rejections``; the oldest go
 first, pruned on write (at most once a minute, or after 256 commits).
 
-Durability: a commit is acknowledged only if the path still names the database file
-this store opened (same device and inode). A deleted ``--db`` folder leaves SQLite
-writing to an unlinked file whose commits vanish at restart; once that is seen the
-store refuses every write (:class:`StoreError`, UNAVAILABLE to peers) and
-:meth:`TransferStore.problem` says why (health reports the node unready) until restart.
+Transfers (schema 3): one ``transfers`` row per envelope id (peer and direction of its
+first envelope, state of its latest request, message count, first and last times, and
+``last_seq``, the key ``transfers list`` orders and pages by), rewritten from that id's
+envelopes in the same transaction as every change to them; indexed for the newest
+first and a peer's newest first, so listing costs the same at any history size.
+
+Several processes or replicas on one database (schema-independent): every write takes
+:meth:`~trisa_peer.storage.Tx.lock` on ``transfer <envelope id>`` (PostgreSQL advisory
+lock; SQLite writers exclude each other anyway), so the claim check, the insert and the
+``transfers`` row see each other's commits; the unique index on (peer, id, digest) is
+the last guard (a :class:`StoreConflictError` there is re-read, never shown to a peer).
+A claim is also *held* (:meth:`~trisa_peer.storage.Database.hold`) by the store object
+that runs its handler until :meth:`TransferStore.release`: a claim that is unfinished
+but held by a live replica is ``busy`` (the caller waits for it, then answers from it);
+one whose holder died (its process is gone, kill -9 included) is taken again with
+``attempt`` + 1.
+
+Durability: commits are durable by default on both backends (see
+:mod:`trisa_peer.storage.database`). On SQLite a commit is acknowledged only if the path
+still names the database file this store opened (same device and inode): a deleted
+``--db`` folder leaves SQLite writing to an unlinked file whose commits vanish at
+restart; once that is seen the store refuses every write (:class:`StoreError`,
+UNAVAILABLE to peers) and :meth:`TransferStore.problem` says why (health reports the
+node unready) until restart.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
 import os
-import sqlite3
-import threading
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -53,10 +68,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from ..errors import StoreError
-from ..fsutil import create_private
+from ..errors import ConfigurationError, StoreConflictError, StoreError
+from ..storage import Database, Tx, migrate, open_database, parse_url
+from ..storage.url import DatabaseURL
 
-__all__ = ["Claim", "StoredEnvelope", "TransferStore", "TransferSummary", "digest"]
+__all__ = ["Claim", "StoredEnvelope", "TransferStore", "TransferSummary", "digest", "open_store"]
 
 log = logging.getLogger("trisa_peer.network")
 
@@ -64,12 +80,22 @@ log = logging.getLogger("trisa_peer.network")
 DEFAULT_KEEP_REJECTIONS = timedelta(days=30)
 DEFAULT_MAX_REJECTIONS = 10_000
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);
+#: A rejection record: refused input, kept without its bytes (see the module docstring).
+_REFUSED = ("direction = 'incoming' AND kind = 'request' AND error_code != 0 "
+            "AND envelope = {EMPTY_BLOB}")
+
+_FIRST = ("(SELECT {col} FROM envelopes f WHERE f.envelope_id = e.envelope_id "
+          "ORDER BY f.seq LIMIT 1)")
+_LATEST_STATE = ("(SELECT r.state FROM envelopes r WHERE r.envelope_id = e.envelope_id "
+                 "AND r.kind = 'request' ORDER BY r.seq DESC LIMIT 1)")
+
+#: The schema, version by version (:mod:`trisa_peer.storage.migrate`).
+MIGRATIONS: dict[int, str] = {
+    1: """
 CREATE TABLE IF NOT EXISTS envelopes (
-    seq          INTEGER PRIMARY KEY AUTOINCREMENT,
+    seq          {SERIAL_PK},
     envelope_id  TEXT    NOT NULL,
     peer         TEXT    NOT NULL,
     direction    TEXT    NOT NULL CHECK (direction IN ('incoming', 'outgoing')),
@@ -77,20 +103,17 @@ CREATE TABLE IF NOT EXISTS envelopes (
     state        TEXT    NOT NULL,
     error_code   INTEGER NOT NULL DEFAULT 0,
     digest       TEXT    NOT NULL,
-    reply_to     INTEGER REFERENCES envelopes(seq),
-    envelope     BLOB    NOT NULL,
+    reply_to     {BIGINT} REFERENCES envelopes(seq),
+    envelope     {BLOB}  NOT NULL,
     created_at   TEXT    NOT NULL,
     updated_at   TEXT    NOT NULL
 );
 CREATE INDEX IF NOT EXISTS envelopes_by_id ON envelopes (envelope_id);
 CREATE INDEX IF NOT EXISTS envelopes_by_reply ON envelopes (reply_to);
 CREATE UNIQUE INDEX IF NOT EXISTS incoming_requests
-    ON envelopes (peer, envelope_id, digest) WHERE direction = 'incoming' AND kind = 'request';
-"""
-
-
-#: Version 1 -> 2: payload digest, attempt counter, pending deadline/resolver/resolution.
-_MIGRATIONS: dict[int, str] = {
+    ON envelopes (peer, envelope_id, digest) WHERE direction = 'incoming' AND kind = 'request'
+""",
+    # payload digest, attempt counter, pending deadline/resolver/resolution
     2: """
 ALTER TABLE envelopes ADD COLUMN payload_digest TEXT NOT NULL DEFAULT '';
 ALTER TABLE envelopes ADD COLUMN attempt INTEGER NOT NULL DEFAULT 0;
@@ -101,8 +124,29 @@ CREATE INDEX IF NOT EXISTS incoming_by_payload
     ON envelopes (peer, envelope_id, payload_digest)
     WHERE direction = 'incoming' AND kind = 'request';
 CREATE INDEX IF NOT EXISTS envelopes_by_deadline ON envelopes (deadline)
-    WHERE deadline IS NOT NULL;
+    WHERE deadline IS NOT NULL
 """,
+    # one row per transfer (backfilled), rejection records indexed
+    3: f"""
+CREATE TABLE transfers (
+    envelope_id  TEXT     PRIMARY KEY,
+    peer         TEXT     NOT NULL,
+    direction    TEXT     NOT NULL,
+    state        TEXT,
+    messages     INTEGER  NOT NULL,
+    first_at     TEXT     NOT NULL,
+    last_at      TEXT     NOT NULL,
+    last_seq     {{BIGINT}} NOT NULL
+);
+INSERT INTO transfers (envelope_id, peer, direction, state, messages, first_at, last_at,
+                       last_seq)
+    SELECT e.envelope_id, {_FIRST.format(col="f.peer")}, {_FIRST.format(col="f.direction")},
+           {_LATEST_STATE}, COUNT(*), MIN(e.created_at), MAX(e.updated_at), MAX(e.seq)
+    FROM envelopes e GROUP BY e.envelope_id;
+CREATE UNIQUE INDEX transfers_latest ON transfers (last_seq);
+CREATE INDEX transfers_by_peer ON transfers (peer, last_seq);
+CREATE INDEX IF NOT EXISTS rejection_records ON envelopes (created_at) WHERE {_REFUSED}
+""",  # noqa: S608 - constant text
 }
 
 
@@ -137,17 +181,24 @@ class StoredEnvelope:
 
 @dataclass(frozen=True)
 class Claim:
-    """The request row a handler run belongs to: ``attempt`` 1 for a new claim."""
+    """The request row a handler run belongs to: ``attempt`` 1 for a new claim.
+
+    ``busy``: another live replica holds this unfinished claim right now (nothing to run
+    here; wait with :meth:`TransferStore.wait`, then claim again)."""
 
     seq: int
     attempt: int
     #: the stored reply when this message was already answered (nothing to run)
     reply: StoredEnvelope | None = None
+    busy: bool = False
+    #: the holder key this store holds while the handler runs (see ``release``)
+    key: str = ""
 
 
 @dataclass(frozen=True)
 class TransferSummary:
-    """One exchange (envelope id) as ``transfers list`` shows it."""
+    """One exchange (envelope id) as ``transfers list`` shows it; ``key`` pages the list
+    (``before=key`` gives the ones listed after it)."""
 
     envelope_id: str
     peer: str
@@ -156,6 +207,7 @@ class TransferSummary:
     messages: int
     first_at: str
     last_at: str
+    key: int = 0
 
 
 _COLUMNS = (
@@ -163,43 +215,73 @@ _COLUMNS = (
     "envelope, created_at, updated_at, payload_digest, attempt, deadline, resolver, resolution"
 )
 
-
-#: A rejection record: refused input, kept without its bytes (see the module docstring).
-_REFUSED = ("direction = 'incoming' AND kind = 'request' AND error_code != 0 "
-            "AND envelope = x''")
-
-
-def _file_id(path: str) -> tuple[int, int]:
-    st = os.stat(path)
-    return st.st_dev, st.st_ino
+_INSERT = (
+    "INSERT INTO envelopes (envelope_id, peer, direction, kind, state, error_code, digest, "
+    "reply_to, envelope, created_at, updated_at, payload_digest, attempt) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
 
 
-def _set_state(db: sqlite3.Connection, seq: int, state: str, error_code: int, now: str) -> None:
-    db.execute(
+def _envelope(row: tuple[Any, ...]) -> StoredEnvelope:  # Any: one database row
+    values = list(row)
+    values[9] = bytes(values[9])  # memoryview on some drivers
+    return StoredEnvelope(*values)
+
+
+def _transfer_lock(tx: Tx, envelope_id: str) -> None:
+    tx.lock(f"transfer {envelope_id}")
+
+
+_REFRESH = (
+    "INSERT INTO transfers (envelope_id, peer, direction, state, messages, first_at, "
+    "last_at, last_seq) SELECT ?, f.peer, f.direction, (SELECT r.state FROM envelopes r "
+    "WHERE r.envelope_id = ? AND r.kind = 'request' ORDER BY r.seq DESC LIMIT 1), "
+    "a.n, a.first_at, a.last_at, a.last_seq FROM (SELECT COUNT(*) AS n, "
+    "MIN(created_at) AS first_at, MAX(updated_at) AS last_at, MAX(seq) AS last_seq "
+    "FROM envelopes WHERE envelope_id = ?) a, (SELECT peer, direction FROM envelopes "
+    "WHERE envelope_id = ? ORDER BY seq LIMIT 1) f WHERE a.n > 0 "
+    "ON CONFLICT (envelope_id) DO UPDATE SET peer = excluded.peer, "
+    "direction = excluded.direction, state = excluded.state, messages = excluded.messages, "
+    "first_at = excluded.first_at, last_at = excluded.last_at, last_seq = excluded.last_seq"
+)
+
+
+def _refresh(tx: Tx, envelope_id: str, *, deleted: bool = False) -> None:
+    """Rewrite the ``transfers`` row of ``envelope_id`` from its envelopes (one
+    statement); ``deleted``: envelopes were deleted, so the row may have to go."""
+    tx.execute(_REFRESH, (envelope_id,) * 4)
+    if deleted:
+        tx.execute("DELETE FROM transfers WHERE envelope_id = ? AND NOT EXISTS "
+                   "(SELECT 1 FROM envelopes WHERE envelope_id = ?)", (envelope_id,) * 2)
+
+
+def _set_state(tx: Tx, seq: int, state: str, error_code: int, now: str) -> None:
+    tx.execute(
         "UPDATE envelopes SET state = ?, error_code = ?, updated_at = ? WHERE seq = ?",
         (state, error_code, now, seq),
     )
 
 
 class TransferStore:
-    """Thread-safe SQLite store (one connection per thread, WAL).
+    """Thread-safe transfer store on a :class:`~trisa_peer.storage.Database`.
 
-    ``durable=True`` (the default) fsyncs every commit (``synchronous=FULL``): an
-    acknowledged transfer survives a power loss. ``durable=False`` uses
-    ``synchronous=NORMAL``: it survives a crash or restart of the process, but a power
-    loss may lose the last commits; about 0.3 ms less per commit on this machine.
+    ``location``: a path, ``sqlite:///...``, ``:memory:`` or ``postgresql://...`` (see
+    :mod:`trisa_peer.storage.url`), or an open :class:`Database` (then closed with the
+    store). ``durable=True`` (the default) makes every acknowledged commit survive a
+    power loss (SQLite ``synchronous=FULL``, PostgreSQL ``synchronous_commit=on``);
+    ``durable=False`` survives a crash of the process only.
     """
 
     def __init__(
         self,
-        path: str | Path,
+        location: str | os.PathLike[str] | DatabaseURL | Database,
         *,
         durable: bool = True,
         keep_rejections: timedelta = DEFAULT_KEEP_REJECTIONS,
         max_rejections: int = DEFAULT_MAX_REJECTIONS,
+        password_file: str | os.PathLike[str] | None = None,
+        migrate_schema: bool = True,
     ) -> None:
-        self.path = str(path)
-        self.durable = durable
         if max_rejections < 0 or keep_rejections < timedelta(0):
             raise StoreError("rejection retention must not be negative")
         self.keep_rejections = keep_rejections
@@ -208,110 +290,36 @@ class TransferStore:
         self.prune_commits = 256  # ... or commits, whichever comes first
         self._pruned_at = time.monotonic()
         self._commits = 0
-        self._file: tuple[int, int] | None = None  # (st_dev, st_ino) of the opened file
-        self._broken: str | None = None
-        self._local = threading.local()
-        self._write_lock = threading.Lock()
-        self._uri = False
-        if self.path == ":memory:":
-            # One in-memory database shared by this store's per-thread connections; the
-            # first connection (kept in ``_keeper``) keeps it alive.
-            self.path = f"file:trisa-transfers-{uuid.uuid4()}?mode=memory&cache=shared"
-            self._uri = True
-        elif not Path(self.path).parent.is_dir():
-            raise StoreError(f"{self.path}: directory does not exist")
+        if isinstance(location, Database):
+            self.db = location
         else:
-            create_private(self.path)  # envelopes and their metadata: owner only
-        self._keeper = self._db()
-        if not self._uri:
-            self._file = _file_id(self.path)
+            if isinstance(location, Path | str) and not isinstance(location, DatabaseURL):
+                text = os.fspath(location)
+                if "://" not in text and text != ":memory:" \
+                        and not Path(text).parent.is_dir():
+                    raise StoreError(f"{text}: directory does not exist")
+            self.db = open_database(location, purpose="transfer store", durable=durable,
+                                    password_file=password_file)
+        self.durable = self.db.durable
+        self.path = self.db.name  # redacted: safe to show
         try:
-            self._db().executescript(_SCHEMA)  # executescript commits on its own
-        except sqlite3.Error as exc:
-            raise StoreError(f"{self.path}: cannot open transfer store: {exc}") from exc
-        with self._tx() as db:
-            row = db.execute("SELECT version FROM schema_version").fetchone()
-            version = 1 if row is None else int(row[0])
-            if row is None:
-                db.execute("INSERT INTO schema_version VALUES (1)")
-            if version > SCHEMA_VERSION:
-                raise StoreError(
-                    f"{self.path}: schema version {version} is newer than this trisa-peer "
-                    f"understands ({SCHEMA_VERSION})"
-                )
-            for target in range(version + 1, SCHEMA_VERSION + 1):
-                for statement in _MIGRATIONS[target].split(";"):
-                    if statement.strip():
-                        db.execute(statement)
-                db.execute("UPDATE schema_version SET version = ?", (target,))
+            migrate(self.db, MIGRATIONS, component="transfers", apply=migrate_schema)
+        except BaseException:
+            self.db.close()
+            raise
 
-    def _db(self) -> sqlite3.Connection:
-        if self._uri and getattr(self, "_keeper", None) is not None:
-            # In-memory: one connection for all threads (shared-cache table locks are
-            # not covered by the busy timeout); every statement runs under _write_lock.
-            return self._keeper
-        db: sqlite3.Connection | None = getattr(self._local, "db", None)
-        if db is None:
-            try:
-                db = sqlite3.connect(
-                    self.path, timeout=30, isolation_level=None, uri=self._uri,
-                    check_same_thread=False,
-                )
-                db.execute("PRAGMA journal_mode=WAL")
-                db.execute(f"PRAGMA synchronous={'FULL' if self.durable else 'NORMAL'}")
-                db.execute("PRAGMA foreign_keys=ON")
-            except sqlite3.Error as exc:
-                raise StoreError(f"{self.path}: cannot open transfer store: {exc}") from exc
-            self._local.db = db
-        return db
+    # ------------------------------------------------------------ transactions
 
-    @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        if self._broken is not None:  # known unusable: refuse without touching the file
-            raise StoreError(f"transfer store unusable: {self._broken}")
-        db = self._db()
-        with self._write_lock:
-            try:
-                db.execute("BEGIN IMMEDIATE")
-                yield db
-                db.execute("COMMIT")
-            except sqlite3.Error as exc:
-                db.execute("ROLLBACK")
-                raise StoreError(f"{self.path}: transfer store write failed: {exc}") from exc
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-        # Committed -- but to the file the path names? If not, the caller must not
-        # acknowledge: raising here turns its return into StoreError. (One stat.)
-        self._check_durable()
-        self._maybe_prune()
+    def _tx(self) -> _Write:
+        return _Write(self)
 
     # ------------------------------------------------------------ durability
 
     def problem(self) -> str | None:
-        """Why this store cannot durably record anything (None when it can): its path no
-        longer names the database file it opened (deleted or replaced). Sticky until
-        restart; logged once. One ``stat`` per call."""
-        if self._broken is None and self._file is not None:
-            try:
-                now = _file_id(self.path)
-            except OSError as exc:
-                reason = f"{self.path} is gone ({exc.strerror or exc})"
-            else:
-                reason = "" if now == self._file else f"{self.path} now names another file"
-            if reason and self._broken is None:
-                self._broken = reason
-                log.error(
-                    "transfer store unusable: %s; commits would be lost at restart, so no "
-                    "transfer is acknowledged until the node is restarted on a good store",
-                    reason,
-                )
-        return self._broken
-
-    def _check_durable(self) -> None:
-        problem = self.problem()
-        if problem is not None:
-            raise StoreError(f"transfer store unusable: {problem}")
+        """Why this store cannot durably record anything (None when it can): on SQLite,
+        its path no longer names the database file it opened (deleted or replaced).
+        Sticky until restart; logged once. One ``stat`` per call."""
+        return self.db.problem()
 
     # ------------------------------------------------------------ rejection retention
 
@@ -320,8 +328,6 @@ class TransferStore:
         if (self._commits < self.prune_commits
                 and time.monotonic() - self._pruned_at < self.prune_interval):
             return
-        self._commits = 0
-        self._pruned_at = time.monotonic()
         self.prune_rejections()
 
     def prune_rejections(self, *, now: datetime | None = None) -> int:
@@ -332,33 +338,33 @@ class TransferStore:
             "%Y-%m-%dT%H:%M:%S.%fZ")
         self._commits = 0  # the prune's own commit does not start another one
         self._pruned_at = time.monotonic()
-        with self._tx() as db:
-            db.execute(f"CREATE INDEX IF NOT EXISTS rejection_records ON envelopes "
-                       f"(created_at) WHERE {_REFUSED}")
-            row = db.execute(
+        with self.db.transaction() as tx:
+            tx.lock("transfer store prune")
+            row = tx.one(
                 f"SELECT created_at, seq FROM envelopes WHERE {_REFUSED} "  # noqa: S608
                 "ORDER BY created_at DESC, seq DESC LIMIT 1 OFFSET ?", (self.max_rejections,)
-            ).fetchone()
+            )
             edge = (row[0], row[1]) if row is not None else ("", 0)
             victims = (
                 f"SELECT seq FROM envelopes WHERE {_REFUSED} AND "  # noqa: S608
                 "(created_at < ? OR created_at < ? OR (created_at = ? AND seq <= ?))"
             )
             args = (cutoff, edge[0], edge[0], edge[1])
-            db.execute(f"DELETE FROM envelopes WHERE reply_to IN ({victims})", args)  # noqa: S608
-            cur = db.execute(f"DELETE FROM envelopes WHERE seq IN ({victims})", args)  # noqa: S608
-            return int(cur.rowcount)
+            ids = [r[0] for r in tx.all(f"SELECT DISTINCT envelope_id FROM envelopes "  # noqa: S608
+                                        f"WHERE seq IN ({victims})", args)]
+            tx.execute(f"DELETE FROM envelopes WHERE reply_to IN ({victims})", args)  # noqa: S608
+            gone = tx.execute(f"DELETE FROM envelopes WHERE seq IN ({victims})", args)  # noqa: S608
+            for envelope_id in ids:
+                _refresh(tx, envelope_id, deleted=True)
+            return gone
 
     def rejection_records(self) -> int:
         """How many rejection records (refused input) the store holds."""
-        sql = f"SELECT COUNT(*) FROM envelopes WHERE {_REFUSED}"  # noqa: S608 - constant
-        return int(self._read(sql, ())[0][0])
+        row = self.db.read_one(f"SELECT COUNT(*) FROM envelopes WHERE {_REFUSED}")  # noqa: S608
+        return int(row[0]) if row else 0
 
     def close(self) -> None:
-        db = getattr(self._local, "db", None)
-        if db is not None:
-            db.close()
-            self._local.db = None
+        self.db.close()
 
     # ------------------------------------------------------------------ writes
 
@@ -376,26 +382,12 @@ class TransferStore:
     ) -> int:
         """Insert one envelope row (committed on return) and return its ``seq``."""
         now = _now()
-        with self._tx() as db:
-            cur = db.execute(
-                "INSERT INTO envelopes (envelope_id, peer, direction, kind, state, error_code, "
-                "digest, reply_to, envelope, created_at, updated_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    envelope_id,
-                    peer,
-                    direction,
-                    kind,
-                    state,
-                    error_code,
-                    digest(envelope),
-                    reply_to,
-                    envelope,
-                    now,
-                    now,
-                ),
-            )
-            return int(cur.lastrowid or 0)
+        with self._tx() as tx:
+            _transfer_lock(tx, envelope_id)
+            seq = tx.insert(_INSERT, (envelope_id, peer, direction, kind, state, error_code,
+                                      digest(envelope), reply_to, envelope, now, now, "", 0))
+            _refresh(tx, envelope_id)
+            return seq
 
     def add_reply(
         self,
@@ -414,31 +406,32 @@ class TransferStore:
         ``pending`` = ``(deadline, resolver)`` records a pending transfer's reply window
         end and resolve hook on the request row in the same transaction."""
         now = _now()
-        with self._tx() as db:
-            row = db.execute(
-                "SELECT envelope_id, peer FROM envelopes WHERE seq = ?", (request_seq,)
-            ).fetchone()
+        with self._tx() as tx:
+            row = tx.one("SELECT envelope_id, peer FROM envelopes WHERE seq = ?", (request_seq,))
             if row is None:
                 raise StoreError(f"no stored request {request_seq}")
+            _transfer_lock(tx, row[0])
             if discard_request:
-                db.execute("UPDATE envelopes SET envelope = x'' WHERE seq = ?", (request_seq,))
-            db.execute(
-                "UPDATE envelopes SET state = ?, error_code = ?, updated_at = ? WHERE seq = ?",
-                (state, error_code, now, request_seq),
-            )
-            cur = db.execute(
-                "INSERT INTO envelopes (envelope_id, peer, direction, kind, state, error_code, "
-                "digest, reply_to, envelope, created_at, updated_at) "
-                "VALUES (?, ?, ?, 'reply', ?, ?, ?, ?, ?, ?, ?)",
-                (row[0], row[1], direction, state, error_code, digest(envelope), request_seq,
-                 envelope, now, now),
-            )
+                tx.execute("UPDATE envelopes SET envelope = {EMPTY_BLOB} WHERE seq = ?",
+                           (request_seq,))
+            _set_state(tx, request_seq, state, error_code, now)
+            seq = tx.insert(_INSERT, (row[0], row[1], direction, "reply", state, error_code,
+                                      digest(envelope), request_seq, envelope, now, now, "", 0))
             if origin is not None:
-                _set_state(db, *origin, now)
+                _set_state(tx, *origin, now)
             if pending is not None:
-                db.execute("UPDATE envelopes SET deadline = ?, resolver = ? WHERE seq = ?",
+                tx.execute("UPDATE envelopes SET deadline = ?, resolver = ? WHERE seq = ?",
                            (*pending, request_seq))
-            return int(cur.lastrowid or 0)
+            _refresh(tx, row[0])
+            if origin is not None:
+                self._refresh_seq(tx, origin[0], row[0])
+            return seq
+
+    @staticmethod
+    def _refresh_seq(tx: Tx, seq: int, done: str) -> None:
+        other = tx.one("SELECT envelope_id FROM envelopes WHERE seq = ?", (seq,))
+        if other is not None and other[0] != done:
+            _refresh(tx, other[0])
 
     def add_exchange(
         self,
@@ -462,28 +455,28 @@ class TransferStore:
         originated) to its final state in the same transaction.
         """
         now = _now()
-        with self._tx() as db:
-            try:
-                cur = db.execute(
-                    "INSERT INTO envelopes (envelope_id, peer, direction, kind, state, "
-                    "error_code, digest, reply_to, envelope, created_at, updated_at, "
-                    "payload_digest) "
-                    "VALUES (?, ?, 'incoming', 'request', ?, ?, ?, NULL, ?, ?, ?, ?)",
-                    (envelope_id, peer, state, error_code, request_digest, request, now, now,
-                     payload_digest),
-                )
-            except sqlite3.IntegrityError:
-                return None
-            seq = int(cur.lastrowid or 0)
-            db.execute(
-                "INSERT INTO envelopes (envelope_id, peer, direction, kind, state, error_code, "
-                "digest, reply_to, envelope, created_at, updated_at) "
-                "VALUES (?, ?, 'outgoing', 'reply', ?, ?, ?, ?, ?, ?, ?)",
-                (envelope_id, peer, state, error_code, digest(reply), seq, reply, now, now),
-            )
-            if origin is not None:
-                _set_state(db, *origin, now)
-            return seq
+        try:
+            with self._tx() as tx:
+                _transfer_lock(tx, envelope_id)
+                if tx.one("SELECT seq FROM envelopes WHERE peer = ? AND envelope_id = ? "
+                          "AND digest = ? AND direction = 'incoming' AND kind = 'request'",
+                          (peer, envelope_id, request_digest)) is not None:
+                    return None
+                seq = tx.insert(_INSERT, (envelope_id, peer, "incoming", "request", state,
+                                          error_code, request_digest, None, request, now, now,
+                                          payload_digest, 0))
+                tx.insert(_INSERT, (envelope_id, peer, "outgoing", "reply", state, error_code,
+                                    digest(reply), seq, reply, now, now, "", 0))
+                if origin is not None:
+                    _set_state(tx, *origin, now)
+                _refresh(tx, envelope_id)
+                if origin is not None:
+                    self._refresh_seq(tx, origin[0], envelope_id)
+                return seq
+        except StoreConflictError:
+            # the unique index: another writer stored the same request first
+            log.info("envelope stored concurrently by another writer; answering from it")
+            return None
 
     def claim(
         self,
@@ -494,69 +487,117 @@ class TransferStore:
         request_digest: str,
         payload_digest: str,
     ) -> Claim:
-        """Record, committed, that the handler is about to run for this message.
+        """Record, committed, that the handler is about to run for this message, and hold
+        it (:meth:`release` when the reply is committed or the run is abandoned).
 
         A new message gets a row in state ``claimed`` (attempt 1). A message already
-        answered returns its stored reply. A claim left unfinished (a crash between
-        the claim and the reply's commit) is taken again with ``attempt`` + 1.
+        answered returns its stored reply. A claim left unfinished is taken again with
+        ``attempt`` + 1 when its holder is gone (a crash between the claim and the
+        reply's commit), and is ``busy`` while another live store object holds it.
         """
-        now = _now()
-        with self._tx() as db:
-            row = db.execute(
-                "SELECT seq, attempt FROM envelopes WHERE peer = ? AND envelope_id = ? "
-                "AND payload_digest = ? AND direction = 'incoming' AND kind = 'request' "
-                "ORDER BY seq LIMIT 1",
-                (peer, envelope_id, payload_digest),
-            ).fetchone()
-            if row is not None:
-                reply = db.execute(
-                    f"SELECT {_COLUMNS} FROM envelopes WHERE reply_to = ? "  # noqa: S608
-                    "ORDER BY seq DESC LIMIT 1", (row[0],),
-                ).fetchone()
-                if reply is not None:
-                    return Claim(int(row[0]), int(row[1]), StoredEnvelope(*reply))
-                attempt = int(row[1]) + 1
-                db.execute(
-                    "UPDATE envelopes SET attempt = ?, updated_at = ? WHERE seq = ?",
-                    (attempt, now, row[0]),
-                )
-                return Claim(int(row[0]), attempt)
+        key = f"claim {peer}\x00{envelope_id}\x00{payload_digest}"
+        for _ in range(3):  # a unique-index race is re-read (at most twice in practice)
             try:
-                cur = db.execute(
-                    "INSERT INTO envelopes (envelope_id, peer, direction, kind, state, "
-                    "error_code, digest, reply_to, envelope, created_at, updated_at, "
-                    "payload_digest, attempt) "
-                    "VALUES (?, ?, 'incoming', 'request', 'claimed', 0, ?, NULL, ?, ?, ?, ?, 1)",
-                    (envelope_id, peer, request_digest, request, now, now, payload_digest),
-                )
-            except sqlite3.IntegrityError as exc:
-                # The same bytes were stored before under another payload digest (a
-                # version-1 row): claim that row.
-                old = db.execute(
+                return self._claim(key, envelope_id, peer, request, request_digest,
+                                   payload_digest)
+            except StoreConflictError:
+                self.db.release(key)
+                log.info("claim raced with another writer; reading it again")
+        raise StoreError(f"{envelope_id}: claim kept conflicting with other writers")
+
+    def _claim(self, key: str, envelope_id: str, peer: str, request: bytes,
+               request_digest: str, payload_digest: str) -> Claim:
+        now = _now()
+        try:
+            with self._tx() as tx:
+                _transfer_lock(tx, envelope_id)
+                row = tx.one(
                     "SELECT seq, attempt FROM envelopes WHERE peer = ? AND envelope_id = ? "
-                    "AND digest = ? AND direction = 'incoming' AND kind = 'request' "
-                    "AND payload_digest = ''",
-                    (peer, envelope_id, request_digest),
-                ).fetchone()
-                if old is None:
-                    raise StoreError(
-                        f"{envelope_id}: stored bytes with another payload digest") from exc
-                db.execute(
-                    "UPDATE envelopes SET payload_digest = ?, attempt = ?, updated_at = ? "
-                    "WHERE seq = ?", (payload_digest, int(old[1]) + 1, now, old[0]),
+                    "AND payload_digest = ? AND direction = 'incoming' AND kind = 'request' "
+                    "ORDER BY seq LIMIT 1",
+                    (peer, envelope_id, payload_digest),
                 )
-                return Claim(int(old[0]), int(old[1]) + 1)
-            return Claim(int(cur.lastrowid or 0), 1)
+                if row is None:
+                    # The same bytes stored before under no payload digest (a version-1 row)
+                    row = tx.one(
+                        "SELECT seq, attempt FROM envelopes WHERE peer = ? AND envelope_id = ? "
+                        "AND digest = ? AND direction = 'incoming' AND kind = 'request' "
+                        "AND payload_digest = ''",
+                        (peer, envelope_id, request_digest),
+                    )
+                    if row is not None:
+                        tx.execute("UPDATE envelopes SET payload_digest = ? WHERE seq = ?",
+                                   (payload_digest, row[0]))
+                if row is not None:
+                    reply = tx.one(
+                        f"SELECT {_COLUMNS} FROM envelopes WHERE reply_to = ? "  # noqa: S608
+                        "ORDER BY seq DESC LIMIT 1", (row[0],),
+                    )
+                    if reply is not None:
+                        return Claim(int(row[0]), int(row[1]), _envelope(reply))
+                    if not self.db.hold(key):
+                        return Claim(int(row[0]), int(row[1]), busy=True, key=key)
+                    attempt = int(row[1]) + 1
+                    tx.execute("UPDATE envelopes SET attempt = ?, updated_at = ? WHERE seq = ?",
+                               (attempt, now, row[0]))
+                    _refresh(tx, envelope_id)
+                    return Claim(int(row[0]), attempt, key=key)
+                if not self.db.hold(key):  # a holder without a row: its commit failed
+                    return Claim(0, 0, busy=True, key=key)
+                seq = tx.insert(_INSERT, (envelope_id, peer, "incoming", "request", "claimed", 0,
+                                          request_digest, None, request, now, now,
+                                          payload_digest, 1))
+                _refresh(tx, envelope_id)
+                return Claim(seq, 1, key=key)
+        except BaseException:
+            self.db.release(key)
+            raise
+
+    def release(self, claim: Claim) -> None:
+        """This store no longer works on ``claim`` (its reply is committed, or the run was
+        abandoned): another replica may take it."""
+        if claim.key and not claim.busy:
+            self.db.release(claim.key)
+
+    @contextmanager
+    def exclusive(self, peer: str, envelope_id: str, timeout: float) -> Iterator[bool]:
+        """Hold (peer, envelope id) across processes and replicas while the body runs:
+        yields True once this store object holds it (waiting up to ``timeout`` seconds
+        for another holder to finish or die), False when it is still held elsewhere."""
+        key = f"exchange {peer}\x00{envelope_id}"
+        end = time.monotonic() + timeout
+        while not self.db.hold(key):
+            if time.monotonic() >= end:
+                yield False
+                return
+            time.sleep(0.005)
+        try:
+            yield True
+        finally:
+            self.db.release(key)
+
+    def wait(self, claim: Claim, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for the holder of a ``busy`` claim to finish or
+        die; True when it did (claim again to get its reply or run it)."""
+        return self.db.wait_free(claim.key, timeout)
 
     def set_resolution(self, seq: int, resolution: str) -> bool:
         """Record a pending transfer's decision (delivered later); False unless pending."""
-        with self._tx() as db:
-            cur = db.execute(
+        with self._tx() as tx:
+            self._lock_seq(tx, seq)
+            changed = tx.execute(
                 "UPDATE envelopes SET resolution = ?, updated_at = ? "
                 "WHERE seq = ? AND state = 'pending' AND kind = 'request'",
                 (resolution, _now(), seq),
             )
-            return cur.rowcount == 1
+            self._refresh_seq(tx, seq, "")
+            return changed == 1
+
+    @staticmethod
+    def _lock_seq(tx: Tx, seq: int) -> None:
+        row = tx.one("SELECT envelope_id FROM envelopes WHERE seq = ?", (seq,))
+        if row is not None:
+            _transfer_lock(tx, row[0])
 
     def pending(self, *, direction: str | None = None) -> list[StoredEnvelope]:
         """Requests (either direction) still ``pending``, oldest first."""
@@ -568,32 +609,20 @@ class TransferStore:
         return self._rows(where + " ORDER BY seq", args)
 
     def set_state(self, seq: int, state: str, *, error_code: int | None = None) -> None:
-        with self._tx() as db:
+        with self._tx() as tx:
+            self._lock_seq(tx, seq)
             if error_code is None:
-                db.execute(
-                    "UPDATE envelopes SET state = ?, updated_at = ? WHERE seq = ?",
-                    (state, _now(), seq),
-                )
+                tx.execute("UPDATE envelopes SET state = ?, updated_at = ? WHERE seq = ?",
+                           (state, _now(), seq))
             else:
-                db.execute(
-                    "UPDATE envelopes SET state = ?, error_code = ?, updated_at = ? WHERE seq = ?",
-                    (state, error_code, _now(), seq),
-                )
+                _set_state(tx, seq, state, error_code, _now())
+            self._refresh_seq(tx, seq, "")
 
     # ------------------------------------------------------------------- reads
 
-    def _read(self, sql: str, args: tuple[object, ...]) -> list[Any]:  # Any: sqlite3 rows
-        guard = self._write_lock if self._uri else contextlib.nullcontext()
-        with guard:
-            return self._db().execute(sql, args).fetchall()
-
     def _rows(self, where: str, args: tuple[object, ...]) -> list[StoredEnvelope]:
         sql = f"SELECT {_COLUMNS} FROM envelopes WHERE {where}"  # noqa: S608 - constant text
-        try:
-            rows = self._read(sql, args)
-        except sqlite3.Error as exc:
-            raise StoreError(f"{self.path}: transfer store read failed: {exc}") from exc
-        return [StoredEnvelope(*row) for row in rows]
+        return [_envelope(row) for row in self.db.read(sql, args)]
 
     def find_request(
         self, peer: str, envelope_id: str, envelope_digest: str
@@ -636,10 +665,7 @@ class TransferStore:
         return rows[0] if rows else None
 
     def reply_to(self, seq: int) -> StoredEnvelope | None:
-        rows = self._rows(
-            "reply_to = ? ORDER BY seq DESC LIMIT 1",
-            (seq,),
-        )
+        rows = self._rows("reply_to = ? ORDER BY seq DESC LIMIT 1", (seq,))
         return rows[0] if rows else None
 
     def get(self, seq: int) -> StoredEnvelope | None:
@@ -648,9 +674,7 @@ class TransferStore:
 
     def exchange(self, envelope_id: str) -> list[StoredEnvelope]:
         """Every stored envelope of one exchange, in order."""
-        return self._rows(
-            "envelope_id = ? ORDER BY seq", (envelope_id,)
-        )
+        return self._rows("envelope_id = ? ORDER BY seq", (envelope_id,))
 
     def initiated(self, envelope_id: str) -> StoredEnvelope | None:
         """The request that opened exchange ``envelope_id`` if *this node* sent it.
@@ -658,34 +682,84 @@ class TransferStore:
         Used to recognise asynchronous callbacks: a later incoming envelope with the
         id of a transfer we originated is the beneficiary's answer, not a new transfer.
         """
-        rows = self._rows(
-            "envelope_id = ? ORDER BY seq LIMIT 1",
-            (envelope_id,),
-        )
+        rows = self._rows("envelope_id = ? ORDER BY seq LIMIT 1", (envelope_id,))
         if rows and rows[0].direction == "outgoing" and rows[0].kind == "request":
             return rows[0]
         return None
 
-    def summaries(self, *, peer: str | None = None, limit: int = 100) -> list[TransferSummary]:
-        """One line per exchange, newest first; the state is that of its latest request."""
-        sql = (
-            "SELECT e.envelope_id, first.peer, first.direction, "
-            "(SELECT state FROM envelopes r WHERE r.envelope_id = e.envelope_id "
-            " AND r.kind = 'request' ORDER BY r.seq DESC LIMIT 1), "
-            "COUNT(*), MIN(e.created_at), MAX(e.updated_at) "
-            "FROM envelopes e JOIN envelopes first ON first.seq = "
-            "(SELECT MIN(seq) FROM envelopes f WHERE f.envelope_id = e.envelope_id) "
-        )
-        args: tuple[object, ...] = ()
+    def summaries(
+        self, *, peer: str | None = None, limit: int = 100, before: int | None = None
+    ) -> list[TransferSummary]:
+        """One line per exchange, newest first (by its latest envelope); the state is that
+        of its latest request. ``before``: only those older than the summary whose
+        ``key`` it is (paging by key: the same cost on every page)."""
+        where: list[str] = []
+        args: list[object] = []
         if peer:
-            sql += "WHERE first.peer = ? "
-            args = (peer,)
-        sql += "GROUP BY e.envelope_id ORDER BY MAX(e.seq) DESC LIMIT ?"
-        try:
-            rows = self._read(sql, (*args, limit))
-        except sqlite3.Error as exc:
-            raise StoreError(f"{self.path}: transfer store read failed: {exc}") from exc
-        return [TransferSummary(*row) for row in rows]
+            where.append("peer = ?")
+            args.append(peer)
+        if before is not None:
+            where.append("last_seq < ?")
+            args.append(before)
+        cols = "envelope_id, peer, direction, state, messages, first_at, last_at, last_seq"
+        cond = f"WHERE {' AND '.join(where)} " if where else ""
+        sql = f"SELECT {cols} FROM transfers {cond}ORDER BY last_seq DESC LIMIT ?"  # noqa: S608
+        return [TransferSummary(*row) for row in self.db.read(sql, (*args, limit))]
 
     def count(self) -> int:
-        return int(self._read("SELECT COUNT(*) FROM envelopes", ())[0][0])
+        row = self.db.read_one("SELECT COUNT(*) FROM envelopes")
+        return int(row[0]) if row else 0
+
+
+def open_store(
+    location: str | os.PathLike[str],
+    *,
+    password_file: str | os.PathLike[str] | None = None,
+    existing: bool = False,
+    **kwargs: Any,  # Any: TransferStore's keyword options
+) -> TransferStore:
+    """The transfer store at ``location`` (a ``--db`` value). ``existing``: refuse, with
+    one line, a SQLite file that does not exist or a database without a transfer store
+    (commands that read one must not create an empty one)."""
+    url = parse_url(location)
+    if existing and url.backend == "sqlite" and not url.in_memory \
+            and not Path(url.path).is_file():
+        raise ConfigurationError(f"{url.display}: no such transfer store")
+    if not existing:
+        return TransferStore(url, password_file=password_file, **kwargs)
+    db = open_database(url, purpose="transfer store", password_file=password_file)
+    try:
+        tables = _tables(db)
+    except BaseException:
+        db.close()
+        raise
+    if "envelopes" not in tables:
+        db.close()
+        raise ConfigurationError(f"{url.display}: no such transfer store (no envelopes table)")
+    return TransferStore(db, **kwargs)
+
+
+def _tables(db: Database) -> set[str]:
+    """The table names in ``db`` (its current schema on PostgreSQL)."""
+    if db.backend == "sqlite":
+        rows = db.read("SELECT name FROM sqlite_master WHERE type = 'table'")
+    else:
+        rows = db.read("SELECT table_name FROM information_schema.tables "
+                       "WHERE table_schema = current_schema()")
+    return {str(r[0]) for r in rows}
+
+
+class _Write:
+    """``with store._tx() as tx``: one write transaction, then the rejection prune."""
+
+    def __init__(self, store: TransferStore) -> None:
+        self._store = store
+        self._cm = store.db.transaction()
+
+    def __enter__(self) -> Tx:
+        return self._cm.__enter__()
+
+    def __exit__(self, *exc: object) -> None:
+        self._cm.__exit__(*exc)  # type: ignore[arg-type]
+        if exc[0] is None:
+            self._store._maybe_prune()

@@ -11,6 +11,16 @@ tokens (:data:`DIALECTS`), and talk to a :class:`Database`:
 * :meth:`Tx.lock` serialises writers on a key across processes and hosts (PostgreSQL
   advisory transaction lock; on SQLite every write transaction already excludes the
   others, so it is a no-op).
+* :meth:`Database.hold` / :meth:`Database.release`: a *holder* mark on a key that lasts
+  across transactions and vanishes with the process that holds it (kill -9 included):
+  "this Database object is working on KEY right now". PostgreSQL: a session advisory
+  lock on one dedicated connection per object (TCP keepalives on, so a dead host's
+  locks go within about 30 s); SQLite file: an open-file-description lock on one byte
+  of the side file ``<db>-holders`` (released by the kernel when the process dies);
+  SQLite ``:memory:``: only this object can see the database, so it always holds.
+  Marks are per object and exclusive: two objects in one process exclude each other
+  like two processes do, and a key this object holds is not given again (to another of
+  its threads) until released.
 
 Durability: ``durable=True`` (the default for every store) means an acknowledged commit
 survives a power loss: SQLite ``synchronous=FULL`` (WAL), PostgreSQL
@@ -32,12 +42,15 @@ never from the URL (see :mod:`trisa_peer.storage.url`).
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import logging
 import os
 import sqlite3
 import stat
+import struct
 import threading
+import time
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
@@ -87,6 +100,10 @@ class Tx(Protocol):
 
     def execute(self, sql: str, args: Sequence[object] = ()) -> int:
         """Run one statement; return the number of rows it changed."""
+        ...
+
+    def execute_many(self, sql: str, rows: Sequence[Sequence[object]]) -> None:
+        """Run one statement once per row of arguments (bulk inserts)."""
         ...
 
     def one(self, sql: str, args: Sequence[object] = ()) -> Row | None: ...
@@ -143,9 +160,36 @@ class Database(ABC):
         rows = self.read(sql, args)
         return rows[0] if rows else None
 
+    @abstractmethod
+    def stream(self, sql: str, args: Sequence[object] = (), *, size: int = 2000
+               ) -> Iterator[Row]:
+        """The rows of one query, fetched ``size`` at a time (one snapshot, bounded
+        memory: a server-side cursor on PostgreSQL); for reading whole tables."""
+
     def problem(self) -> str | None:
         """Why nothing written now would last (None when writes are fine)."""
         return None
+
+    @abstractmethod
+    def hold(self, key: str) -> bool:
+        """Mark ``key`` as held by this object unless a live holder (this object
+        included) has it; True when this call took it (never waits)."""
+
+    @abstractmethod
+    def release(self, key: str) -> None:
+        """Drop this object's mark on ``key`` (nothing when it holds none)."""
+
+    def wait_free(self, key: str, timeout: float, *, poll: float = 0.02) -> bool:
+        """Wait up to ``timeout`` seconds until no other holder has ``key``; True when
+        it became free (this object does not keep it)."""
+        end = time.monotonic() + timeout
+        while True:
+            if self.hold(key):
+                self.release(key)
+                return True
+            if time.monotonic() >= end:
+                return False
+            time.sleep(poll)
 
     @abstractmethod
     def close(self) -> None: ...
@@ -181,6 +225,9 @@ class _SQLiteTx:
 
     def execute(self, sql: str, args: Sequence[object] = ()) -> int:
         return self._conn.execute(self._db.sql(sql), tuple(args)).rowcount
+
+    def execute_many(self, sql: str, rows: Sequence[Sequence[object]]) -> None:
+        self._conn.executemany(self._db.sql(sql), [tuple(r) for r in rows])
 
     def one(self, sql: str, args: Sequence[object] = ()) -> Row | None:
         row = self._conn.execute(self._db.sql(sql), tuple(args)).fetchone()
@@ -242,6 +289,9 @@ class SQLiteDatabase(Database):
         self._keeper = self._connect()
         if not self._uri:
             self._file = _file_id(self.path)
+        self._held: set[str] = set()
+        self._held_lock = threading.Lock()
+        self._holders_fd: int | None = None
 
     def _connect(self) -> sqlite3.Connection:
         try:
@@ -303,6 +353,17 @@ class SQLiteDatabase(Database):
         except sqlite3.Error as exc:
             raise self._error("read", exc) from exc
 
+    def stream(self, sql: str, args: Sequence[object] = (), *, size: int = 2000
+               ) -> Iterator[Row]:
+        guard = self._write_lock if self._uri else contextlib.nullcontext()
+        try:
+            with guard:
+                cur = self._conn().execute(self.sql(sql), tuple(args))
+                while rows := cur.fetchmany(size):
+                    yield from (tuple(r) for r in rows)
+        except sqlite3.Error as exc:
+            raise self._error("read", exc) from exc
+
     def problem(self) -> str | None:
         """The path no longer names the opened file (deleted or replaced): sticky until
         restart, logged once. One ``stat`` per call."""
@@ -320,7 +381,47 @@ class SQLiteDatabase(Database):
                           self.purpose, reason)
         return self._broken
 
+    def hold(self, key: str) -> bool:
+        with self._held_lock:
+            if key in self._held:
+                return False
+            if not self._uri:
+                fd = self._holders()
+                try:
+                    fcntl.fcntl(fd, fcntl.F_OFD_SETLK, _flock(fcntl.F_WRLCK, _lock_byte(key)))
+                except OSError:  # EAGAIN/EACCES: another object or process holds it
+                    return False
+            self._held.add(key)
+            return True
+
+    def release(self, key: str) -> None:
+        with self._held_lock:
+            if key not in self._held:
+                return
+            self._held.discard(key)
+            if self._holders_fd is not None:
+                with contextlib.suppress(OSError):
+                    fcntl.fcntl(self._holders_fd, fcntl.F_OFD_SETLK,
+                                _flock(fcntl.F_UNLCK, _lock_byte(key)))
+
+    def _holders(self) -> int:
+        if self._holders_fd is None:
+            side = f"{self.path}-holders"
+            try:
+                create_private(side)
+                self._holders_fd = os.open(side, os.O_RDWR)
+            except (OSError, ConfigurationError) as exc:
+                raise StoreError(f"{side}: cannot open {self.purpose} holder file: "
+                                 f"{getattr(exc, 'strerror', None) or exc}") from exc
+        return self._holders_fd
+
     def close(self) -> None:
+        with self._held_lock:
+            self._held.clear()
+            if self._holders_fd is not None:
+                with contextlib.suppress(OSError):
+                    os.close(self._holders_fd)  # drops every mark of this object
+                self._holders_fd = None
         with self._lock:
             self._closed = True
             conns, self._all = self._all, []
@@ -340,6 +441,16 @@ def _file_id(path: str) -> tuple[int, int]:
     return st.st_dev, st.st_ino
 
 
+def _lock_byte(key: str) -> int:
+    """The byte of the holder file that stands for ``key`` (2**47 choices)."""
+    return _lock_id(key) & ((1 << 47) - 1)
+
+
+def _flock(kind: int, start: int) -> bytes:
+    """A ``struct flock`` for one byte at ``start`` (l_pid 0, as OFD locks require)."""
+    return struct.pack("hhqqi4x", kind, os.SEEK_SET, start, 1, 0)
+
+
 # ---------------------------------------------------------------------------- PostgreSQL
 
 
@@ -353,6 +464,10 @@ class _PgTx:
     def execute(self, sql: str, args: Sequence[object] = ()) -> int:
         cur = self._conn.execute(self._db.sql(sql), tuple(args))
         return int(cur.rowcount)
+
+    def execute_many(self, sql: str, rows: Sequence[Sequence[object]]) -> None:
+        with self._conn.cursor() as cur:
+            cur.executemany(self._db.sql(sql), [tuple(r) for r in rows])
 
     def one(self, sql: str, args: Sequence[object] = ()) -> Row | None:
         row = self._conn.execute(self._db.sql(sql), tuple(args)).fetchone()
@@ -400,6 +515,15 @@ class PostgresDatabase(Database):
         }
         if password_file is not None:
             kwargs["password"] = read_password_file(password_file)
+        # The holder connection: its session locks are the holders' marks; keepalives
+        # let the server notice a dead host (~10 + 5 * 4 s) and drop its marks.
+        self._holder_kwargs: dict[str, Any] = {
+            **kwargs, "keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5,
+            "keepalives_count": 4,
+        }
+        self._holder: Any = None  # Any: psycopg.Connection, opened on first hold
+        self._held: set[str] = set()
+        self._held_lock = threading.Lock()
         synchronous = "on" if durable else "off"
 
         def configure(conn: Any) -> None:  # Any: psycopg.Connection
@@ -430,6 +554,41 @@ class PostgresDatabase(Database):
     def _translate(self, text: str) -> str:
         return _qmark_to_format(text)
 
+    def hold(self, key: str) -> bool:
+        psycopg = self._psycopg
+        with self._held_lock:
+            if key in self._held:
+                if self._holder is not None and not self._holder.closed:
+                    return False
+                self._held.clear()  # the connection died: its locks went with it
+            try:
+                if self._holder is None or self._holder.closed:
+                    self._held.clear()
+                    self._holder = psycopg.connect(self.url.conninfo, **self._holder_kwargs)
+                row = self._holder.execute("SELECT pg_try_advisory_lock(%s)",
+                                           (_lock_id(key),)).fetchone()
+            except psycopg.Error as exc:
+                raise self._error("hold", exc) from exc
+            if not (row and row[0]):
+                return False
+            self._held.add(key)
+            return True
+
+    def release(self, key: str) -> None:
+        psycopg = self._psycopg
+        with self._held_lock:
+            if key not in self._held:
+                return
+            self._held.discard(key)
+            if self._holder is None or self._holder.closed:
+                return
+            try:
+                self._holder.execute("SELECT pg_advisory_unlock(%s)", (_lock_id(key),))
+            except psycopg.Error as exc:
+                log.warning("%s %s: release failed: %s", self.purpose, self.name,
+                            redact(str(exc).strip().splitlines()[0] if str(exc).strip()
+                                   else type(exc).__name__))
+
     @contextlib.contextmanager
     def transaction(self) -> Iterator[Tx]:
         psycopg = self._psycopg
@@ -451,7 +610,28 @@ class PostgresDatabase(Database):
         except _pool_errors() as exc:
             raise self._error("read", exc) from exc
 
+    def stream(self, sql: str, args: Sequence[object] = (), *, size: int = 2000
+               ) -> Iterator[Row]:
+        psycopg = self._psycopg
+        try:
+            with self._pool.connection() as conn, conn.transaction(), \
+                    conn.cursor(name=f"trisa_peer_{uuid.uuid4().hex[:12]}") as cur:
+                cur.itersize = size
+                cur.execute(self.sql(sql), tuple(args))
+                for row in cur:
+                    yield tuple(row)
+        except psycopg.Error as exc:
+            raise self._error("read", exc) from exc
+        except _pool_errors() as exc:
+            raise self._error("read", exc) from exc
+
     def close(self) -> None:
+        with self._held_lock:
+            self._held.clear()
+            if self._holder is not None:
+                with contextlib.suppress(Exception):
+                    self._holder.close()
+                self._holder = None
         self._pool.close()
 
     def _is_conflict(self, exc: Exception) -> bool:  # type: ignore[override]
