@@ -38,16 +38,16 @@ from ..directory.issuance import certificate_zip, open_zip
 from ..directory.server import DirectoryServer
 from ..directory.store import SQLiteStore
 from ..errors import ConfigurationError
-from ..network.cast import ALICE, BOB, BOOK, CHARLIE, EVIL, MALLORY, VaspProfile
 from ..network.handler import Handler
 from ..network.node import TrisaNode
-from ..network.policies import beneficiary_handler
 from ..network.store import TransferStore
 from ..sectigo.client import SectigoClient
 from ..sectigo.emulator import SectigoEmulator
 from ..transport.identity import Material
 from ..transport.server import StaticMaterial
 from ..trust import TrustPool
+from .cast import ALICE, BOB, BOOK, CHARLIE, EVIL, MALLORY, VaspProfile
+from .policies import beneficiary_handler
 
 __all__ = ["SimNode", "SimulatedNetwork", "free_port"]
 

@@ -7,8 +7,8 @@ on 127.0.0.1 -- a CA, the Sectigo-compatible service, a directory, and the nodes
 (foreign CA) -- and stops it at the end::
 
     def test_alice_pays_bob(trisa_network):
-        from trisa_peer.network.cast import BOOK
-        from trisa_peer.network.policies import originator_payload
+        from trisa_peer.testing.cast import BOOK
+        from trisa_peer.testing.policies import originator_payload
         alice, bob = trisa_network.alice, trisa_network.bob
         payload = originator_payload(BOOK.wallets_of(alice.common_name)[1],
                                      BOOK.wallets_of(bob.common_name)[0], sent_at=now)
