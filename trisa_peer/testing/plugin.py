@@ -15,6 +15,13 @@ on 127.0.0.1 -- a CA, the Sectigo-compatible service, a directory, and the nodes
         result = alice.send(bob.common_name, payload)
         assert result.state == "accepted"
 
+Your own VASP joins with its own handler (registered through the same flow, once per
+session: the network is shared)::
+
+    @pytest.fixture(scope="session")
+    def carol(trisa_network):
+        return trisa_network.join("carol.vasp.test", handler=my_handler)
+
 Imports are deferred so that sessions which do not use the fixture pay nothing.
 """
 
