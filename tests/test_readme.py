@@ -444,6 +444,23 @@ def _after_shell(session: Session, run: Run) -> None:
         assert revoked == f"revoked certificate {serial} (reason: cessation of operation)\n"
 
 
+def _not_ignored(folder: Path) -> list[str]:
+    """What the commands left in the folder that the clone's .gitignore does not cover
+    (the harness's own script and the clone's files excepted)."""
+    clone = {(folder / rel) for rel in CLONE_FILES}
+    left = sorted(
+        str(path.relative_to(folder)) for path in folder.rglob("*")
+        if path.is_file() and path.name != "readme_example.py"
+        and not any(path == c or c in path.parents for c in clone))
+    if not left:
+        return []
+    proc = subprocess.run(["git", "-C", str(ROOT), "check-ignore", "--no-index", "--stdin"],
+                          input="\n".join(left) + "\n", capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode in (0, 1), proc.stderr
+    return sorted(set(left) - set(proc.stdout.splitlines()))
+
+
 @pytest.fixture
 def reader(tmp_path: Path) -> Iterator[Run]:
     yield Run(_clone_folder(tmp_path / "clone"), _env(tmp_path), _free_ports())
@@ -511,6 +528,7 @@ def test_session_runs_as_written(session: Session, reader: Run, tmp_path: Path) 
         _after_shell(session, reader)
         used = {m for b in session.blocks for m in _PLACEHOLDER.findall(b.text)}
         assert reader.twinned == used
+        assert _not_ignored(reader.folder) == []
     finally:
         for terminal in terminals:
             if session.kind == "terminal" and terminal is terminals[0]:
@@ -608,3 +626,15 @@ def test_the_verification_email_names_the_directory(tmp_path: Path) -> None:
 def test_a_directory_not_told_how_it_is_reached_prints_the_bare_command(tmp_path: Path) -> None:
     command = _verification_command(tmp_path, "")
     assert re.fullmatch(r"trisa-peer gds verify-contact --id \S+ --token \S{48}", command)
+
+
+def test_leftovers_outside_gitignore_are_reported(tmp_path: Path) -> None:
+    """The twin of the .gitignore check of each session: a key and a CA folder at the
+    clone's root are covered, a stray file is reported."""
+    folder = _clone_folder(tmp_path / "clone")
+    (folder / "example.com.key").write_text("k")
+    (folder / "sectigo-ca").mkdir()
+    (folder / "sectigo-ca" / "root.key").write_text("k")
+    assert _not_ignored(folder) == []
+    (folder / "notes.txt").write_text("n")
+    assert _not_ignored(folder) == ["notes.txt"]
