@@ -34,6 +34,7 @@ and one line naming what to put there (the failing twin).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import re
@@ -373,11 +374,17 @@ class Run:
 
     def twin(self, literal: str) -> None:
         """The placeholder itself: exit 1, one line naming what to put there."""
-        proc = subprocess.run(["bash", "-c", literal], cwd=self.folder, env=self.env,
-                              capture_output=True, text=True, timeout=_WAIT,
-                              stdin=subprocess.DEVNULL, start_new_session=True)
-        assert (proc.returncode, proc.stdout) == (1, ""), (literal, proc.stdout, proc.stderr)
-        [line] = proc.stderr.splitlines()
+        child = subprocess.Popen(["bash", "-c", literal], cwd=self.folder, env=self.env,
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                 stdin=subprocess.DEVNULL, start_new_session=True)
+        try:
+            stdout, stderr = child.communicate(timeout=_WAIT)
+        finally:  # a command that did not refuse may be a server: stop all it started
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(child.pid, signal.SIGKILL)
+            child.wait()
+        assert (child.returncode, stdout) == (1, ""), (literal, stdout, stderr)
+        [line] = stderr.splitlines()
         assert "is a placeholder from the README: put " in line, line
         self.twinned.update(_PLACEHOLDER.findall(literal))
 
