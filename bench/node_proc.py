@@ -46,10 +46,10 @@ def main(path: str) -> int:
 
     from trisa_peer.certs import load_identity
     from trisa_peer.directory.client import DirectoryClient
-    from trisa_peer.network.cast import BOOK
     from trisa_peer.network.node import TrisaNode
-    from trisa_peer.network.policies import beneficiary_handler
     from trisa_peer.network.store import TransferStore
+    from trisa_peer.testing.cast import BOOK
+    from trisa_peer.testing.policies import beneficiary_handler
     from trisa_peer.transport.identity import Material
     from trisa_peer.transport.server import StaticMaterial
     from trisa_peer.trust import TrustPool

@@ -60,11 +60,11 @@ from trisa_peer.directory.service import Directory  # noqa: E402
 from trisa_peer.directory.store import SQLiteStore  # noqa: E402
 from trisa_peer.envelope import seal  # noqa: E402
 from trisa_peer.envelope.crypto import rsa_oaep_decrypt, rsa_oaep_encrypt  # noqa: E402
-from trisa_peer.network.cast import BOOK  # noqa: E402
 from trisa_peer.network.node import TrisaNode  # noqa: E402
-from trisa_peer.network.policies import beneficiary_handler, originator_payload  # noqa: E402
 from trisa_peer.network.store import TransferStore  # noqa: E402
+from trisa_peer.testing.cast import BOOK  # noqa: E402
 from trisa_peer.testing.network import SimulatedNetwork  # noqa: E402
+from trisa_peer.testing.policies import beneficiary_handler, originator_payload  # noqa: E402
 from trisa_peer.transport.identity import Material  # noqa: E402
 from trisa_peer.transport.server import StaticMaterial  # noqa: E402
 

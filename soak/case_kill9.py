@@ -86,8 +86,8 @@ def point_at(net: Any, port: int) -> None:
 
 
 def payload(net: Any, i: int) -> Any:
-    from trisa_peer.network.cast import BOOK
-    from trisa_peer.network.policies import originator_payload
+    from trisa_peer.testing.cast import BOOK
+    from trisa_peer.testing.policies import originator_payload
 
     o = BOOK.wallets_of(net.alice.common_name)[1]
     b = BOOK.wallets_of(net.bob.common_name)[0]

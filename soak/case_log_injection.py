@@ -34,9 +34,9 @@ from common import Result, scaled
 
 from trisa_peer.envelope import seal
 from trisa_peer.envelope.validate import recorded_id
-from trisa_peer.network.cast import BOOK
-from trisa_peer.network.policies import originator_payload
+from trisa_peer.testing.cast import BOOK
 from trisa_peer.testing.network import SimulatedNetwork
+from trisa_peer.testing.policies import originator_payload
 
 NAME = "log_injection"
 MARK = "\u00a7 "  # every line the formatter writes starts with it

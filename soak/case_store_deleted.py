@@ -34,10 +34,10 @@ from common import Result, scaled, stop_process
 from trisa_peer._pb.trisa.api.v1beta1 import api_pb2
 from trisa_peer.certs import write_identity
 from trisa_peer.errors import TrisaPeerError
-from trisa_peer.network.cast import BOOK
-from trisa_peer.network.policies import originator_payload
 from trisa_peer.network.store import TransferStore
+from trisa_peer.testing.cast import BOOK
 from trisa_peer.testing.network import SimulatedNetwork, free_port
+from trisa_peer.testing.policies import originator_payload
 
 NAME = "store_deleted"
 ROOT = Path(__file__).resolve().parent.parent

@@ -16,12 +16,12 @@ from trisa_peer.controls import PeerControls
 from trisa_peer.directory.client import DirectoryClient
 from trisa_peer.directory.server import DirectoryServer
 from trisa_peer.directory.store import SQLiteStore
-from trisa_peer.network.cast import BOOK
 from trisa_peer.network.handler import Accept
 from trisa_peer.network.node import TrisaNode
-from trisa_peer.network.policies import originator_payload
 from trisa_peer.network.store import TransferStore
+from trisa_peer.testing.cast import BOOK
 from trisa_peer.testing.network import free_port
+from trisa_peer.testing.policies import originator_payload
 from trisa_peer.transport.identity import Material
 from trisa_peer.transport.material import StaticMaterial
 

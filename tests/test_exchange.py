@@ -20,12 +20,12 @@ from hypothesis import strategies as st
 
 from trisa_peer._pb.trisa.api.v1beta1 import api_pb2, errors_pb2
 from trisa_peer.envelope import envelope_error, open_envelope, seal
-from trisa_peer.network.cast import BOOK
 from trisa_peer.network.handler import Accept, Pending, Reject
 from trisa_peer.network.node import TrisaNode
-from trisa_peer.network.policies import originator_payload
 from trisa_peer.network.service import MAX_ENVELOPE_PAYLOAD
 from trisa_peer.network.store import TransferStore
+from trisa_peer.testing.cast import BOOK
+from trisa_peer.testing.policies import originator_payload
 
 Code = errors_pb2.Error
 

@@ -37,13 +37,13 @@ from trisa_peer.errors import (
     PeerNotRegisteredError,
 )
 from trisa_peer.handshake import HandshakeTrace
-from trisa_peer.network.cast import BOOK
 from trisa_peer.network.handler import Accept
 from trisa_peer.network.node import TrisaNode
-from trisa_peer.network.policies import originator_payload
 from trisa_peer.network.store import TransferStore
 from trisa_peer.steps import HandshakeStep, Reason
+from trisa_peer.testing.cast import BOOK
 from trisa_peer.testing.network import free_port
+from trisa_peer.testing.policies import originator_payload
 from trisa_peer.transport.identity import FileMaterial, Material
 from trisa_peer.transport.material import StaticMaterial
 from trisa_peer.trust import TrustPool

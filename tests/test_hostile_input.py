@@ -22,11 +22,11 @@ from trisa_peer.envelope.crypto import aes_gcm_encrypt, hmac_sign, random_key
 from trisa_peer.envelope.validate import payload_problem, recorded_id
 from trisa_peer.errors import EnvelopeError, StoreError
 from trisa_peer.logtext import text_digest
-from trisa_peer.network.cast import BOOK
 from trisa_peer.network.handler import Accept, Reject
-from trisa_peer.network.policies import originator_payload
 from trisa_peer.network.service import Exchange
 from trisa_peer.network.store import TransferStore
+from trisa_peer.testing.cast import BOOK
+from trisa_peer.testing.policies import originator_payload
 
 Code = errors_pb2.Error
 TS = api_pb2.TransferState

@@ -17,7 +17,7 @@ from trisa_peer.directory.ivms101 import (
     validate_legal_person,
 )
 from trisa_peer.errors import ConfigurationError
-from trisa_peer.network.cast import ALICE, BOB, CHARLIE, EVIL, MALLORY, VaspProfile
+from trisa_peer.testing.cast import ALICE, BOB, CHARLIE, EVIL, MALLORY, VaspProfile
 
 TRIXO = (Path(__file__).parent / "upstream" / "upstream-sectigo" / "trisa" / "pkg" / "trisa"
          / "gds" / "api" / "v1beta1" / "testdata" / "alice-trixo.json")

@@ -120,3 +120,77 @@ def test_the_pytest_plugin_is_declared_for_users() -> None:
     found = [ep for ep in entry_points(group="pytest11") if ep.name == "trisa_peer"]
     assert [ep.value for ep in found] == ["trisa_peer.testing.plugin"]
     assert hasattr(found[0].load(), "trisa_network")
+
+
+# -- the production node does not load the test material ------------------------------
+
+#: the production node: what `trisa-peer serve` runs. The demo's cast and wallet rules
+#: (trisa_peer.testing) may be imported only inside a function (serve --policy rvasp).
+PRODUCTION_NODE = [*sorted((ROOT / "trisa_peer" / "network").glob("*.py")),
+                   ROOT / "trisa_peer" / "cli" / "node.py"]
+
+
+def _import_time_targets(path: Path, tree: ast.Module) -> list[str]:
+    """Modules imported when ``path`` is imported: every import statement outside a
+    function body (class bodies, ``if`` and ``try`` blocks run at import too)."""
+    found: list[str] = []
+
+    def visit(node: ast.AST) -> None:
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda):
+            return
+        if isinstance(node, ast.Import):
+            found.extend(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = _absolute(path, node)
+            found.append(base)
+            found.extend(f"{base}.{alias.name}" for alias in node.names)
+        for child in ast.iter_child_nodes(node):
+            visit(child)
+
+    visit(tree)
+    return found
+
+
+def _imports_testing(path: Path, source: str) -> list[str]:
+    targets = _import_time_targets(path, ast.parse(source))
+    return [t for t in targets if t == "trisa_peer.testing" or t.startswith("trisa_peer.testing.")]
+
+
+def test_production_node_does_not_import_the_test_material() -> None:
+    assert len(PRODUCTION_NODE) > 5
+    offenders = {str(p.relative_to(ROOT)): _imports_testing(p, p.read_text())
+                 for p in PRODUCTION_NODE}
+    assert {p: t for p, t in offenders.items() if t} == {}
+
+
+def test_test_material_check_has_a_failing_twin() -> None:
+    node_py = ROOT / "trisa_peer" / "cli" / "node.py"
+    at_import = ("from ..testing.policies import rvasp_handler\n"
+                 "import trisa_peer.testing.cast\n"
+                 "try:\n    from .. import testing\nexcept ImportError:\n    pass\n")
+    assert _imports_testing(node_py, at_import) == [
+        "trisa_peer.testing.policies", "trisa_peer.testing.policies.rvasp_handler",
+        "trisa_peer.testing.cast", "trisa_peer.testing"]
+    deferred = ("def _handler(policy):\n"
+                "    from ..testing.policies import rvasp_handler\n"
+                "    return rvasp_handler(policy)\n")
+    assert _imports_testing(node_py, deferred) == []
+
+
+@pytest.mark.slow
+def test_serve_loads_the_test_material_only_for_policy_rvasp() -> None:
+    """Run time, in a fresh interpreter: importing the node and its CLI loads nothing of
+    trisa_peer.testing; asking for the rvasp handler does (the check can see it)."""
+    code = ("import sys, trisa_peer.cli.node as cli, trisa_peer.network.node, "
+            "trisa_peer.network.service\n"
+            "loaded = lambda: sorted(m for m in sys.modules\n"
+            "                        if m.startswith('trisa_peer.testing'))\n"
+            "print(loaded())\n"
+            "cli._handler('review', 'carol.vasp.test')\n"
+            "print(loaded())\n"
+            "cli._handler('rvasp', 'bob.vasp.test')\n"
+            "print(loaded())\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.splitlines() == [
+        "[]", "[]", "['trisa_peer.testing', 'trisa_peer.testing.cast', "
+        "'trisa_peer.testing.policies']"]

@@ -24,9 +24,9 @@ from pki import identity
 from trisa_peer.ca import CertificateAuthority
 from trisa_peer.directory.server import DirectoryServer
 from trisa_peer.directory.store import SQLiteStore
-from trisa_peer.network.cast import BOOK
-from trisa_peer.network.policies import originator_payload
+from trisa_peer.testing.cast import BOOK
 from trisa_peer.testing.network import free_port
+from trisa_peer.testing.policies import originator_payload
 
 
 def subprocess_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:

@@ -22,9 +22,11 @@ from trisa_peer._pb.trisa.api.v1beta1 import api_pb2, errors_pb2
 from trisa_peer._pb.trisa.data.generic.v1beta1 import transaction_pb2
 from trisa_peer.envelope.timestamps import parse_timestamp
 from trisa_peer.envelope.validate import payload_problem
+from trisa_peer.errors import ConfigurationError
 from trisa_peer.handshake import PeerAuthenticator, VerifiedPeer
-from trisa_peer.network import cast
-from trisa_peer.network.cast import (
+from trisa_peer.network.handler import Accept, Incoming, Pending, Reject
+from trisa_peer.testing import cast
+from trisa_peer.testing.cast import (
     ALICE,
     BOB,
     BOOK,
@@ -40,8 +42,7 @@ from trisa_peer.network.cast import (
     natural_person,
     wallet_address,
 )
-from trisa_peer.network.handler import Accept, Incoming, Pending, Reject
-from trisa_peer.network.policies import (
+from trisa_peer.testing.policies import (
     beneficiary_handler,
     build_payload,
     expected_code,
@@ -49,6 +50,7 @@ from trisa_peer.network.policies import (
     is_complete_beneficiary,
     originator_payload,
     repair_payload,
+    rvasp_handler,
 )
 from trisa_peer.verify import ChainVerifier
 
@@ -590,3 +592,22 @@ def test_expected_outcome_table() -> None:
         ("SendError", "AsyncRepair"): "reject",
         ("SendError", "AsyncReject"): "reject",
     }
+
+
+def test_rvasp_handler_answers_for_a_vasp_of_the_cast() -> None:
+    """``serve --policy rvasp`` on Bob's name: Bob's wallet rules (a SyncRepair wallet
+    accepts a full payload)."""
+    handle = rvasp_handler(BOB.common_name)
+    sender = first_with(ALICE, op="SendFull")
+    receiver = first_with(BOB, bp="SyncRepair")
+    payload = originator_payload(sender, receiver, sent_at=SENT_AT)
+    assert isinstance(handle(incoming(payload)), Accept)
+
+
+def test_rvasp_handler_refuses_a_name_outside_the_cast_in_one_line() -> None:
+    with pytest.raises(ConfigurationError) as err:
+        rvasp_handler("carol.vasp.test")
+    message = str(err.value)
+    assert "\n" not in message
+    assert "only for the demo's robot VASPs" in message and "'carol.vasp.test'" in message
+    assert "use review, accept or reject" in message

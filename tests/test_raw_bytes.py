@@ -29,12 +29,12 @@ from trisa_peer.directory.store import SQLiteStore
 from trisa_peer.envelope import open_envelope, seal
 from trisa_peer.errors import PeerNotRegisteredError
 from trisa_peer.logtext import RefusalLimiter
-from trisa_peer.network.cast import BOOK
 from trisa_peer.network.handler import Accept
 from trisa_peer.network.node import TrisaNode
-from trisa_peer.network.policies import originator_payload
 from trisa_peer.network.service import MAX_ENVELOPE_PAYLOAD
 from trisa_peer.network.store import TransferStore
+from trisa_peer.testing.cast import BOOK
+from trisa_peer.testing.policies import originator_payload
 from trisa_peer.transport.identity import Material
 from trisa_peer.transport.material import StaticMaterial
 from trisa_peer.transport.server import ENVELOPE_HEADROOM, MAX_REQUEST_BYTES

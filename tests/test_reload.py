@@ -366,8 +366,8 @@ def rotated(material: Any) -> threading.Event:
 
 
 def transfer_payload() -> api_pb2.Payload:
-    from trisa_peer.network.cast import BOOK
-    from trisa_peer.network.policies import originator_payload
+    from trisa_peer.testing.cast import BOOK
+    from trisa_peer.testing.policies import originator_payload
 
     return originator_payload(BOOK.wallets_of("bob.vasp.test")[0],
                               BOOK.wallets_of("alice.vasp.test")[1], sent_at=datetime.now(UTC))

@@ -47,6 +47,7 @@ import json
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
 from collections.abc import Iterator
@@ -245,6 +246,24 @@ def _record_doc(record: PeerRecord) -> dict[str, Any]:
 # --------------------------------------------------------------------------- server
 
 
+def _client_flags(args: argparse.Namespace, host: str, port: int, tls_name: str) -> str:
+    """The options a client needs to reach this directory (for the verification
+    email's command): its address and TLS choice. A wildcard listener is named by this
+    machine's host name."""
+    if tls_name:
+        name = tls_name
+    elif host in ("", "0.0.0.0", "::"):  # a wildcard listener has no name of its own
+        name = socket.getfqdn()
+    else:
+        name = host
+    endpoint = f"[{name}]:{port}" if ":" in name else f"{name}:{port}"
+    if args.insecure:
+        return f"--directory {endpoint} --directory-insecure"
+    if tls_name:
+        return f"--directory {endpoint} --directory-ca {Path(args.ca_dir).resolve() / 'root.pem'}"
+    return f"--directory {endpoint}"
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     from ..directory.server import DirectoryServer, is_loopback
 
@@ -289,6 +308,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         except BaseException:
             directory.close()
             raise
+    server.directory.client_flags = _client_flags(args, host, port, tls_name)
     stop = threading.Event()
 
     def _on_signal(signum: int, frame: Any) -> None:

@@ -27,6 +27,7 @@ from collections.abc import Callable, Sequence
 
 from ..errors import TrisaPeerError, UsageError
 from .options import finish
+from .placeholders import refuse_placeholders
 
 __all__ = ["run"]
 
@@ -63,6 +64,7 @@ def run(
     )
     usage_parser = getattr(args, "command_parser", parser)
     try:
+        refuse_placeholders(sys.argv[1:] if argv is None else argv)  # README's VASP_ID...
         finish(args, parser.prog)  # old spellings, defaults, required options
         usage_parser = parser
         if check is not None:

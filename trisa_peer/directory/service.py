@@ -123,9 +123,15 @@ class Directory:
         self.admin_email = admin_email or f"admin@{directory_id}"
         self.maintenance = maintenance
         self._clock: Clock = clock or utcnow
+        #: how ``trisa-peer`` reaches this directory (``--directory HOST:PORT`` and its
+        #: TLS option), put into the verification email's command; set by ``gds serve``
+        self.client_flags = ""
 
     def now(self) -> str:
         return rfc3339(self._clock())
+
+    def _flags(self) -> str:
+        return f" {self.client_flags}" if self.client_flags else ""
 
     def close(self) -> None:
         """Close the store; the directory is unusable afterwards."""
@@ -299,7 +305,8 @@ class Directory:
                 SUBJECT_VERIFY,
                 f"Please verify your email address for the TRISA registration of "
                 f"{common_name}.\n\nVASP: {vasp.id}\nToken: {tok.token}\n\n"
-                f"trisa-peer gds verify-contact --id {vasp.id} --token {tok.token}\n",
+                f"trisa-peer gds verify-contact{self._flags()} --id {vasp.id} "
+                f"--token {tok.token}\n",
                 "verify_contact",
             )
             for tok in tokens

@@ -1,1 +1,1 @@
-"""The Travel Rule exchange (step 8): TRISANetwork service, handlers, policies, transfers."""
+"""The Travel Rule exchange (step 8): TRISANetwork service, handlers, transfers."""

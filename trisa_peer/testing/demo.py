@@ -26,12 +26,12 @@ from pathlib import Path
 from .._pb.trisa.api.v1beta1 import errors_pb2
 from ..errors import HandshakeError, TrisaPeerError
 from ..handshake import HandshakeTrace
-from ..network.cast import BOOK, OriginatorPolicy, Wallet
 from ..network.handler import Reject
 from ..network.node import TransferResult
-from ..network.policies import expected_outcome, originator_payload
 from ..steps import HandshakeStep
+from .cast import BOOK, OriginatorPolicy, Wallet
 from .network import SimNode, SimulatedNetwork
+from .policies import expected_outcome, originator_payload
 
 __all__ = ["Scenario", "run_demo"]
 

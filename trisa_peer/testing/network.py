@@ -18,6 +18,7 @@ on the Internet while all traffic stays on loopback.
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 import socket
 import tempfile
@@ -38,16 +39,26 @@ from ..directory.issuance import certificate_zip, open_zip
 from ..directory.server import DirectoryServer
 from ..directory.store import SQLiteStore
 from ..errors import ConfigurationError
-from ..network.cast import ALICE, BOB, BOOK, CHARLIE, EVIL, MALLORY, VaspProfile
 from ..network.handler import Handler
 from ..network.node import TrisaNode
-from ..network.policies import beneficiary_handler
 from ..network.store import TransferStore
 from ..sectigo.client import SectigoClient
 from ..sectigo.emulator import SectigoEmulator
 from ..transport.identity import Material
 from ..transport.server import StaticMaterial
 from ..trust import TrustPool
+from .cast import (
+    ALICE,
+    BOB,
+    BOOK,
+    CHARLIE,
+    EVIL,
+    MALLORY,
+    PostalAddress,
+    VaspProfile,
+    lei_with_check_digits,
+)
+from .policies import beneficiary_handler
 
 __all__ = ["SimNode", "SimulatedNetwork", "free_port"]
 
@@ -232,7 +243,9 @@ class SimulatedNetwork:
     def directory_client(self) -> DirectoryClient:
         return DirectoryClient(self.directory_endpoint, insecure=True, timeout=5, cache_ttl=30)
 
-    def _node(self, identity: Identity, port: int, common_name: str) -> TrisaNode:
+    def _node(
+        self, identity: Identity, port: int, common_name: str, handler: Handler | None = None
+    ) -> TrisaNode:
         material = StaticMaterial(Material(identity, self.pool, None, 1))
         directory = self.directory_client()
         self._stoppers.append(directory.close)
@@ -240,7 +253,7 @@ class SimulatedNetwork:
             material,
             directory,
             store=TransferStore(self.workdir / f"{common_name}-{port}.db"),
-            handler=self.handler_factory(common_name),
+            handler=handler if handler is not None else self.handler_factory(common_name),
             listen=f"127.0.0.1:{port}",
             resolve=self.resolve,
             timeout=10,
@@ -254,14 +267,45 @@ class SimulatedNetwork:
         port: int,
         vasp_id: str = "",
         pkcs12password: str = "",
+        handler: Handler | None = None,
     ) -> SimNode:
-        node = self._node(identity, port, profile.common_name)
+        node = self._node(identity, port, profile.common_name, handler)
         node.start()
         self._stoppers.append(node.stop)
-        name = profile.common_name.split(".", 1)[0]
+        name = _short_name(profile.common_name)
         sim = SimNode(name, profile, identity, node, port, vasp_id, pkcs12password)
         self.nodes[name] = sim
         return sim
+
+    def join(
+        self, common_name: str, handler: Handler, *, profile: VaspProfile | None = None
+    ) -> SimNode:
+        """Register ``common_name`` and start its node with ``handler``: your own VASP.
+
+        The VASP goes through the same flow as the cast (register, contact
+        verification, review, issuance through the Sectigo-compatible service), gets a
+        node on 127.0.0.1 that every other node can dial by name, and is then
+        ``network.<first label>`` (``carol.vasp.test`` -> ``network.carol``).
+        ``profile`` is its IVMS101 identity; by default an invented one named after
+        the first label. Raises :class:`~trisa_peer.errors.ConfigurationError` if the
+        network is not started or the name (or its first label) is taken; the
+        directory refuses a name that is not a valid TRISA common name.
+        """
+        if not hasattr(self, "directory_endpoint"):
+            raise ConfigurationError("start the simulated network before joining it")
+        name = _short_name(common_name)
+        taken = {n.common_name for n in self.nodes.values()}
+        if common_name in taken or name in self.nodes or BOOK.has_vasp(common_name):
+            raise ConfigurationError(f"{common_name!r} is already a VASP of this network")
+        profile = profile or _invented_profile(common_name)
+        if profile.common_name != common_name:
+            raise ConfigurationError(
+                f"the profile is {profile.common_name!r}, not {common_name!r}")
+        port = free_port()
+        self.progress(f"registering {common_name}: register, verify contact, review, issue")
+        identity, vasp_id, pkcs12 = self._register(profile, port)
+        self.resolve[f"{common_name}:{port}"] = f"127.0.0.1:{port}"
+        return self._add_node(profile, identity, port, vasp_id, pkcs12, handler)
 
     def __getattr__(self, name: str) -> SimNode:
         nodes = self.__dict__.get("nodes", {})
@@ -301,3 +345,22 @@ class SimulatedNetwork:
                 return state
             time.sleep(0.02)
         return state
+
+
+def _short_name(common_name: str) -> str:
+    """``carol.vasp.test`` -> ``carol``: the attribute a node is reached by."""
+    return common_name.split(".", 1)[0]
+
+
+def _invented_profile(common_name: str) -> VaspProfile:
+    """An IVMS101 identity for a VASP the cast does not know (all invented, valid LEI)."""
+    label = _short_name(common_name)
+    stem = hashlib.sha256(common_name.encode()).hexdigest()[:14].upper()
+    return VaspProfile(
+        common_name=common_name,
+        legal_name=f"{label.capitalize()} VASP Ltd",
+        short_name=f"{label.capitalize()} VASP",
+        country="GB",
+        lei=lei_with_check_digits(f"9845{stem}"),
+        address=PostalAddress("High Street", "1", "EC1A 1BB", "London", "GB"),
+    )

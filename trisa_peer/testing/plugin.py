@@ -7,13 +7,20 @@ on 127.0.0.1 -- a CA, the Sectigo-compatible service, a directory, and the nodes
 (foreign CA) -- and stops it at the end::
 
     def test_alice_pays_bob(trisa_network):
-        from trisa_peer.network.cast import BOOK
-        from trisa_peer.network.policies import originator_payload
+        from trisa_peer.testing.cast import BOOK
+        from trisa_peer.testing.policies import originator_payload
         alice, bob = trisa_network.alice, trisa_network.bob
         payload = originator_payload(BOOK.wallets_of(alice.common_name)[1],
                                      BOOK.wallets_of(bob.common_name)[0], sent_at=now)
         result = alice.send(bob.common_name, payload)
         assert result.state == "accepted"
+
+Your own VASP joins with its own handler (registered through the same flow, once per
+session: the network is shared)::
+
+    @pytest.fixture(scope="session")
+    def carol(trisa_network):
+        return trisa_network.join("carol.vasp.test", handler=my_handler)
 
 Imports are deferred so that sessions which do not use the fixture pay nothing.
 """

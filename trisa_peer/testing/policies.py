@@ -5,9 +5,10 @@ Originator side: :func:`build_payload` makes a ``trisa.api.v1beta1.Payload`` (IV
 ``IdentityPayload`` + generic ``Transaction``), and :func:`originator_payload` applies
 the sending wallet's :class:`~.cast.OriginatorPolicy`.
 
-Beneficiary side: :func:`beneficiary_handler` is a :data:`~.handler.Handler` applying
-the receiving wallet's :class:`~.cast.BeneficiaryPolicy`. Checks, in order, and the
-rejection each returns (``retry`` follows Go's ``Errorf``: true for codes >= 150):
+Beneficiary side: :func:`beneficiary_handler` is a
+:data:`~trisa_peer.network.handler.Handler` applying the receiving wallet's
+:class:`~.cast.BeneficiaryPolicy`. Checks, in order, and the rejection each returns
+(``retry`` follows Go's ``Errorf``: true for codes >= 150):
 
 =====================================================  ==========================  =====
 check                                                  code                        retry
@@ -32,9 +33,13 @@ only as a legal person counts as incomplete (the cast's customers are all people
 
 The handler is stateless. Envelopes in a follow-up state (ACCEPTED, COMPLETED: the
 second round of the async workflow, after the callback) pass the same checks and are
-then echoed with :class:`~.handler.Accept` without re-running the async policy; for an
-AsyncReject wallet they are refused with REJECTED, and an incomplete beneficiary gets
-INCOMPLETE_IDENTITY. Tracking which envelopes were accepted is the node's business.
+then echoed with :class:`~trisa_peer.network.handler.Accept` without re-running the
+async policy; for an AsyncReject wallet they are refused with REJECTED, and an
+incomplete beneficiary gets INCOMPLETE_IDENTITY. Tracking which envelopes were
+accepted is the node's business.
+
+This is test material (the demo's and the ``trisa_network`` fixture's default): the
+production node imports it only for ``serve --policy rvasp`` (:func:`rvasp_handler`).
 
 Nothing here logs, and no rejection message contains payload contents (names,
 addresses, amounts): only field names and policy names.
@@ -56,6 +61,8 @@ from .._pb.ivms101 import enum_pb2, identity_pb2
 from .._pb.trisa.api.v1beta1 import api_pb2, errors_pb2
 from .._pb.trisa.data.generic.v1beta1 import transaction_pb2
 from ..envelope.timestamps import Clock, format_timestamp, utcnow
+from ..errors import ConfigurationError
+from ..network.handler import Accept, Handler, Incoming, Outcome, Pending, Reject
 from .cast import (
     BOOK,
     BeneficiaryPolicy,
@@ -65,7 +72,6 @@ from .cast import (
     WalletBook,
     natural_person,
 )
-from .handler import Accept, Handler, Incoming, Outcome, Pending, Reject
 
 __all__ = [
     "DEFAULT_AMOUNT",
@@ -76,6 +82,7 @@ __all__ = [
     "is_complete_beneficiary",
     "originator_payload",
     "repair_payload",
+    "rvasp_handler",
 ]
 
 #: The amount :func:`originator_payload` sends unless told otherwise (as in the
@@ -347,7 +354,7 @@ def beneficiary_handler(
     window: timedelta = timedelta(minutes=60),
     clock: Clock = utcnow,
 ) -> Handler:
-    """The :data:`~.handler.Handler` of the simulated VASP ``own_cn`` (see module doc).
+    """The handler (``Incoming -> Outcome``) of the simulated VASP ``own_cn`` (module doc).
 
     ``async_delay`` is when AsyncRepair/AsyncReject callbacks become due,
     ``window`` the reply window of the Pending; ``clock`` stamps ``received_at`` on
@@ -444,3 +451,18 @@ def beneficiary_handler(
         return pending(f"{own.legal_name} flagged the transfer for compliance review", reject_async)
 
     return handle
+
+
+def rvasp_handler(common_name: str, book: WalletBook = BOOK) -> Handler:
+    """``serve --policy rvasp``: the :func:`beneficiary_handler` of ``common_name``.
+
+    Raises :class:`~trisa_peer.errors.ConfigurationError` (one line naming the cast) if
+    ``common_name`` is not a VASP of ``book``: the robot-VASP rules know only the
+    demo's wallets, so any other node must choose review, accept or reject.
+    """
+    if not book.has_vasp(common_name):
+        names = ", ".join(sorted(v.common_name for v in book.vasps))
+        raise ConfigurationError(
+            f"--policy rvasp answers only for the demo's robot VASPs ({names}), "
+            f"not {common_name!r}: use review, accept or reject")
+    return beneficiary_handler(book, common_name)
