@@ -50,12 +50,13 @@ _SERVE_TYPES: dict[str, Any] = {
     "peer_burst": count, "peer_concurrency": count,
     "handshake_timeout": seconds_flag("handshake timeout", allow_zero=False),
     "idle_timeout": seconds_flag("idle timeout", allow_zero=True),
+    "workers": positive_int,
 }
 _SERVE_DEFAULTS: dict[str, Any] = {
     "timestamp_window": DEFAULT_TIMESTAMP_WINDOW.total_seconds(),
     "keep_rejections": DEFAULT_KEEP_REJECTIONS.days, "max_rejections": DEFAULT_MAX_REJECTIONS,
     "grace": DEFAULT_GRACE, "max_directory_lookups": DEFAULT_MAX_LOOKUPS, "peer_rate": 0.0,
-    "peer_burst": 0, "peer_concurrency": 0,
+    "peer_burst": 0, "peer_concurrency": 0, "workers": 1,
 }
 _SERVE_OPTIONS = [*_SERVE_TYPES, "deny_list"]
 
@@ -87,6 +88,9 @@ def register(sub: Any) -> None:
                        help="keep records of refused envelopes this long (default 30)")
     serve.add_argument("--max-rejections", metavar="N", type=count,
                        help="keep at most N records of refused envelopes (default 10000)")
+    serve.add_argument("--workers", metavar="N", type=positive_int,
+                       help="run N server processes on the port, sharing --db (default 1; "
+                       "see 'Deployment' in docs/deployment.md)")
     _add_control_args(serve)
     serve.set_defaults(func=_serve)
 
@@ -272,7 +276,8 @@ def _controls(args: argparse.Namespace) -> Any:
     )
 
 
-def _node(args: argparse.Namespace, *, listen: str, policy: str, controls: Any = None) -> Any:
+def _node(args: argparse.Namespace, *, listen: str, policy: str, controls: Any = None,
+          **node_kw: Any) -> Any:
     from ..network.node import TrisaNode
     from ..network.store import TransferStore
 
@@ -297,6 +302,7 @@ def _node(args: argparse.Namespace, *, listen: str, policy: str, controls: Any =
         idle_timeout=getattr(args, "idle_timeout", None),
         **window,
         controls=controls,
+        **node_kw,
     )
 
 
@@ -340,9 +346,39 @@ def _serve(args: argparse.Namespace) -> int:
     # One line per accept/reject decision is part of what an operator runs this for.
     logging.getLogger("trisa_peer").setLevel(logging.INFO if not args.verbose else logging.DEBUG)
     files = raise_open_files_limit()  # what an attacker's idle connections would exhaust
+    if args.workers > 1:
+        return _supervise(args, files)
+    return _serve_one(args, files)
+
+
+def _supervise(args: argparse.Namespace, files: str) -> int:
+    """``--workers N``: N forked workers on one port and one store (supervisor.py)."""
+    from ..network.node import WORKER_DECISION_HOLD
+    from ..supervisor import WorkerContext, supervise
+
+    if not args.db:
+        raise UsageError("--workers needs --db: the workers share one transfer store")
+    fresh_db = not Path(args.db).exists()
+
+    def run(worker: WorkerContext) -> int:
+        return _serve_one(args, files, worker=worker, pending_loop=worker.runs_pending,
+                          decision_hold=WORKER_DECISION_HOLD)
+
+    def start_failed() -> None:  # leave nothing behind from a start that failed
+        if fresh_db:
+            for suffix in ("", "-wal", "-shm"):
+                Path(f"{args.db}{suffix}").unlink(missing_ok=True)
+
+    return supervise(workers=args.workers, listen=args.listen, run=run,
+                     start_failed=start_failed)
+
+
+def _serve_one(args: argparse.Namespace, files: str, *, worker: Any = None,
+               **node_kw: Any) -> int:
+    listen = worker.listen if worker is not None else args.listen
     fresh_db = bool(args.db) and not Path(args.db).exists()
-    node = _node(args, listen=args.listen, policy=args.policy or DEFAULT_POLICY,
-                 controls=_controls(args))
+    node = _node(args, listen=listen, policy=args.policy or DEFAULT_POLICY,
+                 controls=_controls(args), **node_kw)
     try:
         port = node.start()
     except TrisaPeerError:
@@ -366,6 +402,8 @@ def _serve(args: argparse.Namespace) -> int:
     if deny is not None:  # SIGHUP: re-read the deny-list now
         signal.signal(signal.SIGHUP, lambda *_: deny.reload())
     _warn_if_directory_unreachable(node.directory, args.directory)
+    if worker is not None:
+        worker.ready(port)
     stop.wait()
     node.stop(grace=5.0)
     node.close()

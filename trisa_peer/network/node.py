@@ -61,6 +61,11 @@ __all__ = ["TransferError", "TransferResult", "TrisaNode"]
 
 log = logging.getLogger("trisa_peer.network")
 
+#: ``decision_hold`` of the pending worker of ``serve --workers N`` (seconds): longer
+#: than another worker's callback can take to deliver a decision it just recorded
+#: (directory look-up, handshake and a transfer, each bounded by ``timeout``, 10 s).
+WORKER_DECISION_HOLD = 30.0
+
 TS = api_pb2.TransferState
 Code = errors_pb2.Error
 
@@ -116,6 +121,8 @@ class TrisaNode:
         controls: PeerControls | None = None,
         refusal_log_interval: float = REFUSAL_LOG_INTERVAL,
         pending_interval: float = 1.0,
+        pending_loop: bool = True,
+        decision_hold: float = 0.0,
     ) -> None:
         self.material = material
         self.directory = directory
@@ -146,6 +153,13 @@ class TrisaNode:
         #: Resolve hooks of pending transfers, by the name ``Pending(resolver=...)`` gives.
         self.resolvers: dict[str, Resolver] = {}
         self.pending_interval = pending_interval
+        #: False: this process does not run the pending loop (another worker of the
+        #: same store does; see :mod:`trisa_peer.supervisor`).
+        self.pending_loop = pending_loop
+        #: The loop leaves a decision recorded less than this many seconds ago to the
+        #: process whose callback recorded it (0: a single process, where the
+        #: delivery lock already orders them).
+        self.decision_hold = decision_hold
         self._pending_stop = threading.Event()
         self._pending_thread: threading.Thread | None = None
         self._deliver_lock = threading.RLock()
@@ -183,6 +197,8 @@ class TrisaNode:
     def start(self) -> int:
         port = self.server.start()
         self._pending_stop.clear()
+        if not self.pending_loop:
+            return port
         self._pending_thread = threading.Thread(
             target=self._pending_loop, name="trisa-pending", daemon=True)
         self._pending_thread.start()
@@ -426,7 +442,14 @@ class TrisaNode:
 
     def pending_tick(self) -> None:
         """One pass over pending transfers: expire those past their deadline, ask
-        resolvers, deliver recorded decisions. Run every ``pending_interval`` seconds."""
+        resolvers, deliver recorded decisions. Run every ``pending_interval`` seconds.
+
+        Safe in one process per store at a time (the ``--workers`` supervisor runs it
+        in one worker): deliveries and expiries are ordered by a process-local lock
+        and a re-read of the row. A decision recorded by another process's callback is
+        left to it for ``decision_hold`` seconds; after that, the row still pending
+        means that delivery failed (or its process died), and this loop delivers it:
+        the bytes that process stored, if it got as far as sealing them."""
         now = self.clock()
         for row in self.store.pending():
             if self._pending_stop.is_set():
@@ -437,9 +460,21 @@ class TrisaNode:
                 continue
             if row.direction != "incoming":
                 continue  # we originated it: the beneficiary decides
+            if row.resolution and self._held(row, now):
+                continue
             decision = self._decision(row, deadline)
             if decision is not None:
                 self._deliver(row, decision)
+
+    def _held(self, row: StoredEnvelope, now: datetime) -> bool:
+        """The row's decision was recorded less than ``decision_hold`` seconds ago."""
+        if self.decision_hold <= 0:
+            return False
+        try:
+            recorded = _parse_stored(row.updated_at)
+        except ValueError:
+            return False
+        return now - recorded < timedelta(seconds=self.decision_hold)
 
     def _open_request(self, row: StoredEnvelope) -> api_pb2.Payload:
         envelope = api_pb2.SecureEnvelope.FromString(row.envelope)
