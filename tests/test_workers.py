@@ -294,6 +294,24 @@ def test_gds_serve_with_two_workers(tmp_path: Path) -> None:
             gds.finish()
 
 
+def test_worker_counts_are_checked(trisa_peer_cli: Callable[..., Any], tmp_path: Path,
+                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Refused before anything forks or binds: 0, too many, not a number."""
+    base = ["serve", "--listen", "127.0.0.1:0", "--db", str(tmp_path / "bob.db"),
+            "--cert", str(PKI / "bob.pem"), "--key", str(PKI / "bob.key"),
+            "--trust", str(PKI / "trust.pem"), "--directory", "127.0.0.1:1",
+            "--directory-insecure"]
+    zero = trisa_peer_cli(*base, "--workers", "0")
+    assert zero.returncode == 2 and "must be positive: '0'" in zero.stderr
+    many = trisa_peer_cli(*base, "--workers", "65")
+    assert many.returncode == 1 and "--workers must be 1 to 64, not 65" in many.stderr
+    assert many.stderr.count("\n") == 1
+    monkeypatch.setenv("TRISA_PEER_WORKERS", "two")
+    named = trisa_peer_cli(*base)
+    assert named.returncode == 1 and "TRISA_PEER_WORKERS" in named.stderr
+    assert not (tmp_path / "bob.db").exists()
+
+
 # --------------------------------------------- the supervisor on a tiny worker
 
 _TINY = textwrap.dedent("""
@@ -364,8 +382,7 @@ def test_sighup_reaches_every_worker(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_sigterm_during_a_clean_run_exits_0_and_sigkill_of_the_supervisor_stops_workers(
-        tmp_path: Path) -> None:
+def test_workers_stop_when_the_supervisor_is_killed(tmp_path: Path) -> None:
     sup = _tiny(tmp_path, "plain")
     pids = _worker_pids(sup)
     sup.proc.kill()  # the supervisor dies without a word: the kernel stops its workers
