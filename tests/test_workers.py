@@ -205,6 +205,8 @@ def test_two_workers_share_one_port_and_one_store_and_stop_on_sigterm(site: Site
     assert _worker_pids(bob) == pids and "exited unexpectedly" not in bob.stderr
     assert bob.stop() == 0
     assert "SIGTERM: stopping 2 worker(s)" in bob.stderr
+    for index, pid in pids.items():  # one line per worker exit
+        assert f"worker {index} (pid {pid}) stopped (exit status 0)" in bob.stderr
     assert all(_gone(pid) for pid in pids.values())
     assert "Traceback" not in bob.stderr
 

@@ -65,7 +65,9 @@ Restarts
     worker's one-line error.
 
 What is logged: one line on stderr per worker start (``worker I (pid P) serving on
-port N``) and exit, one line when all workers serve (stdout), one per signal passed.
+port N``) and per exit (``exited unexpectedly (killed by SIGKILL); restarting in 0.5 s``
+or, when stopping, ``stopped (exit status 0)``), one line on stdout when all workers
+serve, one per signal passed on.
 """
 
 from __future__ import annotations
@@ -191,6 +193,7 @@ class _Supervisor:
         self.workers = [_Worker(i) for i in range(workers)]
         self.signals: list[int] = []
         self.pid = os.getpid()
+        self.wake: tuple[int, ...] = ()
 
     # ------------------------------------------------------------ output
 
@@ -207,7 +210,7 @@ class _Supervisor:
         if pid == 0:  # the worker: never returns
             os.close(read_fd)
             _child(worker.index, self.listen, write_fd, self.run, self.reservation,
-                   self.pid, [w.pipe for w in self.workers if w.pipe >= 0])
+                   self.pid, [*self.wake, *(w.pipe for w in self.workers if w.pipe >= 0)])
         os.close(write_fd)
         os.set_blocking(read_fd, False)
         worker.pid, worker.pipe, worker.started = pid, read_fd, time.monotonic()
@@ -275,11 +278,10 @@ class _Supervisor:
         killed = False
         while any(w.alive for w in self.workers):
             for worker, status in self.reap():
-                ok = os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
-                if not ok:
+                if not (os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0):
                     clean = False
-                    self.say(f"worker {worker.index} (pid {worker.pid}) stopped: "
-                             f"{_exit_text(status)}")
+                self.say(f"worker {worker.index} (pid {worker.pid}) stopped "
+                         f"({_exit_text(status)})")
             if not killed and time.monotonic() > deadline:
                 killed = True
                 clean = False
@@ -298,6 +300,7 @@ class _Supervisor:
 
     def main(self) -> int:
         wake_r, wake_w = os.pipe()
+        self.wake = (wake_r, wake_w)
         os.set_blocking(wake_r, False)
         os.set_blocking(wake_w, False)
         handled = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD)
@@ -423,7 +426,7 @@ def _child(index: int, listen: str, ready_fd: int, run: Callable[[WorkerContext]
         signal.signal(signal.SIGINT, signal.default_int_handler)
         signal.signal(signal.SIGHUP, signal.SIG_IGN)  # a worker with a reload sets its own
         reservation.close()
-        for fd in inherited:  # the other workers' ready pipes
+        for fd in inherited:  # the supervisor's wake-up pipe, the others' ready pipes
             with contextlib.suppress(OSError):
                 os.close(fd)
         _die_with(parent)
