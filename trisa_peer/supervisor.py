@@ -37,10 +37,15 @@ Per process (each worker has its own, nothing is coordinated between workers)
     - log lines: each worker's lines carry ``[worker I pid P]``.
 
 Shared
-    - the port (above) and the store (``--db``: SQLite in WAL mode today; the workers
-      rely only on what the store guarantees to concurrent writers: the unique index
-      and claims dedupe the same envelope arriving at two workers, nothing here is
-      SQLite-specific). ``serve --workers`` refuses to run without ``--db``;
+    - the port (above) and the store (``--db``: SQLite in WAL mode today; nothing
+      here is SQLite-specific). ``serve --workers`` refuses to run without ``--db``.
+      A retry of an answered envelope is answered from the store by any worker. Known
+      limit of today's store: a claim in progress in one worker looks abandoned to
+      another (the store has no claim lease yet, issue 13 section 2), so the *same*
+      envelope arriving at two workers at the same moment can run the handler twice
+      and store two replies (measured: 1 round in 20 of 6 simultaneous copies); in one
+      process a lock orders them. The handler's idempotency key (issue 8) still
+      applies: at-least-once, not exactly-once, until the store leases claims;
     - the pending-resolution loop (deliveries of recorded decisions, expiries) runs in
       worker 0 only (``WorkerContext.runs_pending``), and again in its replacement when
       it dies; it leaves a decision recorded less than
