@@ -27,7 +27,7 @@ from trisa_peer.directory.server import DirectoryServer
 from trisa_peer.directory.store import SQLiteStore
 from trisa_peer.errors import TrisaPeerError
 from trisa_peer.network.handler import Accept, Pending
-from trisa_peer.network.node import TrisaNode
+from trisa_peer.network.node import CALLBACK_MARK, TrisaNode
 from trisa_peer.network.store import TransferStore
 from trisa_peer.testing.network import free_port
 from trisa_peer.transport.identity import Material
@@ -120,8 +120,8 @@ class Site:
         self.tmp = tmp
         self.gds = DirectoryServer(SQLiteStore(tmp / "gds.db"), listen="127.0.0.1:0")
         self.gds.start()
-        self.port = free_port()
-        for name, port in (("bob", self.port), ("alice", free_port())):
+        self.port, self.alice_port = free_port(), free_port()
+        for name, port in (("bob", self.port), ("alice", self.alice_port)):
             ident = identity(name)
             self.gds.directory.add(common_name=ident.common_name,
                                    endpoint=f"{ident.common_name}:{port}",
@@ -131,17 +131,20 @@ class Site:
         self.alice = TrisaNode(
             StaticMaterial(Material(identity("alice"), pool(), None, 1)), self.directory,
             store=TransferStore(tmp / "alice.db"), handler=lambda _i: Accept(),
+            listen=f"127.0.0.1:{self.alice_port}",
             resolve={f"{BOB}:{self.port}": f"127.0.0.1:{self.port}"}, timeout=10)
 
-    def bob_args(self, *extra: str, cert: str = "bob") -> list[str]:
+    def bob_args(self, *extra: str, cert: str = "bob", policy: str = "accept") -> list[str]:
         return [sys.executable, "-m", "trisa_peer", "serve",
-                "--listen", f"127.0.0.1:{self.port}", "--policy", "accept",
+                "--listen", f"127.0.0.1:{self.port}", "--policy", policy,
+                "--resolve", f"alice.vasp.test:{self.alice_port}:127.0.0.1",
                 "--cert", str(PKI / f"{cert}.pem"), "--key", str(PKI / "bob.key"),
                 "--trust", str(PKI / "trust.pem"), "--directory", self.gds.endpoint,
                 "--directory-insecure", *extra]
 
-    def serve(self, *extra: str, ready: str = r"2 workers serving on") -> Proc:
-        proc = Proc(self.bob_args(*extra))
+    def serve(self, *extra: str, ready: str = r"2 workers serving on",
+              policy: str = "accept") -> Proc:
+        proc = Proc(self.bob_args(*extra, policy=policy))
         self.procs.append(proc)
         proc.wait_for(ready)
         return proc
@@ -218,6 +221,24 @@ def test_one_worker_is_the_default_and_answers_alone(site: Site) -> None:
     assert [site.send() for _ in range(6)] == ["accepted"] * 6
     assert bob.stop() == 0
     assert "[worker" not in bob.stderr and "workers serving" not in "".join(bob.out)
+
+
+@pytest.mark.slow
+def test_an_operators_decision_is_delivered_by_worker_0_alone(
+        site: Site, trisa_peer_cli: Callable[..., Any]) -> None:
+    """The pending loop runs in worker 0 only; a decision recorded with ``transfers
+    resolve`` is delivered at its next pass (an operator's decision is not held)."""
+    site.alice.start()
+    db = site.tmp / "bob.db"
+    bob = site.serve("--workers", "2", "--db", str(db), policy="review")
+    assert site.send() == "pending"
+    eid = site.alice.store.summaries(limit=1)[0].envelope_id
+    resolved = trisa_peer_cli("transfers", "resolve", eid, "--db", str(db), "--accept")
+    assert resolved.returncode == 0, resolved.stderr
+    assert _wait(lambda: site.alice.store.initiated(eid).state == "accepted")
+    delivered = [line for line in list(bob.err) if "callback delivered" in line]
+    assert len(delivered) == 1 and "[worker 0 pid" in delivered[0]
+    assert bob.stop() == 0
 
 
 @pytest.mark.slow
@@ -395,10 +416,12 @@ def test_workers_stop_when_the_supervisor_is_killed(tmp_path: Path) -> None:
 # --------------------------------------------- the pending loop in one worker
 
 
-def test_pending_loop_leaves_a_fresh_decision_to_its_recorder(net: Any, tmp_path: Any) -> None:
-    """A worker that does not run the loop starts none; the loop's worker leaves a
-    decision recorded moments ago (another worker's callback delivering it) alone
-    while ``decision_hold`` lasts, and delivers it once the hold is over."""
+def test_pending_loop_leaves_a_fresh_callback_decision_to_its_recorder(
+        net: Any, tmp_path: Any) -> None:
+    """A worker that does not run the loop starts none. The loop's worker leaves a
+    decision that a callback recorded moments ago (another worker's, delivering it)
+    alone while ``decision_hold`` lasts, and delivers it once the hold is over; an
+    operator's decision (``transfers resolve``) is delivered at once."""
     sim = net.nodes["bob"]
     sim.node.stop()
     node = TrisaNode(sim.node.material, net.directory_client(),
@@ -409,17 +432,23 @@ def test_pending_loop_leaves_a_fresh_decision_to_its_recorder(net: Any, tmp_path
         _start_when_port_free(node)
         assert node._pending_thread is None  # this worker runs no pending loop
         net.alice.node.connector.forget(BOB)
-        result = net.alice.send(BOB, payload_for("alice.vasp.test", BOB))
-        assert result.state == "pending"
-        row = node.store.latest_request(net.alice.common_name, result.envelope_id)
-        assert node.store.set_resolution(row.seq, "accept")
-        node.pending_tick()  # held: recorded just now
-        assert node.store.get(row.seq).state == "pending"
-        assert net.alice.node.store.initiated(result.envelope_id).state == "pending"
+        rows = []
+        for decision in (CALLBACK_MARK + "accept", "accept"):
+            result = net.alice.send(BOB, payload_for("alice.vasp.test", BOB))
+            assert result.state == "pending"
+            row = node.store.latest_request(net.alice.common_name, result.envelope_id)
+            assert node.store.set_resolution(row.seq, decision)
+            rows.append((row.seq, result.envelope_id))
+        (held, held_id), (operator, operator_id) = rows
+        node.pending_tick()
+        assert node.store.get(held).state == "pending"  # held: recorded just now
+        assert net.alice.node.store.initiated(held_id).state == "pending"
+        assert node.store.get(operator).state == "accepted"  # the twin: not held
+        assert net.alice.node.store.initiated(operator_id).state == "accepted"
         node.decision_hold = 0.0  # the hold is over
         node.pending_tick()
-        assert node.store.get(row.seq).state == "accepted"
-        assert net.alice.node.store.initiated(result.envelope_id).state == "accepted"
+        assert node.store.get(held).state == "accepted"
+        assert net.alice.node.store.initiated(held_id).state == "accepted"
     finally:
         node.close()
         fresh = TrisaNode(sim.node.material, net.directory_client(), store=sim.node.store,

@@ -48,9 +48,10 @@ Shared
       applies: at-least-once, not exactly-once, until the store leases claims;
     - the pending-resolution loop (deliveries of recorded decisions, expiries) runs in
       worker 0 only (``WorkerContext.runs_pending``), and again in its replacement when
-      it dies; it leaves a decision recorded less than
+      it dies; it leaves a decision that a callback recorded less than
       :data:`~trisa_peer.network.node.WORKER_DECISION_HOLD` seconds ago to the worker
-      whose callback is delivering it (see ``TrisaNode.decision_hold``).
+      whose callback is delivering it (see ``TrisaNode.decision_hold``); an operator's
+      decision (``transfers resolve``) is delivered at the next pass.
 
 Signals
     SIGTERM and SIGINT: every worker gets SIGTERM (graceful stop); the supervisor waits

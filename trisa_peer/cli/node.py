@@ -182,6 +182,7 @@ def _age(created_at: str, now: Any) -> str:
 def print_pending(store: Any) -> None:
     """The pending transfers of a store with their age and deadline (``transfers list``)."""
     from ..clock import utcnow
+    from ..network.node import shown_resolution
 
     rows = store.pending()
     if not rows:
@@ -190,8 +191,8 @@ def print_pending(store: Any) -> None:
     print(f"\npending: {len(rows)}")
     print(f"{'ENVELOPE ID':36}  {'PEER':24} {'DIR':8} {'AGE':>5}  {'DEADLINE':30} DECISION")
     for row in rows:
-        decision = row.resolution.split(":", 2)[:2] if row.resolution else []
-        shown = ":".join(decision) or (f"resolver {row.resolver}" if row.resolver else "-")
+        shown = (shown_resolution(row.resolution) if row.resolution
+                 else f"resolver {row.resolver}" if row.resolver else "-")
         print(f"{row.envelope_id:36}  {row.peer:24} {row.direction:8} "
               f"{_age(row.created_at, now):>5}  {row.deadline or '-':30} {shown}")
 
@@ -199,6 +200,7 @@ def print_pending(store: Any) -> None:
 def _resolve(args: argparse.Namespace) -> int:
     from ..clock import utcnow
     from ..envelope import parse_timestamp
+    from ..network.node import shown_resolution
     from ..network.store import TransferStore
 
     code = _error_code(args.reject) if args.reject else 0
@@ -217,7 +219,8 @@ def _resolve(args: argparse.Namespace) -> int:
                 f"transfer {row.envelope_id}: the reply window closed at {row.deadline}")
         if row.resolution:
             raise ConfigurationError(
-                f"transfer {row.envelope_id} is already decided ({row.resolution.split(':')[0]})")
+                f"transfer {row.envelope_id} is already decided "
+                f"({shown_resolution(row.resolution).split(':')[0]})")
         decision = "accept" if args.accept else f"reject:{code}:0:{args.message}"
         if not store.set_resolution(row.seq, decision):
             raise ConfigurationError(f"transfer {row.envelope_id} is no longer pending")

@@ -156,9 +156,10 @@ class TrisaNode:
         #: False: this process does not run the pending loop (another worker of the
         #: same store does; see :mod:`trisa_peer.supervisor`).
         self.pending_loop = pending_loop
-        #: The loop leaves a decision recorded less than this many seconds ago to the
-        #: process whose callback recorded it (0: a single process, where the
-        #: delivery lock already orders them).
+        #: The loop leaves a decision that a callback recorded less than this many
+        #: seconds ago to the process whose callback is delivering it (0: a single
+        #: process, where the delivery lock already orders them). Decisions of the
+        #: operator (``transfers resolve``) and of resolvers are not held.
         self.decision_hold = decision_hold
         self._pending_stop = threading.Event()
         self._pending_thread: threading.Thread | None = None
@@ -425,7 +426,7 @@ class TrisaNode:
         # Under the delivery lock, so the pending loop cannot deliver the recorded
         # decision first without the callback's payload.
         with self._deliver_lock:
-            self.store.set_resolution(row.seq, _encode(decision))
+            self.store.set_resolution(row.seq, _encode(decision, callback=True))
             self._deliver(row, decision, original=decision_payload(decision) or original)
 
     # ------------------------------------------------------------ pending loop
@@ -446,10 +447,13 @@ class TrisaNode:
 
         Safe in one process per store at a time (the ``--workers`` supervisor runs it
         in one worker): deliveries and expiries are ordered by a process-local lock
-        and a re-read of the row. A decision recorded by another process's callback is
-        left to it for ``decision_hold`` seconds; after that, the row still pending
-        means that delivery failed (or its process died), and this loop delivers it:
-        the bytes that process stored, if it got as far as sealing them."""
+        and a re-read of the row. A decision recorded by a callback (marked
+        :data:`CALLBACK_MARK`; maybe another worker's, delivering it right now) is left
+        to it for ``decision_hold`` seconds; after that, the row still pending means
+        that delivery failed (or its process died), and this loop delivers it: the
+        bytes that process stored, if it got as far as sealing them. Not checked: a
+        second process running this loop on the same store (replicas need the
+        store's lease, issue 13 section 2)."""
         now = self.clock()
         for row in self.store.pending():
             if self._pending_stop.is_set():
@@ -467,8 +471,9 @@ class TrisaNode:
                 self._deliver(row, decision)
 
     def _held(self, row: StoredEnvelope, now: datetime) -> bool:
-        """The row's decision was recorded less than ``decision_hold`` seconds ago."""
-        if self.decision_hold <= 0:
+        """The row's decision was recorded by a callback (in this process or another)
+        less than ``decision_hold`` seconds ago."""
+        if self.decision_hold <= 0 or not row.resolution.startswith(CALLBACK_MARK):
             return False
         try:
             recorded = _parse_stored(row.updated_at)
@@ -586,13 +591,25 @@ def decision_payload(decision: Accept | Reject) -> api_pb2.Payload | None:
     return decision.payload if isinstance(decision, Accept) else None
 
 
-def _encode(decision: Accept | Reject) -> str:
+#: Marks a decision recorded by an in-process callback that is delivering it right now
+#: (see ``TrisaNode.decision_hold``); an operator's or resolver's decision has none.
+CALLBACK_MARK = "callback:"
+
+
+def _encode(decision: Accept | Reject, *, callback: bool = False) -> str:
+    mark = CALLBACK_MARK if callback else ""
     if isinstance(decision, Accept):
-        return "accept"
-    return f"reject:{decision.code}:{int(decision.retry)}:{decision.message}"
+        return f"{mark}accept"
+    return f"{mark}reject:{decision.code}:{int(decision.retry)}:{decision.message}"
+
+
+def shown_resolution(text: str) -> str:
+    """A stored decision as an operator reads it: ``accept`` or ``reject:CODE``."""
+    return ":".join(text.removeprefix(CALLBACK_MARK).split(":", 2)[:2])
 
 
 def _decode(text: str) -> Accept | Reject:
+    text = text.removeprefix(CALLBACK_MARK)
     if text == "accept":
         return Accept()
     _, code, retry, message = text.split(":", 3)
