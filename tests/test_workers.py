@@ -335,6 +335,27 @@ def test_worker_counts_are_checked(trisa_peer_cli: Callable[..., Any], tmp_path:
     assert not (tmp_path / "bob.db").exists()
 
 
+_SHARING = textwrap.dedent("""
+    from trisa_peer import limits
+    from trisa_peer.netutil import bind_problem
+    from trisa_peer.supervisor import reserve_port
+
+    reservation, listen = reserve_port("127.0.0.1:0")
+    print(dict(limits.server_options())["grpc.so_reuseport"], bind_problem(listen))
+    limits.share_port_with_siblings()  # what a forked worker does, and nothing else
+    print(dict(limits.server_options())["grpc.so_reuseport"], bind_problem(listen))
+    reservation.close()
+""")
+
+
+def test_only_a_worker_binds_with_so_reuseport_into_the_reservation() -> None:
+    """In a fresh process (the switch is process-wide): a reserved port refuses a
+    plain bind probe, and admits the same probe once the process is a worker."""
+    out = subprocess.run([sys.executable, "-c", _SHARING], capture_output=True, text=True,
+                         check=True, env=ENV).stdout.splitlines()
+    assert out == ["0 address already in use", "1 None"]
+
+
 # --------------------------------------------- the supervisor on a tiny worker
 
 _TINY = textwrap.dedent("""
