@@ -425,6 +425,24 @@ def test_sighup_reaches_every_worker(tmp_path: Path) -> None:
     assert sup.stop() == 0
 
 
+def test_the_supervisor_refuses_to_fork_a_process_with_threads() -> None:
+    """The twin of every tiny-worker test above, which fork from a single thread."""
+    code = textwrap.dedent("""
+        import threading
+        from trisa_peer.errors import ConfigurationError
+        from trisa_peer.supervisor import supervise
+
+        threading.Thread(target=threading.Event().wait, args=(5,), daemon=True).start()
+        try:
+            supervise(workers=2, listen="127.0.0.1:0", run=lambda worker: 0)
+        except ConfigurationError as exc:
+            print(exc)
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, env=ENV)
+    assert out.stdout == "--workers: the supervisor must fork before any thread starts\n"
+
+
 @pytest.mark.slow
 def test_workers_stop_when_the_supervisor_is_killed(tmp_path: Path) -> None:
     sup = _tiny(tmp_path, "plain")

@@ -86,6 +86,7 @@ import select
 import signal
 import socket
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable
@@ -479,6 +480,8 @@ def supervise(
         raise ConfigurationError("--workers needs Linux (SO_REUSEPORT, PR_SET_PDEATHSIG)")
     if not 1 <= workers <= MAX_WORKERS:
         raise ConfigurationError(f"--workers must be 1 to {MAX_WORKERS}, not {workers}")
+    if threading.active_count() > 1:  # a fork copies one thread: locks others hold stay held
+        raise ConfigurationError("--workers: the supervisor must fork before any thread starts")
     return _Supervisor(
         workers=workers, listen=listen, run=run, prog=prog, quick=quick,
         max_quick_crashes=max_quick_crashes, start_timeout=start_timeout,
