@@ -61,6 +61,7 @@ ENV_HANDSHAKE_TIMEOUT = "TRISA_PEER_HANDSHAKE_TIMEOUT"
 ENV_IDLE_TIMEOUT = "TRISA_PEER_IDLE_TIMEOUT"
 
 _MIN_HANDSHAKE = 0.1
+_MAX_SECONDS = 86_400.0
 
 #: True only in a worker forked by :mod:`trisa_peer.supervisor` (never from a setting)
 _port_shared = False
@@ -76,7 +77,6 @@ def share_port_with_siblings() -> None:
 def port_shared() -> bool:
     """Whether this process is a supervised worker that shares its port (see above)."""
     return _port_shared
-_MAX_SECONDS = 86_400.0
 
 
 def check_seconds(value: float | str, what: str, *, allow_zero: bool) -> float:
