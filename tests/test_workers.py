@@ -13,7 +13,9 @@ import sys
 import textwrap
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +27,9 @@ from test_exchange import _start_when_port_free, payload_for
 from trisa_peer.directory.client import DirectoryClient
 from trisa_peer.directory.server import DirectoryServer
 from trisa_peer.directory.store import SQLiteStore
+from trisa_peer.envelope import seal
 from trisa_peer.errors import TrisaPeerError
+from trisa_peer.network.claimwait import ClaimWait
 from trisa_peer.network.handler import Accept, Pending
 from trisa_peer.network.node import CALLBACK_MARK, TrisaNode
 from trisa_peer.network.store import TransferStore
@@ -239,6 +243,112 @@ def test_an_operators_decision_is_delivered_by_worker_0_alone(
     delivered = [line for line in list(bob.err) if "callback delivered" in line]
     assert len(delivered) == 1 and "[worker 0 pid" in delivered[0]
     assert bob.stop() == 0
+
+
+@pytest.mark.slow
+def test_simultaneous_copies_of_one_envelope_at_two_workers_run_the_handler_once(
+        site: Site) -> None:
+    """Copies of one sealed envelope sent at the same moment over six connections, 30
+    times: each message is stored once with one reply, and every copy gets that reply.
+    The twin, without ClaimWait (claim_wait=0): 8 rounds in 30 ran the handler twice
+    and stored two replies; a deterministic twin follows on two store handles."""
+    db = site.tmp / "bob.db"
+    bob = site.serve("--workers", "2", "--db", str(db))
+    assert site.send() == "accepted"  # keys exchanged
+    key = site.alice.peer_keys.get(BOB)
+    ids = []
+    for _ in range(30):
+        envelope = seal(payload_for("alice.vasp.test", BOB), key, envelope_id=str(uuid.uuid4()))
+        channels = []
+        for _ in range(6):
+            site.alice.connector.forget(BOB)
+            channels.append(site.alice.connect(BOB))
+        barrier = threading.Barrier(len(channels))
+        replies: list[bytes] = []
+
+        def transfer(channel: Any, envelope: Any = envelope, replies: list[bytes] = replies,
+                     barrier: threading.Barrier = barrier) -> None:
+            barrier.wait()
+            reply = channel.network.Transfer(envelope, timeout=30)
+            replies.append(reply.SerializeToString())
+
+        threads = [threading.Thread(target=transfer, args=(c,)) for c in channels]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert len(replies) == 6 and len(set(replies)) == 1  # one answer, byte for byte
+        ids.append(envelope.id)
+    assert bob.stop() == 0
+    store = TransferStore(db)
+    try:
+        for eid in ids:
+            rows = store.exchange(eid)
+            assert len([r for r in rows if r.kind == "request"]) == 1
+            assert len([r for r in rows if r.kind == "reply"]) == 1
+    finally:
+        store.close()
+    assert "unfinished claim runs again" not in bob.stderr
+
+
+def _claimed(path: Path) -> tuple[TransferStore, int]:
+    """A store handle (another process's) that claimed one message and is working."""
+    first = TransferStore(path)
+    claim = first.claim(envelope_id="e-1", peer="alice.vasp.test", request=b"req",
+                        request_digest="d", payload_digest="p")
+    assert claim.attempt == 1
+    return first, claim.seq
+
+
+def _claim_again(store: Any) -> Any:
+    return store.claim(envelope_id="e-1", peer="alice.vasp.test", request=b"req",
+                       request_digest="d", payload_digest="p")
+
+
+def test_a_claim_in_progress_elsewhere_is_waited_for_and_its_reply_answered(
+        tmp_path: Path) -> None:
+    first, seq = _claimed(tmp_path / "s.db")
+    second = TransferStore(tmp_path / "s.db")
+    try:
+        answer = threading.Timer(0.2, lambda: first.add_reply(
+            seq, state="accepted", envelope=b"the reply", direction="outgoing"))
+        answer.start()
+        claim = _claim_again(ClaimWait(second, wait=30))
+        answer.join()
+        assert claim.reply is not None and claim.reply.envelope == b"the reply"
+        assert len([r for r in second.exchange("e-1") if r.kind == "reply"]) == 1
+    finally:
+        first.close()
+        second.close()
+
+
+def test_without_claimwait_a_claim_in_progress_elsewhere_is_taken_over(
+        tmp_path: Path) -> None:
+    """The twin: the plain store runs the handler again at once (attempt 2)."""
+    first, seq = _claimed(tmp_path / "s.db")
+    second = TransferStore(tmp_path / "s.db")
+    try:
+        claim = _claim_again(second)
+        assert claim.reply is None and claim.attempt == 2 and claim.seq == seq
+    finally:
+        first.close()
+        second.close()
+
+
+def test_an_old_unfinished_claim_is_taken_over_at_once_after_a_crash(tmp_path: Path) -> None:
+    """A claim older than the wait is a crashed worker's: no waiting, attempt 2."""
+    first, seq = _claimed(tmp_path / "s.db")
+    first.close()  # the worker died after its claim
+    second = TransferStore(tmp_path / "s.db")
+    slept: list[float] = []
+    later = datetime.now(UTC) + timedelta(seconds=11)
+    try:
+        claim = _claim_again(ClaimWait(second, wait=10, now=lambda: later,
+                                       sleep=slept.append))
+        assert claim.reply is None and claim.attempt == 2 and claim.seq == seq
+        assert slept == []
+    finally:
+        second.close()
 
 
 @pytest.mark.slow

@@ -39,13 +39,13 @@ Per process (each worker has its own, nothing is coordinated between workers)
 Shared
     - the port (above) and the store (``--db``: SQLite in WAL mode today; nothing
       here is SQLite-specific). ``serve --workers`` refuses to run without ``--db``.
-      A retry of an answered envelope is answered from the store by any worker. Known
-      limit of today's store: a claim in progress in one worker looks abandoned to
-      another (the store has no claim lease yet, issue 13 section 2), so the *same*
-      envelope arriving at two workers at the same moment can run the handler twice
-      and store two replies (measured: 1 round in 20 of 6 simultaneous copies); in one
-      process a lock orders them. The handler's idempotency key (issue 8) still
-      applies: at-least-once, not exactly-once, until the store leases claims;
+      A retry of an answered envelope is answered from the store by any worker. The
+      store takes an unfinished claim over at once (right for a crash); in ``serve``'s
+      workers :class:`~trisa_peer.network.claimwait.ClaimWait` first waits for a claim
+      made elsewhere less than 10 s ago and answers its reply, so copies of one
+      envelope reaching two workers at once run the handler once (before it: 8
+      rounds in 30 of 6 simultaneous copies ran it twice). A database lease, for
+      replicas on several hosts, is the store's (issue 13 section 2);
     - the pending-resolution loop (deliveries of recorded decisions, expiries) runs in
       worker 0 only (``WorkerContext.runs_pending``), and again in its replacement when
       it dies; it leaves a decision that a callback recorded less than

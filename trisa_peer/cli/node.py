@@ -356,6 +356,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _supervise(args: argparse.Namespace, files: str) -> int:
     """``--workers N``: N forked workers on one port and one store (supervisor.py)."""
+    from ..network.claimwait import WORKER_CLAIM_WAIT
     from ..network.node import WORKER_DECISION_HOLD
     from ..supervisor import WorkerContext, supervise
 
@@ -365,7 +366,7 @@ def _supervise(args: argparse.Namespace, files: str) -> int:
 
     def run(worker: WorkerContext) -> int:
         return _serve_one(args, files, worker=worker, pending_loop=worker.runs_pending,
-                          decision_hold=WORKER_DECISION_HOLD)
+                          decision_hold=WORKER_DECISION_HOLD, claim_wait=WORKER_CLAIM_WAIT)
 
     def start_failed() -> None:  # leave nothing behind from a start that failed
         if fresh_db:

@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import cast
 
 import grpc
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
@@ -52,6 +53,7 @@ from ..transport.client import PeerChannel, PeerConnector
 from ..transport.material import MaterialSource
 from ..transport.server import TrisaServer
 from ..transport.status import rpc_status, transfer_error
+from .claimwait import ClaimWait
 from .handler import Accept, Handler, PendingTransfer, Reject, Resolver
 from .keys import KeyRing, PeerKeys, record_key
 from .service import Exchange, NetworkServicer, pending_of
@@ -123,6 +125,7 @@ class TrisaNode:
         pending_interval: float = 1.0,
         pending_loop: bool = True,
         decision_hold: float = 0.0,
+        claim_wait: float = 0.0,
     ) -> None:
         self.material = material
         self.directory = directory
@@ -165,10 +168,15 @@ class TrisaNode:
         self._pending_thread: threading.Thread | None = None
         self._deliver_lock = threading.RLock()
         self._unknown_resolvers: set[str] = set()
+        # Workers sharing the store: wait for a claim in progress in another worker
+        # instead of taking it over (claimwait.py); the object is a TransferStore
+        # for every other method.
+        exchange_store = (cast(TransferStore, ClaimWait(store, wait=claim_wait))
+                          if claim_wait > 0 else store)
         self.exchange = Exchange(
             common_name=self.common_name,
             handler=handler,
-            store=store,
+            store=exchange_store,
             keyring=self.keyring,
             peer_keys=self.peer_keys,
             schedule=self._schedule,
