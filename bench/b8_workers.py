@@ -13,7 +13,10 @@ window to window. Windows alternate (1 worker, 2 workers, in turns, each pair af
 medians are reported. Bound: RSA-4096 OAEP-SHA512 decrypts/s on all cores / 4, as B1.
 
 Prints one JSON document: ``b8_ratio`` (2 workers / bound; target >= 0.8),
-``workers_ratio`` (2 workers / 1 worker), the per-window rates and the error count.
+``workers_ratio`` (2 workers / 1 worker), the per-window rates, the error count, and
+per mode the CPU milliseconds per round trip of Bob's processes and of Alice's, and
+the cores the two used together: well under the machine's cores means the machine
+was shared with other work and the ratios say little.
 Bounded: about ``pairs * (1 + 2 * seconds)`` seconds plus the network's start-up.
 """
 
@@ -35,7 +38,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from run import Gate, decrypt_rate, median, say  # noqa: E402
+from run import Gate, child_cpu, decrypt_rate, median, say  # noqa: E402
 
 from trisa_peer.certs import write_identity  # noqa: E402
 from trisa_peer.network.cast import BOOK  # noqa: E402
@@ -77,6 +80,20 @@ class Bob:
             self.stop()
             raise RuntimeError(f"serve --workers {workers} did not start; see {self.log.name}")
         threading.Thread(target=self.proc.stdout.read, daemon=True).start()  # drain
+
+    def cpu(self) -> float:
+        """CPU seconds of this Bob: the process and its workers (live ones)."""
+        pids = [self.proc.pid]
+        children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children")
+        if children.exists():
+            pids += [int(pid) for pid in children.read_text().split()]
+        total = 0.0
+        for pid in pids:
+            try:
+                total += child_cpu(pid)
+            except (OSError, IndexError, ValueError):
+                pass
+        return total
 
     def stop(self) -> None:
         self.proc.terminate()
@@ -140,6 +157,8 @@ def main() -> int:
         gate = Gate(args.senders, send)
         bound_key = net.bob.identity.key
         rates: dict[int, list[float]] = {n: [] for n in bobs}
+        cpu: dict[int, dict[str, float]] = {n: {"bob": 0.0, "alice": 0.0, "rt": 0.0,
+                                                 "s": 0.0} for n in bobs}
         bounds: list[float] = []
         try:
             for bob in bobs.values():  # warm-up: keys, decisions, connections
@@ -150,8 +169,13 @@ def main() -> int:
                 bounds.append(decrypt_rate(bound_key, 1.0) / 4)
                 for n in order if pair % 2 == 0 else reversed(order):
                     point_at(bobs[n].port)
+                    bob_cpu, own_cpu = bobs[n].cpu(), time.process_time()
                     count, took = gate.window(args.seconds)
                     rates[n].append(count / took)
+                    cpu[n]["bob"] += bobs[n].cpu() - bob_cpu
+                    cpu[n]["alice"] += time.process_time() - own_cpu
+                    cpu[n]["rt"] += count
+                    cpu[n]["s"] += took
                 say(f"pair {pair + 1}/{args.pairs}: bound {bounds[-1]:.1f} rt/s, "
                     + ", ".join(f"{n} worker(s) {rates[n][-1]:.1f} rt/s" for n in order))
         finally:
@@ -168,6 +192,12 @@ def main() -> int:
             "workers": args.workers,
             "senders": args.senders,
             "rates": {str(n): [round(r, 1) for r in v] for n, v in rates.items()},
+            # CPU ms per round trip (Bob's processes, Alice's) and cores both used
+            "cpu": {str(n): {
+                "bob_ms_per_rt": round(c["bob"] / max(c["rt"], 1) * 1000, 2),
+                "alice_ms_per_rt": round(c["alice"] / max(c["rt"], 1) * 1000, 2),
+                "cores_used": round((c["bob"] + c["alice"]) / max(c["s"], 1e-9), 2),
+            } for n, c in cpu.items()},
             "bounds": [round(b, 1) for b in bounds],
             "errors": gate.errors,
             "error_count": gate.error_count,
