@@ -527,12 +527,16 @@ def test_a_restarted_worker_that_serves_again_keeps_the_supervisor_running(
 
 
 @pytest.mark.slow
-def test_sighup_reaches_every_worker(tmp_path: Path) -> None:
+def test_sighup_reaches_every_worker_and_sigint_stops_them(tmp_path: Path) -> None:
     sup = _tiny(tmp_path, "reload")
     hups = tmp_path / "hups"
     sup.proc.send_signal(signal.SIGHUP)
     assert _wait(lambda: hups.exists() and sorted(hups.read_text().split()) == ["0", "1"])
-    assert sup.stop() == 0
+    pids = _worker_pids(sup)
+    sup.proc.send_signal(signal.SIGINT)  # Ctrl-C: a graceful stop of every worker too
+    assert sup.finish() == 0
+    assert "SIGINT: stopping 2 worker(s)" in sup.stderr
+    assert all(_gone(pid) for pid in pids.values())
 
 
 def test_the_supervisor_refuses_to_fork_a_process_with_threads() -> None:
