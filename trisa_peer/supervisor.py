@@ -34,7 +34,9 @@ Per process (each worker has its own, nothing is coordinated between workers)
       connections; the deny-list file is read by every worker;
     - the in-process callback timers of ``Pending(callback=...)``, delivered by the
       worker that answered the request;
-    - log lines: each worker's lines carry ``[worker I pid P]``.
+    - log lines: each worker's lines carry ``[worker I pid P]``;
+    - metrics: the package exports none yet; an exporter added later must aggregate
+      the workers (one scrape sees all, e.g. prometheus-client's multiprocess mode).
 
 Shared
     - the port (above) and the store (``--db``: SQLite in WAL mode today; nothing
