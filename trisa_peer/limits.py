@@ -22,6 +22,14 @@ override them for every server in the process, an explicit argument overrides bo
 :func:`raise_open_files_limit` raises the soft ``RLIMIT_NOFILE`` to the hard limit at
 the start of a server: the default soft limit (often 1,024) is what an attacker's idle
 connections would exhaust first.
+
+Port sharing: every server sets ``grpc.so_reuseport`` to 0, so a second server started
+by mistake on a port in use fails to bind instead of silently taking part of the
+traffic. The one exception is a worker of ``--workers N``
+(:mod:`trisa_peer.supervisor`): the supervisor reserves the port first and calls
+:func:`share_port_with_siblings` in each forked worker only, never in its own process
+and never from the environment, so no setting can turn sharing on in an unrelated
+process (see the supervisor's docstring for why an outsider cannot join).
 """
 
 from __future__ import annotations
@@ -39,8 +47,10 @@ __all__ = [
     "check_seconds",
     "handshake_timeout",
     "idle_timeout",
+    "port_shared",
     "raise_open_files_limit",
     "server_options",
+    "share_port_with_siblings",
 ]
 
 #: Seconds a new connection has to finish TCP → TLS → HTTP/2 preface.
@@ -52,6 +62,21 @@ ENV_IDLE_TIMEOUT = "TRISA_PEER_IDLE_TIMEOUT"
 
 _MIN_HANDSHAKE = 0.1
 _MAX_SECONDS = 86_400.0
+
+#: True only in a worker forked by :mod:`trisa_peer.supervisor` (never from a setting)
+_port_shared = False
+
+
+def share_port_with_siblings() -> None:
+    """Let this process's servers bind with ``SO_REUSEPORT``: called by the supervisor
+    in a forked worker only, after it reserved the port for its own workers."""
+    global _port_shared
+    _port_shared = True
+
+
+def port_shared() -> bool:
+    """Whether this process is a supervised worker that shares its port (see above)."""
+    return _port_shared
 
 
 def check_seconds(value: float | str, what: str, *, allow_zero: bool) -> float:
@@ -100,11 +125,12 @@ def server_options(
     """The gRPC server options every trisa-peer server uses.
 
     ``grpc.so_reuseport`` is off (gRPC sets it by default on Linux: a second server on
-    a port already in use would start and silently share the traffic); the handshake
-    and idle limits are those of :func:`handshake_timeout` and :func:`idle_timeout`.
+    a port already in use would start and silently share the traffic), except in a
+    supervised worker (:func:`port_shared`); the handshake and idle limits are those
+    of :func:`handshake_timeout` and :func:`idle_timeout`.
     """
     options = [
-        ("grpc.so_reuseport", 0),
+        ("grpc.so_reuseport", 1 if _port_shared else 0),
         ("grpc.server_handshake_timeout_ms", round(handshake_timeout(handshake) * 1000)),
     ]
     idle_s = idle_timeout(idle)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import errno
 import socket
 
+from .limits import port_shared
+
 __all__ = ["bind_problem", "split_host_port", "split_resolve"]
 
 
@@ -49,7 +51,9 @@ def bind_problem(listen: str) -> str | None:
     """Why ``listen`` cannot be bound, in words, or ``None`` when a plain bind works.
 
     Probed before gRPC binds (gRPC's C core would print its own error lines and only
-    say "Failed to bind"); port 0 always binds.
+    say "Failed to bind"); port 0 always binds. In a supervised worker
+    (:func:`~trisa_peer.limits.port_shared`) the probe binds with ``SO_REUSEPORT``, as
+    the worker's server does, to join the port its supervisor reserved.
     """
     try:
         host, port = split_host_port(listen, allow_port_zero=True, default_host="127.0.0.1")
@@ -59,6 +63,8 @@ def bind_problem(listen: str) -> str | None:
         with socket.socket(family, socket.SOCK_STREAM) as probe:
             # as gRPC does: TIME_WAIT leftovers do not block, a listener does
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if port_shared():
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             probe.bind((host, port))
     except ValueError:
         return "not HOST:PORT"

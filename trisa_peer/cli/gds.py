@@ -76,6 +76,7 @@ from .options import (
     make_output_dir,
     open_directory,
     positive_float,
+    positive_int,
     revocation_reason,
 )
 
@@ -265,7 +266,7 @@ def _client_flags(args: argparse.Namespace, host: str, port: int, tls_name: str)
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from ..directory.server import DirectoryServer, is_loopback
+    from ..directory.server import is_loopback
 
     host, _ = host_port_arg("--listen", args.listen)
     tls: tuple[bytes, bytes] | None = None
@@ -296,12 +297,27 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     else:
         raise ConfigurationError("choose --tls-cert/--tls-key, --ca-dir or --insecure")
     files = raise_open_files_limit()  # what an attacker's idle connections would exhaust
+    if args.workers > 1:  # N forked workers on one port and one --db (supervisor.py)
+        from ..supervisor import WorkerContext, supervise
+
+        def run(worker: WorkerContext) -> int:
+            return _serve_directory(args, worker.listen, host, tls, tls_name, files, worker)
+
+        return supervise(workers=args.workers, listen=args.listen, run=run)
+    return _serve_directory(args, args.listen, host, tls, tls_name, files, None)
+
+
+def _serve_directory(args: argparse.Namespace, listen: str, host: str,
+                     tls: tuple[bytes, bytes] | None, tls_name: str, files: str,
+                     worker: Any) -> int:
+    from ..directory.server import DirectoryServer
+
     # TLS material is valid: now open (maybe create) the database and bind. A start
     # that fails removes a database file it has just created.
     with _new_database_removed_on_error(args.db):
         directory = _directory(args, create=True)
         try:
-            server = DirectoryServer(directory, listen=args.listen, tls=tls,
+            server = DirectoryServer(directory, listen=listen, tls=tls,
                                      handshake_timeout=args.handshake_timeout,
                                      idle_timeout=args.idle_timeout)
             port = server.start()
@@ -325,6 +341,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         print(f"TLS certificate names {tls_name}: connect as {tls_name}:{port} "
               f"(--directory {tls_name}:{port} --directory-ca "
               f"{Path(args.ca_dir) / 'root.pem'})", flush=True)
+    if worker is not None:
+        worker.ready(port)
     with directory:
         try:
             stop.wait()
@@ -699,6 +717,8 @@ def register(subparsers: Any) -> None:
                    "IP --listen host it names localhost: connect as localhost:PORT)")
     p.add_argument("--key-size", type=int, default=2048, help="RSA size for --ca-dir")
     p.add_argument("--insecure", action="store_true", help="plaintext (loopback only)")
+    p.add_argument("--workers", metavar="N", type=positive_int, default=1,
+                   help="run N server processes on the port, sharing --db (default 1)")
     add_limit_args(p)
     p.set_defaults(func=_cmd_serve)
 

@@ -56,13 +56,14 @@ _SERVE_TYPES: dict[str, Any] = {
     "peer_burst": count, "peer_concurrency": count,
     "handshake_timeout": seconds_flag("handshake timeout", allow_zero=False),
     "idle_timeout": seconds_flag("idle timeout", allow_zero=True),
-    "reload_interval": positive_float,
+    "reload_interval": positive_float, "workers": positive_int,
 }
 _SERVE_DEFAULTS: dict[str, Any] = {
     "timestamp_window": DEFAULT_TIMESTAMP_WINDOW.total_seconds(),
     "keep_rejections": DEFAULT_KEEP_REJECTIONS.days, "max_rejections": DEFAULT_MAX_REJECTIONS,
     "grace": DEFAULT_GRACE, "max_directory_lookups": DEFAULT_MAX_LOOKUPS, "peer_rate": 0.0,
     "peer_burst": 0, "peer_concurrency": 0, "reload_interval": DEFAULT_RELOAD_INTERVAL,
+    "workers": 1,
 }
 _SERVE_OPTIONS = [*_SERVE_TYPES, "deny_list"]
 
@@ -98,6 +99,9 @@ def register(sub: Any) -> None:
     serve.add_argument("--reload-interval", metavar="SECONDS", type=positive_float,
                        help="look for new identity files (and a new --password-file) this "
                        f"often; SIGHUP looks at once (default {DEFAULT_RELOAD_INTERVAL:g})")
+    serve.add_argument("--workers", metavar="N", type=positive_int,
+                       help="run N server processes on the port, sharing --db (default 1; "
+                       "see 'Deployment' in the README)")
     _add_control_args(serve)
     serve.set_defaults(func=_serve)
 
@@ -203,6 +207,7 @@ def _age(created_at: str, now: Any) -> str:
 def print_pending(store: Any) -> None:
     """The pending transfers of a store with their age and deadline (``transfers list``)."""
     from ..clock import utcnow
+    from ..network.node import shown_resolution
 
     rows = store.pending()
     if not rows:
@@ -211,8 +216,8 @@ def print_pending(store: Any) -> None:
     print(f"\npending: {len(rows)}")
     print(f"{'ENVELOPE ID':36}  {'PEER':24} {'DIR':8} {'AGE':>5}  {'DEADLINE':30} DECISION")
     for row in rows:
-        decision = row.resolution.split(":", 2)[:2] if row.resolution else []
-        shown = ":".join(decision) or (f"resolver {row.resolver}" if row.resolver else "-")
+        shown = (shown_resolution(row.resolution) if row.resolution
+                 else f"resolver {row.resolver}" if row.resolver else "-")
         print(f"{row.envelope_id:36}  {row.peer:24} {row.direction:8} "
               f"{_age(row.created_at, now):>5}  {row.deadline or '-':30} {shown}")
 
@@ -220,6 +225,7 @@ def print_pending(store: Any) -> None:
 def _resolve(args: argparse.Namespace) -> int:
     from ..clock import utcnow
     from ..envelope import parse_timestamp
+    from ..network.node import shown_resolution
     from ..network.store import open_store
 
     code = _error_code(args.reject) if args.reject else 0
@@ -236,7 +242,8 @@ def _resolve(args: argparse.Namespace) -> int:
                 f"transfer {row.envelope_id}: the reply window closed at {row.deadline}")
         if row.resolution:
             raise ConfigurationError(
-                f"transfer {row.envelope_id} is already decided ({row.resolution.split(':')[0]})")
+                f"transfer {row.envelope_id} is already decided "
+                f"({shown_resolution(row.resolution).split(':')[0]})")
         decision = "accept" if args.accept else f"reject:{code}:0:{args.message}"
         if not store.set_resolution(row.seq, decision):
             raise ConfigurationError(f"transfer {row.envelope_id} is no longer pending")
@@ -296,7 +303,8 @@ def _controls(args: argparse.Namespace) -> Any:
     )
 
 
-def _node(args: argparse.Namespace, *, listen: str, policy: str, controls: Any = None) -> Any:
+def _node(args: argparse.Namespace, *, listen: str, policy: str, controls: Any = None,
+          **node_kw: Any) -> Any:
     from ..network.node import TrisaNode
     from ..network.store import open_store
 
@@ -324,6 +332,7 @@ def _node(args: argparse.Namespace, *, listen: str, policy: str, controls: Any =
         controls=controls,
         **({"reload_interval": args.reload_interval}
            if getattr(args, "reload_interval", None) else {}),
+        **node_kw,
     )
 
 
@@ -373,9 +382,39 @@ def _serve(args: argparse.Namespace) -> int:
     # One line per accept/reject decision is part of what an operator runs this for.
     logging.getLogger("trisa_peer").setLevel(logging.INFO if not args.verbose else logging.DEBUG)
     files = raise_open_files_limit()  # what an attacker's idle connections would exhaust
+    if args.workers > 1:
+        return _supervise(args, files)
+    return _serve_one(args, files)
+
+
+def _supervise(args: argparse.Namespace, files: str) -> int:
+    """``--workers N``: N forked workers on one port and one store (supervisor.py)."""
+    from ..network.node import WORKER_DECISION_HOLD
+    from ..supervisor import WorkerContext, supervise
+
+    if not args.db:
+        raise UsageError("--workers needs --db: the workers share one transfer store")
     fresh_db = _fresh_sqlite_file(args.db)
-    node = _node(args, listen=args.listen, policy=args.policy or DEFAULT_POLICY,
-                 controls=_controls(args))
+
+    def run(worker: WorkerContext) -> int:
+        return _serve_one(args, files, worker=worker, pending_loop=worker.runs_pending,
+                          decision_hold=WORKER_DECISION_HOLD)
+
+    def start_failed() -> None:  # leave nothing behind from a start that failed
+        if fresh_db:
+            for suffix in ("", "-wal", "-shm", "-holders"):
+                Path(f"{fresh_db}{suffix}").unlink(missing_ok=True)
+
+    return supervise(workers=args.workers, listen=args.listen, run=run,
+                     start_failed=start_failed)
+
+
+def _serve_one(args: argparse.Namespace, files: str, *, worker: Any = None,
+               **node_kw: Any) -> int:
+    listen = worker.listen if worker is not None else args.listen
+    fresh_db = _fresh_sqlite_file(args.db)
+    node = _node(args, listen=listen, policy=args.policy or DEFAULT_POLICY,
+                 controls=_controls(args), **node_kw)
     try:
         port = node.start()
     except TrisaPeerError:
@@ -404,6 +443,8 @@ def _serve(args: argparse.Namespace) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     _warn_if_directory_unreachable(node.directory, args.directory)
+    if worker is not None:
+        worker.ready(port)
     stop.wait()
     node.stop(grace=5.0)
     node.close()

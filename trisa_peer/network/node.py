@@ -63,6 +63,11 @@ __all__ = ["TransferError", "TransferResult", "TrisaNode"]
 
 log = logging.getLogger("trisa_peer.network")
 
+#: ``decision_hold`` of the pending worker of ``serve --workers N`` (seconds): longer
+#: than another worker's callback can take to deliver a decision it just recorded
+#: (directory look-up, handshake and a transfer, each bounded by ``timeout``, 10 s).
+WORKER_DECISION_HOLD = 30.0
+
 TS = api_pb2.TransferState
 Code = errors_pb2.Error
 
@@ -119,6 +124,8 @@ class TrisaNode:
         refusal_log_interval: float = REFUSAL_LOG_INTERVAL,
         pending_interval: float = 1.0,
         reload_interval: float = DEFAULT_RELOAD_INTERVAL,
+        pending_loop: bool = True,
+        decision_hold: float = 0.0,
     ) -> None:
         self.material = material
         self.directory = directory
@@ -150,6 +157,14 @@ class TrisaNode:
         #: Resolve hooks of pending transfers, by the name ``Pending(resolver=...)`` gives.
         self.resolvers: dict[str, Resolver] = {}
         self.pending_interval = pending_interval
+        #: False: this process does not run the pending loop (another worker of the
+        #: same store does; see :mod:`trisa_peer.supervisor`).
+        self.pending_loop = pending_loop
+        #: The loop leaves a decision that a callback recorded less than this many
+        #: seconds ago to the process whose callback is delivering it (0: a single
+        #: process, where the delivery lock already orders them). Decisions of the
+        #: operator (``transfers resolve``) and of resolvers are not held.
+        self.decision_hold = decision_hold
         self._pending_stop = threading.Event()
         self._pending_thread: threading.Thread | None = None
         self._deliver_lock = threading.RLock()
@@ -187,6 +202,8 @@ class TrisaNode:
     def start(self) -> int:
         port = self.server.start()
         self._pending_stop.clear()
+        if not self.pending_loop:
+            return port
         self._pending_thread = threading.Thread(
             target=self._pending_loop, name="trisa-pending", daemon=True)
         self._pending_thread.start()
@@ -420,7 +437,7 @@ class TrisaNode:
         # Under the delivery lock, so the pending loop cannot deliver the recorded
         # decision first without the callback's payload.
         with self._deliver_lock:
-            self.store.set_resolution(row.seq, _encode(decision))
+            self.store.set_resolution(row.seq, _encode(decision, callback=True))
             self._deliver(row, decision, original=decision_payload(decision) or original)
 
     # ------------------------------------------------------------ pending loop
@@ -437,7 +454,17 @@ class TrisaNode:
 
     def pending_tick(self) -> None:
         """One pass over pending transfers: expire those past their deadline, ask
-        resolvers, deliver recorded decisions. Run every ``pending_interval`` seconds."""
+        resolvers, deliver recorded decisions. Run every ``pending_interval`` seconds.
+
+        Safe in one process per store at a time (the ``--workers`` supervisor runs it
+        in one worker): deliveries and expiries are ordered by a process-local lock
+        and a re-read of the row. A decision recorded by a callback (marked
+        :data:`CALLBACK_MARK`; maybe another worker's, delivering it right now) is left
+        to it for ``decision_hold`` seconds; after that, the row still pending means
+        that delivery failed (or its process died), and this loop delivers it: the
+        bytes that process stored, if it got as far as sealing them. Not checked: a
+        second process running this loop on the same store (replicas need the
+        store's lease, issue 13 section 2)."""
         now = self.clock()
         for row in self.store.pending():
             if self._pending_stop.is_set():
@@ -448,9 +475,22 @@ class TrisaNode:
                 continue
             if row.direction != "incoming":
                 continue  # we originated it: the beneficiary decides
+            if row.resolution and self._held(row, now):
+                continue
             decision = self._decision(row, deadline)
             if decision is not None:
                 self._deliver(row, decision)
+
+    def _held(self, row: StoredEnvelope, now: datetime) -> bool:
+        """The row's decision was recorded by a callback (in this process or another)
+        less than ``decision_hold`` seconds ago."""
+        if self.decision_hold <= 0 or not row.resolution.startswith(CALLBACK_MARK):
+            return False
+        try:
+            recorded = _parse_stored(row.updated_at)
+        except ValueError:
+            return False
+        return now - recorded < timedelta(seconds=self.decision_hold)
 
     def _open_request(self, row: StoredEnvelope) -> api_pb2.Payload:
         envelope = api_pb2.SecureEnvelope.FromString(row.envelope)
@@ -562,13 +602,25 @@ def decision_payload(decision: Accept | Reject) -> api_pb2.Payload | None:
     return decision.payload if isinstance(decision, Accept) else None
 
 
-def _encode(decision: Accept | Reject) -> str:
+#: Marks a decision recorded by an in-process callback that is delivering it right now
+#: (see ``TrisaNode.decision_hold``); an operator's or resolver's decision has none.
+CALLBACK_MARK = "callback:"
+
+
+def _encode(decision: Accept | Reject, *, callback: bool = False) -> str:
+    mark = CALLBACK_MARK if callback else ""
     if isinstance(decision, Accept):
-        return "accept"
-    return f"reject:{decision.code}:{int(decision.retry)}:{decision.message}"
+        return f"{mark}accept"
+    return f"{mark}reject:{decision.code}:{int(decision.retry)}:{decision.message}"
+
+
+def shown_resolution(text: str) -> str:
+    """A stored decision as an operator reads it: ``accept`` or ``reject:CODE``."""
+    return ":".join(text.removeprefix(CALLBACK_MARK).split(":", 2)[:2])
 
 
 def _decode(text: str) -> Accept | Reject:
+    text = text.removeprefix(CALLBACK_MARK)
     if text == "accept":
         return Accept()
     _, code, retry, message = text.split(":", 3)
