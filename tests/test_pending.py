@@ -141,3 +141,32 @@ def test_transfers_resolve_refuses_bad_codes_unknown_ids_and_closed_windows(
     assert closed.returncode == 1 and "window closed" in closed.stderr
 
 
+
+
+def test_a_decision_held_by_another_replica_is_not_delivered_twice(
+        net: Any, db_location: str) -> None:
+    """Replicas on one store each run the pending loop: a delivery takes the transfer's
+    hold in the store first. While another store handle (another replica) holds it,
+    this node's pass delivers nothing; once released, the next pass delivers."""
+    go = {"decide": False}
+    node = _extra_node(net, db_location, "bob",
+                       lambda _i: Pending(resolver="review", window=timedelta(seconds=60)))
+    node.resolvers["review"] = lambda _t: Accept() if go["decide"] else None
+    other = TransferStore(db_location)
+    try:
+        result = net.alice.send(net.bob.common_name, payload_for("alice.vasp.test",
+                                                                  "bob.vasp.test"))
+        assert result.state == "pending"
+        row = node.store.latest_request(net.alice.common_name, result.envelope_id)
+        with other.exclusive(net.alice.common_name, result.envelope_id, 5.0) as held:
+            assert held
+            go["decide"] = True
+            node.pending_tick()
+            assert node.store.get(row.seq).state == "pending"  # not delivered
+            assert net.alice.node.store.initiated(result.envelope_id).state == "pending"
+        node.pending_tick()  # the twin: nobody else holds it
+        assert _wait(lambda: node.store.get(row.seq).state == "accepted")
+        assert net.alice.node.store.initiated(result.envelope_id).state == "accepted"
+    finally:
+        other.close()
+        _restore(net, node)

@@ -456,15 +456,15 @@ class TrisaNode:
         """One pass over pending transfers: expire those past their deadline, ask
         resolvers, deliver recorded decisions. Run every ``pending_interval`` seconds.
 
-        Safe in one process per store at a time (the ``--workers`` supervisor runs it
-        in one worker): deliveries and expiries are ordered by a process-local lock
-        and a re-read of the row. A decision recorded by a callback (marked
+        Safe in several processes and replicas on one store (the ``--workers``
+        supervisor still runs it in one worker per host): each delivery and expiry
+        holds the transfer in the store (``TransferStore.exclusive``, the same hold an
+        incoming retry takes; skipped this pass when another process holds it) and
+        re-reads the row, so a decision goes out once. A decision recorded by a callback (marked
         :data:`CALLBACK_MARK`; maybe another worker's, delivering it right now) is left
         to it for ``decision_hold`` seconds; after that, the row still pending means
         that delivery failed (or its process died), and this loop delivers it: the
-        bytes that process stored, if it got as far as sealing them. Not checked: a
-        second process running this loop on the same store (replicas need the
-        store's lease, issue 13 section 2)."""
+        bytes that process stored, if it got as far as sealing them."""
         now = self.clock()
         for row in self.store.pending():
             if self._pending_stop.is_set():
@@ -532,7 +532,9 @@ class TrisaNode:
         it from its store. On an answer the transfer leaves ``pending``; on a failure
         it stays pending and the next tick tries again, until the deadline."""
         peer, eid = row.peer, row.envelope_id
-        with self._deliver_lock:
+        with self._deliver_lock, self.store.exclusive(peer, eid, 0.0) as mine:
+            if not mine:  # another process or replica works on this transfer right now
+                return
             current = self.store.get(row.seq)
             if current is None or current.state != "pending":
                 return
@@ -579,7 +581,9 @@ class TrisaNode:
         the originator with COMPLIANCE_PERIOD_EXCEEDED (once, best effort: it expires
         the transfer on its own at the same deadline)."""
         code = Code.COMPLIANCE_PERIOD_EXCEEDED
-        with self._deliver_lock:
+        with self._deliver_lock, self.store.exclusive(row.peer, row.envelope_id, 0.0) as mine:
+            if not mine:  # another process or replica works on this transfer right now
+                return
             current = self.store.get(row.seq)
             if current is None or current.state != "pending":
                 return
