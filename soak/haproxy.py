@@ -2,11 +2,12 @@
 
 TCP mode with TLS passthrough: mTLS terminates at the node (the only place the peer's
 certificate can be checked). The configuration is the README's "Deployment" example
-with loopback ports filled in; ``haproxy`` comes from the system packages.
+(``docs/haproxy.cfg``) with its ports replaced; ``haproxy`` from the system packages.
 """
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import time
@@ -14,26 +15,27 @@ from pathlib import Path
 
 from common import free_port, stop_process
 
-CONFIG = """\
-global
-    maxconn 4096
+#: the README's example, shipped in the clone: its ports are replaced, nothing else
+EXAMPLE = Path(__file__).resolve().parent.parent / "docs" / "haproxy.cfg"
 
-defaults
-    mode tcp
-    timeout connect 2s
-    timeout client  330s
-    timeout server  330s
-    retries 3
-    option redispatch
 
-frontend trisa
-    bind 127.0.0.1:{port}
-    default_backend trisa_nodes
-
-backend trisa_nodes
-    balance roundrobin
-{servers}
-"""
+def config(port: int, backends: list[int]) -> str:
+    """docs/haproxy.cfg with the frontend on ``port`` and one server line per backend."""
+    lines = EXAMPLE.read_text().splitlines()
+    out: list[str] = []
+    servers = [line for line in lines if line.strip().startswith("server ")]
+    template = servers[0]
+    for line in lines:
+        if line.strip().startswith("bind "):
+            out.append(re.sub(r":\d+$", f":{port}", line))
+        elif line.strip().startswith("server "):
+            if line is servers[0]:
+                for i, backend in enumerate(backends, 1):
+                    text = re.sub(r"replica\d+", f"replica{i}", template)
+                    out.append(re.sub(r":\d+ ", f":{backend} ", text))
+        else:
+            out.append(line)
+    return "\n".join(out) + "\n"
 
 
 class HAProxy:
@@ -42,12 +44,8 @@ class HAProxy:
         if binary is None:
             raise RuntimeError("haproxy is not installed (apt-get install haproxy)")
         self.port = free_port()
-        servers = "\n".join(
-            f"    server node{i} 127.0.0.1:{p} check inter 300ms fall 2 rise 2"
-            for i, p in enumerate(backends, 1)
-        )
         path = work / "haproxy.cfg"
-        path.write_text(CONFIG.format(port=self.port, servers=servers))
+        path.write_text(config(self.port, backends))
         subprocess.run([binary, "-c", "-q", "-f", str(path)], check=True)
         self.proc = subprocess.Popen([binary, "-db", "-f", str(path)],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
