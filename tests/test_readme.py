@@ -23,7 +23,10 @@ line before it (``<!-- readme-test: ... -->``):
 - ``skip (reason)``: not run; the list of such blocks is pinned in ``SKIPPED`` so that a
   new block cannot escape silently.
 
-What is substituted, and nothing else: the README's ports (``PORTS``) by free ones;
+What is substituted, and nothing else: the README's ports (``PORTS``) by free ones
+(also in the clone's configuration files that name them, ``PORTED_FILES``); the
+PostgreSQL databases the README creates (``DATABASES``, like ports a resource of the
+machine) by names of this run's own, dropped at the end;
 the placeholders (``VASP_ID``, ``TOKEN``, ``PKCS12_PASSWORD``, ``SERIAL``) by the value
 an earlier command printed, found where the README says it comes from
 (``PLACEHOLDER_SOURCES``); and the answer the README tells the reader to type
@@ -65,7 +68,13 @@ _ANNOTATION = re.compile(r"^<!-- readme-test: (.+) -->$")
 _NOT_INHERITED = ("SECTIGO_", "TRISA_PEER_", "PYTEST_", "HTTP_PROXY", "HTTPS_PROXY",
                   "ALL_PROXY", "NO_PROXY", "GRPC_")
 #: files of the clone that the README's commands name (copied into each folder)
-CLONE_FILES = ("certs/fixtures", "docs/trisa.conf")
+CLONE_FILES = ("certs/fixtures", "docs/trisa.conf", "docs/haproxy.cfg")
+#: clone files whose README ports are substituted too (configuration a command reads)
+PORTED_FILES = ("docs/haproxy.cfg",)
+#: PostgreSQL databases the README creates: like ports, a machine resource, so each run
+#: gets its own name (``<name>_<random>``), dropped at the end
+DATABASES = ("trisa_gds", "trisa_bob")
+_DATABASE = re.compile(r"\b(%s)\b" % "|".join(DATABASES))  # noqa: UP031
 
 #: the blocks that cannot run here: (section, annotation)
 SKIPPED = [
@@ -257,8 +266,12 @@ def _background(command: str) -> bool:
     return re.search(r"&\s*(#.*)?$", command) is not None
 
 
-def _listen_port(command: str) -> int:
+def _listen_port(command: str, folder: Path | None = None) -> int:
     match = re.search(r"--(?:listen|addr)[ =]\S*?:(\d+)", command)
+    config = re.search(r"^haproxy\b.*\s-f\s+(\S+)", command)
+    if match is None and config is not None and folder is not None:  # its bind line
+        match = re.search(r"^\s*bind\s+\S*:(\d+)\s*$", (folder / config.group(1)).read_text(),
+                          re.M)
     assert match, f"cannot tell which port this background command serves: {command}"
     return int(match.group(1))
 
@@ -357,6 +370,34 @@ class Run:
     values: dict[str, str] = field(default_factory=dict)
     outputs: list[tuple[str, str]] = field(default_factory=list)  # (command, output)
     twinned: set[str] = field(default_factory=set)  # placeholders refused literally
+    databases: dict[str, str] = field(default_factory=lambda: {
+        name: f"{name}_{uuid.uuid4().hex[:8]}" for name in DATABASES})
+    used_databases: set[str] = field(default_factory=set)
+
+    def substitute(self, text: str) -> str:
+        """The README's ports and database names replaced by this run's."""
+        def database(match: re.Match[str]) -> str:
+            self.used_databases.add(self.databases[match.group(1)])
+            return self.databases[match.group(1)]
+
+        return _DATABASE.sub(database, _ports(text, self.ports))
+
+    def localise(self) -> None:
+        """The clone's configuration files name this run's ports."""
+        for rel in PORTED_FILES:
+            path = self.folder / rel
+            path.write_text(self.substitute(path.read_text()))
+
+    def drop_databases(self) -> None:
+        if not self.used_databases:
+            return
+        import psycopg
+
+        from trisa_peer.testing.postgres import admin_url
+
+        with psycopg.connect(admin_url(), autocommit=True, connect_timeout=5) as conn:
+            for name in sorted(self.used_databases):
+                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
     def fill(self, command: str) -> str:
         def value(match: re.Match[str]) -> str:
@@ -389,7 +430,7 @@ class Run:
         self.twinned.update(_PLACEHOLDER.findall(literal))
 
     def shell(self, terminal: Terminal, block: Block, *, last_runs_forever: bool = False) -> None:
-        cmds = commands(_ports(block.text, self.ports))
+        cmds = commands(self.substitute(block.text))
         literal_env = ""  # an `export NAME=PLACEHOLDER` waiting for the command it feeds
         for n, command in enumerate(cmds):
             is_export = command.startswith("export ")
@@ -405,9 +446,9 @@ class Run:
             filled = self.fill(command)
             if last_runs_forever and n == len(cmds) - 1:
                 terminal.foreground(filled)
-                _wait_for_port(_listen_port(filled), terminal.proc.pid)
+                _wait_for_port(_listen_port(filled, self.folder), terminal.proc.pid)
             elif _background(filled):
-                _wait_for_port(_listen_port(filled), terminal.start(filled))
+                _wait_for_port(_listen_port(filled, self.folder), terminal.start(filled))
             else:
                 typed = _TYPED.search(command)
                 status, out = terminal.run(filled, typed.group(1) if typed else "")
@@ -418,7 +459,7 @@ class Run:
 
     def script(self, block: Block, folder: Path) -> str:
         path = folder / "readme_example.py"
-        path.write_text(_ports(block.text, self.ports))
+        path.write_text(self.substitute(block.text))
         proc = subprocess.run(["python", path.name], cwd=folder, env=self.env,
                               capture_output=True, text=True, timeout=300,
                               stdin=subprocess.DEVNULL)
@@ -470,7 +511,10 @@ def _not_ignored(folder: Path) -> list[str]:
 
 @pytest.fixture
 def reader(tmp_path: Path) -> Iterator[Run]:
-    yield Run(_clone_folder(tmp_path / "clone"), _env(tmp_path), _free_ports())
+    run = Run(_clone_folder(tmp_path / "clone"), _env(tmp_path), _free_ports())
+    run.localise()
+    yield run
+    run.drop_databases()
 
 
 def test_every_block_is_run_or_listed_as_skipped() -> None:
