@@ -111,6 +111,7 @@ def main() -> int:
     parser.add_argument("--pairs", type=int, default=4, help="window pairs")
     parser.add_argument("--seconds", type=float, default=3.0, help="seconds per window")
     parser.add_argument("--workers", type=int, default=2, help="workers of the second Bob")
+    parser.add_argument("--out", metavar="FILE.json", help="also write the JSON here")
     args = parser.parse_args()
     started = time.perf_counter()
     tmp = tempfile.TemporaryDirectory(prefix="trisa-b8-")
@@ -204,6 +205,8 @@ def main() -> int:
             "duration_s": round(time.perf_counter() - started, 1),
         }
         print(json.dumps(out, indent=2))
+        if args.out:
+            Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
     finally:
         for node in senders:
             node.close()

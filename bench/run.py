@@ -18,6 +18,9 @@ B4  directory Lookup rate / health Check rate on the same server; Search median 
 B5  RSS of a node process holding 10,000 cached peer decisions.
 B6  TransferStream envelopes/s / unary Transfer envelopes/s.
 B7  Transfer round trips/s with Bob on the PostgreSQL store / on SQLite (durable both).
+B8  Round trips/s with ``serve --workers 2`` / the RSA bound (bench/b8_workers.py).
+B10 ``transfers list`` (latest 100; a peer's latest 20) at 1,000,000 stored transfers,
+    both backends, on a generated history (bench/b_history.py).
 B9  Alice and Charlie -> two Bob replicas behind HAProxy (TLS passthrough, one
     PostgreSQL store) / the same senders -> one replica directly (report).
 
@@ -76,6 +79,9 @@ TARGETS = {  # key: (comparison, target)
     "b4_search_p50_ms": ("<=", 2.0),
     "b5_rss_mb": ("<=", 150.0),
     "b7_ratio": (">=", 0.85),
+    "b8_ratio": (">=", 0.8),
+    "b10_list_100_ms": ("<=", 20.0),
+    "b10_peer_20_ms": ("<=", 20.0),
 }
 
 NPROC = os.cpu_count() or 1
@@ -792,6 +798,40 @@ class Bench:
             "ratios": [round(r, 3) for r in ratios], "senders_each": half,
         }
 
+    # ------------------------------------------------------------------ B8, B10, B11
+
+    @staticmethod
+    def script(name: str, *args: str, timeout: float = 900) -> Any:
+        """Run ``bench/<name>`` (a standalone measurement in its own processes) and
+        return the JSON it wrote with ``--out``."""
+        with tempfile.TemporaryDirectory(prefix="trisa-bench-script-") as tmp:
+            out = Path(tmp) / "out.json"
+            proc = subprocess.run([sys.executable, str(HERE / name), *args, "--out", str(out)],
+                                  capture_output=True, text=True, timeout=timeout, check=False)
+            if proc.returncode != 0 or not out.exists():
+                tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+                raise RuntimeError(f"{name} failed: {' / '.join(tail)}")
+            return json.loads(out.read_text())
+
+    def b8(self) -> None:
+        say("B8 serve --workers 2: round trips/s / RSA bound (and / one worker), "
+            "bench/b8_workers.py")
+        out = self.script("b8_workers.py", "--senders", str(self.args.senders))
+        self.results["b8_ratio"] = out["b8_ratio"]
+        self.results["b8_detail"] = {k: v for k, v in out.items() if k != "b8_ratio"}
+
+    def b10(self) -> None:
+        say("B10 transfers list at 1,000,000 stored transfers (latest 100, a peer's latest "
+            "20), both backends, bench/b_history.py (a generated history)")
+        rows = self.script("b_history.py", "--n", "100000", "--n", "1000000",
+                           "--budget", "420", timeout=1200)
+        top = [r for r in rows if r["transfers"] == 1_000_000]
+        if len(top) != 2:
+            raise RuntimeError(f"b_history measured 1,000,000 on {len(top)} backend(s) only")
+        self.results["b10_list_100_ms"] = max(r["latest_100_ms"] for r in top)
+        self.results["b10_peer_20_ms"] = max(r["peer_latest_20_ms"] for r in top)
+        self.results["b10_detail"] = rows
+
 # --------------------------------------------------------------------------- report
 
 
@@ -804,7 +844,8 @@ def verdict(key: str, value: float) -> str:
 
 
 def table(r: dict[str, Any]) -> str:
-    d = {k: r.get(k + "_detail", {}) for k in ("b1", "b2", "b3", "b4", "b5", "b6", "b7", "b9")}
+    d = {k: r.get(k + "_detail", {})
+         for k in ("b1", "b2", "b3", "b4", "b5", "b6", "b7", "b8", "b9")}
     rows = [
         ("B1 transfer round trips/s", "b1_ratio", f"{r.get('b1_rate', 'n/a')} rt/s",
          f"bound {r.get('b1_bound', 'n/a')} rt/s", "b1_ratio"),
@@ -826,9 +867,15 @@ def table(r: dict[str, Any]) -> str:
         ("B7 PostgreSQL / SQLite store", "b7_ratio",
          f"{d['b7'].get('postgresql_rate', 'n/a')} rt/s",
          f"{d['b7'].get('sqlite_rate', 'n/a')} rt/s", "b7_ratio"),
+        ("B8 --workers 2 / RSA bound", "b8_ratio", f"{d['b8'].get('rate_workers', 'n/a')} rt/s",
+         f"bound {d['b8'].get('bound', 'n/a')} rt/s", "b8_ratio"),
         ("B9 2 replicas+HAProxy / 1 direct", "b9_ratio",
          f"{d['b9'].get('two_replicas_rate', 'n/a')} rt/s",
          f"{d['b9'].get('one_replica_rate', 'n/a')} rt/s", "b9_ratio"),
+        ("B10 list latest 100, 1M stored", "b10_list_100_ms",
+         f"{r.get('b10_list_100_ms', 'n/a')} ms", "slower backend", "b10_list_100_ms"),
+        ("B10 a peer's latest 20, 1M", "b10_peer_20_ms",
+         f"{r.get('b10_peer_20_ms', 'n/a')} ms", "slower backend", "b10_peer_20_ms"),
     ]
     head = f"| {'figure':<31} | {'value':>14} | {'baseline':>18} | {'ratio':>7} | " \
            f"{'target':>7} | {'result':<6} |"
@@ -836,7 +883,7 @@ def table(r: dict[str, Any]) -> str:
     for label, key, value, base, ratio_key in rows:
         raw = r.get(ratio_key)
         shown = f"{raw:.3f}" if isinstance(raw, (int, float)) else "n/a"
-        if ratio_key in ("b4_search_p50_ms", "b5_rss_mb"):
+        if ratio_key in ("b4_search_p50_ms", "b5_rss_mb", "b10_list_100_ms", "b10_peer_20_ms"):
             shown = "-"
         op_target = TARGETS.get(key)
         target = f"{op_target[0]} {op_target[1]:g}" if op_target else "report"
@@ -874,7 +921,8 @@ def main() -> int:
             steps.append(("b1x", bench.b1_experiments))
         if want("b4") or want("b5"):
             steps.insert(0, ("pki", bench.make_pki))
-        steps += [("b4", bench.b4), ("b5", bench.b5), ("b7", bench.b7), ("b9", bench.b9)]
+        steps += [("b4", bench.b4), ("b5", bench.b5), ("b7", bench.b7), ("b9", bench.b9),
+                  ("b8", bench.b8), ("b10", bench.b10)]
         for name, step in steps:
             if name == "b1x" and not want("b1"):
                 continue
@@ -892,7 +940,8 @@ def main() -> int:
     results["duration_s"] = round(time.perf_counter() - started, 1)
     ordered = {k: results[k] for k in (
         "b1_rate", "b1_bound", "b1_ratio", "b2_ratio", "b3_ratio", "b4_lookup_ratio",
-        "b4_search_p50_ms", "b5_rss_mb", "b6_ratio", "b7_ratio", "b9_ratio") if k in results}
+        "b4_search_p50_ms", "b5_rss_mb", "b6_ratio", "b7_ratio", "b8_ratio", "b9_ratio",
+        "b10_list_100_ms", "b10_peer_20_ms") if k in results}
     ordered.update({k: v for k, v in results.items() if k not in ordered})
     Path(args.out).write_text(json.dumps(ordered, indent=2) + "\n")
     print(table(results))
