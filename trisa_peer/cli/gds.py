@@ -1,6 +1,9 @@
 """``trisa-peer gds``: run and use a TRISA Global Directory Service.
 
-Server and operator commands (work on the SQLite database ``--db FILE``)::
+Server and operator commands (work on the directory database ``--db``: a SQLite file,
+``sqlite:///path`` or ``postgresql://user@host/dbname``; replicas and operators share a
+PostgreSQL database by giving the same URL, its password in ``--db-password-file``,
+``PGPASSFILE`` or ``PGPASSWORD``, never in the URL)::
 
     trisa-peer gds serve   --db FILE [--listen HOST:PORT] (--tls-cert F --tls-key F |
                            --ca-dir DIR | --insecure) [--outbox DIR] [--directory-id ID]
@@ -95,9 +98,9 @@ def _directory(args: argparse.Namespace, *, create: bool = False) -> Any:
     """The directory on ``--db`` (a context manager that closes it); only ``serve`` and
     ``add`` may create the file."""
     from ..directory.service import Directory
-    from ..directory.store import SQLiteStore
+    from ..directory.store import SQLStore
 
-    store = SQLiteStore(args.db, create=create)
+    store = SQLStore(args.db, create=create, password_file=args.db_password_file)
     return Directory(
         store,
         directory_id=args.directory_id,
@@ -106,10 +109,18 @@ def _directory(args: argparse.Namespace, *, create: bool = False) -> Any:
 
 
 @contextlib.contextmanager
-def _new_database_removed_on_error(path: str) -> Iterator[None]:
-    """Remove the database file at ``path`` (and its SQLite side files) when the block
-    fails and the file did not exist before it: a failed ``serve`` or ``add`` leaves
-    nothing behind. The block must close the directory before raising."""
+def _new_database_removed_on_error(location: str) -> Iterator[None]:
+    """Remove the SQLite database file ``location`` names (and its side files) when the
+    block fails and the file did not exist before it: a failed ``serve`` or ``add``
+    leaves nothing behind. The block must close the directory before raising. (A
+    PostgreSQL database is never created or dropped here.)"""
+    from ..storage import parse_url
+
+    url = parse_url(location)
+    if url.backend != "sqlite" or url.in_memory:
+        yield
+        return
+    path = url.path
     existed = Path(path).exists()
     try:
         yield
@@ -597,8 +608,11 @@ def register(subparsers: Any) -> None:
 
     db = argparse.ArgumentParser(add_help=False)
     db.add_argument("--db", required=True,
-                    help="directory database (SQLite file; must exist, except for serve "
-                    "and add, which create it)")
+                    help="directory database: a SQLite file (must exist, except for serve "
+                    "and add, which create it), sqlite:///PATH or postgresql://USER@HOST/DB")
+    db.add_argument("--db-password-file", metavar="FILE",
+                    help="PostgreSQL password (first line of a file only its owner can "
+                    "read); or PGPASSFILE / PGPASSWORD")
     db.add_argument(
         "--directory-id", default=os.environ.get("GDS_DIRECTORY_ID", DEFAULT_DIRECTORY_ID),
         help="registered_directory of new records (default: $GDS_DIRECTORY_ID or "
