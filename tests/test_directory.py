@@ -31,6 +31,7 @@ from trisa_peer.directory import (
     peer_record,
 )
 from trisa_peer.directory.convert import serial_hex
+from trisa_peer.directory.service import MAX_SEARCH_TERMS
 from trisa_peer.directory.store import SCHEMA_VERSION, Changes, ContactToken
 from trisa_peer.errors import (
     ConfigurationError,
@@ -403,8 +404,26 @@ def test_search(directory: Directory, client: DirectoryClient, stub: gds_grpc.TR
     assert [r.common_name for r in client.search(name=["alice", "bob"], country="gb")] == [
         "bob.example.com"]
     assert client.search(name="zzz") == []
+    # three countries (padded to an IN list of four): the same answer as one
+    assert [r.common_name for r in client.search(name="bob", country=["gb", "fr", "de"])] == [
+        "bob.example.com"]
+    assert client.search(name="bob", country=["us", "fr", "de"]) == []
     err = rpc_error(stub.Search, gds_pb2.SearchRequest())
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_search_terms_are_bounded(directory: Directory, stub: gds_grpc.TRISADirectoryStub,
+                                  bob: Identity) -> None:
+    directory.add(common_name="bob.example.com", endpoint="bob.example.com:443",
+                  certificates=[bob.leaf], name="Bob VASP", country="GB")
+    names = [f"n{i}" for i in range(MAX_SEARCH_TERMS - 1)] + ["bob"]
+    reply = stub.Search(gds_pb2.SearchRequest(name=names), timeout=5)
+    assert [r.common_name for r in reply.results] == ["bob.example.com"]
+    # twin: one value more is refused, with the limit named
+    err = rpc_error(stub.Search, gds_pb2.SearchRequest(name=[*names, "n99"]))
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert err.details() == (f"search takes at most {MAX_SEARCH_TERMS} values per field "
+                             f"({MAX_SEARCH_TERMS + 1} name values given)")
 
 
 def test_status_health_and_reflection(server: DirectoryServer, client: DirectoryClient) -> None:

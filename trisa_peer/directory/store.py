@@ -342,6 +342,16 @@ def _marks(values: Sequence[object]) -> str:
     return ",".join("?" * len(values))
 
 
+def _bucket(values: list[str]) -> list[str]:
+    """``values`` padded (repeating the last) to a power of two: an ``IN`` list then
+    has one of a few lengths, so the SQL texts the storage layer translates and caches
+    stay few whatever the requests carry (the repeats change no result)."""
+    size = 1
+    while size < len(values):
+        size *= 2
+    return values + values[-1:] * (size - len(values))
+
+
 def _prefix_upper(prefix: str) -> str:
     return prefix + "\U0010ffff"
 
@@ -622,12 +632,10 @@ class SQLStore:
         # (SQLite: CROSS JOIN keeps that join order.)
         params: list[object] = []
         sources: list[str] = []
-        for name in names:
-            key = normalize_name(name)
-            if key:
-                sources.append("SELECT DISTINCT vasp_id FROM names WHERE name >= ? AND name < ?")
-                params.extend((key, _prefix_upper(key)))
-        hosts = sorted({website_host(w) for w in websites} - {""})
+        for key in sorted({normalize_name(name) for name in names} - {""}):
+            sources.append("SELECT DISTINCT vasp_id FROM names WHERE name >= ? AND name < ?")
+            params.extend((key, _prefix_upper(key)))
+        hosts = _bucket(sorted({website_host(w) for w in websites} - {""}))
         if hosts:
             sources.append(
                 f"SELECT vasp_id FROM websites WHERE host IN ({_marks(hosts)})"  # noqa: S608
@@ -636,8 +644,10 @@ class SQLStore:
         if (names or websites) and not sources:
             return []
         filters: list[tuple[str, str, list[str]]] = [
-            ("countries", "country", sorted({normalize_country(c) for c in countries} - {""})),
-            ("categories", "category", sorted({c.strip().lower() for c in categories} - {""})),
+            ("countries", "country",
+             _bucket(sorted({normalize_country(c) for c in countries} - {""}))),
+            ("categories", "category",
+             _bucket(sorted({c.strip().lower() for c in categories} - {""}))),
         ]
         filters = [f for f in filters if f[2]]
         if not sources:
