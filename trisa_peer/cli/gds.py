@@ -17,8 +17,10 @@ PostgreSQL database by giving the same URL, its password in ``--db-password-file
     trisa-peer gds reissue ID --db FILE
     trisa-peer gds outbox  --db FILE [--id ID]
 
-Only ``serve`` and ``add`` create a missing database; the other operator commands
-refuse a ``--db`` that does not exist ("no such directory database").
+Only ``serve`` and ``add`` create a missing database file; the other operator commands
+refuse a ``--db`` file that does not exist ("no such directory database"). A PostgreSQL
+database must exist (no command creates one); its tables are created or migrated by
+the first command that opens it.
 
 ``review --accept``, ``revoke`` and ``reissue`` reach Sectigo at ``--sectigo-endpoint``
 (default ``$SECTIGO_ENDPOINT``) with ``$SECTIGO_USERNAME`` / ``$SECTIGO_PASSWORD``.
