@@ -518,6 +518,7 @@ def alice_pem(tmp_path: Path, alice: Identity) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_operator_commands_and_serve_on_one_database_url(
     db_location: str, alice_pem: Path, trisa_peer_cli: Callable[..., CliResult],
 ) -> None:
