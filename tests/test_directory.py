@@ -26,11 +26,13 @@ from trisa_peer.directory import (
     DirectoryClient,
     DirectoryServer,
     SQLiteStore,
+    SQLStore,
     certificate_proto,
     peer_record,
 )
 from trisa_peer.directory.convert import serial_hex
-from trisa_peer.directory.store import Changes, ContactToken
+from trisa_peer.directory.service import MAX_SEARCH_TERMS
+from trisa_peer.directory.store import SCHEMA_VERSION, Changes, ContactToken
 from trisa_peer.errors import (
     ConfigurationError,
     DirectoryError,
@@ -55,8 +57,10 @@ def bob(ca: CertificateAuthority) -> Identity:
 
 
 @pytest.fixture
-def directory(tmp_path: Path) -> Directory:
-    store = SQLiteStore(tmp_path / "gds.db")
+def directory(db_location: str, tmp_path: Path) -> Directory:
+    """A directory on a fresh database: every test using it runs on SQLite and on
+    PostgreSQL (``db_location``)."""
+    store = SQLStore(db_location)
     yield Directory(store, directory_id="testnet.local", outbox_dir=tmp_path / "outbox")
     store.close()
 
@@ -110,15 +114,9 @@ def rpc_error(fn, *args) -> grpc.RpcError:  # type: ignore[no-untyped-def]
     return info.value
 
 
-def counts(path: Path) -> tuple[int, ...]:
-    conn = sqlite3.connect(path)
-    try:
-        return tuple(
-            conn.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0]  # noqa: S608
-            for t in ("vasps", "names", "contacts", "certreqs", "secrets", "emails")
-        )
-    finally:
-        conn.close()
+def counts(directory: Directory) -> dict[str, int]:
+    """Rows per table of the directory's store (either backend)."""
+    return directory.store.table_counts()  # type: ignore[attr-defined, no-any-return]
 
 
 # --------------------------------------------------------------------------- convert
@@ -187,7 +185,7 @@ def test_convert_error_field_and_garbage() -> None:
 def test_store_schema_versioned_and_reopens(tmp_path: Path, alice: Identity) -> None:
     path = tmp_path / "gds.db"
     store = SQLiteStore(path)
-    assert store.schema_version() == 1
+    assert store.schema_version() == SCHEMA_VERSION
     Directory(store).add(common_name="alice.example.com", endpoint="alice.example.com:443",
                          certificates=[alice.leaf, *alice.chain])
     store.close()
@@ -285,24 +283,24 @@ def test_register_defaults_common_name_to_endpoint_host(
 )
 def test_register_invalid(stub: gds_grpc.TRISADirectoryStub, directory: Directory,
                           mutate, message: str) -> None:  # type: ignore[no-untyped-def]
-    before = counts(Path(directory.store.path))  # type: ignore[attr-defined]
+    before = counts(directory)
     req = register_request()
     mutate(req)
     err = rpc_error(stub.Register, req)
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert message in err.details()
     assert "\n" not in err.details()
-    assert counts(Path(directory.store.path)) == before  # type: ignore[attr-defined]
+    assert counts(directory) == before
 
 
 def test_register_duplicate_common_name(stub: gds_grpc.TRISADirectoryStub,
                                         directory: Directory) -> None:
     stub.Register(register_request(), timeout=5)
-    before = counts(Path(directory.store.path))  # type: ignore[attr-defined]
+    before = counts(directory)
     err = rpc_error(stub.Register, register_request("Charlie.Example.COM."))
     assert err.code() == grpc.StatusCode.ALREADY_EXISTS
     assert "already registered" in err.details()
-    assert counts(Path(directory.store.path)) == before  # type: ignore[attr-defined]
+    assert counts(directory) == before
 
 
 # --------------------------------------------------------------------------- VerifyContact
@@ -406,8 +404,26 @@ def test_search(directory: Directory, client: DirectoryClient, stub: gds_grpc.TR
     assert [r.common_name for r in client.search(name=["alice", "bob"], country="gb")] == [
         "bob.example.com"]
     assert client.search(name="zzz") == []
+    # three countries (padded to an IN list of four): the same answer as one
+    assert [r.common_name for r in client.search(name="bob", country=["gb", "fr", "de"])] == [
+        "bob.example.com"]
+    assert client.search(name="bob", country=["us", "fr", "de"]) == []
     err = rpc_error(stub.Search, gds_pb2.SearchRequest())
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_search_terms_are_bounded(directory: Directory, stub: gds_grpc.TRISADirectoryStub,
+                                  bob: Identity) -> None:
+    directory.add(common_name="bob.example.com", endpoint="bob.example.com:443",
+                  certificates=[bob.leaf], name="Bob VASP", country="GB")
+    names = [f"n{i}" for i in range(MAX_SEARCH_TERMS - 1)] + ["bob"]
+    reply = stub.Search(gds_pb2.SearchRequest(name=names), timeout=5)
+    assert [r.common_name for r in reply.results] == ["bob.example.com"]
+    # twin: one value more is refused, with the limit named
+    err = rpc_error(stub.Search, gds_pb2.SearchRequest(name=[*names, "n99"]))
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert err.details() == (f"search takes at most {MAX_SEARCH_TERMS} values per field "
+                             f"({MAX_SEARCH_TERMS + 1} name values given)")
 
 
 def test_status_health_and_reflection(server: DirectoryServer, client: DirectoryClient) -> None:
@@ -436,7 +452,7 @@ def test_status_health_and_reflection(server: DirectoryServer, client: Directory
 
 
 def test_add_bad_input(directory: Directory, alice: Identity) -> None:
-    before = counts(Path(directory.store.path))  # type: ignore[attr-defined]
+    before = counts(directory)
     ok = {"common_name": "alice.example.com", "endpoint": "alice.example.com:443",
           "certificates": [alice.leaf]}
     with pytest.raises(ConfigurationError, match="not a valid DNS name"):
@@ -447,7 +463,7 @@ def test_add_bad_input(directory: Directory, alice: Identity) -> None:
         directory.add(**{**ok, "endpoint": "alice.example.com"})
     with pytest.raises(ConfigurationError, match="does not match common name"):
         directory.add(**{**ok, "common_name": "mallory.example.com"})
-    assert counts(Path(directory.store.path)) == before  # type: ignore[attr-defined]
+    assert counts(directory) == before
     directory.add(**ok)
     with pytest.raises(DirectoryError, match="already registered"):
         directory.add(**{**ok, "common_name": "ALICE.example.com"})
@@ -467,14 +483,15 @@ def test_update_certificate_keeps_superseded(directory: Directory, client: Direc
 
 
 def test_client_cache_ttl_and_fresh(directory: Directory, server: DirectoryServer,
-                                    ca: CertificateAuthority, alice: Identity) -> None:
+                                    ca: CertificateAuthority, alice: Identity,
+                                    db_location: str) -> None:
     now = [1000.0]
     vasp = directory.add(common_name="alice.example.com", endpoint="alice.example.com:443",
                          certificates=[alice.leaf])
     with DirectoryClient(server.endpoint, insecure=True, cache_ttl=60, clock=lambda: now[0]) as c:
         first = c.lookup(common_name="alice.example.com")
         # an operator rotates the certificate directly in the database (another store)
-        other = SQLiteStore(directory.store.path)  # type: ignore[attr-defined]
+        other = SQLStore(db_location)
         rotated = ca.issue("alice.example.com", key_size=2048)
         Directory(other).update_certificate(vasp.id, [rotated.leaf])
         other.close()
@@ -547,11 +564,11 @@ def test_store_duplicate_insert_is_refused_atomically(directory: Directory,
                          certificates=[alice.leaf])
     dup = directory.get(vasp.id)
     dup.id = "another-id"
-    before = counts(Path(directory.store.path))  # type: ignore[attr-defined]
+    before = counts(directory)
     token = ContactToken(
         token="t" * 48, vasp_id="another-id", email="a@b.cd", kinds=("technical",))
     assert directory.store.commit(Changes(vasp=dup, create=True, tokens=[token])) is False
-    assert counts(Path(directory.store.path)) == before  # type: ignore[attr-defined]
+    assert counts(directory) == before
 
 
 def test_client_treats_reply_error_field_as_failure() -> None:
@@ -690,7 +707,7 @@ def test_register_upstream_trixo_fixture_refused_with_fields_named(
     a search for country US."""
     from test_ivms101 import _trixo_request, corrected_trixo_entity
 
-    before = counts(Path(directory.store.path))  # type: ignore[attr-defined]
+    before = counts(directory)
     err = rpc_error(stub.Register, _trixo_request())
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
     details = err.details() or ""
@@ -702,7 +719,7 @@ def test_register_upstream_trixo_fixture_refused_with_fields_named(
                   "entity.country_of_registration 'USA'"):
         assert field in details
     assert "\n" not in details
-    assert counts(Path(directory.store.path)) == before  # type: ignore[attr-defined]
+    assert counts(directory) == before
 
     request = _trixo_request()
     request.entity.CopyFrom(corrected_trixo_entity())

@@ -24,7 +24,7 @@ from trisa_peer.directory import (
     Directory,
     DirectoryClient,
     DirectoryServer,
-    SQLiteStore,
+    SQLStore,
     accept,
     reissue,
     revoke,
@@ -74,8 +74,9 @@ def sectigo_client(emu: SectigoEmulator) -> SectigoClient:
 
 
 @pytest.fixture
-def directory(tmp_path: Path) -> Directory:
-    store = SQLiteStore(tmp_path / "gds.db")
+def directory(db_location: str, tmp_path: Path) -> Directory:
+    """A directory on a fresh database (SQLite and PostgreSQL: ``db_location``)."""
+    store = SQLStore(db_location)
     yield Directory(store, directory_id="testnet.local", outbox_dir=tmp_path / "outbox")
     store.close()
 
@@ -143,7 +144,7 @@ def test_full_flow_register_verify_review_lookup_certs_revoke(
     gds_cli: Callable[..., CliResult], tmp_path: Path, emulator: SectigoEmulator,
     directory: Directory, client: DirectoryClient,
 ) -> None:
-    db = str(tmp_path / "gds.db")
+    db = str(directory.store.location)  # type: ignore[attr-defined]
     reply = client.register(register_request())
     token = token_from_outbox(tmp_path / "outbox")
     assert len(token) == 48
@@ -336,7 +337,7 @@ def test_cli_review_with_wrong_sectigo_credentials_prints_one_line(
     client: DirectoryClient,
 ) -> None:
     reply = pending(client, directory)
-    db = str(directory.store.path)  # type: ignore[attr-defined]
+    db = str(directory.store.location)  # type: ignore[attr-defined]
     result = gds_cli("review", reply.id, "--accept", "--db", db, "--sectigo-endpoint",
                      emulator.base_url, "--poll-interval", "0.05",
                      env={"SECTIGO_USERNAME": USER, "SECTIGO_PASSWORD": "wrong-password"})

@@ -1,6 +1,9 @@
 """``trisa-peer gds``: run and use a TRISA Global Directory Service.
 
-Server and operator commands (work on the SQLite database ``--db FILE``)::
+Server and operator commands (work on the directory database ``--db``: a SQLite file,
+``sqlite:///path`` or ``postgresql://user@host/dbname``; replicas and operators share a
+PostgreSQL database by giving the same URL, its password in ``--db-password-file``,
+``PGPASSFILE`` or ``PGPASSWORD``, never in the URL)::
 
     trisa-peer gds serve   --db FILE [--listen HOST:PORT] (--tls-cert F --tls-key F |
                            --ca-dir DIR | --insecure) [--outbox DIR] [--directory-id ID]
@@ -15,8 +18,10 @@ Server and operator commands (work on the SQLite database ``--db FILE``)::
     trisa-peer gds outbox  --db FILE [--id ID]
     trisa-peer gds members --db FILE --tls-cert F --tls-key F --client-ca FILE  (see .csr)
 
-Only ``serve`` and ``add`` create a missing database; the other operator commands
-refuse a ``--db`` that does not exist ("no such directory database").
+Only ``serve`` and ``add`` create a missing database file; the other operator commands
+refuse a ``--db`` file that does not exist ("no such directory database"). A PostgreSQL
+database must exist (no command creates one); its tables are created or migrated by
+the first command that opens it.
 
 ``review --accept``, ``revoke`` and ``reissue`` reach Sectigo at ``--sectigo-endpoint``
 (default ``$SECTIGO_ENDPOINT``) with ``$SECTIGO_USERNAME`` / ``$SECTIGO_PASSWORD``.
@@ -65,6 +70,7 @@ from ..errors import ConfigurationError, DirectoryError, UsageError
 from ..fsutil import write_private
 from ..limits import raise_open_files_limit
 from ..records import PeerRecord
+from .db import add_db_args
 from .options import (
     REASON_HELP,
     add_directory_args,
@@ -105,11 +111,11 @@ def _directory(args: argparse.Namespace, *, create: bool = False) -> Any:
     """The directory on ``--db`` (a context manager that closes it); only ``serve`` and
     ``add`` may create the file."""
     from ..directory.service import DEFAULT_DIRECTORY_ID, Directory
-    from ..directory.store import SQLiteStore
+    from ..directory.store import SQLStore
 
     directory_id = (args.directory_id or env_value(args, "TRISA_PEER_DIRECTORY_ID")
                     or DEFAULT_DIRECTORY_ID)
-    store = SQLiteStore(args.db, create=create)
+    store = SQLStore(args.db, create=create, password_file=args.db_password_file)
     return Directory(
         store,
         directory_id=directory_id,
@@ -118,10 +124,18 @@ def _directory(args: argparse.Namespace, *, create: bool = False) -> Any:
 
 
 @contextlib.contextmanager
-def _new_database_removed_on_error(path: str) -> Iterator[None]:
-    """Remove the database file at ``path`` (and its SQLite side files) when the block
-    fails and the file did not exist before it: a failed ``serve`` or ``add`` leaves
-    nothing behind. The block must close the directory before raising."""
+def _new_database_removed_on_error(location: str) -> Iterator[None]:
+    """Remove the SQLite database file ``location`` names (and its side files) when the
+    block fails and the file did not exist before it: a failed ``serve`` or ``add``
+    leaves nothing behind. The block must close the directory before raising. (A
+    PostgreSQL database is never created or dropped here.)"""
+    from ..storage import parse_url
+
+    url = parse_url(location)
+    if url.backend != "sqlite" or url.in_memory:
+        yield
+        return
+    path = url.path
     existed = Path(path).exists()
     try:
         yield
@@ -674,9 +688,9 @@ def register(subparsers: Any) -> None:
     common.add_argument("--json", action="store_true", help="machine-readable output")
 
     db = argparse.ArgumentParser(add_help=False)
-    db.add_argument("--db", required=True,
-                    help="directory database (SQLite file; must exist, except for serve "
-                    "and add, which create it)")
+    add_db_args(db, required=True, help="directory database: a SQLite file (must exist, "
+                "except for serve and add, which create it), sqlite:///PATH or "
+                "postgresql://USER@HOST/DB")
     db.add_argument(
         "--directory-id",
         help="registered_directory of new records (default: $TRISA_PEER_DIRECTORY_ID or "

@@ -3,7 +3,8 @@
 - :class:`DirectoryClient` — the handshake's :class:`~trisa_peer.records.DirectoryLookup`
   over gRPC (cached, bounded timeouts).
 - :class:`DirectoryServer` — a TRISADirectory gRPC server (+ health, reflection) over a
-  :class:`Directory` (the behaviour) over a :class:`DirectoryStore` (SQLite by default).
+  :class:`Directory` (the behaviour) over a :class:`DirectoryStore` (:class:`SQLStore`:
+  SQLite by default, PostgreSQL by URL).
 - :mod:`.issuance` — review acceptance, reissue and revocation through Sectigo.
 - :mod:`.convert` — ``LookupReply`` ↔ :class:`~trisa_peer.records.PeerRecord`.
 """
@@ -15,7 +16,7 @@ from .convert import certificate_proto, lookup_reply, peer_record
 from .issuance import IssuanceResult, accept, certificate_zip, reissue, revoke
 from .server import DirectoryServer, DirectoryServicer
 from .service import DEFAULT_DIRECTORY_ID, Directory, RegisterResult, state_name
-from .store import Changes, DirectoryStore, SQLiteStore
+from .store import Changes, DirectoryStore, SQLiteStore, SQLStore
 
 __all__ = [
     "DEFAULT_DIRECTORY_ID",
@@ -27,6 +28,7 @@ __all__ = [
     "DirectoryStore",
     "IssuanceResult",
     "RegisterResult",
+    "SQLStore",
     "SQLiteStore",
     "SearchResult",
     "accept",

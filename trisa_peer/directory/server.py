@@ -13,7 +13,7 @@ the request is parsed by our code, so a body that is not the method's message ge
 
 ::
 
-    store = SQLiteStore("gds.db")
+    store = SQLStore("gds.db")  # or SQLStore("postgresql://user@host/gds")
     server = DirectoryServer(store, listen="127.0.0.1:0")
     port = server.start()
     ...

@@ -60,6 +60,7 @@ from .validate import (
 __all__ = [
     "CONTACT_KINDS",
     "DEFAULT_DIRECTORY_ID",
+    "MAX_SEARCH_TERMS",
     "Directory",
     "RegisterResult",
     "state_name",
@@ -74,6 +75,7 @@ log = logging.getLogger(__name__)
 DEFAULT_DIRECTORY_ID = "trisa.localhost"
 CONTACT_KINDS = ("technical", "administrative", "legal", "billing")
 TOKEN_LENGTH = 48
+MAX_SEARCH_TERMS = 16  # per Search field
 PASSWORD_LENGTH = 16
 
 VS = models_pb2.VerificationState
@@ -105,6 +107,13 @@ class Directory:
     ``directory_id`` is the ``registered_directory`` of new records; ``outbox_dir``
     (optional) receives a ``.eml`` file for every email (the store's ``emails`` table
     always does); ``admin_email`` receives review requests.
+
+    Freshness (the one rule for replicas): nothing here or in the gRPC server caches
+    what the store returns, so a Lookup or Search that begins after a write has
+    committed -- through this process, another replica on the same database, or the
+    CLI -- returns that write (see :mod:`.store`). Nodes' own lookup caches
+    (:class:`~.client.DirectoryClient`, ``cache_ttl``) are outside this rule: they are
+    bounded by their TTL.
     """
 
     def __init__(
@@ -474,9 +483,20 @@ class Directory:
         countries: Sequence[str] = (),
         categories: Sequence[str] = (),
     ) -> list[SearchRow]:
-        """VERIFIED VASPs: name prefix OR website host, AND country, AND category."""
+        """VERIFIED VASPs: name prefix OR website host, AND country, AND category.
+
+        At most :data:`MAX_SEARCH_TERMS` values per field (ConfigurationError): each
+        value is a term of one SQL statement, and a request of 256 KiB could otherwise
+        carry tens of thousands."""
         if not any((names, websites, countries, categories)):
             raise ConfigurationError("search needs a name, website, country or category")
+        for field_name, values in (("name", names), ("website", websites),
+                                   ("country", countries), ("category", categories)):
+            if len(values) > MAX_SEARCH_TERMS:
+                raise ConfigurationError(
+                    f"search takes at most {MAX_SEARCH_TERMS} values per field "
+                    f"({len(values)} {field_name} values given)"
+                )
         return self.store.search(
             names=names, websites=websites, countries=countries, categories=categories
         )

@@ -1,4 +1,5 @@
-"""Directory storage: the :class:`DirectoryStore` protocol and its SQLite backend.
+"""Directory storage: the :class:`DirectoryStore` protocol and :class:`SQLStore`, its
+implementation on :mod:`trisa_peer.storage` (SQLite or PostgreSQL, chosen by ``--db``).
 
 The store keeps GDS records as serialized protobuf messages next to the few indexed
 columns the RPCs need, so that every RPC is one or two indexed reads:
@@ -10,7 +11,7 @@ vasps          ``VASP`` proto + ``id`` (PK), normalised common name (UNIQUE), st
                version, endpoint, origin (``register`` / ``import``) and the
                precomputed ``LookupReply`` bytes (Lookup is a single index hit)
 names          name index: common name + every IVMS101 legal / local / phonetic name,
-               lower-cased and trimmed (prefix search uses the B-tree range)
+               lower-cased and trimmed (prefix search is a range on the primary key)
 websites       website host name index
 countries      country of registration + address countries (ISO alpha-2, upper-case)
 categories     business category name + VASP categories (lower-case)
@@ -21,42 +22,57 @@ secrets        PKCS#12 passwords (``<certreq>-password``) and zips (``<certreq>-
 emails         the outbox (GDS test mode: emails are stored, not sent)
 =============  ==========================================================================
 
-Every mutation is one :class:`Changes` applied by :meth:`DirectoryStore.commit` in one
-transaction; a VASP update carries the version it was read at (optimistic locking), so
-two operators cannot overwrite each other's change. Nothing is cached in the process:
-a server sees a change written by the CLI at its next request.
+:data:`TABLES` lists them in copy order (``trisa-peer db copy``); the tables and columns
+are the same on both backends. On PostgreSQL the text columns that are ordered or
+range-searched (``vasps.cn_norm``, ``names.name``) use the ``"C"`` collation, so prefix
+ranges are served by the ordinary primary-key index (no ``text_pattern_ops`` index is
+needed) and listings sort byte-wise exactly as on SQLite, whatever the server's locale.
 
-A PostgreSQL backend would implement the same protocol with the same tables (``BYTEA``
-for the blobs, ``text_pattern_ops`` indexes for the prefix ranges, ``SERIALIZABLE`` or
-``SELECT ... FOR UPDATE`` in ``commit``); nothing outside this module touches SQL.
+Every mutation is one :class:`Changes` applied by :meth:`DirectoryStore.commit` in one
+transaction; a VASP update carries the version it was read at and the ``UPDATE``
+matches only that version (optimistic locking), so two operators -- or two replicas on
+one PostgreSQL database -- cannot overwrite each other's change: at READ COMMITTED the
+second ``UPDATE`` waits for the first to commit, re-reads the row and matches nothing.
+A duplicate normalised common name is refused by the ``UNIQUE`` constraint on both
+backends. Either conflict makes ``commit`` return ``False`` with nothing written.
+
+Freshness (issue 13, section 4): nothing read from the database is cached in the
+process. Every read is its own statement outside any long transaction (SQLite
+autocommit, PostgreSQL autocommit at READ COMMITTED), so a Lookup or Search that begins
+after a write has committed -- through this process, another replica, or the CLI --
+returns that write. Keep it so: a cache in front of these reads would need an
+invalidation that reaches every replica, and there is none.
+
+Durability is the storage layer's (:mod:`trisa_peer.storage.database`): durable
+commits by default on both backends.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
-import sqlite3
-import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from google.protobuf.message import Message
 
 from .._pb.gds.models.v1 import models_pb2 as gds_models_pb2
 from .._pb.trisa.gds.models.v1beta1 import models_pb2
-from ..errors import ConfigurationError, StoreError
-from ..fsutil import create_private
+from ..errors import StoreConflictError
+from ..storage import Database, DatabaseURL, Tx, migrate, open_database
+from ..storage.migrate import Migrations
 from .convert import enum_name, lookup_reply
 from .validate import normalize_common_name, normalize_country, normalize_name, website_host
 
 __all__ = [
+    "MIGRATIONS",
     "SCHEMA_VERSION",
+    "TABLES",
     "Changes",
     "ContactToken",
     "DirectoryStore",
     "Email",
+    "SQLStore",
     "SQLiteStore",
     "SearchRow",
     "index_terms",
@@ -120,8 +136,8 @@ class Changes:
 
 
 class DirectoryStore(Protocol):
-    """What the directory service needs from storage (SQLite here; PostgreSQL could
-    implement it). Reads return fresh protobuf copies; ``commit`` is all or nothing and
+    """What the directory service needs from storage (:class:`SQLStore` on SQLite or
+    PostgreSQL). Reads return fresh protobuf copies; ``commit`` is all or nothing and
     returns ``False`` on a conflict (duplicate common name or stale version)."""
 
     def commit(self, changes: Changes) -> bool: ...
@@ -204,74 +220,114 @@ def index_terms(vasp: models_pb2.VASP) -> dict[str, set[str]]:
     }
 
 
-# --------------------------------------------------------------------------- SQLite
+# --------------------------------------------------------------------------- schema
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
-_MIGRATIONS: dict[int, tuple[str, ...]] = {
-    1: (
-        """CREATE TABLE vasps (
-            id TEXT PRIMARY KEY,
-            common_name TEXT NOT NULL,
-            cn_norm TEXT NOT NULL UNIQUE,
-            status INTEGER NOT NULL,
-            version INTEGER NOT NULL,
-            registered_directory TEXT NOT NULL,
-            endpoint TEXT NOT NULL,
-            origin TEXT NOT NULL,
-            record BLOB NOT NULL,
-            lookup BLOB NOT NULL,
-            last_updated TEXT NOT NULL DEFAULT ''
-        )""",
-        "CREATE INDEX vasps_status ON vasps(status)",
-        """CREATE TABLE names (name TEXT NOT NULL, vasp_id TEXT NOT NULL,
-            PRIMARY KEY (name, vasp_id)) WITHOUT ROWID""",
-        "CREATE INDEX names_vasp ON names(vasp_id)",
-        """CREATE TABLE websites (host TEXT NOT NULL, vasp_id TEXT NOT NULL,
-            PRIMARY KEY (host, vasp_id)) WITHOUT ROWID""",
-        "CREATE INDEX websites_vasp ON websites(vasp_id)",
-        """CREATE TABLE countries (country TEXT NOT NULL, vasp_id TEXT NOT NULL,
-            PRIMARY KEY (country, vasp_id)) WITHOUT ROWID""",
-        "CREATE INDEX countries_vasp ON countries(vasp_id)",
-        """CREATE TABLE categories (category TEXT NOT NULL, vasp_id TEXT NOT NULL,
-            PRIMARY KEY (category, vasp_id)) WITHOUT ROWID""",
-        "CREATE INDEX categories_vasp ON categories(vasp_id)",
-        """CREATE TABLE contacts (
-            token TEXT PRIMARY KEY,
-            vasp_id TEXT NOT NULL,
-            email TEXT NOT NULL,
-            kinds TEXT NOT NULL,
-            verified INTEGER NOT NULL DEFAULT 0,
-            verified_on TEXT NOT NULL DEFAULT ''
-        )""",
-        "CREATE INDEX contacts_vasp ON contacts(vasp_id)",
-        """CREATE TABLE certreqs (
-            id TEXT PRIMARY KEY,
-            vasp_id TEXT NOT NULL,
-            status INTEGER NOT NULL,
-            created TEXT NOT NULL,
-            record BLOB NOT NULL
-        )""",
-        "CREATE INDEX certreqs_vasp ON certreqs(vasp_id, created)",
-        """CREATE TABLE certificates (
-            id TEXT PRIMARY KEY,
-            vasp_id TEXT NOT NULL,
-            seq INTEGER NOT NULL,
-            record BLOB NOT NULL
-        )""",
-        "CREATE INDEX certificates_vasp ON certificates(vasp_id, seq)",
-        "CREATE TABLE secrets (name TEXT PRIMARY KEY, value BLOB NOT NULL)",
-        """CREATE TABLE emails (
-            seq INTEGER PRIMARY KEY AUTOINCREMENT,
-            vasp_id TEXT NOT NULL,
-            created TEXT NOT NULL,
-            recipient TEXT NOT NULL,
-            subject TEXT NOT NULL,
-            reason TEXT NOT NULL,
-            body TEXT NOT NULL
-        )""",
-        "CREATE INDEX emails_vasp ON emails(vasp_id)",
-    ),
+#: Every table of the directory, in the order ``db copy`` fills them (no table refers to
+#: a later one; ``schema_version`` is the migrations' own and is not copied).
+TABLES: tuple[str, ...] = (
+    "vasps",
+    "names",
+    "websites",
+    "countries",
+    "categories",
+    "contacts",
+    "certreqs",
+    "certificates",
+    "secrets",
+    "emails",
+)
+
+# Version 1 is the schema SQLite files were created with before the storage layer (the
+# SQLite text is unchanged, so those files open as version 1 and migrate to 2).
+# PostgreSQL differs only where noted: BYTEA, identity keys, "C" collation on the
+# range-searched and ordered keys, no WITHOUT ROWID.
+_V1 = """
+CREATE TABLE vasps (
+    id TEXT PRIMARY KEY,
+    common_name TEXT NOT NULL,
+    cn_norm TEXT{C} NOT NULL UNIQUE,
+    status INTEGER NOT NULL,
+    version INTEGER NOT NULL,
+    registered_directory TEXT NOT NULL,
+    endpoint TEXT NOT NULL,
+    origin TEXT NOT NULL,
+    record {BLOB} NOT NULL,
+    lookup {BLOB} NOT NULL,
+    last_updated TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX vasps_status ON vasps(status);
+CREATE TABLE names (name TEXT{C} NOT NULL, vasp_id TEXT NOT NULL,
+    PRIMARY KEY (name, vasp_id)){NO_ROWID};
+CREATE INDEX names_vasp ON names(vasp_id);
+CREATE TABLE websites (host TEXT NOT NULL, vasp_id TEXT NOT NULL,
+    PRIMARY KEY (host, vasp_id)){NO_ROWID};
+CREATE INDEX websites_vasp ON websites(vasp_id);
+CREATE TABLE countries (country TEXT NOT NULL, vasp_id TEXT NOT NULL,
+    PRIMARY KEY (country, vasp_id)){NO_ROWID};
+CREATE INDEX countries_vasp ON countries(vasp_id);
+CREATE TABLE categories (category TEXT NOT NULL, vasp_id TEXT NOT NULL,
+    PRIMARY KEY (category, vasp_id)){NO_ROWID};
+CREATE INDEX categories_vasp ON categories(vasp_id);
+CREATE TABLE contacts (
+    token TEXT PRIMARY KEY,
+    vasp_id TEXT NOT NULL,
+    email TEXT NOT NULL,
+    kinds TEXT NOT NULL,
+    verified INTEGER NOT NULL DEFAULT 0,
+    verified_on TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX contacts_vasp ON contacts(vasp_id);
+CREATE TABLE certreqs (
+    id TEXT PRIMARY KEY,
+    vasp_id TEXT NOT NULL,
+    status INTEGER NOT NULL,
+    created TEXT NOT NULL,
+    record {BLOB} NOT NULL
+);
+CREATE INDEX certreqs_vasp ON certreqs(vasp_id, created);
+CREATE TABLE certificates (
+    id TEXT PRIMARY KEY,
+    vasp_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    record {BLOB} NOT NULL
+);
+CREATE INDEX certificates_vasp ON certificates(vasp_id, seq);
+CREATE TABLE secrets (name TEXT PRIMARY KEY, value {BLOB} NOT NULL);
+CREATE TABLE emails (
+    seq {SERIAL_PK},
+    vasp_id TEXT NOT NULL,
+    created TEXT NOT NULL,
+    recipient TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    body TEXT NOT NULL
+);
+CREATE INDEX emails_vasp ON emails(vasp_id)
+"""
+
+# Version 2: an explicit insertion order for contacts and certificate requests (SQLite's
+# rowid, which version 1 ordered by, does not exist on PostgreSQL); existing rows keep
+# their rowid order. ``seq`` counts per VASP.
+_V2 = """
+ALTER TABLE contacts ADD COLUMN seq INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE certreqs ADD COLUMN seq INTEGER NOT NULL DEFAULT 0;
+{FROM_ROWID}
+DROP INDEX contacts_vasp;
+CREATE INDEX contacts_vasp ON contacts(vasp_id, seq)
+"""
+
+MIGRATIONS: Migrations = {
+    1: {
+        "sqlite": _V1.replace("{C}", "").replace("{NO_ROWID}", " WITHOUT ROWID"),
+        "postgresql": _V1.replace("{C}", ' COLLATE "C"').replace("{NO_ROWID}", ""),
+    },
+    2: {
+        "sqlite": _V2.replace("{FROM_ROWID}", "UPDATE contacts SET seq = rowid; "
+                              "UPDATE certreqs SET seq = rowid;"),
+        "postgresql": _V2.replace("{FROM_ROWID}", ""),
+    },
 }
 
 # (table, column, key of index_terms())
@@ -287,228 +343,209 @@ def _marks(values: Sequence[object]) -> str:
     return ",".join("?" * len(values))
 
 
+def _bucket(values: list[str]) -> list[str]:
+    """``values`` padded (repeating the last) to a power of two: an ``IN`` list then
+    has one of a few lengths, so the SQL texts the storage layer translates and caches
+    stay few whatever the requests carry (the repeats change no result)."""
+    size = 1
+    while size < len(values):
+        size *= 2
+    return values + values[-1:] * (size - len(values))
+
+
 def _prefix_upper(prefix: str) -> str:
     return prefix + "\U0010ffff"
 
 
-class SQLiteStore:
-    """:class:`DirectoryStore` on one SQLite file (WAL, one connection per thread).
+class _Stale(Exception):
+    """The VASP's stored version is not the one the change was read at."""
 
-    ``path`` may be ``":memory:"`` only for single-threaded use; use a file otherwise.
-    With ``create=False`` a missing file is a :class:`StoreError` ("no such directory
-    database") and nothing is created (operator commands on an existing directory).
+
+# --------------------------------------------------------------------------- the store
+
+
+class SQLStore:
+    """:class:`DirectoryStore` on a :class:`~trisa_peer.storage.Database`.
+
+    ``location`` is a ``--db`` value: a path, ``sqlite:///...`` or ``postgresql://...``
+    (see :mod:`trisa_peer.storage.url`), or an open :class:`Database` (the store then
+    owns it and closes it). With ``create=False`` a missing SQLite file is a
+    :class:`StoreError` ("no such directory database") and nothing is created (operator
+    commands on an existing directory); a PostgreSQL database must exist either way (its
+    tables are created or migrated at open). ``password_file``: PostgreSQL only.
+
+    Checked at open: the schema version (migrated forward; a newer one is refused).
+    Not checked: that two processes on one SQLite file run the same code version.
     """
 
     def __init__(
         self,
-        path: str | os.PathLike[str],
+        location: str | os.PathLike[str] | DatabaseURL | Database,
         *,
-        busy_timeout: float = 10.0,
         create: bool = True,
+        durable: bool = True,
+        password_file: str | os.PathLike[str] | None = None,
     ) -> None:
-        self.path = os.fspath(path)
-        self._busy_timeout = busy_timeout
-        self._local = threading.local()
-        self._all: list[sqlite3.Connection] = []
-        self._lock = threading.Lock()
-        self._closed = False
-        if self.path != ":memory:":
-            if not create and not Path(self.path).is_file():
-                raise StoreError(f"{self.path}: no such directory database")
-            parent = Path(self.path).parent
-            if not parent.is_dir():
-                raise StoreError(f"{self.path}: directory {parent} does not exist")
-            # The database holds registrants' PKCS#12 passwords and bundles: owner only.
-            try:
-                create_private(self.path)
-            except ConfigurationError as exc:
-                raise StoreError(str(exc)) from exc
-        self._migrate()
+        if isinstance(location, Database):
+            self._db = location
+        else:
+            self._db = open_database(location, purpose="directory database", durable=durable,
+                                     create=create, password_file=password_file)
+        try:
+            migrate(self._db, MIGRATIONS, component="directory")
+        except BaseException:
+            self._db.close()
+            raise
+        self._join = "CROSS JOIN" if self._db.backend == "sqlite" else "JOIN"
+
+    @property
+    def database(self) -> Database:
+        return self._db
+
+    @property
+    def location(self) -> str:
+        """The database as logs and errors show it (a file path, or a redacted URL)."""
+        return self._db.name
+
+    @property
+    def path(self) -> str:
+        """Same as :attr:`location` (kept for callers written for SQLite files)."""
+        return self._db.name
 
     def __repr__(self) -> str:
-        return f"SQLiteStore({self.path!r})"
+        return f"SQLStore({self._db.name!r})"
 
-    def __enter__(self) -> SQLiteStore:
+    def __enter__(self) -> SQLStore:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    # -- connections ----------------------------------------------------------------------
-
-    def _conn(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is not None:
-            return conn
-        if self._closed:
-            raise StoreError(f"{self.path}: store is closed")
-        try:
-            conn = sqlite3.connect(
-                self.path,
-                timeout=self._busy_timeout,
-                isolation_level=None,
-                check_same_thread=False,
-            )
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute(f"PRAGMA busy_timeout={int(self._busy_timeout * 1000)}")
-        except sqlite3.Error as exc:
-            raise StoreError(f"{self.path}: cannot open database: {exc}") from exc
-        self._local.conn = conn
-        with self._lock:
-            self._all.append(conn)
-        return conn
-
     def close(self) -> None:
-        with self._lock:
-            self._closed = True
-            conns, self._all = self._all, []
-        for conn in conns:
-            with contextlib.suppress(sqlite3.Error):
-                conn.close()
-        self._local = threading.local()
-
-    @contextlib.contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        conn = self._conn()
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.Error as exc:
-            raise StoreError(f"{self.path}: cannot start a transaction: {exc}") from exc
-        try:
-            yield conn
-        except BaseException:
-            with contextlib.suppress(sqlite3.Error):
-                conn.execute("ROLLBACK")
-            raise
-        try:
-            conn.execute("COMMIT")
-        except sqlite3.Error as exc:
-            with contextlib.suppress(sqlite3.Error):
-                conn.execute("ROLLBACK")
-            raise StoreError(f"{self.path}: commit failed: {exc}") from exc
+        self._db.close()
 
     def _read(self, sql: str, params: Sequence[object] = ()) -> list[Any]:
-        # Any: sqlite3 rows; each caller knows its columns
-        try:
-            return self._conn().execute(sql, tuple(params)).fetchall()
-        except sqlite3.Error as exc:
-            raise StoreError(f"{self.path}: read failed: {exc}") from exc
-
-    def _migrate(self) -> None:
-        try:
-            with self._write() as conn:
-                conn.execute(
-                    "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)"
-                )
-                row = conn.execute("SELECT MAX(version) FROM schema_version").fetchone()
-                current = int(row[0] or 0)
-                if current > SCHEMA_VERSION:
-                    raise StoreError(
-                        f"{self.path}: database schema version {current} is newer than "
-                        f"this trisa-peer supports ({SCHEMA_VERSION})"
-                    )
-                for version in range(current + 1, SCHEMA_VERSION + 1):
-                    for statement in _MIGRATIONS[version]:
-                        conn.execute(statement)
-                    conn.execute("INSERT INTO schema_version (version) VALUES (?)", (version,))
-        except sqlite3.DatabaseError as exc:
-            raise StoreError(f"{self.path}: not a usable directory database: {exc}") from exc
+        # Any: database rows; each caller knows its columns
+        return self._db.read(sql, params)
 
     def schema_version(self) -> int:
         return int(self._read("SELECT MAX(version) FROM schema_version")[0][0] or 0)
 
+    def table_counts(self) -> dict[str, int]:
+        """Rows per table of :data:`TABLES` (for ``db copy`` checks and tests)."""
+        return {
+            table: int(self._read(f"SELECT COUNT(*) FROM {table}")[0][0])  # noqa: S608
+            for table in TABLES
+        }
+
     # -- writes ---------------------------------------------------------------------------
 
     def commit(self, changes: Changes) -> bool:
+        """Apply ``changes`` in one transaction; ``False`` (nothing written) on a stale
+        version or a duplicate common name. Other database errors: :class:`StoreError`."""
+        vasp = changes.vasp
+        before = int(vasp.version.version) if vasp is not None else 0
         try:
-            with self._write() as conn:
-                if changes.vasp is not None and not self._write_vasp(conn, changes.vasp, changes):
-                    conn.execute("ROLLBACK")
-                    conn.execute("BEGIN")  # the context manager commits an empty transaction
-                    return False
-                for req in changes.certreqs:
-                    conn.execute(
-                        "INSERT INTO certreqs (id, vasp_id, status, created, record) "
-                        "VALUES (?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET "
-                        "status = excluded.status, record = excluded.record",
-                        (req.id, req.vasp, int(req.status), req.created,
-                         req.SerializeToString()),
-                    )
-                for cert in changes.certificates:
-                    conn.execute(
-                        "INSERT INTO certificates (id, vasp_id, seq, record) VALUES (?, ?, "
-                        "(SELECT COALESCE(MAX(seq), 0) + 1 FROM certificates), ?) "
-                        "ON CONFLICT(id) DO UPDATE SET record = excluded.record",
-                        (cert.id, cert.vasp, cert.SerializeToString()),
-                    )
-                for name, value in changes.secrets.items():
-                    conn.execute(
-                        "INSERT INTO secrets (name, value) VALUES (?, ?) "
-                        "ON CONFLICT(name) DO UPDATE SET value = excluded.value",
-                        (name, bytes(value)),
-                    )
-                for tok in changes.tokens:
-                    conn.execute(
-                        "INSERT INTO contacts (token, vasp_id, email, kinds, verified, "
-                        "verified_on) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(token) DO UPDATE "
-                        "SET verified = excluded.verified, verified_on = excluded.verified_on",
-                        (tok.token, tok.vasp_id, tok.email, ",".join(tok.kinds),
-                         int(tok.verified), tok.verified_on),
-                    )
-                for mail in changes.emails:
-                    conn.execute(
-                        "INSERT INTO emails (vasp_id, created, recipient, subject, reason, "
-                        "body) VALUES (?, ?, ?, ?, ?, ?)",
-                        (mail.vasp_id, mail.created, mail.recipient, mail.subject,
-                         mail.reason, mail.body),
-                    )
-        except sqlite3.Error as exc:
-            raise StoreError(f"{self.path}: write failed: {exc}") from exc
+            with self._db.transaction() as tx:
+                if vasp is not None:
+                    self._write_vasp(tx, vasp, changes)
+                self._write_rest(tx, changes)
+        except (_Stale, StoreConflictError):
+            # The transaction is rolled back (on PostgreSQL it is also unusable after the
+            # constraint error, which is why the conflict is caught out here).
+            if vasp is not None:
+                vasp.version.version = before
+            return False
         return True
 
-    def _write_vasp(
-        self, conn: sqlite3.Connection, vasp: models_pb2.VASP, changes: Changes
-    ) -> bool:
+    def _write_rest(self, tx: Tx, changes: Changes) -> None:
+        for req in changes.certreqs:
+            tx.execute(
+                "INSERT INTO certreqs (id, vasp_id, status, created, record, seq) "
+                "VALUES (?, ?, ?, ?, ?, "
+                "(SELECT COALESCE(MAX(seq), 0) + 1 FROM certreqs WHERE vasp_id = ?)) "
+                "ON CONFLICT(id) DO UPDATE SET "
+                "status = excluded.status, record = excluded.record",
+                (req.id, req.vasp, int(req.status), req.created, req.SerializeToString(),
+                 req.vasp),
+            )
+        for cert in changes.certificates:
+            # seq orders one VASP's certificates: the next number of that VASP (an index
+            # range; a table-wide MAX would read every certificate on each import).
+            tx.execute(
+                "INSERT INTO certificates (id, vasp_id, seq, record) VALUES (?, ?, "
+                "(SELECT COALESCE(MAX(seq), 0) + 1 FROM certificates WHERE vasp_id = ?), ?) "
+                "ON CONFLICT(id) DO UPDATE SET record = excluded.record",
+                (cert.id, cert.vasp, cert.vasp, cert.SerializeToString()),
+            )
+        for name, value in changes.secrets.items():
+            tx.execute(
+                "INSERT INTO secrets (name, value) VALUES (?, ?) "
+                "ON CONFLICT(name) DO UPDATE SET value = excluded.value",
+                (name, bytes(value)),
+            )
+        for tok in changes.tokens:
+            tx.execute(
+                "INSERT INTO contacts (token, vasp_id, email, kinds, verified, verified_on, "
+                "seq) VALUES (?, ?, ?, ?, ?, ?, "
+                "(SELECT COALESCE(MAX(seq), 0) + 1 FROM contacts WHERE vasp_id = ?)) "
+                "ON CONFLICT(token) DO UPDATE "
+                "SET verified = excluded.verified, verified_on = excluded.verified_on",
+                (tok.token, tok.vasp_id, tok.email, ",".join(tok.kinds), int(tok.verified),
+                 tok.verified_on, tok.vasp_id),
+            )
+        for mail in changes.emails:
+            tx.execute(
+                "INSERT INTO emails (vasp_id, created, recipient, subject, reason, body) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (mail.vasp_id, mail.created, mail.recipient, mail.subject, mail.reason,
+                 mail.body),
+            )
+
+    def _write_vasp(self, tx: Tx, vasp: models_pb2.VASP, changes: Changes) -> None:
+        """Insert or update ``vasp`` and its index rows; :class:`_Stale` when the stored
+        version moved on, :class:`StoreConflictError` on a duplicate common name."""
         cn_norm = normalize_common_name(vasp.common_name)
         if changes.create:
             vasp.version.version = max(1, int(vasp.version.version))
-            try:
-                conn.execute(
-                    "INSERT INTO vasps (id, common_name, cn_norm, status, version, "
-                    "registered_directory, endpoint, origin, record, lookup, last_updated) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    self._vasp_row(vasp, cn_norm, changes.origin),
-                )
-            except sqlite3.IntegrityError:
-                return False
+            tx.execute(
+                "INSERT INTO vasps (id, common_name, cn_norm, status, version, "
+                "registered_directory, endpoint, origin, record, lookup, last_updated) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                self._vasp_row(vasp, cn_norm, changes.origin),
+            )
         else:
             expected = int(vasp.version.version)
             vasp.version.version = expected + 1
             row = self._vasp_row(vasp, cn_norm, "")
-            try:
-                cur = conn.execute(
-                    "UPDATE vasps SET common_name = ?, cn_norm = ?, status = ?, version = ?, "
-                    "registered_directory = ?, endpoint = ?, record = ?, lookup = ?, "
-                    "last_updated = ? WHERE id = ? AND version = ?",
-                    (row[1], row[2], row[3], row[4], row[5], row[6], row[8], row[9], row[10],
-                     vasp.id, expected),
-                )
-            except sqlite3.IntegrityError:
-                vasp.version.version = expected
-                return False
-            if cur.rowcount != 1:
-                vasp.version.version = expected
-                return False
+            # The version test in the WHERE is the lock: it holds across connections,
+            # processes and replicas (a concurrent UPDATE of the row waits, then
+            # re-checks the WHERE against the committed row).
+            changed = tx.execute(
+                "UPDATE vasps SET common_name = ?, cn_norm = ?, status = ?, version = ?, "
+                "registered_directory = ?, endpoint = ?, record = ?, lookup = ?, "
+                "last_updated = ? WHERE id = ? AND version = ?",
+                (row[1], row[2], row[3], row[4], row[5], row[6], row[8], row[9], row[10],
+                 vasp.id, expected),
+            )
+            if changed != 1:
+                raise _Stale
             for table, _, _ in _INDEX_TABLES:
-                conn.execute(f"DELETE FROM {table} WHERE vasp_id = ?", (vasp.id,))  # noqa: S608
+                tx.execute(f"DELETE FROM {table} WHERE vasp_id = ?", (vasp.id,))  # noqa: S608
         terms = index_terms(vasp)
         for table, column, key in _INDEX_TABLES:
-            conn.executemany(
-                f"INSERT OR IGNORE INTO {table} ({column}, vasp_id) VALUES (?, ?)",  # noqa: S608
-                [(term, vasp.id) for term in sorted(terms[key])],
+            values = sorted(terms[key])
+            if not values:
+                continue
+            rows = ", ".join("(?, ?)" for _ in values)
+            args: list[object] = []
+            for term in values:
+                args.extend((term, vasp.id))
+            tx.execute(
+                f"INSERT INTO {table} ({column}, vasp_id) VALUES {rows} "  # noqa: S608
+                "ON CONFLICT DO NOTHING",
+                args,
             )
-        return True
 
     @staticmethod
     def _vasp_row(vasp: models_pb2.VASP, cn_norm: str, origin: str) -> tuple[object, ...]:
@@ -531,11 +568,11 @@ class SQLiteStore:
     def _record(self, cls: type[_M], sql: str, params: Sequence[object]) -> _M | None:
         """The message of type ``cls`` serialised in the first column of the first row."""
         rows = self._read(sql, params)
-        return cls.FromString(rows[0][0]) if rows else None
+        return cls.FromString(bytes(rows[0][0])) if rows else None
 
     def _records(self, cls: type[_M], sql: str, params: Sequence[object] = ()) -> list[_M]:
         """The messages of type ``cls`` serialised in the first column of every row."""
-        return [cls.FromString(row[0]) for row in self._read(sql, params)]
+        return [cls.FromString(bytes(row[0])) for row in self._read(sql, params)]
 
     def get_vasp(self, vasp_id: str) -> models_pb2.VASP | None:
         return self._record(models_pb2.VASP, "SELECT record FROM vasps WHERE id = ?", (vasp_id,))
@@ -593,14 +630,13 @@ class SQLiteStore:
         # Candidates come from one index (names/websites, else countries, else
         # categories), then each is joined to its row by primary key and filtered with
         # EXISTS probes on the (term, vasp_id) primary keys: no scan of the vasps table.
+        # (SQLite: CROSS JOIN keeps that join order.)
         params: list[object] = []
         sources: list[str] = []
-        for name in names:
-            key = normalize_name(name)
-            if key:
-                sources.append("SELECT DISTINCT vasp_id FROM names WHERE name >= ? AND name < ?")
-                params.extend((key, _prefix_upper(key)))
-        hosts = sorted({website_host(w) for w in websites} - {""})
+        for key in sorted({normalize_name(name) for name in names} - {""}):
+            sources.append("SELECT DISTINCT vasp_id FROM names WHERE name >= ? AND name < ?")
+            params.extend((key, _prefix_upper(key)))
+        hosts = _bucket(sorted({website_host(w) for w in websites} - {""}))
         if hosts:
             sources.append(
                 f"SELECT vasp_id FROM websites WHERE host IN ({_marks(hosts)})"  # noqa: S608
@@ -609,8 +645,10 @@ class SQLiteStore:
         if (names or websites) and not sources:
             return []
         filters: list[tuple[str, str, list[str]]] = [
-            ("countries", "country", sorted({normalize_country(c) for c in countries} - {""})),
-            ("categories", "category", sorted({c.strip().lower() for c in categories} - {""})),
+            ("countries", "country",
+             _bucket(sorted({normalize_country(c) for c in countries} - {""}))),
+            ("categories", "category",
+             _bucket(sorted({c.strip().lower() for c in categories} - {""}))),
         ]
         filters = [f for f in filters if f[2]]
         if not sources:
@@ -633,7 +671,7 @@ class SQLiteStore:
             params.append(int(status))
         sql = (  # only placeholders and fixed names are interpolated
             "SELECT v.id, v.registered_directory, v.common_name, v.endpoint FROM "  # noqa: S608
-            f"({' UNION '.join(sources)}) m CROSS JOIN vasps v ON v.id = m.vasp_id"
+            f"({' UNION '.join(sources)}) m {self._join} vasps v ON v.id = m.vasp_id"
             + (" WHERE " + " AND ".join(where) if where else "")
             + " ORDER BY v.cn_norm LIMIT ?"
         )
@@ -649,7 +687,7 @@ class SQLiteStore:
         )
 
     @staticmethod
-    def _token(row: Sequence[Any]) -> ContactToken:  # Any: one sqlite3 row
+    def _token(row: Sequence[Any]) -> ContactToken:  # Any: one database row
         return ContactToken(
             token=str(row[0]),
             vasp_id=str(row[1]),
@@ -670,7 +708,7 @@ class SQLiteStore:
     def tokens_for(self, vasp_id: str) -> list[ContactToken]:
         rows = self._read(
             f"SELECT {self._CONTACT_COLUMNS} FROM contacts WHERE vasp_id = ? "  # noqa: S608
-            "ORDER BY rowid",
+            "ORDER BY seq, token",
             (vasp_id,),
         )
         return [self._token(r) for r in rows]
@@ -680,13 +718,13 @@ class SQLiteStore:
 
     def certreqs_for(self, vasp_id: str) -> list[gds_models_pb2.CertificateRequest]:
         return self._of_vasp(gds_models_pb2.CertificateRequest, "certreqs", vasp_id,
-                             "created, rowid")
+                             "created, seq, id")
 
     def get_certificate(self, certificate_id: str) -> gds_models_pb2.Certificate | None:
         return self._by_id(gds_models_pb2.Certificate, "certificates", certificate_id)
 
     def certificates_for(self, vasp_id: str) -> list[gds_models_pb2.Certificate]:
-        return self._of_vasp(gds_models_pb2.Certificate, "certificates", vasp_id, "seq")
+        return self._of_vasp(gds_models_pb2.Certificate, "certificates", vasp_id, "seq, id")
 
     # table and order names below are constants of this module, never user input
     def _by_id(self, cls: type[_M], table: str, record_id: str) -> _M | None:
@@ -709,3 +747,7 @@ class SQLiteStore:
             params = (vasp_id,)
         rows = self._read(sql + " ORDER BY seq", params)
         return [Email(*map(str, r)) for r in rows]
+
+
+#: The name this class had when it was SQLite only.
+SQLiteStore = SQLStore
