@@ -11,7 +11,7 @@ from typing import Any
 
 import pg
 import pytest
-from helpers import CliResult
+from helpers import PKI, CliResult
 from test_idempotency import _V1_SCHEMA
 from test_transfer_store import _history
 
@@ -246,3 +246,32 @@ def test_stream_reads_every_row_in_pages(db_location: str) -> None:
     with pytest.raises(StoreError, match="read failed"):
         list(store.db.stream("SELECT nothing FROM nowhere"))
     store.close()
+
+
+@pytest.mark.parametrize(("src", "dst"), [("sqlite", "postgresql"), ("postgresql", "sqlite")],
+                         ids=["sqlite-to-postgresql", "postgresql-to-sqlite"])
+def test_db_copy_moves_a_real_directory(
+    trisa_peer_cli: Callable[..., CliResult], tmp_path: Path, src: str, dst: str
+) -> None:
+    """A directory written by `gds add` is copied by `db copy` and answers the same
+    lookups on the other backend; records added afterwards get fresh keys."""
+    source_url, target_url = _location(src, tmp_path, "gds"), _location(dst, tmp_path, "gds2")
+    for cn in ("bob.vasp.test", "alice.vasp.test"):
+        added = trisa_peer_cli("gds", "add", "--db", source_url, "--common-name", cn,
+                               "--endpoint", f"{cn}:443", "--cert",
+                               str(PKI / f"{cn.split('.')[0]}.pem"), "--name", cn)
+        assert added.returncode == 0, added.stderr
+    out = trisa_peer_cli("db", "copy", "--from-db", source_url, "--to-db", target_url)
+    assert out.returncode == 0, out.stderr
+    assert "vasps: 2 rows, sha256 " in out.stdout and "counts and digests match" in out.stdout
+    for url in (source_url, target_url):
+        found = trisa_peer_cli("gds", "list", "--db", url)
+        assert found.returncode == 0 and "bob.vasp.test" in found.stdout, found.stderr
+        assert "alice.vasp.test" in found.stdout
+    more = trisa_peer_cli("gds", "add", "--db", target_url, "--common-name", "charlie.vasp.test",
+                          "--endpoint", "charlie.vasp.test:443", "--cert",
+                          str(PKI / "charlie.pem"), "--name", "Charlie")
+    assert more.returncode == 0, more.stderr
+    # twin: copying again into the now non-empty target is refused in one line
+    again = trisa_peer_cli("db", "copy", "--from-db", source_url, "--to-db", target_url)
+    assert again.returncode == 1 and again.stderr.count("\n") == 1
