@@ -14,8 +14,9 @@ PostgreSQL database ``trisa_peer_bench_import_<pid>`` (dropped at the end). Dura
 commits on both by default (the stores' default: one fsync per record, whose latency
 on a shared disk is noisy but does not grow with size); ``--no-durable`` (SQLite
 ``synchronous=NORMAL``, PostgreSQL ``synchronous_commit=off``) isolates the work that
-could grow. ``db copy`` is not measured here: the copy command is not part of this
-branch.
+could grow. Each imported directory is then copied with ``db copy`` (``copy_store``) to
+a fresh database of the other backend and that time is reported too, with its ratio
+(same target; ``--no-copy`` skips it).
 
 Besides wall time, the CPU time of the importing thread is reported (``thread_time``):
 on a shared, loaded machine it is the steadier figure for SQLite, where all the
@@ -126,6 +127,18 @@ def run_import(location: str, ders: list[bytes], issuing: x509.Certificate, size
     }
 
 
+def time_copy(source_location: str, target_location: str) -> float:
+    """Seconds of ``db copy`` (copy_store: every table, then counts and digests)."""
+    from trisa_peer.storage import open_database
+    from trisa_peer.storage.copy import copy_store
+
+    with open_database(source_location, purpose="source") as source, \
+            open_database(target_location, purpose="target") as target:
+        start = time.perf_counter()
+        copy_store(source, target)
+        return time.perf_counter() - start
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="10000,100000")
@@ -136,7 +149,10 @@ def main() -> int:
     parser.add_argument("--max-seconds", type=float, default=900.0)
     parser.add_argument("--no-durable", dest="durable", action="store_false",
                         help="commits without fsync (see above)")
-    parser.add_argument("--json", help="also write the results to this file")
+    parser.add_argument("--json", "--out", dest="json",
+                        help="also write the results to this file")
+    parser.add_argument("--no-copy", dest="copy", action="store_false",
+                        help="do not time `db copy` of each imported directory")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
@@ -150,6 +166,11 @@ def main() -> int:
             with fresh_location(backend, args.pg) as location:
                 row = run_import(location, ders, issuing, size, args.max_seconds,
                                  args.durable)
+                if args.copy and not row["partial"]:
+                    other = "postgresql" if backend == "sqlite" else "sqlite"
+                    with fresh_location(other, args.pg) as target:
+                        row["copy_to"] = other
+                        row["copy_seconds"] = round(time_copy(location, target), 2)
             rows.append(row)
             print(f"{backend:<10} {size:>8,} records: {row['seconds']:>8.1f} s "
                   f"(this thread's CPU {row['cpu_seconds']:.1f} s)  "
@@ -163,6 +184,11 @@ def main() -> int:
             entry["cpu_ratio"] = round(rows[-1]["cpu_seconds"] / rows[0]["cpu_seconds"], 2)
             entry["target"] = f"<= {TARGET_RATIO:g} x for {sizes[-1] // sizes[0]} x records"
             entry["met"] = ratio <= TARGET_RATIO * sizes[-1] / sizes[0] / 10
+            if all("copy_seconds" in r for r in (rows[0], rows[-1])):
+                entry["copy_ratio"] = round(rows[-1]["copy_seconds"] / rows[0]["copy_seconds"], 2)
+                print(f"{backend:<10} db copy to {rows[-1]['copy_to']}: "
+                      f"{rows[0]['copy_seconds']} s -> {rows[-1]['copy_seconds']} s, ratio "
+                      f"{entry['copy_ratio']}", flush=True)
             print(f"{backend:<10} T({sizes[-1]:,}) / T({sizes[0]:,}) = {ratio:.2f} "
                   f"(CPU of this thread: {entry['cpu_ratio']:.2f}) "
                   f"(target {entry['target']}: {'met' if entry['met'] else 'NOT met'})",

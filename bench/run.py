@@ -21,6 +21,8 @@ B7  Transfer round trips/s with Bob on the PostgreSQL store / on SQLite (durable
 B8  Round trips/s with ``serve --workers 2`` / the RSA bound (bench/b8_workers.py).
 B10 ``transfers list`` (latest 100; a peer's latest 20) at 1,000,000 stored transfers,
     both backends, on a generated history (bench/b_history.py).
+B11 directory import (Directory.add) of 100,000 records / of 10,000, and db copy of
+    them to the other backend, both backends (bench/b_import.py); target <= 12.
 B9  Alice and Charlie -> two Bob replicas behind HAProxy (TLS passthrough, one
     PostgreSQL store) / the same senders -> one replica directly (report).
 
@@ -82,6 +84,8 @@ TARGETS = {  # key: (comparison, target)
     "b8_ratio": (">=", 0.8),
     "b10_list_100_ms": ("<=", 20.0),
     "b10_peer_20_ms": ("<=", 20.0),
+    "b11_import_ratio": ("<=", 12.0),
+    "b11_copy_ratio": ("<=", 12.0),
 }
 
 NPROC = os.cpu_count() or 1
@@ -832,6 +836,19 @@ class Bench:
         self.results["b10_peer_20_ms"] = max(r["peer_latest_20_ms"] for r in top)
         self.results["b10_detail"] = rows
 
+    def b11(self) -> None:
+        say("B11 directory import of 100,000 records / of 10,000 (and db copy of them), "
+            "both backends, bench/b_import.py")
+        out = self.script("b_import.py", timeout=3600)
+        ratios = [out[b]["ratio"] for b in ("sqlite", "postgresql") if "ratio" in out.get(b, {})]
+        copies = [out[b]["copy_ratio"] for b in ("sqlite", "postgresql")
+                  if "copy_ratio" in out.get(b, {})]
+        if len(ratios) != 2 or len(copies) != 2:
+            raise RuntimeError(f"b_import gave ratios {ratios} and copy ratios {copies}")
+        self.results["b11_import_ratio"] = max(ratios)
+        self.results["b11_copy_ratio"] = max(copies)
+        self.results["b11_detail"] = out
+
 # --------------------------------------------------------------------------- report
 
 
@@ -876,6 +893,10 @@ def table(r: dict[str, Any]) -> str:
          f"{r.get('b10_list_100_ms', 'n/a')} ms", "slower backend", "b10_list_100_ms"),
         ("B10 a peer's latest 20, 1M", "b10_peer_20_ms",
          f"{r.get('b10_peer_20_ms', 'n/a')} ms", "slower backend", "b10_peer_20_ms"),
+        ("B11 import 100k / 10k records", "b11_import_ratio", "worse backend", "x10 records",
+         "b11_import_ratio"),
+        ("B11 db copy 100k / 10k records", "b11_copy_ratio", "worse backend", "x10 records",
+         "b11_copy_ratio"),
     ]
     head = f"| {'figure':<31} | {'value':>14} | {'baseline':>18} | {'ratio':>7} | " \
            f"{'target':>7} | {'result':<6} |"
@@ -922,7 +943,7 @@ def main() -> int:
         if want("b4") or want("b5"):
             steps.insert(0, ("pki", bench.make_pki))
         steps += [("b4", bench.b4), ("b5", bench.b5), ("b7", bench.b7), ("b9", bench.b9),
-                  ("b8", bench.b8), ("b10", bench.b10)]
+                  ("b8", bench.b8), ("b10", bench.b10), ("b11", bench.b11)]
         for name, step in steps:
             if name == "b1x" and not want("b1"):
                 continue
@@ -941,7 +962,8 @@ def main() -> int:
     ordered = {k: results[k] for k in (
         "b1_rate", "b1_bound", "b1_ratio", "b2_ratio", "b3_ratio", "b4_lookup_ratio",
         "b4_search_p50_ms", "b5_rss_mb", "b6_ratio", "b7_ratio", "b8_ratio", "b9_ratio",
-        "b10_list_100_ms", "b10_peer_20_ms") if k in results}
+        "b10_list_100_ms", "b10_peer_20_ms", "b11_import_ratio", "b11_copy_ratio")
+        if k in results}
     ordered.update({k: v for k, v in results.items() if k not in ordered})
     Path(args.out).write_text(json.dumps(ordered, indent=2) + "\n")
     print(table(results))
