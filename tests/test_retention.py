@@ -20,9 +20,11 @@ import stat
 import subprocess
 import sys
 import threading
+import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from helpers import PKI, CliResult
@@ -372,3 +374,45 @@ def test_retention_days_from_the_config_file(tmp_path: Path,
     args = argparse.Namespace(config=None, retention_days=None)  # the twin: default keeps
     apply_config(args, list(_SERVE_OPTIONS), types=_SERVE_TYPES, defaults=_SERVE_DEFAULTS)
     assert args.retention_days is None
+
+
+# --------------------------------------------------------------------------- a peer's retry
+
+
+def test_a_retry_of_a_purged_transfer_gets_a_rejection_not_an_empty_envelope(
+    net: Any, db_location: str
+) -> None:
+    from test_exchange import _extra_node, _restore, bob_key, payload_for, stub
+
+    from trisa_peer._pb.trisa.api.v1beta1 import errors_pb2
+    from trisa_peer.envelope import envelope_error, seal
+    from trisa_peer.network.handler import Accept
+
+    runs: list[str] = []
+
+    def handler(incoming: Any) -> Any:
+        runs.append(incoming.envelope_id)
+        return Accept()
+
+    node = _extra_node(net, db_location, "bob", handler)
+    try:
+        eid = str(uuid.uuid4())
+        payload = payload_for("alice.vasp.test", "bob.vasp.test")
+        first = seal(payload, bob_key(net), envelope_id=eid)
+        answer = stub(net).Transfer(first, timeout=10)
+        assert envelope_error(answer) is None and answer.payload
+        # the accepted twin: before the purge a retry gets the stored answer
+        assert stub(net).Transfer(first, timeout=10) == answer
+        later = datetime.now(UTC) + timedelta(days=2)
+        assert node.store.purge(timedelta(days=1), now=later) == 1
+        resealed = seal(payload, bob_key(net), envelope_id=eid)
+        for retry in (first, resealed):  # the same bytes, and the same message re-sealed
+            reply = stub(net).Transfer(retry, timeout=10)
+            error = envelope_error(reply)
+            assert error is not None, reply
+            assert error.code == errors_pb2.Error.COMPLIANCE_PERIOD_EXCEEDED
+            assert not error.retry and "retention period" in error.message
+            assert reply.id == eid and not reply.payload
+        assert runs == [eid]  # the handler never ran again
+    finally:
+        _restore(net, node)
