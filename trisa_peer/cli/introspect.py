@@ -64,7 +64,8 @@ def _runtime_defaults() -> dict[str, Any]:
 
     return {"directory_timeout": options._DEFAULT_DIRECTORY_TIMEOUT,
             "handshake_timeout": DEFAULT_HANDSHAKE_TIMEOUT,
-            "idle_timeout": DEFAULT_IDLE_TIMEOUT, "policy": node.DEFAULT_POLICY}
+            "idle_timeout": DEFAULT_IDLE_TIMEOUT, "policy": node.DEFAULT_POLICY,
+            "retention_days": "keep everything"}
 
 
 #: environment prefixes the parsers read while they are built (defaults); cleared by
