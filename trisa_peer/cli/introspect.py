@@ -263,7 +263,9 @@ with `--config`, then the default. The TOML keys are the long flags with `_` for
 list or a comma-separated variable. One scheme for variables: `TRISA_PEER_<OPTION>`;
 old names still read (the new one wins, with a warning) are given as "old:". The
 `sectigo` command keeps upstream's `SECTIGO_*` variables. "—": none. Hidden spellings
-are old names still accepted but not shown by `--help` (docs/cli.md).
+are old names still accepted but not shown by `--help` (docs/cli.md). Variables
+without a flag: `$SECTIGO_USERNAME` and `$SECTIGO_PASSWORD` are also the Sectigo
+credentials of `trisa-peer gds` (issuing) and `trisa-peer csr`.
 """
 
 
