@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed
 # pytest-xdist workers: `auto` is one per core; `make test PYTEST_WORKERS=0` runs serially.
 PYTEST_WORKERS ?= auto
 
-.PHONY: all install demo test test-fast lint typecheck pytest protos protos-check fixtures bench soak clean
+.PHONY: all install demo test test-fast lint typecheck pytest protos protos-check config-ref fixtures bench soak clean
 
 all: test
 
@@ -49,6 +49,11 @@ protos: $(STAMP)
 # Exit 1 if trisa_peer/_pb (modules or stubs) differs from what protos/ generates.
 protos-check: $(STAMP)
 	$(BIN)/python scripts/gen_protos.py --check
+
+# Regenerate docs/config.md (every option of both CLIs) from the parsers; after adding a
+# flag run this and commit the file (tests/test_config_reference.py compares them).
+config-ref: $(STAMP)
+	$(BIN)/python scripts/gen_config_ref.py
 
 # Regenerate the committed test PKI in certs/fixtures/.
 fixtures: $(STAMP)

@@ -27,6 +27,7 @@ from helpers import PKI, CliResult
 from trisa_peer.ca import CertificateAuthority
 from trisa_peer.cli import main as trisa_main
 from trisa_peer.cli import sectigo as sectigo_main
+from trisa_peer.cli.introspect import walk
 from trisa_peer.cli.options import apply_config, env_value, finish
 from trisa_peer.directory.server import DirectoryServer
 from trisa_peer.directory.store import SQLiteStore
@@ -64,19 +65,6 @@ CONCEPTS = {
 }
 #: positionals whose concept has an option of its own (their old forms are hidden)
 FORBIDDEN_POSITIONALS = {"ID", "COMMON_NAME", "PAYLOAD.json", "ENVELOPE.json", "DIR"}
-
-
-def walk(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()
-         ) -> Iterator[tuple[tuple[str, ...], argparse.ArgumentParser]]:
-    """Every parser under ``parser`` (sub-commands, recursively), once each."""
-    yield path, parser
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            seen: set[int] = set()
-            for name, sub in action.choices.items():
-                if id(sub) not in seen:  # an alias (profile/profiles) is the same parser
-                    seen.add(id(sub))
-                    yield from walk(sub, (*path, name))
 
 
 def public_names(cli: str, parser: argparse.ArgumentParser) -> Iterator[tuple[str, str, str]]:

@@ -143,7 +143,7 @@ def test_a_version_2_file_upgrades_with_its_transfers_backfilled(tmp_path: Path)
     path = tmp_path / "v2.db"
     _old_file(path, _V2_FILE)
     store = TransferStore(path)
-    assert store.db.read("SELECT version FROM schema_version") == [(SCHEMA_VERSION,)] == [(3,)]
+    assert store.db.read("SELECT version FROM schema_version") == [(SCHEMA_VERSION,)] == [(4,)]
     assert [(s.envelope_id, s.peer, s.state, s.messages) for s in store.summaries()] == [
         ("e2", "bob", "sent", 2), ("e1", "alice", "claimed", 1)]
     # the unfinished claim of the old file is taken again (its holder is long gone)

@@ -61,8 +61,10 @@ def register(sub: Any) -> None:
     show.add_argument("--password", metavar="TEXT")
     show.set_defaults(func=_show)
     from .node import register_transfers
+    from .retention import register_retention
 
     register_transfers(tsub)
+    register_retention(tsub)
 
 
 def import_payload_types() -> None:

@@ -57,6 +57,7 @@ _SERVE_TYPES: dict[str, Any] = {
     "handshake_timeout": seconds_flag("handshake timeout", allow_zero=False),
     "idle_timeout": seconds_flag("idle timeout", allow_zero=True),
     "reload_interval": positive_float, "workers": positive_int,
+    "retention_days": positive_float,
 }
 _SERVE_DEFAULTS: dict[str, Any] = {
     "timestamp_window": DEFAULT_TIMESTAMP_WINDOW.total_seconds(),
@@ -102,6 +103,11 @@ def register(sub: Any) -> None:
     serve.add_argument("--workers", metavar="N", type=positive_int,
                        help="run N server processes on the port, sharing --db (default 1; "
                        "see 'Deployment' in the README)")
+    serve.add_argument("--retention-days", metavar="DAYS", type=positive_float,
+                       help="purge the stored envelopes (customers' personal data) of "
+                       "transfers last active more than DAYS days ago, hourly, keeping their "
+                       "audit record; pending transfers are kept (default: keep everything; "
+                       "see 'transfers purge' and 'transfers export')")
     _add_control_args(serve)
     serve.set_defaults(func=_serve)
 
@@ -443,12 +449,28 @@ def _serve_one(args: argparse.Namespace, files: str, *, worker: Any = None,
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     _warn_if_directory_unreachable(node.directory, args.directory)
+    purger = _retention(args, node, worker)
     if worker is not None:
         worker.ready(port)
     stop.wait()
+    if purger is not None:
+        purger.stop()
     node.stop(grace=5.0)
     node.close()
     return 0
+
+
+def _retention(args: argparse.Namespace, node: Any, worker: Any) -> Any:
+    """``--retention-days``: the periodic purge, in one process only (worker 0)."""
+    if not getattr(args, "retention_days", None):
+        return None
+    if worker is not None and not worker.runs_pending:
+        return None
+    from ..network.retention import RetentionPurger
+
+    purger = RetentionPurger(node.store, older_than=timedelta(days=args.retention_days))
+    purger.start()
+    return purger
 
 
 def _check(args: argparse.Namespace) -> int:

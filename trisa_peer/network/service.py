@@ -101,6 +101,17 @@ MAX_ENVELOPE_PAYLOAD = 1024 * 1024
 CLAIM_WAIT = 10.0
 
 
+def _stored_reply(stored: StoredEnvelope) -> api_pb2.SecureEnvelope:
+    """The stored answer to a retry; once the retention purge emptied it (``transfers
+    purge``, ``serve --retention-days``), a non-retryable COMPLIANCE_PERIOD_EXCEEDED
+    instead of an empty envelope."""
+    if stored.envelope:
+        return api_pb2.SecureEnvelope.FromString(stored.envelope)
+    return reject(stored.envelope_id, Code.COMPLIANCE_PERIOD_EXCEEDED,
+                  "this transfer is past the node's retention period: its envelopes "
+                  "were purged", retry=False)
+
+
 def _continues(earlier_state: str, transfer_state: int) -> bool:
     """May the same peer send a different payload under an id it used before?
 
@@ -216,7 +227,7 @@ class Exchange:
             seen = self.store.find_request(req.peer, req.envelope_id, req.digest)
             stored = self.store.reply_to(seen.seq) if seen is not None else None
             if stored is not None:
-                return api_pb2.SecureEnvelope.FromString(stored.envelope)
+                return _stored_reply(stored)
             return reject(req.envelope_id, Code.UNAVAILABLE,
                           "this envelope is being processed; retry", retry=True)
         req.seq = seq
@@ -300,7 +311,7 @@ class Exchange:
             if stored is not None:
                 log.info("peer=%s envelope=%s retry answered from the store",
                          peer_text(cn), peer_text(eid))
-                return api_pb2.SecureEnvelope.FromString(stored.envelope)
+                return _stored_reply(stored)
         refused = self._refuse_metadata(envelope, peer)
         if refused is not None:
             return refused
@@ -334,7 +345,7 @@ class Exchange:
             if stored is not None:
                 log.info("peer=%s envelope=%s same message answered from the store",
                          peer_text(cn), peer_text(eid))
-                return api_pb2.SecureEnvelope.FromString(stored.envelope)
+                return _stored_reply(stored)
         now = self.clock()
         origin = self.store.initiated(eid)
         if origin is not None:
@@ -351,7 +362,7 @@ class Exchange:
                     "a new transfer needs a new id"))
         claim = self._claim(eid, cn, raw, dig, pdig)
         if claim.reply is not None:
-            return api_pb2.SecureEnvelope.FromString(claim.reply.envelope)
+            return _stored_reply(claim.reply)
         if claim.busy:  # another replica still runs it: the peer retries
             log.info("peer=%s envelope=%s still processed by another replica",
                      peer_text(cn), peer_text(eid))

@@ -35,6 +35,15 @@ first envelope, state of its latest request, message count, first and last times
 envelopes in the same transaction as every change to them; indexed for the newest
 first and a peer's newest first, so listing costs the same at any history size.
 
+Retention (schema 4): stored envelopes hold customers' personal data (sealed, but
+the node can open them). :meth:`TransferStore.purge` empties the envelope bytes of
+transfers whose last envelope is older than a retention period and none of whose
+requests is still ``pending`` or ``claimed``, and stamps ``purged_at``; every other
+column stays as the audit record (ids, peer, direction, kind, states, TRISA codes,
+digests, attempts, times). :meth:`TransferStore.audit` reads that record (never
+envelope bytes nor a resolution's message text) for ``transfers export``. Purged
+rows are not rejection records (they are never pruned as such).
+
 Several processes or replicas on one database (schema-independent): every write takes
 :meth:`~trisa_peer.storage.Tx.lock` on ``transfer <envelope id>`` (PostgreSQL advisory
 lock; SQLite writers exclude each other anyway), so the claim check, the insert and the
@@ -72,7 +81,10 @@ from ..errors import ConfigurationError, StoreConflictError, StoreError
 from ..storage import Database, Tx, migrate, open_database, parse_url
 from ..storage.url import DatabaseURL
 
-__all__ = ["Claim", "StoredEnvelope", "TransferStore", "TransferSummary", "digest", "open_store"]
+__all__ = [
+    "AUDIT_FIELDS", "DEFAULT_PURGE_BATCH", "Claim", "StoredEnvelope", "TransferStore",
+    "TransferSummary", "digest", "open_store",
+]
 
 log = logging.getLogger("trisa_peer.network")
 
@@ -80,7 +92,7 @@ log = logging.getLogger("trisa_peer.network")
 DEFAULT_KEEP_REJECTIONS = timedelta(days=30)
 DEFAULT_MAX_REJECTIONS = 10_000
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 #: A rejection record: refused input, kept without its bytes (see the module docstring).
 _REFUSED = ("direction = 'incoming' AND kind = 'request' AND error_code != 0 "
@@ -90,6 +102,22 @@ _FIRST = ("(SELECT {col} FROM envelopes f WHERE f.envelope_id = e.envelope_id "
           "ORDER BY f.seq LIMIT 1)")
 _LATEST_STATE = ("(SELECT r.state FROM envelopes r WHERE r.envelope_id = e.envelope_id "
                  "AND r.kind = 'request' ORDER BY r.seq DESC LIMIT 1)")
+
+#: Transfers a purge may take (a ``transfers t`` row): bytes still stored, nothing open.
+_PURGEABLE = (
+    "EXISTS (SELECT 1 FROM envelopes b WHERE b.envelope_id = t.envelope_id "
+    "AND length(b.envelope) > 0) AND NOT EXISTS (SELECT 1 FROM envelopes p "
+    "WHERE p.envelope_id = t.envelope_id AND p.kind = 'request' "
+    "AND p.state IN ('pending', 'claimed'))"
+)
+#: Transfers purged per pass by default (each in its own short transaction).
+DEFAULT_PURGE_BATCH = 500
+#: What ``transfers export`` writes per envelope (:meth:`TransferStore.audit`), in order.
+AUDIT_FIELDS = (
+    "seq", "envelope_id", "peer", "direction", "kind", "state", "error_code", "digest",
+    "payload_digest", "reply_to", "attempt", "created_at", "updated_at", "deadline",
+    "purged_at", "stored",
+)
 
 #: The schema, version by version (:mod:`trisa_peer.storage.migrate`).
 MIGRATIONS: dict[int, str] = {
@@ -147,6 +175,11 @@ CREATE UNIQUE INDEX transfers_latest ON transfers (last_seq);
 CREATE INDEX transfers_by_peer ON transfers (peer, last_seq);
 CREATE INDEX IF NOT EXISTS rejection_records ON envelopes (created_at) WHERE {_REFUSED}
 """,  # noqa: S608 - constant text
+    # retention: when an envelope's bytes were purged (NULL: still stored)
+    4: """
+ALTER TABLE envelopes ADD COLUMN purged_at TEXT;
+CREATE INDEX IF NOT EXISTS transfers_by_last_at ON transfers (last_at)
+""",
 }
 
 
@@ -342,11 +375,13 @@ class TransferStore:
             tx.lock("transfer store prune")
             row = tx.one(
                 f"SELECT created_at, seq FROM envelopes WHERE {_REFUSED} "  # noqa: S608
+                "AND purged_at IS NULL "
                 "ORDER BY created_at DESC, seq DESC LIMIT 1 OFFSET ?", (self.max_rejections,)
             )
             edge = (row[0], row[1]) if row is not None else ("", 0)
             victims = (
-                f"SELECT seq FROM envelopes WHERE {_REFUSED} AND "  # noqa: S608
+                f"SELECT seq FROM envelopes WHERE {_REFUSED} "  # noqa: S608
+                "AND purged_at IS NULL AND "
                 "(created_at < ? OR created_at < ? OR (created_at = ? AND seq <= ?))"
             )
             args = (cutoff, edge[0], edge[0], edge[1])
@@ -360,7 +395,8 @@ class TransferStore:
 
     def rejection_records(self) -> int:
         """How many rejection records (refused input) the store holds."""
-        row = self.db.read_one(f"SELECT COUNT(*) FROM envelopes WHERE {_REFUSED}")  # noqa: S608
+        row = self.db.read_one(f"SELECT COUNT(*) FROM envelopes WHERE {_REFUSED} "  # noqa: S608
+                               "AND purged_at IS NULL")
         return int(row[0]) if row else 0
 
     def close(self) -> None:
@@ -709,6 +745,72 @@ class TransferStore:
     def count(self) -> int:
         row = self.db.read_one("SELECT COUNT(*) FROM envelopes")
         return int(row[0]) if row else 0
+
+
+    # ------------------------------------------------------------------ retention
+
+    def purge(self, older_than: timedelta, *, now: datetime | None = None,
+              batch: int = DEFAULT_PURGE_BATCH) -> int:
+        """Purge the envelope bytes of at most ``batch`` transfers (oldest first) whose
+        last envelope is older than ``older_than`` and none of whose requests is still
+        ``pending`` or ``claimed``; return how many transfers were purged.
+
+        Each transfer is purged in its own transaction under its transfer lock, with
+        the conditions checked again there (a retry or a new pending reply that arrived
+        meanwhile keeps it whole). What stays is the audit record (see the module
+        docstring); ``purged_at`` says when. Not checked: that the peer will not retry
+        a purged message (its timestamp is long outside the window by then).
+        """
+        if older_than <= timedelta(0) or batch < 1:
+            raise StoreError("retention needs a positive age and batch size")
+        moment = now or datetime.now(UTC)
+        cutoff = (moment - older_than).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        stamp = moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        rows = self.db.read(
+            f"SELECT t.envelope_id FROM transfers t WHERE t.last_at < ? AND {_PURGEABLE} "  # noqa: S608
+            "ORDER BY t.last_at, t.last_seq LIMIT ?", (cutoff, batch))
+        purged = 0
+        for (envelope_id,) in rows:
+            with self._tx() as tx:
+                _transfer_lock(tx, envelope_id)
+                again = (f"SELECT 1 FROM transfers t WHERE t.envelope_id = ? "  # noqa: S608
+                         f"AND t.last_at < ? AND {_PURGEABLE}")
+                if tx.one(again, (envelope_id, cutoff)) is None:
+                    continue
+                tx.execute("UPDATE envelopes SET envelope = {EMPTY_BLOB}, purged_at = ? "
+                           "WHERE envelope_id = ? AND length(envelope) > 0",
+                           (stamp, envelope_id))
+                purged += 1
+        if purged:
+            log.info("retention: purged the envelopes of %d transfer(s) older than %s",
+                     purged, cutoff)
+        return purged
+
+    def audit(self, *, since: str | None = None,
+              page: int = 1000) -> Iterator[dict[str, object]]:
+        """The audit record of every stored envelope, oldest first (``since``: only
+        envelopes created at or after that UTC timestamp, ``YYYY-MM-DDTHH:MM:SS...Z``).
+
+        Fields (:data:`AUDIT_FIELDS`): never the envelope bytes, the opened payload or
+        a resolution's message; ``stored`` says whether the bytes are still held.
+        Read page by page (``page`` rows), so a large store is not held in memory.
+        """
+        cols = ", ".join(c for c in AUDIT_FIELDS if c != "stored")
+        after = 0
+        while True:
+            where = "seq > ?" + (" AND created_at >= ?" if since else "")
+            args: tuple[object, ...] = (after, since) if since else (after,)
+            rows = self.db.read(
+                f"SELECT {cols}, length(envelope) > 0 FROM envelopes "  # noqa: S608
+                f"WHERE {where} ORDER BY seq LIMIT ?", (*args, page))
+            for row in rows:
+                record = dict(zip(AUDIT_FIELDS, row, strict=True))
+                record["stored"] = bool(record["stored"])
+                record["error_code"] = int(record["error_code"])  # type: ignore[call-overload]
+                yield record
+            if len(rows) < page:
+                return
+            after = int(rows[-1][0])
 
 
 def open_store(
