@@ -2,7 +2,10 @@
 
 ``docs/openapi.json`` is this document written out (``python -m trisa_peer.api.openapi
 > docs/openapi.json``); a test fails when the file, this document and the app's routes
-disagree. Plain data: no web framework is imported here.
+disagree. Plain data: no web framework is imported here. What the document cannot say (checked
+by the app, answered 400): that ``payload`` parses as protojson
+``trisa.api.v1beta1.Payload``, and that ``GET /vasps`` takes exactly one of its two
+parameters.
 """
 
 from __future__ import annotations
@@ -10,11 +13,18 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from .._pb.trisa.api.v1beta1 import errors_pb2
+
 __all__ = ["API_VERSION", "document", "render"]
 
 API_VERSION = "1.0.0"
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
+
+#: the TRISA error codes a rejection may carry (``trisa.api.v1beta1.Error.Code``)
+_CODES = errors_pb2.Error.Code
+_CODE_NAMES = sorted(name for name in _CODES.keys() if name != "UNHANDLED")
+_CODE_NUMBERS = sorted({int(number) for number in _CODES.values() if number != 0})
 
 
 def _reply(description: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -121,14 +131,19 @@ _SCHEMAS: dict[str, Any] = {
         },
     },
     "Decision": {
-        "type": "object", "additionalProperties": False, "required": ["decision"],
-        "properties": {
-            "decision": {"type": "string", "enum": ["accept", "reject"]},
-            "code": {"type": ["string", "integer"],
-                     "description": "TRISA error code name or number (reject only)"},
-            "message": {"type": "string", "maxLength": 1000,
-                        "description": "message of a rejection"},
-        },
+        "oneOf": [
+            {"type": "object", "additionalProperties": False, "required": ["decision"],
+             "properties": {"decision": {"const": "accept"}}},
+            {"type": "object", "additionalProperties": False, "required": ["decision", "code"],
+             "properties": {
+                 "decision": {"const": "reject"},
+                 "code": {"description": "TRISA error code: name or number (not UNHANDLED)",
+                          "oneOf": [{"type": "string", "enum": _CODE_NAMES},
+                                    {"type": "integer", "enum": _CODE_NUMBERS}]},
+                 "message": {"type": "string", "minLength": 1, "maxLength": 1000,
+                             "description": "message of the rejection"},
+             }},
+        ],
     },
     "Decided": {
         "type": "object", "additionalProperties": False,
@@ -174,7 +189,7 @@ _PATHS: dict[str, Any] = {
                 {"name": "limit", "in": "query", "required": False,
                  "schema": {"type": "integer", "minimum": 1, "maximum": 500, "default": 100}},
                 {"name": "before", "in": "query", "required": False,
-                 "schema": {"type": "integer", "minimum": 0}},
+                 "schema": {"type": "integer", "minimum": 0, "maximum": 2**63 - 1}},
                 {"name": "peer", "in": "query", "required": False,
                  "schema": {"type": "string", "maxLength": 253}},
             ],
