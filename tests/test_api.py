@@ -187,6 +187,24 @@ def test_status_shows_an_unreachable_directory(net: Any, tokens: Path) -> None:
 # ------------------------------------------------------------------ send, list, show
 
 
+def test_an_unavailable_store_is_a_503_not_a_crash(net: Any, tokens: Path,
+                                                   tmp_path: Path) -> None:
+    node = TrisaNode(net.alice.node.material, net.directory_client(),
+                     store=TransferStore(tmp_path / "store.db"),
+                     handler=lambda _i: Reject(50, "no"))
+    api = Api(node, tokens)
+    try:
+        assert api.get("/transfers").status_code == 200
+        node.store.close()
+        for answer in (api.get("/transfers"), api.get("/transfers/x"),
+                       api.post("/transfers/x/resolve", {"decision": "accept"})):
+            assert answer.status_code == 503
+            assert answer.json() == {"error": "the transfer store is unavailable; retry later"}
+    finally:
+        api.close()
+        node.close()
+
+
 def test_send_a_transfer_then_list_and_show_it(alice_api: Api, net: Any) -> None:
     sent = [alice_api.post("/transfers", {"peer": "bob.vasp.test",
                                           "payload": _payload_json()}) for _ in range(2)]

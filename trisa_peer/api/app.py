@@ -43,6 +43,7 @@ from ..errors import (
     DirectoryNotFoundError,
     HandshakeError,
     PeerNotRegisteredError,
+    StoreError,
     TransferError,
     TrisaPeerError,
 )
@@ -166,6 +167,13 @@ def _handled(fn: Callable[[Request], Awaitable[Response]]) -> Callable[[Request]
             return await fn(request)
         except _Problem as exc:
             return _error(exc.status, str(exc))
+        except StoreError as exc:  # the database is down or closed: retry later
+            log.warning("API %s %s: %s", request.method, request.url.path, exc)
+            return _error(503, "the transfer store is unavailable; retry later")
+        except Exception as exc:  # a bug: the type only (a message may hold payload data)
+            log.error("API %s %s failed: %s", request.method, request.url.path,
+                      type(exc).__name__)
+            return _error(500, "internal error (logged)")
     endpoint.__name__ = fn.__name__
     return endpoint
 
@@ -222,6 +230,8 @@ def build_app(node: TrisaNode, tokens: TokenFile) -> ASGIApp:
             result = await run_in_threadpool(node.send, peer, payload, envelope_id=eid)
         except (HandshakeError, TransferError, DirectoryError) as exc:
             raise _Problem(502, f"{peer}: {exc}") from None
+        except StoreError:
+            raise
         except TrisaPeerError as exc:
             raise _Problem(400, str(exc)) from None
         out: dict[str, Any] = {

@@ -36,6 +36,7 @@ def _reply(description: str, schema: dict[str, Any] | None = None) -> dict[str, 
 _UNAUTHORIZED = _reply("no, a malformed or an unknown bearer token, or a token in the "
                        "query string")
 _BAD_REQUEST = _reply("the request is malformed (one line says why)")
+_STORE_DOWN = _reply("the transfer store is unavailable (retry later)")
 
 _SCHEMAS: dict[str, Any] = {
     "Error": {
@@ -195,7 +196,7 @@ _PATHS: dict[str, Any] = {
             ],
             "responses": {
                 "200": _reply("one page", {"$ref": "#/components/schemas/TransferList"}),
-                "400": _BAD_REQUEST, "401": _UNAUTHORIZED,
+                "400": _BAD_REQUEST, "401": _UNAUTHORIZED, "503": _STORE_DOWN,
             },
         },
         "post": {
@@ -209,6 +210,7 @@ _PATHS: dict[str, Any] = {
                 "400": _BAD_REQUEST, "401": _UNAUTHORIZED,
                 "413": _reply("the body is larger than the API accepts"),
                 "502": _reply("the peer could not be reached or verified"),
+                "503": _STORE_DOWN,
             },
         },
     },
@@ -218,7 +220,7 @@ _PATHS: dict[str, Any] = {
         "parameters": [_ENVELOPE_ID],
         "responses": {
             "200": _reply("the transfer", {"$ref": "#/components/schemas/Transfer"}),
-            "401": _UNAUTHORIZED, "404": _reply("no such transfer"),
+            "401": _UNAUTHORIZED, "404": _reply("no such transfer"), "503": _STORE_DOWN,
         },
     }},
     "/transfers/{envelope_id}/resolve": {"post": {
@@ -232,6 +234,7 @@ _PATHS: dict[str, Any] = {
             "400": _BAD_REQUEST, "401": _UNAUTHORIZED,
             "404": _reply("no such transfer"),
             "409": _reply("not pending, already decided or past its reply window"),
+            "503": _STORE_DOWN,
             "413": _reply("the body is larger than the API accepts"),
         },
     }},
