@@ -527,3 +527,22 @@ def test_a_plain_node_does_not_import_the_web_framework() -> None:
     loaded = _fresh_python(probe.format(extra="import trisa_peer.api.server, "
                                         "trisa_peer.api.app\nimport uvicorn\n"))
     assert "starlette" in loaded.stdout and "uvicorn" in loaded.stdout, loaded.stderr
+
+
+def test_off_loopback_with_all_three_tls_files_passes_the_start_checks(
+        tokens: Path, tls_material: dict[str, Any]) -> None:
+    import argparse
+
+    from trisa_peer.cli.api_args import check_api_args
+
+    tls: TlsFiles = tls_material["tls"]
+    args = argparse.Namespace(api_listen="0.0.0.0:0", api_token_file=str(tokens),
+                              api_tls_cert=tls.cert, api_tls_key=tls.key,
+                              api_client_ca=tls.client_ca, workers=1)
+    check_api_args(args)  # accepted: mutual TLS configured
+    args.api_client_ca = None
+    with pytest.raises(UsageError, match="go together"):
+        check_api_args(args)
+    args.api_tls_cert = args.api_tls_key = None
+    with pytest.raises(UsageError, match="off loopback the API needs mutual TLS"):
+        check_api_args(args)
