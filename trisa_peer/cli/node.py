@@ -21,6 +21,7 @@ from ..limits import raise_open_files_limit
 from ..network.store import DEFAULT_KEEP_REJECTIONS, DEFAULT_MAX_REJECTIONS
 from ..reload import DEFAULT_RELOAD_INTERVAL, expiry_notice
 from ..storage.url import parse_url, redact
+from .api_args import add_api_args, check_api_args, start_api
 from .db import add_db_args
 from .options import (
     add_directory_args,
@@ -109,6 +110,7 @@ def register(sub: Any) -> None:
                        "audit record; pending transfers are kept (default: keep everything; "
                        "see 'transfers purge' and 'transfers export')")
     _add_control_args(serve)
+    add_api_args(serve)
     serve.set_defaults(func=_serve)
 
     check = sub.add_parser(
@@ -185,17 +187,12 @@ def _envelope_id_arg(parser: Any) -> None:
 
 
 def _error_code(text: str) -> int:
-    from .._pb.trisa.api.v1beta1 import errors_pb2
+    from ..network.decide import error_code
 
-    codes = errors_pb2.Error.Code
-    value = text.strip()
-    if value.lstrip("-").isdigit():
-        number = int(value)
-        if number in codes.values() and number != 0:
-            return number
-    elif value.upper() in codes.keys() and value.upper() != "UNHANDLED":
-        return int(codes.Value(value.upper()))
-    raise UsageError(f"--reject: {value[:40]!r} is not a TRISA error code name or number")
+    try:
+        return error_code(text)
+    except ConfigurationError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def _age(created_at: str, now: Any) -> str:
@@ -229,30 +226,13 @@ def print_pending(store: Any) -> None:
 
 
 def _resolve(args: argparse.Namespace) -> int:
-    from ..clock import utcnow
-    from ..envelope import parse_timestamp
-    from ..network.node import shown_resolution
+    from ..network.decide import record_decision
     from ..network.store import open_store
 
     code = _error_code(args.reject) if args.reject else 0
     store = open_store(args.db, password_file=args.db_password_file, existing=True)
     try:
-        rows = [r for r in store.pending(direction="incoming")
-                if r.envelope_id == args.envelope_id]
-        if not rows:
-            raise ConfigurationError(
-                f"no pending incoming transfer {args.envelope_id[:64]!r} in {store.path}")
-        row = rows[-1]
-        if row.deadline and parse_timestamp(row.deadline) < utcnow():
-            raise ConfigurationError(
-                f"transfer {row.envelope_id}: the reply window closed at {row.deadline}")
-        if row.resolution:
-            raise ConfigurationError(
-                f"transfer {row.envelope_id} is already decided "
-                f"({shown_resolution(row.resolution).split(':')[0]})")
-        decision = "accept" if args.accept else f"reject:{code}:0:{args.message}"
-        if not store.set_resolution(row.seq, decision):
-            raise ConfigurationError(f"transfer {row.envelope_id} is no longer pending")
+        row = record_decision(store, args.envelope_id, code=code, message=args.message)
     finally:
         store.close()
     what = "accept" if args.accept else f"reject {code}"
@@ -385,6 +365,7 @@ def _serve(args: argparse.Namespace) -> int:
     apply_config(args, [*_NODE_OPTIONS, *_SERVE_OPTIONS], types=_SERVE_TYPES,
                  defaults=_SERVE_DEFAULTS)
     require(args, "listen")
+    check_api_args(args)
     # One line per accept/reject decision is part of what an operator runs this for.
     logging.getLogger("trisa_peer").setLevel(logging.INFO if not args.verbose else logging.DEBUG)
     files = raise_open_files_limit()  # what an attacker's idle connections would exhaust
@@ -423,6 +404,7 @@ def _serve_one(args: argparse.Namespace, files: str, *, worker: Any = None,
                  controls=_controls(args), **node_kw)
     try:
         port = node.start()
+        api = start_api(args, node)
     except TrisaPeerError:
         node.close()
         if fresh_db:  # leave nothing behind from a start that failed
@@ -453,6 +435,8 @@ def _serve_one(args: argparse.Namespace, files: str, *, worker: Any = None,
     if worker is not None:
         worker.ready(port)
     stop.wait()
+    if api is not None:
+        api.stop()
     if purger is not None:
         purger.stop()
     node.stop(grace=5.0)
