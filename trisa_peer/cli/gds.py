@@ -65,6 +65,7 @@ from ..errors import ConfigurationError, DirectoryError, UsageError
 from ..fsutil import write_private
 from ..limits import raise_open_files_limit
 from ..records import PeerRecord
+from .observe import add_metrics_args, check_metrics_args, directory_sources, start_metrics
 from .options import (
     REASON_HELP,
     add_directory_args,
@@ -296,6 +297,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         tls = (identity.chain_pem(), identity.key_pem())
     else:
         raise ConfigurationError("choose --tls-cert/--tls-key, --ca-dir or --insecure")
+    check_metrics_args(args)
     files = raise_open_files_limit()  # what an attacker's idle connections would exhaust
     if args.workers > 1:  # N forked workers on one port and one --db (supervisor.py)
         from ..supervisor import WorkerContext, supervise
@@ -325,6 +327,12 @@ def _serve_directory(args: argparse.Namespace, listen: str, host: str,
             directory.close()
             raise
     server.directory.client_flags = _client_flags(args, host, port, tls_name)
+    try:
+        stop_metrics = start_metrics(args, **directory_sources(args.db, tls))
+    except BaseException:  # e.g. its port taken: stop what started
+        server.stop(1.0)
+        directory.close()
+        raise
     stop = threading.Event()
 
     def _on_signal(signum: int, frame: Any) -> None:
@@ -348,6 +356,7 @@ def _serve_directory(args: argparse.Namespace, listen: str, host: str,
             stop.wait()
         finally:
             server.stop(1.0)
+            stop_metrics()
     return 0
 
 
@@ -719,6 +728,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--insecure", action="store_true", help="plaintext (loopback only)")
     p.add_argument("--workers", metavar="N", type=positive_int, default=1,
                    help="run N server processes on the port, sharing --db (default 1)")
+    add_metrics_args(p)
     add_limit_args(p)
     p.set_defaults(func=_cmd_serve)
 

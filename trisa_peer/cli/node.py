@@ -22,6 +22,7 @@ from ..network.store import DEFAULT_KEEP_REJECTIONS, DEFAULT_MAX_REJECTIONS
 from ..reload import DEFAULT_RELOAD_INTERVAL, expiry_notice
 from ..storage.url import parse_url, redact
 from .db import add_db_args
+from .observe import add_metrics_args, check_metrics_args, node_sources, start_metrics
 from .options import (
     add_directory_args,
     add_identity_args,
@@ -103,6 +104,7 @@ def register(sub: Any) -> None:
                        help="run N server processes on the port, sharing --db (default 1; "
                        "see 'Deployment' in the README)")
     _add_control_args(serve)
+    add_metrics_args(serve)
     serve.set_defaults(func=_serve)
 
     check = sub.add_parser(
@@ -381,6 +383,7 @@ def _serve(args: argparse.Namespace) -> int:
     require(args, "listen")
     # One line per accept/reject decision is part of what an operator runs this for.
     logging.getLogger("trisa_peer").setLevel(logging.INFO if not args.verbose else logging.DEBUG)
+    check_metrics_args(args)
     files = raise_open_files_limit()  # what an attacker's idle connections would exhaust
     if args.workers > 1:
         return _supervise(args, files)
@@ -416,6 +419,7 @@ def _serve_one(args: argparse.Namespace, files: str, *, worker: Any = None,
     node = _node(args, listen=listen, policy=args.policy or DEFAULT_POLICY,
                  controls=_controls(args), **node_kw)
     try:
+        stop_metrics = start_metrics(args, **node_sources(node))
         port = node.start()
     except TrisaPeerError:
         node.close()
@@ -448,6 +452,7 @@ def _serve_one(args: argparse.Namespace, files: str, *, worker: Any = None,
     stop.wait()
     node.stop(grace=5.0)
     node.close()
+    stop_metrics()
     return 0
 
 
