@@ -24,8 +24,8 @@ from ..errors import ConfigurationError, EnvelopeError, UsageError
 from ..logsetup import LOG_FORMATS
 from .options import host_port_arg
 
-__all__ = ["add_metrics_args", "check_metrics_args", "directory_sources", "node_sources",
-           "start_metrics"]
+__all__ = ["add_log_format_arg", "add_metrics_args", "check_metrics_args", "directory_sources",
+           "node_sources", "start_metrics"]
 
 
 def add_metrics_args(parser: Any) -> None:
@@ -35,7 +35,11 @@ def add_metrics_args(parser: Any) -> None:
         help="serve /metrics (Prometheus), /livez and /readyz over plain HTTP on this "
              "address (host 127.0.0.1 when left out; no authentication: keep it on "
              "loopback or a private network; needs the 'metrics' extra)")
-    group.add_argument(
+    add_log_format_arg(group)
+
+
+def add_log_format_arg(parser: Any) -> None:
+    parser.add_argument(
         "--log-format", choices=LOG_FORMATS, default="text",
         help="log lines as text (default) or one JSON object per line with UTC "
              "timestamps and a request id")
