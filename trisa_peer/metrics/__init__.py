@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -29,6 +29,9 @@ from ..certs import fingerprint
 from ..steps import HandshakeStep, Reason
 
 __all__ = ["Metrics", "NodeCollector", "code_label"]
+
+# no ``*_created`` series: half the series count, and nothing a dashboard here uses
+disable_created_metrics()
 
 _CODES = frozenset(errors_pb2.Error.Code.values())
 _LATENCY = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
