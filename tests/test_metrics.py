@@ -8,6 +8,7 @@ probe server, a real ``serve`` process for the command-line option.
 from __future__ import annotations
 
 import re
+import socket
 import subprocess
 import sys
 import urllib.error
@@ -25,6 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from helpers import PKI, CliResult
 from prometheus_client.parser import text_string_to_metric_families
+from serve_proc import BobProcess, close_quietly
 
 from trisa_peer import events
 from trisa_peer._pb.trisa.api.v1beta1 import api_pb2, errors_pb2
@@ -388,3 +390,48 @@ def test_alert_rule_check_catches_a_wrong_rule() -> None:
     problems = _rule_problems(doc, _known_metrics())
     assert problems == [f"{rule['alert']}: bad 'for'",
                         f"{rule['alert']}: unknown metrics ['trisa_certificate_expiry_days']"]
+
+
+@pytest.mark.slow
+def test_serve_process_scrape_after_a_transfer_and_readyz_on_a_gone_store(
+    tmp_path: Path,
+) -> None:
+    bob = BobProcess(tmp_path, "--metrics-listen", "127.0.0.1:0")
+    try:
+        port = bob.metrics_port
+        assert port and fetch(port, "/readyz") == (200, "ready\n")
+        before = scrape(port)
+        assert value(before, "trisa_transfers_total", direction="incoming", state="accepted") == 0
+        sent = bob.alice().send("bob.vasp.test", payload())
+        assert sent.state == "accepted"
+        after = scrape(port)
+        assert value(after, "trisa_transfers_total", direction="incoming", state="accepted") == 1
+        assert value(after, "trisa_handshake_decisions_total", step="4", outcome="accept",
+                     reason="verified") == 1
+        assert value(after, "trisa_ready") == 1
+        bob.db.unlink()  # the store's file is gone: nothing written now would last
+        status, text = fetch(port, "/readyz")
+        assert status == 503 and "bob.db" in text
+        assert fetch(port, "/livez") == (200, "ok\n")
+        assert value(scrape(port), "trisa_ready") == 0
+    finally:
+        close_quietly(bob)
+
+
+@pytest.mark.slow
+def test_serve_metrics_port_in_use_is_one_line_and_nothing_starts(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        out = subprocess.run(
+            [sys.executable, "-m", "trisa_peer", "serve", "--listen", "127.0.0.1:0",
+             "--cert", str(PKI / "bob.pem"), "--key", str(PKI / "bob.key"),
+             "--trust", str(PKI / "trust.pem"), "--directory", "127.0.0.1:9",
+             "--directory-insecure", "--metrics-listen", f"127.0.0.1:{port}"],
+            capture_output=True, text=True, timeout=60)
+    assert out.returncode == 1
+    assert out.stderr.strip().splitlines() == [
+        f"trisa-peer: error: --metrics-listen 127.0.0.1:{port}: cannot listen: "
+        "Address already in use"]
+    assert "serving" not in out.stdout

@@ -15,6 +15,7 @@ Not checked here: whether the node is serving -- that is the probe server's busi
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -26,12 +27,15 @@ from prometheus_client.registry import Collector
 from .. import events
 from .._pb.trisa.api.v1beta1 import errors_pb2
 from ..certs import fingerprint
+from ..errors import TrisaPeerError
 from ..steps import HandshakeStep, Reason
 
 __all__ = ["Metrics", "NodeCollector", "code_label"]
 
 # no ``*_created`` series: half the series count, and nothing a dashboard here uses
 disable_created_metrics()  # type: ignore[no-untyped-call]
+
+log = logging.getLogger("trisa_peer.metrics")
 
 _CODES = frozenset(errors_pb2.Error.Code.values())
 _LATENCY = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -158,11 +162,17 @@ class NodeCollector(Collector):
         for root in self._roots() if self._roots is not None else ():
             expiry.add_metric(["root", fingerprint(root)[:16]], _left(root, now))
         yield expiry
+        rows: list[tuple[str, datetime, datetime | None]] | None = None
         if self._pending is not None:
+            try:
+                rows = list(self._pending())
+            except TrisaPeerError as exc:  # the store broke: /readyz says so; scrape the rest
+                log.warning("metrics: cannot read pending transfers: %s", exc)
+        if rows is not None:
             count = {"incoming": 0.0, "outgoing": 0.0}
             oldest = {"incoming": 0.0, "outgoing": 0.0}
             overdue = {"incoming": 0.0, "outgoing": 0.0}
-            for direction, created, deadline in self._pending():
+            for direction, created, deadline in rows:
                 d = direction if direction in count else "incoming"
                 count[d] += 1
                 oldest[d] = max(oldest[d], (now - created).total_seconds())

@@ -13,6 +13,8 @@ logged (a scrape every few seconds is noise).
 from __future__ import annotations
 
 import http.server
+import logging
+import sys
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -23,11 +25,19 @@ from ..errors import ConfigurationError
 
 __all__ = ["ProbeServer"]
 
+log = logging.getLogger("trisa_peer.metrics")
+
 
 class _Server(http.server.ThreadingHTTPServer):
     daemon_threads = True
     registry: CollectorRegistry
     problem: Callable[[], str | None]
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """One log line instead of socketserver's traceback on stderr."""
+        exc = sys.exc_info()[1]
+        if not isinstance(exc, (ConnectionError, TimeoutError)):
+            log.warning("metrics listener: request failed: %s", type(exc).__name__)
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
@@ -40,11 +50,20 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         path = self.path.split("?", 1)[0]
         if path == "/metrics":
-            self._answer(200, generate_latest(self.server.registry), CONTENT_TYPE_LATEST)
+            try:
+                body = generate_latest(self.server.registry)
+            except Exception as exc:  # a collector failed: one line, not a traceback
+                log.warning("metrics: scrape failed: %s: %s", type(exc).__name__, exc)
+                self._answer(500, b"scrape failed\n")
+                return
+            self._answer(200, body, CONTENT_TYPE_LATEST)
         elif path == "/livez":
             self._answer(200, b"ok\n")
         elif path == "/readyz":
-            problem = self.server.problem()
+            try:
+                problem = self.server.problem()
+            except Exception as exc:  # fail closed: a check that breaks is not ready
+                problem = f"readiness check failed ({type(exc).__name__})"
             if problem is None:
                 self._answer(200, b"ready\n")
             else:
