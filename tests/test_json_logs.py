@@ -11,6 +11,8 @@ from __future__ import annotations
 import io
 import json
 import logging
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -163,3 +165,26 @@ def test_log_format_choice_is_checked() -> None:
         parser.parse_args(["--log-format", "yaml"])
     with pytest.raises(ValueError, match="unknown log format"):
         use_format("yaml")
+
+
+@pytest.mark.slow
+def test_workers_keep_json_lines_with_their_index(tmp_path: Path) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "trisa_peer", "serve", "--workers", "2",
+         "--listen", "127.0.0.1:0", "--db", str(tmp_path / "w.db"),
+         "--cert", str(PKI / "bob.pem"), "--key", str(PKI / "bob.key"),
+         "--trust", str(PKI / "trust.pem"), "--directory", "127.0.0.1:9",
+         "--directory-insecure", "--log-format", "json"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if "workers serving on" in line:
+                break
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=30)
+    logged = [line for line in err.splitlines() if not line.startswith("trisa-peer: ")]
+    docs = parse_lines("\n".join(logged))  # the supervisor's own status lines stay text
+    assert {d.get("worker") for d in docs} == {0, 1}
+    assert all(isinstance(d["pid"], int) for d in docs)

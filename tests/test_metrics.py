@@ -7,6 +7,7 @@ probe server, a real ``serve`` process for the command-line option.
 
 from __future__ import annotations
 
+import json
 import re
 import socket
 import subprocess
@@ -32,7 +33,8 @@ from trisa_peer import events
 from trisa_peer._pb.trisa.api.v1beta1 import api_pb2, errors_pb2
 from trisa_peer.certs import certs_to_pem
 from trisa_peer.cli.observe import node_sources
-from trisa_peer.errors import HandshakeError
+from trisa_peer.directory.client import DirectoryClient
+from trisa_peer.errors import DirectoryNotFoundError, HandshakeError
 from trisa_peer.metrics import Metrics, NodeCollector, code_label
 from trisa_peer.metrics.probes import ProbeServer
 from trisa_peer.network.handler import Accept
@@ -435,3 +437,52 @@ def test_serve_metrics_port_in_use_is_one_line_and_nothing_starts(tmp_path: Path
         f"trisa-peer: error: --metrics-listen 127.0.0.1:{port}: cannot listen: "
         "Address already in use"]
     assert "serving" not in out.stdout
+
+
+@pytest.mark.slow
+def test_gds_serve_counts_requests_and_logs_them_as_json(tmp_path: Path) -> None:
+    db = tmp_path / "gds.db"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "trisa_peer", "-v", "gds", "serve", "--db", str(db),
+         "--insecure", "--listen", "127.0.0.1:0", "--metrics-listen", "0",
+         "--log-format", "json"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        found = re.search(r"http://127\.0\.0\.1:(\d+)/", proc.stdout.readline())
+        assert found, proc.stdout.readline()
+        port = int(found.group(1))
+        listening = re.search(r"127\.0\.0\.1:(\d+)", proc.stdout.readline())
+        assert listening
+        client = DirectoryClient(f"127.0.0.1:{listening.group(1)}", insecure=True, timeout=5,
+                                 cache_ttl=0)
+        try:
+            client.status()
+            with pytest.raises(DirectoryNotFoundError):
+                client.lookup(common_name="nobody.vasp.test")
+        finally:
+            client.close()
+        got = scrape(port)
+        assert value(got, "trisa_requests_total", service="directory", method="Lookup",
+                     code="NOT_FOUND") == 1
+        assert value(got, "trisa_requests_total", service="directory", method="Status",
+                     code="OK") == 1
+        assert fetch(port, "/readyz") == (200, "ready\n")
+        db.unlink()
+        assert fetch(port, "/readyz")[0] == 503
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=15)
+    lines = [json.loads(line) for line in err.splitlines()]
+    methods = [d["method"] for d in lines if d.get("event") == "request"]
+    assert methods == ["Status", "Lookup"]
+    assert all(d["zone"] == "UTC" for d in lines)
+
+
+def test_gds_serve_refuses_metrics_with_workers(trisa_peer_cli: Callable[..., CliResult],
+                                                tmp_path: Path) -> None:
+    out = trisa_peer_cli("gds", "serve", "--db", str(tmp_path / "g.db"), "--insecure",
+                         "--workers", "2", "--metrics-listen", "127.0.0.1:0")
+    assert out.returncode == 2
+    assert "--metrics-listen cannot be combined with --workers above 1" in out.stderr
+    assert not (tmp_path / "g.db").exists()

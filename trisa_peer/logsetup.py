@@ -31,7 +31,12 @@ FIELDS = ("event", "direction", "peer", "envelope_id", "state", "code", "latency
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per record, on one line."""
+    """One JSON object per record, on one line; ``worker``: the ``--workers`` index,
+    written with the process id (the supervisor sets it in each worker)."""
+
+    def __init__(self, *, worker: int | None = None) -> None:
+        super().__init__()
+        self.worker = worker
 
     def format(self, record: logging.LogRecord) -> str:
         doc: dict[str, object] = {
@@ -43,6 +48,9 @@ class JsonFormatter(logging.Formatter):
             "message": record.getMessage(),
             "request_id": events.request_id(),
         }
+        if self.worker is not None:
+            doc["worker"] = self.worker
+            doc["pid"] = record.process
         for key in FIELDS:
             if key in record.__dict__:
                 doc[key] = record.__dict__[key]
