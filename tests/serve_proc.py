@@ -47,14 +47,17 @@ class BobProcess:
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         assert self.proc.stdout is not None
         self.metrics_port = 0
-        for _ in range(2):
+        # one process: its "serving on port" line; --workers: the supervisor's last line
+        until = "workers serving on" if "--workers" in extra else "serving on port"
+        for _ in range(20):
             line = self.proc.stdout.readline()
             found = re.search(r"metrics and probes on http://127\.0\.0\.1:(\d+)/", line)
             if found:
                 self.metrics_port = int(found.group(1))
                 continue
-            assert "serving on port" in line, self._fail(line)
-            break
+            assert "serving on port" in line or until in line, self._fail(line)
+            if until in line:
+                break
         self._alice: TrisaNode | None = None
         self._directory: DirectoryClient | None = None
 
@@ -73,11 +76,16 @@ class BobProcess:
                 resolve={f"bob.vasp.test:{self.bob_port}": f"127.0.0.1:{self.bob_port}"})
         return self._alice
 
-    def stop(self) -> str:
+    def forget_alice(self) -> None:
+        """Close Alice's node: the next :meth:`alice` dials anew (a new connection)."""
         if self._alice is not None:
             self._alice.close()
         if self._directory is not None:
             self._directory.close()
+        self._alice = self._directory = None
+
+    def stop(self) -> str:
+        self.forget_alice()
         if self.proc.poll() is None:
             self.proc.terminate()
         _, err = self.proc.communicate(timeout=15)

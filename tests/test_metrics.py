@@ -12,6 +12,7 @@ import re
 import socket
 import subprocess
 import sys
+import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -310,8 +311,8 @@ def test_plain_node_never_imports_prometheus_client() -> None:
 
 
 @pytest.mark.parametrize(("extra", "status", "text"), [
-    (["--workers", "2", "--db", "{tmp}/x.db"], 2,
-     "--metrics-listen cannot be combined with --workers above 1"),
+    (["--workers", "2", "--db", "{tmp}/x.db", "--metrics-listen", "127.0.0.1:x"], 1,
+     "--metrics-listen '127.0.0.1:x' is not HOST:PORT"),
     (["--metrics-listen", "nonsense:port"], 1, "--metrics-listen 'nonsense:port' is not HOST:PORT"),
 ])
 def test_metrics_listen_mistakes_are_one_line(
@@ -479,10 +480,32 @@ def test_gds_serve_counts_requests_and_logs_them_as_json(tmp_path: Path) -> None
     assert all(d["zone"] == "UTC" for d in lines)
 
 
-def test_gds_serve_refuses_metrics_with_workers(trisa_peer_cli: Callable[..., CliResult],
-                                                tmp_path: Path) -> None:
-    out = trisa_peer_cli("gds", "serve", "--db", str(tmp_path / "g.db"), "--insecure",
-                         "--workers", "2", "--metrics-listen", "127.0.0.1:0")
-    assert out.returncode == 2
-    assert "--metrics-listen cannot be combined with --workers above 1" in out.stderr
-    assert not (tmp_path / "g.db").exists()
+@pytest.mark.slow
+def test_serve_workers_one_scrape_sees_every_worker(tmp_path: Path) -> None:
+    shared = set(Path(tempfile.gettempdir()).glob("trisa-metrics-*"))
+    bob = BobProcess(tmp_path, "--workers", "2", "--metrics-listen", "127.0.0.1:0")
+    try:
+        assert set(Path(tempfile.gettempdir()).glob("trisa-metrics-*")) - shared
+        port = bob.metrics_port
+        assert port
+        assert value(scrape(port), "trisa_workers") == 2  # both processes count
+        for _ in range(4):  # new connections: the kernel spreads them over the workers
+            assert bob.alice().send("bob.vasp.test", payload()).state == "accepted"
+            bob.forget_alice()
+        got = scrape(port)
+        assert value(got, "trisa_transfers_total", direction="incoming", state="accepted") == 4
+        assert value(got, "trisa_transfer_seconds_count", direction="incoming") == 4
+        assert value(got, "trisa_ready") == 1
+    finally:
+        close_quietly(bob)
+    # the supervisor's multiprocess directory is gone with it
+    assert set(Path(tempfile.gettempdir()).glob("trisa-metrics-*")) <= shared
+
+
+@pytest.mark.slow
+def test_single_process_counts_one_worker(tmp_path: Path) -> None:
+    bob = BobProcess(tmp_path, "--metrics-listen", "127.0.0.1:0")  # the twin of the above
+    try:
+        assert value(scrape(bob.metrics_port), "trisa_workers") == 1
+    finally:
+        close_quietly(bob)

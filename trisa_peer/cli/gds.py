@@ -65,7 +65,7 @@ from ..errors import ConfigurationError, DirectoryError, UsageError
 from ..fsutil import write_private
 from ..limits import raise_open_files_limit
 from ..records import PeerRecord
-from .observe import add_metrics_args, check_metrics_args, directory_sources, start_metrics
+from .observe import add_metrics_args, directory_sources, metrics_for_workers, start_metrics
 from .options import (
     REASON_HELP,
     add_directory_args,
@@ -297,7 +297,6 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         tls = (identity.chain_pem(), identity.key_pem())
     else:
         raise ConfigurationError("choose --tls-cert/--tls-key, --ca-dir or --insecure")
-    check_metrics_args(args)
     files = raise_open_files_limit()  # what an attacker's idle connections would exhaust
     if args.workers > 1:  # N forked workers on one port and one --db (supervisor.py)
         from ..supervisor import WorkerContext, supervise
@@ -305,7 +304,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         def run(worker: WorkerContext) -> int:
             return _serve_directory(args, worker.listen, host, tls, tls_name, files, worker)
 
-        return supervise(workers=args.workers, listen=args.listen, run=run)
+        with metrics_for_workers(args):  # --metrics-listen: one scrape sees every worker
+            return supervise(workers=args.workers, listen=args.listen, run=run)
     return _serve_directory(args, args.listen, host, tls, tls_name, files, None)
 
 
@@ -328,7 +328,7 @@ def _serve_directory(args: argparse.Namespace, listen: str, host: str,
             raise
     server.directory.client_flags = _client_flags(args, host, port, tls_name)
     try:
-        stop_metrics = start_metrics(args, **directory_sources(args.db, tls))
+        stop_metrics = start_metrics(args, **directory_sources(args.db, tls), worker=worker)
     except BaseException:  # e.g. its port taken: stop what started
         server.stop(1.0)
         directory.close()

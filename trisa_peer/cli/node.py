@@ -22,7 +22,7 @@ from ..network.store import DEFAULT_KEEP_REJECTIONS, DEFAULT_MAX_REJECTIONS
 from ..reload import DEFAULT_RELOAD_INTERVAL, expiry_notice
 from ..storage.url import parse_url, redact
 from .db import add_db_args
-from .observe import add_metrics_args, check_metrics_args, node_sources, start_metrics
+from .observe import add_metrics_args, metrics_for_workers, node_sources, start_metrics
 from .options import (
     add_directory_args,
     add_identity_args,
@@ -383,10 +383,10 @@ def _serve(args: argparse.Namespace) -> int:
     require(args, "listen")
     # One line per accept/reject decision is part of what an operator runs this for.
     logging.getLogger("trisa_peer").setLevel(logging.INFO if not args.verbose else logging.DEBUG)
-    check_metrics_args(args)
     files = raise_open_files_limit()  # what an attacker's idle connections would exhaust
     if args.workers > 1:
-        return _supervise(args, files)
+        with metrics_for_workers(args):  # --metrics-listen: one scrape sees every worker
+            return _supervise(args, files)
     return _serve_one(args, files)
 
 
@@ -419,7 +419,7 @@ def _serve_one(args: argparse.Namespace, files: str, *, worker: Any = None,
     node = _node(args, listen=listen, policy=args.policy or DEFAULT_POLICY,
                  controls=_controls(args), **node_kw)
     try:
-        stop_metrics = start_metrics(args, **node_sources(node))
+        stop_metrics = start_metrics(args, **node_sources(node), worker=worker)
         port = node.start()
     except TrisaPeerError:
         node.close()

@@ -6,26 +6,33 @@ is given, so a node without it never loads ``prometheus_client``). ``--log-forma
 applied by the runner (:mod:`trisa_peer.logsetup`) before the command runs.
 
 Checked: the address is ``[HOST:]PORT`` (host 127.0.0.1 when left out); the extra is
-installed; the port can be bound (one line, exit 1 otherwise); ``--workers`` above 1 is
-refused with ``--metrics-listen`` (one scrape would see one worker only: multiprocess
-collection is not implemented). A non-loopback host is allowed, with a warning, since
-the listener has no authentication.
+installed; the port can be bound (one line, exit 1 otherwise). With ``--workers`` above
+1, prometheus-client's multiprocess mode: one scrape of worker 0's listener sees every
+worker. A non-loopback host is allowed, with a warning, since the listener has no
+authentication.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
+import shutil
 import sys
-from collections.abc import Callable, Iterable
+import tempfile
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from ..errors import ConfigurationError, EnvelopeError, UsageError
+from ..errors import ConfigurationError, EnvelopeError
 from ..logsetup import LOG_FORMATS
 from .options import host_port_arg
 
-__all__ = ["add_log_format_arg", "add_metrics_args", "check_metrics_args", "directory_sources",
+__all__ = ["add_log_format_arg", "add_metrics_args", "directory_sources", "metrics_for_workers",
            "node_sources", "start_metrics"]
+
+#: prometheus-client's switch to multiprocess mode (read when it is first imported)
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
 def add_metrics_args(parser: Any) -> None:
@@ -45,11 +52,23 @@ def add_log_format_arg(parser: Any) -> None:
              "timestamps and a request id")
 
 
-def check_metrics_args(args: argparse.Namespace) -> None:
-    """Refuse what cannot work before anything starts."""
-    if getattr(args, "metrics_listen", None) and int(getattr(args, "workers", 1) or 1) > 1:
-        raise UsageError("--metrics-listen cannot be combined with --workers above 1 yet "
-                         "(one scrape would see one worker only)")
+@contextlib.contextmanager
+def metrics_for_workers(args: argparse.Namespace) -> Iterator[None]:
+    """Around ``supervise()``: with ``--metrics-listen`` and ``--workers`` above 1, a
+    directory of this supervisor's own for prometheus-client's multiprocess mode (set in
+    the environment before any worker imports the library, removed at the end), so that
+    the one listener, served by worker 0, sees every worker's counts."""
+    if not getattr(args, "metrics_listen", None) or int(getattr(args, "workers", 1) or 1) < 2:
+        yield
+        return
+    _address(args.metrics_listen)  # a mistake is one line before any worker starts
+    path = tempfile.mkdtemp(prefix="trisa-metrics-")
+    os.environ[MULTIPROC_ENV] = path
+    try:
+        yield
+    finally:
+        os.environ.pop(MULTIPROC_ENV, None)
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def _address(text: str) -> tuple[str, int]:
@@ -66,14 +85,19 @@ def start_metrics(
     own: Callable[[], Any] | None = None,
     roots: Callable[[], Iterable[Any]] | None = None,
     pending: Callable[[], Iterable[tuple[str, datetime, datetime | None]]] | None = None,
+    worker: Any = None,
 ) -> Callable[[], None]:
     """Start the listener when ``--metrics-listen`` is given; returns its stop function
-    (a no-op without the option)."""
+    (a no-op without the option). Under ``--workers`` (``worker`` given, multiprocess
+    mode set up by :func:`metrics_for_workers`) every worker counts into the shared
+    directory and worker 0 alone serves the listener, reading all of it."""
     if not getattr(args, "metrics_listen", None):
         return lambda: None
-    check_metrics_args(args)
     host, port = _address(args.metrics_listen)
+    shared = os.environ.get(MULTIPROC_ENV) if worker is not None else None
     try:
+        from prometheus_client import CollectorRegistry, multiprocess
+
         from ..metrics import Metrics, NodeCollector
         from ..metrics.probes import ProbeServer
     except ImportError:
@@ -82,9 +106,22 @@ def start_metrics(
     from ..directory.server import is_loopback
 
     metrics = Metrics()
-    metrics.registry.register(NodeCollector(own=own, roots=roots, pending=pending,
-                                            problem=problem))
-    server = ProbeServer(host, port, metrics.registry, problem)
+    metrics.workers.set(1)
+
+    def forget() -> None:
+        metrics.close()
+        if shared:
+            multiprocess.mark_process_dead(os.getpid(), shared)  # type: ignore[no-untyped-call]
+
+    if shared and worker.index != 0:
+        metrics.subscribe()
+        return forget
+    registry = metrics.registry
+    if shared:
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry, path=shared)  # type: ignore[no-untyped-call]
+    registry.register(NodeCollector(own=own, roots=roots, pending=pending, problem=problem))
+    server = ProbeServer(host, port, registry, problem)
     metrics.subscribe()
     bound = server.start()
     if not is_loopback(host):
@@ -93,8 +130,8 @@ def start_metrics(
     print(f"metrics and probes on http://{host}:{bound}/metrics", flush=True)
 
     def stop() -> None:
-        metrics.close()
         server.stop()
+        forget()
 
     return stop
 

@@ -63,7 +63,10 @@ class Metrics(events.Listener):
             buckets=_LATENCY, registry=r)
         self.directory_up = Gauge(
             "trisa_directory_reachable", "1 when the last directory look-up got an answer, "
-            "0 when the directory was unavailable", registry=r)
+            "0 when the directory was unavailable", multiprocess_mode="mostrecent", registry=r)
+        self.workers = Gauge(
+            "trisa_workers", "Processes counting into these metrics (--workers)",
+            multiprocess_mode="livesum", registry=r)
         self.transfers = Counter(
             "trisa_transfers", "Transfers answered (incoming) or sent (outgoing) by state",
             ["direction", "state"], registry=r)
