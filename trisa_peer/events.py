@@ -156,14 +156,21 @@ def transfer(direction: str, state: str, code: int, *, peer: str, envelope_id: s
     """A transfer's one line (INFO on ``trisa_peer.transfer``) and its event.
     ``seconds`` defaults to the time since :func:`begin_call`."""
     took = elapsed() if seconds is None else seconds
-    transfer_log.info(
-        "direction=%s peer=%s envelope=%s state=%s code=%d latency=%.3fs",
-        direction, peer_text(peer), peer_text(envelope_id), state, code, took,
-        extra={"event": "transfer", "direction": direction, "peer": peer_text(peer),
-               "envelope_id": peer_text(envelope_id), "state": state, "code": code,
-               "latency": round(took, 6)})
+    if transfer_log.isEnabledFor(logging.INFO):
+        _log_transfer(direction, state, code, peer, envelope_id, took)
     if _listeners:
         _each("transfer", lambda x: x.transfer(direction, state, code, took))
+
+
+def _log_transfer(direction: str, state: str, code: int, peer: str, envelope_id: str,
+                  took: float) -> None:
+    peer, envelope_id = peer_text(peer), peer_text(envelope_id)
+    transfer_log.info(
+        "direction=%s peer=%s envelope=%s state=%s code=%d latency=%.3fs",
+        direction, peer, envelope_id, state, code, took,
+        extra={"event": "transfer", "direction": direction, "peer": peer,
+               "envelope_id": envelope_id, "state": state, "code": code,
+               "latency": round(took, 6)})
 
 
 def webhook_call(outcome: str, seconds: float) -> None:
