@@ -12,7 +12,7 @@ from helpers import ROOT
 
 CORE = ["verify", "trust", "records", "binding", "lookup", "trace", "authenticate",
         "resolve", "handshake", "certs", "steps", "errors", "clock", "netutil", "logtext",
-        "controls", "denylist", "peerlimits", "limits"]
+        "controls", "denylist", "peerlimits", "limits", "events", "logsetup"]
 
 PURE = [
     *(f"trisa_peer.{module}" for module in CORE),

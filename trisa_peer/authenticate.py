@@ -47,6 +47,7 @@ from datetime import datetime
 
 from cryptography import x509
 
+from . import events
 from .binding import bind
 from .certs import common_name, fingerprint, parse_certificates
 from .controls import PeerControls
@@ -154,6 +155,7 @@ class PeerAuthenticator:
         self, leaf_pem: bytes | None, chain_pem: bytes | None = None
     ) -> VerifiedPeer:
         """Decide on a peer from the PEM that gRPC's auth context reports."""
+        events.begin_call()  # one RPC: a request id for its log lines, its start time
         if not leaf_pem:
             raise _no_certificate()
         now = self._now()
@@ -270,6 +272,7 @@ class PeerAuthenticator:
         common name so that replies can be sealed. For measuring what verification
         costs and for parity with the Go reference; never for production.
         """
+        events.begin_call()
         if not leaf_pem:
             raise _no_certificate()
         hit = self._unchecked.get(leaf_pem)
@@ -402,6 +405,7 @@ def _log_decision(
     """One line per decision; a refusal (``outcome="reject"``) with ``refusals`` is
     aggregated per (fingerprint, step, reason): logged at once the first time, then once
     per interval with the count of refusals since the last line."""
+    events.decision(step, outcome, reason)  # metrics: every decision, aggregated or not
     fp = fingerprint(leaf)
     count = ""
     if outcome == "reject" and refusals is not None:

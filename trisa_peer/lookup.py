@@ -19,9 +19,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
+from . import events
 from .errors import (
     DirectoryError,
     DirectoryNotFoundError,
@@ -61,6 +63,7 @@ class LookupGate:
     def slot(self, cn: str, *, step: HandshakeStep) -> Iterator[None]:
         if not self._free.acquire(blocking=False):
             self.refused += 1
+            events.lookup("busy", False, 0.0)
             raise HandshakeError(
                 f"directory busy ({self.limit} look-ups in flight) while looking up "
                 f"{cn!r}; try again later",
@@ -83,7 +86,7 @@ def lookup_peer(
             "the certificate has no common name to look up", step=step, reason=Reason.NO_COMMON_NAME
         )
     try:
-        return directory.lookup(common_name=cn, fresh=fresh)
+        return _observed(directory, cn, fresh)
     except DirectoryNotFoundError as exc:
         status = None
         with contextlib.suppress(DirectoryError):
@@ -108,3 +111,21 @@ def lookup_peer(
             f"cannot look {cn!r} up in the directory: {exc}", step=step, peer=cn,
             reason=Reason.NOT_REGISTERED,
         ) from exc
+
+
+def _observed(directory: DirectoryLookup, cn: str, fresh: bool) -> PeerRecord:
+    """``directory.lookup`` with its event (:func:`trisa_peer.events.lookup`): found,
+    not found or unavailable, and whether the answer came from the client's cache (its
+    ``fetched_at`` is older than this call)."""
+    started, clock = datetime.now(UTC), time.monotonic()
+    try:
+        record = directory.lookup(common_name=cn, fresh=fresh)
+    except DirectoryNotFoundError:
+        events.lookup("not-found", False, time.monotonic() - clock)
+        raise
+    except DirectoryError:
+        events.lookup("unavailable", False, time.monotonic() - clock)
+        raise
+    cached = record.fetched_at is not None and record.fetched_at < started
+    events.lookup("found", cached, time.monotonic() - clock)
+    return record

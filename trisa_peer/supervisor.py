@@ -95,6 +95,7 @@ from dataclasses import dataclass, field
 
 from .errors import ConfigurationError, TrisaPeerError
 from .limits import share_port_with_siblings
+from .logsetup import JsonFormatter
 from .netutil import split_host_port
 
 __all__ = ["MAX_WORKERS", "WorkerContext", "reserve_port", "supervise"]
@@ -416,6 +417,9 @@ def _tag_logs(index: int) -> None:
     """Every log line of this worker names it: ``[worker I pid P]``."""
     tag = f"[worker {index} pid {os.getpid()}]"
     for handler in logging.getLogger().handlers:
+        if isinstance(handler.formatter, JsonFormatter):  # --log-format json: a field
+            handler.setFormatter(JsonFormatter(worker=index))
+            continue
         fmt = handler.formatter._fmt if handler.formatter is not None else None
         fmt = fmt or "%(levelname)s %(name)s: %(message)s"
         if "%(message)s" in fmt:

@@ -71,6 +71,7 @@ from ..fsutil import write_private
 from ..limits import raise_open_files_limit
 from ..records import PeerRecord
 from .db import add_db_args
+from .observe import add_metrics_args, directory_sources, metrics_for_workers, start_metrics
 from .options import (
     REASON_HELP,
     add_directory_args,
@@ -317,7 +318,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         def run(worker: WorkerContext) -> int:
             return _serve_directory(args, worker.listen, host, tls, tls_name, files, worker)
 
-        return supervise(workers=args.workers, listen=args.listen, run=run)
+        with metrics_for_workers(args):  # --metrics-listen: one scrape sees every worker
+            return supervise(workers=args.workers, listen=args.listen, run=run)
     return _serve_directory(args, args.listen, host, tls, tls_name, files, None)
 
 
@@ -339,6 +341,12 @@ def _serve_directory(args: argparse.Namespace, listen: str, host: str,
             directory.close()
             raise
     server.directory.client_flags = _client_flags(args, host, port, tls_name)
+    try:
+        stop_metrics = start_metrics(args, **directory_sources(args.db, tls), worker=worker)
+    except BaseException:  # e.g. its port taken: stop what started
+        server.stop(1.0)
+        directory.close()
+        raise
     stop = threading.Event()
 
     def _on_signal(signum: int, frame: Any) -> None:
@@ -362,6 +370,7 @@ def _serve_directory(args: argparse.Namespace, listen: str, host: str,
             stop.wait()
         finally:
             server.stop(1.0)
+            stop_metrics()
     return 0
 
 
@@ -733,6 +742,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--insecure", action="store_true", help="plaintext (loopback only)")
     p.add_argument("--workers", metavar="N", type=positive_int, default=1,
                    help="run N server processes on the port, sharing --db (default 1)")
+    add_metrics_args(p)
     add_limit_args(p)
     p.set_defaults(func=_cmd_serve)
 

@@ -7,6 +7,7 @@ import logging
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from ..reload import DEFAULT_RELOAD_INTERVAL, expiry_notice
 from ..storage.url import parse_url, redact
 from .api_args import add_api_args, check_api_args, start_api
 from .db import add_db_args
+from .observe import add_metrics_args, metrics_for_workers, node_sources, start_metrics
 from .options import (
     add_directory_args,
     add_identity_args,
@@ -111,6 +113,7 @@ def register(sub: Any) -> None:
                        "see 'transfers purge' and 'transfers export')")
     _add_control_args(serve)
     add_api_args(serve)
+    add_metrics_args(serve)
     serve.set_defaults(func=_serve)
 
     check = sub.add_parser(
@@ -370,7 +373,8 @@ def _serve(args: argparse.Namespace) -> int:
     logging.getLogger("trisa_peer").setLevel(logging.INFO if not args.verbose else logging.DEBUG)
     files = raise_open_files_limit()  # what an attacker's idle connections would exhaust
     if args.workers > 1:
-        return _supervise(args, files)
+        with metrics_for_workers(args):  # --metrics-listen: one scrape sees every worker
+            return _supervise(args, files)
     return _serve_one(args, files)
 
 
@@ -402,10 +406,13 @@ def _serve_one(args: argparse.Namespace, files: str, *, worker: Any = None,
     fresh_db = _fresh_sqlite_file(args.db)
     node = _node(args, listen=listen, policy=args.policy or DEFAULT_POLICY,
                  controls=_controls(args), **node_kw)
+    stop_metrics: Callable[[], None] = lambda: None  # noqa: E731
     try:
+        stop_metrics = start_metrics(args, **node_sources(node), worker=worker)
         port = node.start()
         api = start_api(args, node)
     except TrisaPeerError:
+        stop_metrics()
         node.close()
         if fresh_db:  # leave nothing behind from a start that failed
             for suffix in ("", "-wal", "-shm", "-holders"):
@@ -441,6 +448,7 @@ def _serve_one(args: argparse.Namespace, files: str, *, worker: Any = None,
         purger.stop()
     node.stop(grace=5.0)
     node.close()
+    stop_metrics()
     return 0
 
 

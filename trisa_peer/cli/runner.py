@@ -26,6 +26,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from ..errors import TrisaPeerError, UsageError
+from ..logsetup import use_format
 from .options import finish
 from .placeholders import refuse_placeholders
 
@@ -62,6 +63,7 @@ def run(
         level=_log_level(int(getattr(args, "verbose", 0) or 0), quiet_level(args)),
         format=_LOG_FORMAT,
     )
+    use_format(getattr(args, "log_format", None) or "text")  # --log-format (cli/observe.py)
     usage_parser = getattr(args, "command_parser", parser)
     try:
         refuse_placeholders(sys.argv[1:] if argv is None else argv)  # README's VASP_ID...

@@ -51,6 +51,7 @@ from ..errors import ConfigurationError, SectigoError, UsageError
 from ..sectigo.client import DEFAULT_TIMEOUT, SectigoClient, normalize_serial
 from ..sectigo.models import DEFAULT_ENDPOINT
 from ..sectigo.tokens import default_cache_path
+from .observe import add_log_format_arg
 from .options import (
     REASON_HELP,
     add_option,
@@ -511,6 +512,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="legacy (3DES/SHA-1) PKCS#12 downloads, as real Sectigo")
     p.add_argument("--key-size", type=int, default=4096, help="RSA key size (%(default)s)")
     p.add_argument("--access-ttl", type=int, default=900, help="access token seconds")
+    add_log_format_arg(p)
     p.add_argument("--refresh-ttl", type=int, default=7200, help="refresh token seconds")
     return parser
 

@@ -44,6 +44,7 @@ from ..logtext import RefusalLimiter
 from ..netutil import bind_problem, split_host_port
 from ..sectigo.client import SectigoClient
 from ..transport.raw import add_raw_servicer
+from ..transport.requestlog import RequestLog
 from ..transport.status import abort
 from .convert import enum_name
 from .service import DEFAULT_DIRECTORY_ID, Directory, RegisterResult
@@ -242,6 +243,7 @@ class DirectoryServer:
         # handshake and idle limits: see limits.py
         server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=self.max_workers),
+            interceptors=[RequestLog("directory")],  # a log line and an event per request
             options=[*self.options,
                      ("grpc.max_receive_message_length", self.max_request_bytes)],
         )

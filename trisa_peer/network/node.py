@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 import grpc
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 
+from .. import events
 from .._pb.trisa.api.v1beta1 import api_pb2, api_pb2_grpc, errors_pb2
 from .._pb.trisa.data.generic.v1beta1 import transaction_pb2
 from ..authenticate import REFUSAL_LOG_INTERVAL
@@ -381,6 +383,7 @@ class TrisaNode:
         self, peer: str, channel: PeerChannel, envelope: api_pb2.SecureEnvelope,
         *, seq: int | None = None,
     ) -> TransferResult:
+        started = time.monotonic()
         if seq is None:
             seq = self.store.add(
                 envelope_id=envelope.id, peer=channel.common_name, direction="outgoing",
@@ -399,7 +402,10 @@ class TrisaNode:
         if reply.id != envelope.id:
             self.store.set_state(seq, "failed")
             raise TransferError(f"{peer} answered envelope {envelope.id} with id {reply.id!r}")
-        return self._record_reply(seq, channel.common_name, reply)
+        result = self._record_reply(seq, channel.common_name, reply)
+        events.transfer("outgoing", result.state, result.error.code if result.error else 0,
+                        peer=result.peer, envelope_id=result.envelope_id, seconds=_took(started))
+        return result
 
     def _record_reply(
         self, seq: int, peer: str, reply: api_pb2.SecureEnvelope
@@ -644,3 +650,7 @@ def _deadline(row: StoredEnvelope) -> datetime | None:
     except (ValueError, EnvelopeError):
         return None
     return end + timedelta(seconds=1) if row.direction == "outgoing" else end
+
+
+def _took(started: float) -> float:
+    return time.monotonic() - started

@@ -45,6 +45,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 from google.protobuf import any_pb2
 
+from .. import events
 from .._pb.trisa.api.v1beta1 import api_pb2, api_pb2_grpc, errors_pb2
 from .._pb.trisa.data.generic.v1beta1 import transaction_pb2
 from ..clock import Clock, utcnow
@@ -217,6 +218,7 @@ class Exchange:
             self.store.add_reply(req.seq, state=state, envelope=data, direction="outgoing",
                                  error_code=code, discard_request=discard, origin=origin,
                                  pending=pending)
+            events.transfer("incoming", state, code, peer=req.peer, envelope_id=req.envelope_id)
             return reply
         seq = self.store.add_exchange(
             envelope_id=req.envelope_id, peer=req.peer, request=b"" if discard else req.raw,
@@ -231,6 +233,7 @@ class Exchange:
             return reject(req.envelope_id, Code.UNAVAILABLE,
                           "this envelope is being processed; retry", retry=True)
         req.seq = seq
+        events.transfer("incoming", state, code, peer=req.peer, envelope_id=req.envelope_id)
         return reply
 
     def _reject(

@@ -74,7 +74,7 @@ from typing import Any
 
 from cryptography import x509
 
-from .. import __version__
+from .. import __version__, events
 from ..ca import CertificateAuthority, export_pkcs12_zip, p12_member_name
 from ..certs import Identity, certs_to_pem, common_name, format_serial, parse_serial
 from ..errors import CertificateError, ConfigurationError, TrisaPeerError
@@ -988,9 +988,13 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         # request lines only (INFO: shown by ``sectigo -v serve``): paths carry no
         # secrets, headers and bodies are never logged
-        log.info("%s %s", self.address_string(), peer_text(format % args, 300))
+        log.info("%s %s", self.address_string(), peer_text(format % args, 300),
+                 extra={"event": "request", "service": "sectigo",
+                        "method": _route(self.command, self.path),
+                        "latency": round(events.elapsed(), 6)})
 
     def _handle(self) -> None:
+        events.begin_call()  # a request id for this request's log lines
         emulator = self.server.emulator
         try:
             length = int(self.headers.get("Content-Length") or 0)
@@ -1009,6 +1013,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             log.exception("Sectigo emulator: internal error on %s %s", self.command, self.path)
             answer = _error_answer(500, "internal server error")
         self._send(answer)
+        events.request("sectigo", _route(self.command, self.path), str(answer.status),
+                       events.elapsed())
 
     def _send(self, answer: _Answer) -> None:
         try:
@@ -1024,6 +1030,15 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             pass
 
     do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _handle
+
+
+def _route(method: str, path: str) -> str:
+    """The route name of a request (a bounded label), ``other`` when none matches."""
+    path = path.split("?", 1)[0].rstrip("/") or "/"
+    for route in paths.ROUTES:
+        if route.method == method and route.pattern.fullmatch(path):
+            return route.name
+    return "other"
 
 
 def _error_answer(status: int, message: str, error_code: int | None = None) -> _Answer:
