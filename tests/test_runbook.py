@@ -37,7 +37,7 @@ def _outputs(run: harness.Run, prefix: str) -> list[str]:
 
 
 def test_runbook_has_the_three_procedures_and_nothing_skipped() -> None:
-    sessions, skipped, problems = harness.plan(BLOCKS)
+    _, skipped, problems = harness.plan(BLOCKS)
     assert problems == [] and skipped == []
     assert all(b.lang == "sh" and b.annotation == "" for b in BLOCKS)
     assert [b.section for b in BLOCKS][1:] == list(PROCEDURES)
@@ -51,7 +51,7 @@ def test_a_failing_runbook_command_fails_the_run(reader: harness.Run) -> None:
                           "trisa-peer gds certs --db missing.db --expiring 30d\n")
     terminal = harness.Terminal(reader.folder, reader.env)
     try:
-        with pytest.raises(AssertionError, match="missing.db"):
+        with pytest.raises(AssertionError, match=r"missing\.db"):
             reader.shell(terminal, block)
     finally:
         terminal.close()
