@@ -334,3 +334,72 @@ def test_node_serve_crl_fetch_flag_builds_a_fetching_checker(
     assert material.crl.source.interval == timedelta(seconds=120)
     plain = load_material(build_parser().parse_args(base)).current()
     assert plain.crl is None  # twin: without the flag, no CRL checking at all
+
+
+@pytest.mark.slow
+def test_node_serve_crl_fetch_refuses_a_revoked_client_end_to_end(
+    tmp_path: Path, fresh_ca: CertificateAuthority, server: CrlServer,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A real `trisa-peer serve --crl-fetch` (subprocess), a real directory and the HTTP
+    distribution point: Alice, revoked before she calls, is refused at step 3 for the
+    fetched CRL; Carol (same CA, not revoked) passes all eight steps (the twin)."""
+    import subprocess
+    import sys
+
+    from trisa_peer.cli.main import main
+    from trisa_peer.directory import Directory, DirectoryServer, SQLiteStore
+    from trisa_peer.testing.network import free_port
+
+    bob_port = free_port()
+    trust = tmp_path / "trust.pem"
+    trust.write_bytes(fresh_ca.trust_pem())
+    files: dict[str, tuple[Path, Path]] = {}
+    store = SQLiteStore(tmp_path / "gds.db")
+    gds = DirectoryServer(Directory(store), listen="127.0.0.1:0")
+    gds.start()
+    try:
+        for name in ("bob", "alice", "carol"):
+            cn = f"{name}.vasp.test"
+            ident = _leaf(fresh_ca, server, cn)
+            cert, key = tmp_path / f"{name}.pem", tmp_path / f"{name}.key"
+            cert.write_bytes(certs_to_pem([ident.leaf, *ident.chain]))
+            key.write_bytes(ident.key_pem())
+            key.chmod(0o600)
+            files[name] = (cert, key)
+            port = bob_port if name == "bob" else free_port()
+            gds.directory.add(common_name=cn, endpoint=f"{cn}:{port}",
+                              certificates=[ident.leaf, *ident.chain])
+            if name == "alice":
+                fresh_ca.revoke(ident.leaf.serial_number, "key compromise")
+        server.publish(fresh_ca)
+
+        def args(name: str) -> list[str]:
+            cert, key = files[name]
+            return ["--cert", str(cert), "--key", str(key), "--trust", str(trust),
+                    "--directory", gds.endpoint, "--directory-insecure"]
+
+        bob = subprocess.Popen(
+            [sys.executable, "-m", "trisa_peer", "serve", "--listen", f"127.0.0.1:{bob_port}",
+             "--crl-fetch", "--policy", "accept", *args("bob")],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            assert bob.stdout is not None
+            line = bob.stdout.readline()
+            assert "serving on port" in line, bob.stderr.read() if bob.stderr else line
+            resolve = ["--resolve", f"bob.vasp.test:{bob_port}:127.0.0.1"]
+            code = main(["check", "bob.vasp.test", *args("carol"), *resolve])
+            out, err = capsys.readouterr()
+            assert code == 0 and "all eight steps passed" in out, (out, err)
+            code = main(["check", "bob.vasp.test", *args("alice"), *resolve])
+            out, err = capsys.readouterr()
+            assert code == 1 and "step 3" in err, (out, err)
+        finally:
+            bob.terminate()
+            _, log = bob.communicate(timeout=30)
+        assert "peer=alice.vasp.test" in log and "reason=crl-revoked" in log, log
+        assert "peer=carol.vasp.test" in log and "outcome=accept" in log, log
+        assert server.hits >= 1
+    finally:
+        gds.stop()
+        store.close()
