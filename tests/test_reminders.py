@@ -163,7 +163,10 @@ def test_certs_expiring_usage_errors(tmp_path: Path, capsys: pytest.CaptureFixtu
     SQLiteStore(db).close()
     code, out, err = _cli(capsys, "certs", *argv, "--db", str(db))
     assert code == 2 and out == ""
-    assert message in err.splitlines()[-1] and "Traceback" not in err
+    lines = err.splitlines()  # the usage line, then one error line (as every usage error)
+    assert lines[0].startswith("usage: trisa-peer gds certs")
+    assert lines[-1].startswith("trisa-peer gds certs: error: ") and message in lines[-1]
+    assert sum("error:" in line for line in lines) == 1 and "Traceback" not in err
 
 
 # --------------------------------------------------------------------------- reminders

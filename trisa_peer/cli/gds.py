@@ -7,6 +7,7 @@ PostgreSQL database by giving the same URL, its password in ``--db-password-file
 
     trisa-peer gds serve   --db FILE [--listen HOST:PORT] (--tls-cert F --tls-key F |
                            --ca-dir DIR | --insecure) [--outbox DIR] [--directory-id ID]
+                           [--reminder-interval SECONDS]   (reissue reminders, 30/7/1 days)
     trisa-peer gds review  --id ID --accept|--reject [--message TEXT] --db FILE
     trisa-peer gds list    --db FILE [--status STATE]
     trisa-peer gds add     --db FILE --common-name CN --endpoint HOST:PORT --cert FILE
