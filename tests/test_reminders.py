@@ -1,7 +1,8 @@
 """Certificate expiry in the directory: ``gds certs --expiring`` and reissue reminders
 (directory/reminders.py): thresholds 30/7/1 days, once per threshold per certificate,
 surviving restarts, once across replicas sharing one database, and ``gds serve``'s
-start-up pass. Real SQLite files, a real local CA; time is moved with the directory's
+start-up pass. Real SQLite files and PostgreSQL (the replica and restart cases run on
+both backends: conftest's ``db_location``), a real local CA; time is moved with the directory's
 injectable clock."""
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import pytest
 from trisa_peer.ca import CertificateAuthority
 from trisa_peer.certs import Identity, certs_to_pem
 from trisa_peer.cli.main import main
-from trisa_peer.directory import Directory, SQLiteStore
+from trisa_peer.directory import Directory, SQLiteStore, SQLStore
 from trisa_peer.directory.reminders import (
     SUBJECT_REMINDER,
     ReminderLoop,
@@ -172,11 +173,11 @@ def test_certs_expiring_usage_errors(tmp_path: Path, capsys: pytest.CaptureFixtu
 # --------------------------------------------------------------------------- reminders
 
 
-def test_reminders_once_per_threshold_surviving_restarts(tmp_path: Path, soon: Identity
+def test_reminders_once_per_threshold_surviving_restarts(db_location: str, soon: Identity
                                                          ) -> None:
-    path = tmp_path / "gds.db"
+    path = db_location  # a SQLite file, or a PostgreSQL schema
     clock = Clock()
-    with Directory(SQLiteStore(path), clock=clock) as directory:
+    with Directory(SQLStore(path), clock=clock) as directory:
         vasp_id = _add(directory, soon)
         sent = send_due(directory, clock())
         assert [m.reason for m in sent] == [reminder_reason(_serial(soon), 30)]
@@ -184,7 +185,7 @@ def test_reminders_once_per_threshold_surviving_restarts(tmp_path: Path, soon: I
         assert send_due(directory, clock()) == []  # same pass again: nothing
     # a restart (new store, new process state): still nothing for 30 days
     clock.now = NOW + timedelta(days=5)
-    with Directory(SQLiteStore(path), clock=clock) as directory:
+    with Directory(SQLStore(path), clock=clock) as directory:
         assert send_due(directory, clock()) == []
         clock.now = NOW + timedelta(days=14)  # 6 days left: the 7-day reminder
         assert [m.reason for m in send_due(directory, clock())] == [
@@ -228,9 +229,9 @@ def test_no_reminder_for_a_revoked_or_far_certificate(tmp_path: Path, soon: Iden
             reminder_reason(_serial(later), 30)]
 
 
-class _PausingStore(SQLiteStore):
-    """A real SQLite store that waits at ``barrier`` after reading a record's outbox:
-    both replicas have decided "not sent yet" before either commits (the race)."""
+class _PausingStore(SQLStore):
+    """A real store (SQLite or PostgreSQL) that waits at ``barrier`` after reading a
+    record's outbox: both replicas have decided "not sent yet" before either commits."""
 
     barrier: threading.Barrier
 
@@ -241,10 +242,10 @@ class _PausingStore(SQLiteStore):
         return result
 
 
-def test_two_replicas_racing_send_one_reminder(tmp_path: Path, soon: Identity) -> None:
-    path = tmp_path / "gds.db"
+def test_two_replicas_racing_send_one_reminder(db_location: str, soon: Identity) -> None:
+    path = db_location  # two replicas on one SQLite file, or on one PostgreSQL schema
     clock = Clock()
-    with Directory(SQLiteStore(path), clock=clock) as directory:
+    with Directory(SQLStore(path), clock=clock) as directory:
         _add(directory, soon)
     barrier = threading.Barrier(2)
     replicas = []
@@ -278,19 +279,19 @@ def test_two_replicas_racing_send_one_reminder(tmp_path: Path, soon: Identity) -
     for replica in replicas:
         replica.close()
     assert sorted(len(r) for r in results) == [0, 1]  # exactly one replica sent it
-    with SQLiteStore(path) as store:
+    with SQLStore(path) as store:
         assert [m.reason for m in _reminders(store)] == [reminder_reason(_serial(soon), 30)]
 
 
-def test_without_the_record_lock_both_replicas_would_send(tmp_path: Path, soon: Identity
+def test_without_the_record_lock_both_replicas_would_send(db_location: str, soon: Identity
                                                           ) -> None:
     """Twin of the race test: an outbox append that does not carry the record at the
     version read (no optimistic lock) is not refused, so the check-then-write alone
     would duplicate; the lock is what makes the reminder unique."""
-    path = tmp_path / "gds.db"
+    path = db_location
     clock = Clock()
-    with Directory(SQLiteStore(path), clock=clock) as a, Directory(SQLiteStore(path),
-                                                                   clock=clock) as b:
+    with Directory(SQLStore(path), clock=clock) as a, Directory(SQLStore(path),
+                                                                clock=clock) as b:
         vasp_id = _add(a, soon)
         reason = reminder_reason(_serial(soon), 30)
         stale = a.store.get_vasp(vasp_id)

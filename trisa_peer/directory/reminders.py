@@ -20,8 +20,10 @@ deterministic key ``reminder:<serial>:<threshold>``; the emails of the record ar
 *after* the record itself, and the reminder is committed together with the record at
 the version that was read (the store's optimistic lock). A replica that sent the same
 reminder in between bumped that version, so the second commit is refused and the
-retry sees the email: exactly one reminder, on SQLite (``BEGIN IMMEDIATE``) and on any
-store whose ``commit`` keeps the ``UPDATE ... WHERE version = ?`` check. Not checked:
+retry sees the email: exactly one reminder, on SQLite and on PostgreSQL (the store's
+``UPDATE ... WHERE version = ?``; tests/test_reminders.py races two replicas on both).
+A side effect: the record's version moves by one per reminder sent (an operator edit
+racing it is told "changed concurrently; try again"). Not checked:
 that the email reached anybody (the outbox is the record of truth; delivery is
 someone else's job).
 
