@@ -562,6 +562,7 @@ class CertificateAuthority:
         eku_critical: bool = False,
         allow_weak: bool = False,
         issuer: Identity | None = None,
+        crl_urls: Sequence[str] = (),
     ) -> Identity:
         """Generate a key and a TRISA-profile leaf for ``common_name``.
 
@@ -571,7 +572,8 @@ class CertificateAuthority:
         say otherwise. ``key_type`` is ``rsa`` (``key_size`` bits, at least 2048 unless
         ``allow_weak``) or ``ec`` / ``ec-p256`` / ``ec-p384`` / ``ec-p521``.
         ``issuer`` signs with another intermediate of this CA (see
-        :meth:`create_intermediate`) instead of the issuing CA.
+        :meth:`create_intermediate`) instead of the issuing CA. ``crl_urls`` become the
+        leaf's CRL distribution points (``http://`` URLs where :meth:`crl` is served).
 
         The returned :class:`Identity` has ``chain == (issuing,)``: the leaf's issuer,
         not the root.
@@ -597,6 +599,7 @@ class CertificateAuthority:
             server_auth=server_auth,
             eku_critical=eku_critical,
             issuer=issuer,
+            crl_urls=crl_urls,
         )
         chain_cert = issuer.leaf if issuer is not None else self.issuing
         return Identity(key=key, leaf=cert, chain=(chain_cert,))
@@ -708,6 +711,7 @@ class CertificateAuthority:
         server_auth: bool,
         eku_critical: bool,
         issuer: Identity | None,
+        crl_urls: Sequence[str] = (),
     ) -> x509.Certificate:
         start, end = self._validity(days, not_before, not_after)
         issuer_cert = issuer.leaf if issuer is not None else self.issuing
@@ -730,6 +734,11 @@ class CertificateAuthority:
             server_auth=server_auth,
             eku_critical=eku_critical,
         )
+        if crl_urls:
+            builder = builder.add_extension(x509.CRLDistributionPoints([
+                x509.DistributionPoint([x509.UniformResourceIdentifier(u) for u in crl_urls],
+                                       None, None, None)
+            ]), critical=False)
         cert = builder.sign(issuer_key, _SIGNATURE_HASH)
         record = IssuedRecord(
             serial=cert.serial_number,

@@ -14,8 +14,9 @@ What :class:`ChainVerifier` checks, for a client (step 3) or server (step 6) lea
   TRISA leaves mark it critical) -- its *content* is still enforced: clientAuth for a
   client, serverAuth for a server, or no EKU at all;
 * servers only: a SAN DNS name equals the expected host;
-* CRLs configured in a :class:`CrlChecker`: each signed by the certificate's issuer,
-  not stale, and not listing the serial.
+* CRLs configured in a :class:`CrlChecker` (files, and with a :class:`CrlSource` the
+  CRLs fetched from the certificate's distribution points): each signed by the
+  certificate's issuer, not stale, and not listing the serial.
 
 What it does *not* check: that the certificate is the one the directory has on record
 (:mod:`trisa_peer.binding`), the directory's ``revoked`` flag, or OCSP.
@@ -30,6 +31,7 @@ import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Protocol
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
@@ -53,6 +55,7 @@ __all__ = [
     "MIN_RSA_BITS",
     "ChainVerifier",
     "CrlChecker",
+    "CrlSource",
     "VerifiedChain",
     "check_key_strength",
     "dns_names",
@@ -121,17 +124,32 @@ class VerifiedChain:
         return format_serial(self.leaf.serial_number)
 
 
+class CrlSource(Protocol):
+    """CRLs found from the certificate itself (its CRL distribution points), e.g.
+    :class:`trisa_peer.crlfetch.CrlFetcher`. ``crls_for`` returns the CRLs of
+    ``issuer`` covering ``cert`` (each already signature-checked against ``issuer``),
+    an empty sequence when ``cert`` names no distribution point it can use, and raises
+    :class:`CertificateError` when it names one but no CRL is available from it."""
+
+    def crls_for(
+        self, cert: x509.Certificate, issuer: x509.Certificate, at: datetime
+    ) -> Sequence[x509.CertificateRevocationList]: ...
+
+
 @dataclass(frozen=True)
 class CrlChecker:
     """Certificate revocation lists for TRISA issuing CAs.
 
-    Each CRL's signature is verified against its issuer in the trust pool when the
+    Each CRL file's signature is verified against its issuer in the trust pool when the
     checker is built; a CRL whose ``next_update`` is more than ``grace`` in the past is
-    *stale* and makes every check fail closed.
+    *stale* and makes every check fail closed. With a ``source``, the CRLs it finds
+    from each certificate's distribution points are checked the same way (stale: fail
+    closed; unavailable: fail closed with the same reason).
     """
 
     crls: tuple[x509.CertificateRevocationList, ...]
     grace: timedelta = timedelta(0)
+    source: CrlSource | None = None
 
     @classmethod
     def load(
@@ -140,11 +158,26 @@ class CrlChecker:
         pool: TrustPool,
         *,
         grace: timedelta = timedelta(0),
+        source: CrlSource | None = None,
     ) -> CrlChecker:
         crls = []
         for path in paths:
             crls.append(_load_crl(path, pool))
-        return cls(tuple(crls), grace)
+        return cls(tuple(crls), grace, source)
+
+    def _fetched(
+        self, cert: x509.Certificate, issuer: x509.Certificate, at: datetime,
+        step: HandshakeStep, peer: str,
+    ) -> Sequence[x509.CertificateRevocationList]:
+        if self.source is None:
+            return ()
+        try:
+            return self.source.crls_for(cert, issuer, at)
+        except CertificateError as exc:
+            raise ChainVerificationError(
+                f"{exc}; refusing to trust certificates of {common_name(issuer)!r}",
+                step=step, peer=peer, reason=Reason.CRL_STALE,
+            ) from exc
 
     def check(
         self,
@@ -154,9 +187,11 @@ class CrlChecker:
         step: HandshakeStep,
         peer: str = "",
     ) -> None:
-        """Raise if any non-root certificate of ``chain`` is revoked or its CRL is stale."""
+        """Raise if any non-root certificate of ``chain`` is revoked or its CRL is stale
+        (or, with a source, unavailable)."""
         for cert, issuer in itertools.pairwise(chain):
-            for crl in self.crls:
+            fetched = self._fetched(cert, issuer, at, step, peer)
+            for crl in (*self.crls, *fetched):
                 if crl.issuer != issuer.subject:
                     continue
                 next_update = crl.next_update_utc

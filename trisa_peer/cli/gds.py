@@ -7,6 +7,7 @@ PostgreSQL database by giving the same URL, its password in ``--db-password-file
 
     trisa-peer gds serve   --db FILE [--listen HOST:PORT] (--tls-cert F --tls-key F |
                            --ca-dir DIR | --insecure) [--outbox DIR] [--directory-id ID]
+                           [--reminder-interval SECONDS]   (reissue reminders, 30/7/1 days)
     trisa-peer gds review  --id ID --accept|--reject [--message TEXT] --db FILE
     trisa-peer gds list    --db FILE [--status STATE]
     trisa-peer gds add     --db FILE --common-name CN --endpoint HOST:PORT --cert FILE
@@ -14,6 +15,7 @@ PostgreSQL database by giving the same URL, its password in ``--db-password-file
     trisa-peer gds update-cert --id ID --cert FILE --db FILE
     trisa-peer gds revoke  --id ID --reason TEXT --db FILE [--ca-dir DIR]
     trisa-peer gds certs   --id ID --out DIR --db FILE
+    trisa-peer gds certs   --expiring 30d --db FILE   (also 7d, 12h)
     trisa-peer gds reissue --id ID --db FILE [--csr FILE [--chain-out FILE]] [--contact-token T]
     trisa-peer gds outbox  --db FILE [--id ID]
     trisa-peer gds members --db FILE --tls-cert F --tls-key F --client-ca FILE  (see .csr)
@@ -354,6 +356,12 @@ def _serve_directory(args: argparse.Namespace, listen: str, host: str,
 
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
+    from ..directory.reminders import ReminderLoop
+
+    # reissue reminders: one pass now, then every --reminder-interval seconds (once
+    # per threshold and certificate even with --workers N or replicas: reminders.py)
+    reminders = ReminderLoop(directory, interval=args.reminder_interval)
+    reminders.start()
     print(f"directory listening on {host}:{port} ({'TLS' if tls else 'plaintext'})", flush=True)
     limits_log = logging.getLogger("trisa_peer.limits")
     limits_log.setLevel(min(limits_log.getEffectiveLevel(), logging.INFO))
@@ -369,6 +377,7 @@ def _serve_directory(args: argparse.Namespace, listen: str, host: str,
         try:
             stop.wait()
         finally:
+            reminders.stop()
             server.stop(1.0)
             stop_metrics()
     return 0
@@ -472,9 +481,50 @@ def _cmd_revoke(args: argparse.Namespace) -> int:
         return _show(args, directory, vasp)
 
 
+def _window(text: str) -> Any:
+    """argparse type of ``--expiring``: a bad duration is a usage error (exit 2)."""
+    from ..directory.reminders import parse_window
+
+    try:
+        return parse_window(text)
+    except ConfigurationError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _cmd_expiring(args: argparse.Namespace) -> int:
+    from ..clock import utcnow
+    from ..directory.convert import rfc3339
+    from ..directory.reminders import expiring
+
+    with _directory(args) as directory:
+        found = expiring(directory, args.expiring, utcnow())
+    docs = [
+        {
+            "id": e.vasp_id,
+            "common_name": e.common_name,
+            "serial": e.serial,
+            "not_after": rfc3339(e.not_after),
+            "days_left": round(e.days_left, 2),
+        }
+        for e in found
+    ]
+    lines = [
+        f"{e.vasp_id}  {e.common_name}  serial {e.serial}  not_after {rfc3339(e.not_after)}  "
+        + (f"{e.days_left:.1f} days left" if e.days_left > 0 else "EXPIRED")
+        for e in found
+    ]
+    return _print_docs(args, docs, "\n".join(lines) or "no certificates expiring")
+
+
 def _cmd_certs(args: argparse.Namespace) -> int:
     from ..directory.issuance import certificate_zip
 
+    if args.expiring is not None:
+        if args.id or args.out:
+            raise UsageError("--expiring lists certificates; it takes no --id or --out")
+        return _cmd_expiring(args)
+    if not args.id or not args.out:
+        raise UsageError("give --id ID and --out DIR (or --expiring WINDOW)")
     out = check_output_dir(args.out)
     with _directory(args) as directory:
         name, data = certificate_zip(directory, args.id)
@@ -743,6 +793,11 @@ def register(subparsers: Any) -> None:
     p.add_argument("--workers", metavar="N", type=positive_int, default=1,
                    help="run N server processes on the port, sharing --db (default 1)")
     add_metrics_args(p)
+    p.add_argument("--reminder-interval", metavar="SECONDS", type=positive_float,
+                   default=3600.0,
+                   help="seconds between passes that write certificate reissue reminders "
+                   "(30, 7 and 1 days ahead) to the outbox; one pass also runs at start "
+                   "(default %(default)s)")
     add_limit_args(p)
     p.set_defaults(func=_cmd_serve)
 
@@ -784,12 +839,20 @@ def register(subparsers: Any) -> None:
     p.add_argument("--ca-dir", help="local CA of an imported record's certificate")
     p.set_defaults(func=_cmd_revoke)
 
-    p = sub.add_parser("certs", parents=[common, db],
-                       help="write a VASP's downloaded certificate zip")
-    vasp_id(p)
-    p.add_argument("--out", required=True, metavar="DIR",
+    p = sub.add_parser(
+        "certs", parents=[common, db],
+        help="write a VASP's downloaded certificate zip, or list expiring certificates",
+        description="With --id and --out: write the VASP's certificate zip. With "
+        "--expiring WINDOW (30d, 7d, 12h): list the current, unrevoked identity "
+        "certificates expiring within WINDOW (already expired ones included), one line "
+        "each: VASP id, common name, serial, not_after, days left.",
+    )
+    add_option(p, "--id", positional="ID", help="VASP id (with --out)")
+    p.add_argument("--out", metavar="DIR",
                    help="output folder (created 0700 when missing)")
-    p.set_defaults(func=_cmd_certs)
+    p.add_argument("--expiring", metavar="WINDOW", type=_window,
+                   help="list certificates expiring within WINDOW (e.g. 30d, 7d, 12h)")
+    p.set_defaults(func=_cmd_certs, command_parser=p)
 
     p = sub.add_parser("reissue", parents=[common, db, sectigo],
                        help="issue a new identity certificate for a VERIFIED VASP")

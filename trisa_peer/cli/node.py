@@ -111,6 +111,14 @@ def register(sub: Any) -> None:
                        "transfers last active more than DAYS days ago, hourly, keeping their "
                        "audit record; pending transfers are kept (default: keep everything; "
                        "see 'transfers purge' and 'transfers export')")
+    serve.add_argument("--crl-fetch", action="store_true",
+                       help="also check peers' certificates against the CRLs at their CRL "
+                       "distribution points (http://), fetched and cached until nextUpdate; "
+                       "an unavailable or stale CRL fails closed (see trisa_peer/crlfetch.py)")
+    serve.add_argument("--crl-fetch-interval", metavar="SECONDS", type=positive_float,
+                       default=3600.0,
+                       help="with --crl-fetch: refetch each CRL this often, and at its "
+                       "nextUpdate (default %(default)s)")
     _add_control_args(serve)
     add_api_args(serve)
     add_metrics_args(serve)

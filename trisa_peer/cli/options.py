@@ -509,8 +509,14 @@ def load_material(args: argparse.Namespace) -> Any:
     password_file = getattr(args, "password_file", None)
     if args.password is not None and password_file:
         raise UsageError("give either --password or --password-file, not both")
+    crl_source = None
+    if getattr(args, "crl_fetch", False):  # node serve --crl-fetch
+        from ..crlfetch import CrlFetcher
+
+        crl_source = CrlFetcher(interval=args.crl_fetch_interval)
     return FileMaterial(args.cert, args.key, args.trust, crl=args.crl or (),
-                        password=args.password, password_file=password_file)
+                        password=args.password, password_file=password_file,
+                        crl_source=crl_source)
 
 
 def seconds_flag(what: str, *, allow_zero: bool) -> Callable[[str], float]:

@@ -34,7 +34,7 @@ from ..errors import CertificateError, ConfigurationError, TrisaPeerError
 from ..reload import ProblemOnce, check_own_identity, describe_certificate, expiry_problem
 from ..storage.database import read_password_file
 from ..trust import TrustPool
-from ..verify import CrlChecker
+from ..verify import CrlChecker, CrlSource
 
 __all__ = ["FileMaterial", "Material", "load_node_identity"]
 
@@ -130,8 +130,10 @@ class FileMaterial:
         password: str | None = None,
         password_file: str | os.PathLike[str] | None = None,
         clock: Clock = utcnow,
+        crl_source: CrlSource | None = None,
     ) -> None:
         self.cert = Path(cert)
+        self.crl_source = crl_source  # CRLs from distribution points (crlfetch.py)
         self.key = Path(key) if key else None
         self.trust = [Path(p) for p in trust]
         self.crl_paths = [Path(p) for p in crl]
@@ -182,7 +184,8 @@ class FileMaterial:
         identity = load_node_identity(self.cert, self.key, password=password)
         pool = TrustPool.load(*self.trust)
         check_own_identity(identity, pool, self.clock())
-        crl = CrlChecker.load(self.crl_paths, pool) if self.crl_paths else None
+        crl = (CrlChecker.load(self.crl_paths, pool, source=self.crl_source)
+               if self.crl_paths or self.crl_source is not None else None)
         return Material(identity, pool, crl, generation)
 
     def subscribe(self, listener: Callable[[Material], None]) -> None:
