@@ -238,6 +238,8 @@ def test_an_operators_decision_is_delivered_by_worker_0_alone(
     resolved = trisa_peer_cli("transfers", "resolve", eid, "--db", str(db), "--accept")
     assert resolved.returncode == 0, resolved.stderr
     assert _wait(lambda: site.alice.store.initiated(eid).state == "accepted")
+    # the log line is read from the pipe by a thread: wait for it, not just the state
+    assert _wait(lambda: any("callback delivered" in line for line in list(bob.err)))
     delivered = [line for line in list(bob.err) if "callback delivered" in line]
     assert len(delivered) == 1 and "[worker 0 pid" in delivered[0]
     assert bob.stop() == 0
