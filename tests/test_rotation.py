@@ -1,0 +1,481 @@
+"""Issue 14 section 2: a reissue rolls out with zero failed transfers; a compromise is
+refused on both sides within the stated bound (docs/rotation.md).
+
+Core tests use the fixture PKI and an in-memory directory with an injected clock; the
+network tests use the simulated network (real directory, real Sectigo-compatible
+issuance, real TLS on 127.0.0.1) with the grace and TTLs shortened by parameters.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from pki import MemoryDirectory, identity, pool, record_for
+
+from trisa_peer._pb.trisa.api.v1beta1 import api_pb2
+from trisa_peer.authenticate import PeerAuthenticator
+from trisa_peer.binding import bind
+from trisa_peer.certs import certs_to_pem, fingerprint
+from trisa_peer.controls import PeerControls
+from trisa_peer.directory.client import DirectoryClient
+from trisa_peer.directory.convert import certificate_proto
+from trisa_peer.directory.grace import (
+    GRACE_UNTIL_METADATA,
+    SUPERSEDED_METADATA,
+    parse_grace,
+    superseded_from_metadata,
+)
+from trisa_peer.directory.issuance import reissue
+from trisa_peer.errors import (
+    DirectoryError,
+    DirectoryMismatchError,
+    HandshakeError,
+    RevokedError,
+    TrisaPeerError,
+)
+from trisa_peer.network.node import TrisaNode
+from trisa_peer.network.store import TransferStore
+from trisa_peer.records import SupersededCertificate
+from trisa_peer.resolve import PeerResolver
+from trisa_peer.steps import HandshakeStep, Reason
+from trisa_peer.testing.cast import BOOK
+from trisa_peer.testing.network import SimulatedNetwork
+from trisa_peer.testing.policies import originator_payload
+from trisa_peer.trace import HandshakeTrace
+from trisa_peer.transport.identity import FileMaterial
+from trisa_peer.verify import ChainVerifier
+
+STEP = HandshakeStep.BIND_CLIENT_RECORD
+T0 = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
+
+
+def reissued_record(until: datetime) -> Any:
+    """Bob's record after a planned reissue: bob-reissued current, bob superseded."""
+    old = identity("bob")
+    return replace(record_for("bob-reissued"),
+                   superseded=SupersededCertificate(old.leaf, old.chain, until))
+
+
+# ---------------------------------------------------------------- binding (pure)
+
+
+def test_the_superseded_certificate_binds_within_its_grace() -> None:
+    record = reissued_record(T0 + timedelta(hours=24))
+    match = bind(identity("bob").leaf, record, step=STEP, now=T0)
+    assert match.superseded and match.describe() == "superseded, grace until 2026-06-02T12:00:00Z"
+    assert bind(identity("bob-reissued").leaf, record, step=STEP, now=T0).describe() == "current"
+
+
+def test_the_superseded_certificate_is_refused_once_its_grace_ended() -> None:
+    record = reissued_record(T0 + timedelta(hours=24))
+    with pytest.raises(DirectoryMismatchError, match="superseded and its grace ended at "
+                       "2026-06-02T12:00:00Z") as info:
+        bind(identity("bob").leaf, record, step=STEP, now=T0 + timedelta(hours=24))
+    assert info.value.reason == Reason.CERTIFICATE_MISMATCH
+
+
+def test_a_revoked_record_refuses_the_superseded_certificate_too() -> None:
+    record = replace(reissued_record(T0 + timedelta(hours=24)), identity_revoked=True)
+    with pytest.raises(RevokedError):
+        bind(identity("bob").leaf, record, step=STEP, now=T0)
+
+
+def test_another_certificate_is_no_superseded_one() -> None:
+    record = reissued_record(T0 + timedelta(hours=24))
+    with pytest.raises(DirectoryMismatchError, match="is not the one registered"):
+        bind(identity("evil-bob").leaf, record, step=STEP, now=T0)
+
+
+# ---------------------------------------------------------- both sides (pure core)
+
+
+class Mono:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_server_side_accepts_the_superseded_leaf_and_its_trace_says_so() -> None:
+    wall = [datetime.now(UTC)]
+    directory = MemoryDirectory(reissued_record(wall[0] + timedelta(seconds=30)))
+    mono = Mono()
+    auth = PeerAuthenticator(ChainVerifier(pool(), clock=lambda: wall[0]), directory,
+                             decision_ttl=300, monotonic=mono,
+                             controls=PeerControls(monotonic=mono))
+    trace = HandshakeTrace()
+    peer = auth.authenticate(identity("bob").leaf, identity("bob").chain, trace=trace)
+    assert peer.fingerprint == fingerprint(identity("bob").leaf)
+    bound = [r.detail for r in trace.records if r.step == STEP]
+    assert "(certificate superseded, grace until " in bound[0]
+    # cached decision: it holds until the end of the grace (30 s), not the TTL (300 s)
+    old_pem = identity("bob").chain_pem()
+    auth.authenticate_pem(old_pem)
+    mono.now += 29
+    auth.authenticate_pem(old_pem)
+    mono.now += 2
+    wall[0] += timedelta(seconds=31)
+    with pytest.raises(DirectoryMismatchError, match="grace ended"):
+        auth.authenticate_pem(old_pem)
+    # the twin: the current certificate is still accepted at that time
+    assert auth.authenticate_pem(identity("bob-reissued").chain_pem()).common_name == (
+        "bob.vasp.test")
+
+
+def test_client_side_pins_both_during_the_grace_and_the_current_one_after() -> None:
+    wall = [datetime.now(UTC)]
+    until = wall[0] + timedelta(seconds=30)
+    directory = MemoryDirectory(reissued_record(until))
+    resolver = PeerResolver(ChainVerifier(pool(), clock=lambda: wall[0]), directory)
+    trace = HandshakeTrace()
+    plan = resolver.plan("bob.vasp.test", trace=trace)
+    assert plan.pin_pem == certs_to_pem([identity("bob-reissued").leaf, identity("bob").leaf])
+    assert plan.pin_until == until
+    assert any("superseded, grace until" in r.detail for r in trace.records)
+    wall[0] = until
+    after = resolver.plan("bob.vasp.test")
+    assert after.pin_pem == certs_to_pem([identity("bob-reissued").leaf])
+    assert after.pin_until is None
+
+
+# ------------------------------------------------------------- wire headers
+
+
+def _headers(until: str) -> list[tuple[str, str | bytes]]:
+    old = identity("bob")
+    proto = certificate_proto(old.leaf, tuple(old.chain))
+    return [(SUPERSEDED_METADATA, proto.SerializeToString()), (GRACE_UNTIL_METADATA, until)]
+
+
+def test_the_grace_headers_carry_the_superseded_certificate() -> None:
+    found = superseded_from_metadata(_headers("2026-06-02T12:00:00+00:00"), source="t")
+    assert found is not None and found.grace_until == T0 + timedelta(hours=24)
+    assert fingerprint(found.certificate) == fingerprint(identity("bob").leaf)
+    assert superseded_from_metadata([("other", "x")], source="t") is None
+
+
+def test_unreadable_grace_headers_fail_closed() -> None:
+    with pytest.raises(DirectoryError, match="unreadable superseded certificate"):
+        superseded_from_metadata(_headers("tomorrow"), source="t")
+
+
+@pytest.mark.parametrize(("text", "seconds"), [("24h", 86400), ("90m", 5400), ("0", 0),
+                                               ("2d", 172800), ("1.5s", 1.5)])
+def test_grace_durations(text: str, seconds: float) -> None:
+    assert parse_grace(text).total_seconds() == seconds
+
+
+@pytest.mark.parametrize("text", ["-1h", "soon", "", "infh"])
+def test_grace_durations_refused(text: str) -> None:
+    with pytest.raises(ValueError, match=r"must be a duration|could not convert"):
+        parse_grace(text)
+
+
+# ------------------------------------------------------------ simulated network
+
+GRACE = 6.0  # seconds of reissue grace in the network tests
+TTL = 1.0  # decision TTL, channel re-check and directory cache, seconds
+RATE = 5.0  # transfers per second in each direction
+
+
+@pytest.fixture(scope="module")
+def net() -> Iterator[SimulatedNetwork]:
+    with SimulatedNetwork(key_size=2048, async_delay=0.05) as network:
+        yield network
+
+
+def _wait(condition: Callable[[], bool], what: str, limit: float = 60.0) -> None:
+    """Wait for ``condition`` (a safety limit only; no speed is asserted)."""
+    deadline = time.monotonic() + limit
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"gave up waiting for {what}")
+        time.sleep(0.05)
+
+
+class Pair:
+    """Alice and Bob rebuilt from the simulated network's identities with short TTLs;
+    Bob's identity comes from files (FileMaterial), swapped and polled like a node."""
+
+    def __init__(self, net: SimulatedNetwork, tmp: Path) -> None:
+        self.net = net
+        trust = tmp / "trust.pem"
+        trust.write_bytes(certs_to_pem([net.ca.root, net.ca.issuing]))
+        self.files: dict[str, tuple[Path, Path]] = {}
+        self.nodes: dict[str, TrisaNode] = {}
+        for name in ("alice", "bob"):
+            sim = net.nodes[name]
+            sim.node.stop(grace=0)
+            cert, key = tmp / f"{name}.pem", tmp / f"{name}.key"
+            self.files[name] = (cert, key)
+            self.install(name, sim.identity.chain_pem(), sim.identity.key_pem(), poll=False)
+            material = FileMaterial(cert, key, [trust])
+            directory = DirectoryClient(net.directory_endpoint, insecure=True, timeout=5,
+                                        cache_ttl=TTL)
+            node = TrisaNode(material, directory, store=TransferStore(tmp / f"{name}.db"),
+                             handler=net.handler_factory(sim.common_name),
+                             listen=f"127.0.0.1:{sim.port}", resolve=net.resolve, timeout=10,
+                             decision_ttl=TTL, max_workers=8)
+            node.connector.channel_ttl = TTL
+            assert node.server.interceptor is not None
+            node.server.interceptor.streams.interval = 0.2
+            node.start()
+            self.nodes[name] = node
+        self.cn = {n: net.nodes[n].common_name for n in ("alice", "bob")}
+
+    def install(self, name: str, chain: bytes, key: bytes, *, poll: bool = True) -> None:
+        cert_path, key_path = self.files[name]
+        key_path.write_bytes(key)
+        key_path.chmod(0o600)
+        cert_path.write_bytes(chain)
+        if poll:
+            material = self.nodes[name].material
+            assert isinstance(material, FileMaterial)
+            material.poll()
+
+    def stop(self) -> None:
+        for node in self.nodes.values():
+            node.stop(grace=0)
+            node.directory.close()  # type: ignore[attr-defined]
+
+
+def _payload(sender: str, receiver: str) -> api_pb2.Payload:
+    return originator_payload(BOOK.wallets_of(sender)[1], BOOK.wallets_of(receiver)[0],
+                              sent_at=datetime.now(UTC))
+
+
+class Traffic:
+    """One thread per direction sending ``RATE`` transfers a second; every outcome is
+    counted per phase, and every channel retry inside ``send`` too."""
+
+    def __init__(self, pair: Pair) -> None:
+        self.pair = pair
+        self.phase = "before"
+        self.ok: Counter[tuple[str, str]] = Counter()
+        self.failed: list[tuple[str, str, str]] = []
+        self.retried: list[tuple[str, str]] = []
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run, args=(a, b), daemon=True)
+                         for a, b in (("alice", "bob"), ("bob", "alice"))]
+        for name in ("alice", "bob"):
+            self._count_retries(name)
+
+    def _count_retries(self, name: str) -> None:
+        node = self.pair.nodes[name]
+        inner = node._transfer
+
+        def counted(*args: Any, **kw: Any) -> Any:
+            try:
+                return inner(*args, **kw)
+            except TrisaPeerError:
+                self.retried.append((name, self.phase))  # send retries a broken channel
+                raise
+        node._transfer = counted  # type: ignore[method-assign]
+
+    def _run(self, sender: str, receiver: str) -> None:
+        node, peer = self.pair.nodes[sender], self.pair.cn[receiver]
+        scn = self.pair.cn[sender]
+        while not self._stop.is_set():
+            start = time.monotonic()
+            phase = self.phase
+            try:
+                result = node.send(peer, _payload(scn, peer))
+                if result.state == "accepted":
+                    self.ok[(sender, phase)] += 1
+                else:
+                    self.failed.append((sender, phase, f"state {result.state}"))
+            except TrisaPeerError as exc:
+                self.failed.append((sender, phase, str(exc)))
+            self._stop.wait(max(0.0, 1 / RATE - (time.monotonic() - start)))
+
+    def __enter__(self) -> Traffic:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(30)
+
+    def run_phase(self, phase: str, minimum: int = 3) -> None:
+        """Enter ``phase``; return once both directions completed ``minimum`` in it."""
+        self.phase = phase
+        _wait(lambda: min(self.ok[("alice", phase)], self.ok[("bob", phase)]) >= minimum
+              or bool(self.failed), f"transfers in phase {phase}")
+
+
+def _pin_until(node: TrisaNode, cn: str) -> datetime | None:
+    peer = node.connector._channels.get(cn)
+    return None if peer is None else peer.plan.pin_until
+
+
+def test_a_reissue_rolls_out_with_zero_failed_transfers(
+    net: SimulatedNetwork, tmp_path: Path
+) -> None:
+    pair = Pair(net, tmp_path)
+    alice, bob = pair.nodes["alice"], pair.nodes["bob"]
+    directory, sectigo = net.directory.directory, net.directory.sectigo
+    assert sectigo is not None
+    old_leaf = net.nodes["bob"].identity.leaf
+    try:
+        with Traffic(pair) as traffic:
+            traffic.run_phase("before")
+            # 1. the directory reissues Bob's certificate; Bob still presents the old one
+            result = reissue(directory, net.nodes["bob"].vasp_id, sectigo, poll_interval=0.05,
+                             grace=timedelta(seconds=GRACE))
+            assert result.identity is not None
+            grace_end = datetime.now(UTC) + timedelta(seconds=GRACE)
+            # Alice's channel to Bob re-plans (channel TTL) and pins both certificates
+            _wait(lambda: _pin_until(alice, pair.cn["bob"]) is not None, "the double pin")
+            traffic.run_phase("reissued")
+            # 2. Bob installs the new certificate: file swap, then the poll (SIGHUP's)
+            pair.install("bob", result.identity.chain_pem(), result.identity.key_pem())
+            net.nodes["bob"].identity = result.identity  # for the tests that follow
+            assert bob.material.current().identity.leaf.serial_number == result.leaf.serial_number
+            traffic.run_phase("installed")
+            # 3. the grace ends: Alice re-pins the current certificate alone
+            _wait(lambda: datetime.now(UTC) > grace_end + timedelta(seconds=2 * TTL)
+                  and _pin_until(alice, pair.cn["bob"]) is None, "the end of the grace")
+            traffic.run_phase("after-grace")
+        assert traffic.failed == [] and traffic.retried == []
+        phases = ("before", "reissued", "installed", "after-grace")
+        assert all(traffic.ok[(side, p)] >= 3 for side in ("alice", "bob") for p in phases)
+        # the old certificate is refused now on both sides (the twin of the acceptance)
+        auth = alice.server.authenticator
+        with pytest.raises(DirectoryMismatchError, match=r"grace ended|is not the one registered"):
+            auth.authenticate(old_leaf, net.nodes["bob"].identity.chain)
+        plan = alice.resolver.plan(pair.cn["bob"], fresh=True)
+        assert plan.pin_pem == certs_to_pem([result.leaf])
+        print(f"\nrollout: {dict(traffic.ok)} at {RATE}/s each way; failed 0, retried 0")
+    finally:
+        pair.stop()
+
+
+def test_without_a_grace_the_same_reissue_refuses_the_node_until_it_installs(
+    net: SimulatedNetwork, tmp_path: Path
+) -> None:
+    """The twin of the rollout: grace 0, and Bob (still on the old certificate) is
+    refused by Alice's server once its decision expires."""
+    pair = Pair(net, tmp_path)
+    alice, bob = pair.nodes["alice"], pair.nodes["bob"]
+    directory, sectigo = net.directory.directory, net.directory.sectigo
+    assert sectigo is not None
+    cn = pair.cn
+    try:
+        assert bob.send(cn["alice"], _payload(cn["bob"], cn["alice"])).state == "accepted"
+        result = reissue(directory, net.nodes["bob"].vasp_id, sectigo, poll_interval=0.05,
+                         grace=timedelta(0))
+        assert result.identity is not None
+        errors: list[TrisaPeerError] = []
+
+        def refused() -> bool:
+            try:
+                bob.send(cn["alice"], _payload(cn["bob"], cn["alice"]))
+            except TrisaPeerError as exc:
+                errors.append(exc)
+                return True
+            return False
+
+        _wait(refused, "alice refusing bob's superseded certificate")
+        assert "PERMISSION_DENIED: step 4" in str(errors[0])
+        assert "is not the one registered for 'bob.vasp.test'" in str(errors[0])
+        pair.install("bob", result.identity.chain_pem(), result.identity.key_pem())
+        net.nodes["bob"].identity = result.identity
+        bob.connector.reset()
+        assert bob.send(cn["alice"], _payload(cn["bob"], cn["alice"])).state == "accepted"
+        assert alice.send(cn["bob"], _payload(cn["alice"], cn["bob"])).state == "accepted"
+    finally:
+        pair.stop()
+
+
+def _stream(node: TrisaNode, peer: str) -> tuple[Any, threading.Event]:
+    """A TransferStream from ``node`` to ``peer``, kept open (one message sent first)."""
+    channel = node.connect(peer)
+    sent = threading.Event()
+    done = threading.Event()
+
+    def requests() -> Iterator[api_pb2.SecureEnvelope]:
+        yield api_pb2.SecureEnvelope(id="not-a-transfer")
+        sent.set()
+        done.wait(120)
+
+    call = channel.network.TransferStream(requests(), timeout=120)
+    return call, done
+
+
+def test_a_compromised_certificate_is_refused_on_both_sides_and_its_stream_cut(
+    net: SimulatedNetwork, tmp_path: Path
+) -> None:
+    pair = Pair(net, tmp_path)
+    alice, bob = pair.nodes["alice"], pair.nodes["bob"]
+    directory, sectigo = net.directory.directory, net.directory.sectigo
+    assert sectigo is not None
+    vasp_id = net.nodes["bob"].vasp_id
+    # the previous test may have reissued Bob: install what the directory holds now
+    cn = pair.cn
+    try:
+        assert bob.send(cn["alice"], _payload(cn["bob"], cn["alice"])).state == "accepted"
+        assert alice.send(cn["bob"], _payload(cn["alice"], cn["bob"])).state == "accepted"
+        call, release = _stream(bob, cn["alice"])
+        first = next(call)  # the stream is open and answered (a BAD_REQUEST envelope)
+        assert first.HasField("error")
+        ended: list[tuple[float, grpc.RpcError | None]] = []
+
+        def drain() -> None:
+            try:
+                for _ in call:
+                    pass
+            except grpc.RpcError as exc:
+                ended.append((time.monotonic(), exc))
+            else:
+                ended.append((time.monotonic(), None))
+
+        drainer = threading.Thread(target=drain, daemon=True)
+        drainer.start()
+        revoked_at = time.monotonic()
+        with pytest.raises(TrisaPeerError, match=r"contact verification|contact"):
+            reissue(directory, vasp_id, sectigo, compromise=True, poll_interval=0.05)
+        assert directory.get(vasp_id).identity_certificate.revoked
+        cut: dict[str, float] = {}
+
+        def refused(side: str, attempt: Callable[[], object]) -> bool:
+            try:
+                attempt()
+            except (HandshakeError, TrisaPeerError):
+                cut.setdefault(side, time.monotonic() - revoked_at)
+                return True
+            return False
+
+        # Alice as client: the record is revoked (steps 1/7)
+        _wait(lambda: refused("alice dials bob", lambda: alice.send(
+            cn["bob"], _payload(cn["alice"], cn["bob"]))), "alice refusing to dial bob")
+        # Alice as server: Bob's certificate is refused (step 4), on new calls ...
+        _wait(lambda: refused("alice serves bob", lambda: bob.send(
+            cn["alice"], _payload(cn["bob"], cn["alice"]))), "alice refusing bob")
+        # ... and on the stream Bob opened before the revocation (idle since)
+        drainer.join(60)
+        release.set()
+        assert ended and ended[0][1] is not None, "the open stream was not cut"
+        cut["open stream"] = ended[0][0] - revoked_at
+        assert ended[0][1].code() == grpc.StatusCode.CANCELLED
+        assert alice.server.interceptor is not None
+        assert alice.server.interceptor.streams.cut >= 1
+        # the twin: Charlie, not compromised, still reaches Alice
+        charlie = net.nodes["charlie"]
+        assert charlie.send(cn["alice"], _payload(charlie.common_name, cn["alice"])).state == (
+            "accepted")
+        print(f"\ncompromise: refusal after {', '.join(f'{k} {v:.2f}s' for k, v in cut.items())}"
+              f" (decision TTL {TTL}s, directory cache {TTL}s, stream re-check 0.2s)")
+    finally:
+        pair.stop()
