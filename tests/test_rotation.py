@@ -8,6 +8,8 @@ issuance, real TLS on 127.0.0.1) with the grace and TTLs shortened by parameters
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import threading
 import time
 from collections import Counter
@@ -207,7 +209,9 @@ class Pair:
     """Alice and Bob rebuilt from the simulated network's identities with short TTLs;
     Bob's identity comes from files (FileMaterial), swapped and polled like a node."""
 
-    def __init__(self, net: SimulatedNetwork, tmp: Path) -> None:
+    def __init__(self, net: SimulatedNetwork, tmp: Path, *, alice_directory: str = "",
+                 alice_crl: Path | None = None, alice_controls: PeerControls | None = None,
+                 directory_timeout: float = 5.0) -> None:
         self.net = net
         trust = tmp / "trust.pem"
         trust.write_bytes(certs_to_pem([net.ca.root, net.ca.issuing]))
@@ -219,13 +223,17 @@ class Pair:
             cert, key = tmp / f"{name}.pem", tmp / f"{name}.key"
             self.files[name] = (cert, key)
             self.install(name, sim.identity.chain_pem(), sim.identity.key_pem(), poll=False)
-            material = FileMaterial(cert, key, [trust])
-            directory = DirectoryClient(net.directory_endpoint, insecure=True, timeout=5,
+            alice = name == "alice"
+            crl = [alice_crl] if alice and alice_crl is not None else []
+            material = FileMaterial(cert, key, [trust], crl=crl)
+            endpoint = (alice_directory if alice else "") or net.directory_endpoint
+            directory = DirectoryClient(endpoint, insecure=True, timeout=directory_timeout,
                                         cache_ttl=TTL)
             node = TrisaNode(material, directory, store=TransferStore(tmp / f"{name}.db"),
                              handler=net.handler_factory(sim.common_name),
                              listen=f"127.0.0.1:{sim.port}", resolve=net.resolve, timeout=10,
-                             decision_ttl=TTL, max_workers=8)
+                             decision_ttl=TTL, max_workers=8,
+                             controls=alice_controls if alice else None)
             node.connector.channel_ttl = TTL
             assert node.server.interceptor is not None
             node.server.interceptor.streams.interval = 0.2
@@ -321,8 +329,9 @@ def _pin_until(node: TrisaNode, cn: str) -> datetime | None:
 
 
 def test_a_reissue_rolls_out_with_zero_failed_transfers(
-    net: SimulatedNetwork, tmp_path: Path
+    net: SimulatedNetwork, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO, logger="trisa_peer.handshake")
     pair = Pair(net, tmp_path)
     alice, bob = pair.nodes["alice"], pair.nodes["bob"]
     directory, sectigo = net.directory.directory, net.directory.sectigo
@@ -336,8 +345,13 @@ def test_a_reissue_rolls_out_with_zero_failed_transfers(
                              grace=timedelta(seconds=GRACE))
             assert result.identity is not None
             grace_end = datetime.now(UTC) + timedelta(seconds=GRACE)
-            # Alice's channel to Bob re-plans (channel TTL) and pins both certificates
+            traffic.phase = "reissued"
+            # Alice's channel to Bob re-plans (channel TTL) and pins both certificates;
+            # Alice's server decides on Bob's old certificate again (decision TTL) and
+            # binds it as the superseded one
             _wait(lambda: _pin_until(alice, pair.cn["bob"]) is not None, "the double pin")
+            _wait(lambda: any("certificate superseded, grace until" in r.getMessage()
+                              for r in caplog.records), "the server binding the old leaf")
             traffic.run_phase("reissued")
             # 2. Bob installs the new certificate: file swap, then the poll (SIGHUP's)
             pair.install("bob", result.identity.chain_pem(), result.identity.key_pem())
@@ -479,3 +493,112 @@ def test_a_compromised_certificate_is_refused_on_both_sides_and_its_stream_cut(
               f" (decision TTL {TTL}s, directory cache {TTL}s, stream re-check 0.2s)")
     finally:
         pair.stop()
+
+
+OUTAGE = 5.0  # the outage grace (issue 9/11) in the unreachable-directory test, seconds
+
+
+def test_a_compromise_while_the_directory_is_unreachable(
+    net: SimulatedNetwork, tmp_path: Path
+) -> None:
+    """Alice cannot reach the directory when Bob's certificate is revoked. Until a CRL
+    says so she keeps Bob as the outage rules allow (decision TTL + outage grace); once
+    the new CRL is loaded she refuses Bob as a server (step 3; Bob's open stream is cut
+    too) and as a client (the reload drops her channels, and none is re-made without
+    the directory: fail closed)."""
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    from trisa_peer.testing.faults import HangingProxy
+
+    directory, sectigo = net.directory.directory, net.directory.sectigo
+    assert sectigo is not None
+    vasp_id = net.nodes["bob"].vasp_id
+    if directory.get(vasp_id).identity_certificate.revoked:  # the compromise test ran
+        result = reissue(directory, vasp_id, sectigo, poll_interval=0.05,
+                         contact_token=_reissue_token(net, vasp_id))
+        assert result.identity is not None
+        net.nodes["bob"].identity = result.identity
+    ca = net.sectigo.ca
+    crl_path = tmp_path / "trisa.crl"
+    crl_path.write_bytes(ca.crl().public_bytes(Encoding.PEM))
+    proxy = HangingProxy(int(net.directory_endpoint.rsplit(":", 1)[1]))
+    controls = PeerControls(grace=OUTAGE, grace_recheck=0.2, max_lookups=8)
+    pair = Pair(net, tmp_path, alice_directory=proxy.endpoint, alice_crl=crl_path,
+                alice_controls=controls, directory_timeout=0.3)
+    alice, bob = pair.nodes["alice"], pair.nodes["bob"]
+    cn = pair.cn
+    try:
+        assert bob.send(cn["alice"], _payload(cn["bob"], cn["alice"])).state == "accepted"
+        assert alice.send(cn["bob"], _payload(cn["alice"], cn["bob"])).state == "accepted"
+        call, release = _stream(bob, cn["alice"])
+        assert next(call).HasField("error")
+        ended: list[float] = []
+
+        def drain() -> None:
+            with contextlib.suppress(grpc.RpcError):
+                for _ in call:
+                    pass
+            ended.append(time.monotonic())
+
+        drainer = threading.Thread(target=drain, daemon=True)
+        drainer.start()
+        proxy.hang()
+        alice.directory.clear_cache()  # type: ignore[attr-defined]
+        revoked_at = time.monotonic()
+        with pytest.raises(TrisaPeerError, match="contact"):
+            reissue(directory, vasp_id, sectigo, compromise=True, poll_interval=0.05)
+        # before the CRL: Alice (client) keeps her channel to Bob under the outage rules
+        time.sleep(TTL)  # past the channel re-check: the directory is asked and is silent
+        assert alice.connect(cn["bob"]).common_name == cn["bob"]
+        # ... and as a server, Bob's calls still get in (no answer from the directory)
+        assert bob.send(cn["alice"], _payload(cn["bob"], cn["alice"])).state == "accepted"
+        # the CA publishes its CRL; Alice's node loads it (what its reload poll does)
+        crl_path.write_bytes(ca.crl().public_bytes(Encoding.PEM))
+        material = alice.material
+        assert isinstance(material, FileMaterial)
+        material.poll()
+        with pytest.raises(TrisaPeerError, match="PERMISSION_DENIED: step 3") as info:
+            bob.send(cn["alice"], _payload(cn["bob"], cn["alice"]))
+        server_side = time.monotonic() - revoked_at
+        assert "is on the CRL" in str(info.value)
+        drainer.join(60)
+        release.set()
+        assert ended, "the open stream was not cut"
+        # the twin: Charlie, on a certificate the CRL does not list, is not refused for
+        # revocation (the directory is unreachable: he is refused as unknown, fail closed)
+        charlie = net.nodes["charlie"]
+        with pytest.raises(TrisaPeerError) as twin:
+            charlie.send(cn["alice"], _payload(charlie.common_name, cn["alice"]))
+        assert "is on the CRL" not in str(twin.value)
+        # client side
+        refusal: list[HandshakeError] = []
+
+        def alice_refuses() -> bool:
+            try:
+                alice.connect(cn["bob"])
+            except HandshakeError as exc:
+                refusal.append(exc)
+                return True
+            return False
+
+        _wait(alice_refuses, "alice dropping her channel to bob")
+        client_side = time.monotonic() - revoked_at
+        # the CRL reload dropped her channels; without the directory none is re-made
+        assert refusal[0].reason in (Reason.DIRECTORY_UNAVAILABLE, Reason.DIRECTORY_BUSY)
+        print(f"\ncompromise, directory unreachable: server refuses after {server_side:.2f}s "
+              f"(CRL loaded), open stream cut after {ended[0] - revoked_at:.2f}s, client "
+              f"drops its channel after {client_side:.2f}s (channel re-check {TTL}s)")
+    finally:
+        pair.stop()
+        proxy.close()
+
+
+def _reissue_token(net: SimulatedNetwork, vasp_id: str) -> str:
+    """The contact-verification token of a reissue after a revocation (from the
+    directory's outbox, as the VASP's contact would read it)."""
+    directory, sectigo = net.directory.directory, net.directory.sectigo
+    assert sectigo is not None
+    with pytest.raises(TrisaPeerError, match="contact"):
+        reissue(directory, vasp_id, sectigo, poll_interval=0.05)
+    mail = [e for e in directory.store.emails(vasp_id=vasp_id) if "Token: " in e.body][-1]
+    return mail.body.split("Token: ", 1)[1].split()[0]
