@@ -67,14 +67,18 @@ def _secret(vasp_id: str) -> str:
 
 def parse_grace(text: str) -> timedelta:
     """``"24h"``, ``"90m"``, ``"30s"``, ``"2d"`` or plain seconds -> timedelta (>= 0);
-    ConfigurationError-free: raises ValueError for the CLI to report."""
+    ValueError (one line) otherwise, for the CLI to report as a usage error."""
     value = text.strip().lower()
     units = {"d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0}
     scale = units.get(value[-1:], 0.0)
     number = value[:-1] if scale else value
-    seconds = float(number) * (scale or 1.0)
+    problem = f"grace {text!r} must be a duration >= 0 (e.g. 24h, 90m, 0)"
+    try:
+        seconds = float(number) * (scale or 1.0)
+    except ValueError:
+        raise ValueError(problem) from None
     if not seconds >= 0 or seconds == float("inf"):
-        raise ValueError(f"grace {text!r} must be a duration >= 0 (e.g. 24h, 90m, 0)")
+        raise ValueError(problem)
     return timedelta(seconds=seconds)
 
 
