@@ -323,11 +323,19 @@ class Traffic:
               or bool(self.failed), f"transfers in phase {phase}")
 
 
+def _presented(node: TrisaNode, cn: str) -> str:
+    """What a ``check`` trace says about the certificate the peer presented."""
+    trace = HandshakeTrace()
+    node.connector.connect(cn, trace=trace)
+    return next(r.detail for r in trace.records if r.step == HandshakeStep.PRESENT_SERVER_CERT)
+
+
 def _pin_until(node: TrisaNode, cn: str) -> datetime | None:
     peer = node.connector._channels.get(cn)
     return None if peer is None else peer.plan.pin_until
 
 
+@pytest.mark.slow
 def test_a_reissue_rolls_out_with_zero_failed_transfers(
     net: SimulatedNetwork, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -353,10 +361,12 @@ def test_a_reissue_rolls_out_with_zero_failed_transfers(
             _wait(lambda: any("certificate superseded, grace until" in r.getMessage()
                               for r in caplog.records), "the server binding the old leaf")
             traffic.run_phase("reissued")
+            assert "(superseded, grace until " in _presented(alice, pair.cn["bob"])
             # 2. Bob installs the new certificate: file swap, then the poll (SIGHUP's)
             pair.install("bob", result.identity.chain_pem(), result.identity.key_pem())
             net.nodes["bob"].identity = result.identity  # for the tests that follow
             assert bob.material.current().identity.leaf.serial_number == result.leaf.serial_number
+            assert _presented(alice, pair.cn["bob"]).endswith("(current)")  # the twin
             traffic.run_phase("installed")
             # 3. the grace ends: Alice re-pins the current certificate alone
             _wait(lambda: datetime.now(UTC) > grace_end + timedelta(seconds=2 * TTL)
@@ -376,6 +386,7 @@ def test_a_reissue_rolls_out_with_zero_failed_transfers(
         pair.stop()
 
 
+@pytest.mark.slow
 def test_without_a_grace_the_same_reissue_refuses_the_node_until_it_installs(
     net: SimulatedNetwork, tmp_path: Path
 ) -> None:
@@ -428,6 +439,7 @@ def _stream(node: TrisaNode, peer: str) -> tuple[Any, threading.Event]:
     return call, done
 
 
+@pytest.mark.slow
 def test_a_compromised_certificate_is_refused_on_both_sides_and_its_stream_cut(
     net: SimulatedNetwork, tmp_path: Path
 ) -> None:
@@ -498,6 +510,7 @@ def test_a_compromised_certificate_is_refused_on_both_sides_and_its_stream_cut(
 OUTAGE = 5.0  # the outage grace (issue 9/11) in the unreachable-directory test, seconds
 
 
+@pytest.mark.slow
 def test_a_compromise_while_the_directory_is_unreachable(
     net: SimulatedNetwork, tmp_path: Path
 ) -> None:
@@ -615,6 +628,7 @@ def _gds(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]
     return code, out, err
 
 
+@pytest.mark.slow
 def test_the_record_shows_both_certificates_during_the_grace_and_none_after_a_revocation(
     net: SimulatedNetwork, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -650,6 +664,7 @@ def test_the_record_shows_both_certificates_during_the_grace_and_none_after_a_re
     assert json.loads(out)["revoked"] is True
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("argv", "message"), [
     (("--reason", "compromise", "--grace", "1h"), "--reason compromise leaves no grace"),
     (("--grace", "soon"), "must be a duration"),
