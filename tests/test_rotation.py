@@ -134,6 +134,30 @@ def test_server_side_accepts_the_superseded_leaf_and_its_trace_says_so() -> None
         "bob.vasp.test")
 
 
+def test_a_directory_outage_does_not_extend_the_reissue_grace() -> None:
+    wall = [datetime.now(UTC)]
+    directory = MemoryDirectory(reissued_record(wall[0] + timedelta(seconds=30)))
+    mono = Mono()
+    auth = PeerAuthenticator(ChainVerifier(pool(), clock=lambda: wall[0]), directory,
+                             decision_ttl=10, monotonic=mono,
+                             controls=PeerControls(grace=300, monotonic=mono))
+    old_pem, new_pem = identity("bob").chain_pem(), identity("bob-reissued").chain_pem()
+    auth.authenticate_pem(old_pem)
+    auth.authenticate_pem(new_pem)
+    directory.down = True
+    mono.now += 20  # past the decision TTL: the outage grace applies to both
+    wall[0] += timedelta(seconds=20)
+    auth.authenticate_pem(old_pem)
+    mono.now += 11  # past the reissue grace (30 s), well within the outage grace
+    wall[0] += timedelta(seconds=11)
+    with pytest.raises(HandshakeError) as info:
+        auth.authenticate_pem(old_pem)
+    assert info.value.reason == Reason.DIRECTORY_UNAVAILABLE
+    # the twin: the current certificate is still kept under the outage grace
+    assert auth.authenticate_pem(new_pem).common_name == "bob.vasp.test"
+    assert auth.counts[Reason.ACCEPTED_UNDER_GRACE] >= 2
+
+
 def test_client_side_pins_both_during_the_grace_and_the_current_one_after() -> None:
     wall = [datetime.now(UTC)]
     until = wall[0] + timedelta(seconds=30)

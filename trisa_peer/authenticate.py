@@ -346,6 +346,8 @@ class PeerAuthenticator:
                 raise exc from None
             graced = (self._grace(grace_key)
                       if grace_key is not None and exc.reason in DIRECTORY_DOWN else None)
+            if graced is not None:  # a superseded leaf: never past its reissue grace
+                graced = self._within_reissue_grace(*graced)
             if graced is not None:
                 peer, deadline = graced
                 left = deadline - self._now()
@@ -378,6 +380,19 @@ class PeerAuthenticator:
             left = (match.grace_until - self.verifier.clock()).total_seconds()
             until = min(until, self._now() + max(0.0, left))
         return peer, until, False
+
+    def _within_reissue_grace(
+        self, peer: VerifiedPeer, deadline: float
+    ) -> tuple[VerifiedPeer, float] | None:
+        """The outage grace of a peer bound as its record's superseded certificate ends
+        with the reissue grace too (``None``: over)."""
+        old = peer.record.superseded
+        if old is None or fingerprint(old.certificate) != peer.fingerprint:
+            return peer, deadline
+        left = (old.grace_until - self.verifier.clock()).total_seconds()
+        if left <= 0:
+            return None
+        return peer, min(deadline, self._now() + left)
 
     def _bind(
         self, leaf: x509.Certificate, cn: str, note: list[str]
