@@ -9,7 +9,11 @@
   have rotated) before the call is refused.
 
 Decisions are cached per leaf certificate (its PEM bytes) for ``decision_ttl`` seconds
-from the directory's answer, so the per-call cost is a dictionary look-up.
+from the directory's answer, so the per-call cost is a dictionary look-up. A leaf bound
+as the record's *superseded* certificate (a planned reissue's grace, issue 14) is
+decided until the earlier of that and the end of its grace, so it is refused within
+moments of the grace ending; long-lived streams re-ask on every message and every
+``stream_recheck`` seconds (:mod:`trisa_peer.transport.interceptor`).
 
 While the directory is unreachable (down, timing out, or over the bound of concurrent
 look-ups) a peer gets in only by a cached acceptance or, after that expired, under the
@@ -48,7 +52,7 @@ from datetime import datetime
 from cryptography import x509
 
 from . import events
-from .binding import bind
+from .binding import BindMatch, bind
 from .certs import common_name, fingerprint, parse_certificates
 from .controls import PeerControls
 from .denylist import DenyList
@@ -333,7 +337,7 @@ class PeerAuthenticator:
                 chain = self.verifier.verify_client(leaf, presented, peer=cn)
                 note[0] = f"chains to {chain.chain[-1].subject.rfc4514_string()}"
             with trace.step(Step.BIND_CLIENT_RECORD) as note:
-                record = self._bind(leaf, cn, note)
+                record, match = self._bind(leaf, cn, note)
         except TrisaPeerError as exc:
             if not isinstance(exc, HandshakeError):  # e.g. a malformed directory record
                 exc = DirectoryMismatchError(
@@ -345,6 +349,8 @@ class PeerAuthenticator:
                 raise exc from None
             graced = (self._grace(grace_key)
                       if grace_key is not None and exc.reason in DIRECTORY_DOWN else None)
+            if graced is not None:  # a superseded leaf: never past its reissue grace
+                graced = self._within_reissue_grace(*graced)
             if graced is not None:
                 peer, deadline = graced
                 left = deadline - self._now()
@@ -357,9 +363,8 @@ class PeerAuthenticator:
             raise
         # bind() proved the presented leaf and the registered one are the same DER:
         # keep one parsed copy (the record's) so each cached decision holds one leaf.
-        registered = record.identity_certificate
-        if registered is not None:
-            chain = replace(chain, leaf=registered, chain=(registered, *chain.chain[1:]))
+        registered = match.certificate
+        chain = replace(chain, leaf=registered, chain=(registered, *chain.chain[1:]))
         peer = VerifiedPeer(
             common_name=cn,
             fingerprint=chain.fingerprint,
@@ -368,26 +373,48 @@ class PeerAuthenticator:
             chain=chain,
             verified_at=chain.verified_at,
         )
-        _log_decision(cn, leaf, Step.BIND_CLIENT_RECORD, "accept", Reason.VERIFIED, "")
+        _log_decision(cn, leaf, Step.BIND_CLIENT_RECORD, "accept", Reason.VERIFIED,
+                      f"certificate {match.describe()}" if match.superseded else "")
         if grace_key is None:
-            return peer, self._now() + self.decision_ttl, False
-        return peer, self._answered(grace_key, peer) + self.decision_ttl, False
+            until = self._now() + self.decision_ttl
+        else:
+            until = self._answered(grace_key, peer) + self.decision_ttl
+        if match.grace_until is not None:  # never decided past the end of its grace
+            left = (match.grace_until - self.verifier.clock()).total_seconds()
+            until = min(until, self._now() + max(0.0, left))
+        return peer, until, False
 
-    def _bind(self, leaf: x509.Certificate, cn: str, note: list[str]) -> PeerRecord:
+    def _within_reissue_grace(
+        self, peer: VerifiedPeer, deadline: float
+    ) -> tuple[VerifiedPeer, float] | None:
+        """The outage grace of a peer bound as its record's superseded certificate ends
+        with the reissue grace too (``None``: over)."""
+        old = peer.record.superseded
+        if old is None or fingerprint(old.certificate) != peer.fingerprint:
+            return peer, deadline
+        left = (old.grace_until - self.verifier.clock()).total_seconds()
+        if left <= 0:
+            return None
+        return peer, min(deadline, self._now() + left)
+
+    def _bind(
+        self, leaf: x509.Certificate, cn: str, note: list[str]
+    ) -> tuple[PeerRecord, BindMatch]:
         step = Step.BIND_CLIENT_RECORD
         with self.gate.slot(cn, step=step):
             record = lookup_peer(self.directory, cn, step=step)
             try:
-                bind(leaf, record, step=step)
+                match = bind(leaf, record, step=step, now=self.verifier.clock())
             except DirectoryMismatchError:
                 # The directory keeps only the current certificate and our copy may be
                 # stale (rotation): ask once more, bypassing every cache, then decide.
                 record = lookup_peer(self.directory, cn, step=step, fresh=True)
-                bind(leaf, record, step=step)
-                note[0] = f"bound to record {record.id} after a fresh directory query"
-                return record
-        note[0] = f"bound to directory record {record.id}"
-        return record
+                match = bind(leaf, record, step=step, now=self.verifier.clock())
+                note[0] = (f"bound to record {record.id} after a fresh directory query "
+                           f"(certificate {match.describe()})")
+                return record, match
+        note[0] = f"bound to directory record {record.id} (certificate {match.describe()})"
+        return record, match
 
 
 def _no_certificate() -> TransportSecurityError:

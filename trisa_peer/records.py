@@ -15,7 +15,7 @@ from cryptography import x509
 from .errors import ConfigurationError
 from .netutil import split_host_port
 
-__all__ = ["DirectoryLookup", "PeerRecord", "split_endpoint"]
+__all__ = ["DirectoryLookup", "PeerRecord", "SupersededCertificate", "split_endpoint"]
 
 
 def split_endpoint(endpoint: str) -> tuple[str, int]:
@@ -32,13 +32,25 @@ def split_endpoint(endpoint: str) -> tuple[str, int]:
 
 
 @dataclass(frozen=True)
+class SupersededCertificate:
+    """The identity certificate a planned reissue replaced, still acceptable for
+    binding (steps 4 and 7) until ``grace_until`` (UTC). The directory offers it only
+    while the grace lasts and never once it is revoked (issue 14, docs/rotation.md)."""
+
+    certificate: x509.Certificate
+    chain: tuple[x509.Certificate, ...]
+    grace_until: datetime
+
+
+@dataclass(frozen=True)
 class PeerRecord:
     """A VERIFIED VASP as the directory returned it from Lookup.
 
     ``identity_certificate`` is the registered mTLS leaf (``None`` when the directory
     has none), ``identity_chain`` the rest of its chain as registered, and
     ``identity_revoked`` the directory's ``revoked`` flag for it. ``signing_certificate``
-    holds the envelope sealing key when one is registered.
+    holds the envelope sealing key when one is registered. ``superseded`` is the
+    previous identity certificate while its reissue grace lasts (``None`` otherwise).
     """
 
     id: str
@@ -52,6 +64,7 @@ class PeerRecord:
     name: str = ""
     country: str = ""
     verified_on: str = ""
+    superseded: SupersededCertificate | None = None
     fetched_at: datetime | None = field(default=None, compare=False)
 
     @property

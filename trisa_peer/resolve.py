@@ -10,12 +10,19 @@
   other certificate. :func:`trisa_peer.transport.status.dial_error` names the step
   when it does.
 
+During a planned reissue's grace the record also carries the *superseded* certificate
+(:class:`~trisa_peer.records.SupersededCertificate`): it passes steps 6 and 7 the same
+way and is pinned next to the current one until ``grace_until``
+(:attr:`ConnectionPlan.pin_until`), when the connector re-plans and drops a channel
+pinned to it. A superseded certificate past its grace is not pinned.
+
 Pure: imports neither grpc nor the generated protobuf code.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 from .binding import bind
 from .certs import certs_to_pem
@@ -38,6 +45,8 @@ class ConnectionPlan:
     ``pin_pem`` is the registered leaf (PEM), given to gRPC as the *only* trust anchor;
     ``target_name`` is the name the server certificate must carry (the endpoint host);
     ``address`` is where to connect (``--resolve`` may map the endpoint elsewhere).
+    ``pin_until`` is set when ``pin_pem`` also holds the superseded certificate: the
+    end of its grace, after which this plan must not be used.
     """
 
     record: PeerRecord
@@ -45,6 +54,7 @@ class ConnectionPlan:
     pin_pem: bytes
     target_name: str
     address: str
+    pin_until: datetime | None = None
 
     @property
     def endpoint(self) -> str:
@@ -92,16 +102,31 @@ class PeerResolver:
                 leaf, record.identity_chain, host=record.host, peer=record.common_name
             )
             note[0] = f"registered leaf chains to {verified.chain[-1].subject.rfc4514_string()}"
+        pins = [leaf]
+        old = record.superseded
+        now = self.verifier.clock()
         with trace.step(Step.BIND_SERVER_RECORD) as note:
-            bind(leaf, record, step=Step.BIND_SERVER_RECORD)
+            bind(leaf, record, step=Step.BIND_SERVER_RECORD, now=now)
             note[0] = f"pinning registered certificate sha256 {verified.fingerprint[:16]}..."
+            if old is not None and now < old.grace_until:
+                try:  # steps 6 and 7 for it too; one that fails is simply not pinned
+                    prior = self.verifier.verify_server(
+                        old.certificate, old.chain, host=record.host, peer=record.common_name)
+                    match = bind(old.certificate, record, step=Step.BIND_SERVER_RECORD, now=now)
+                except HandshakeError as exc:
+                    note[0] += f"; superseded certificate not pinned: {exc}"
+                else:
+                    pins.append(old.certificate)
+                    note[0] += (f" and the superseded certificate sha256 "
+                                f"{prior.fingerprint[:16]}... ({match.describe()})")
         address = self.resolve.get(record.endpoint.lower(), record.endpoint)
         return ConnectionPlan(
             record=record,
             verified=verified,
-            pin_pem=certs_to_pem([leaf]),
+            pin_pem=certs_to_pem(pins),
             target_name=record.host,
             address=address,
+            pin_until=old.grace_until if len(pins) > 1 and old is not None else None,
         )
 
 

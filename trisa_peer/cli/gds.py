@@ -58,6 +58,7 @@ import socket
 import sys
 import threading
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +69,8 @@ from .._pb.trisa.gds.api.v1beta1 import api_pb2 as gds_pb2
 from .._pb.trisa.gds.models.v1beta1 import models_pb2
 from ..certs import fingerprint, format_serial, load_certificates, load_identity
 from ..directory.convert import enum_name
+from ..directory.grace import DEFAULT_REISSUE_GRACE, parse_grace
+from ..directory.grace import history as grace_history
 from ..errors import ConfigurationError, DirectoryError, UsageError
 from ..fsutil import write_private
 from ..limits import raise_open_files_limit
@@ -198,6 +201,11 @@ def _vasp_doc(directory: Any, vasp: Any) -> dict[str, Any]:
             "revoked": cert.revoked,
         }
         doc["superseded"] = directory.superseded(vasp.id)
+        doc["certificates"] = [
+            {"serial": rec.id, "not_after": rec.details.not_after, "status": status}
+            for rec, status in grace_history(
+                directory, vasp.id, serial_hex(bytes(cert.serial_number)))
+        ]
     reqs = directory.store.certreqs_for(vasp.id)
     if reqs:
         from .._pb.gds.models.v1 import models_pb2 as gds_models_pb2
@@ -226,6 +234,8 @@ def _vasp_text(doc: dict[str, Any]) -> str:
     if cert:
         revoked = "  REVOKED" if cert["revoked"] else ""
         lines.append(f"  certificate: serial {cert['serial']}, until {cert['not_after']}{revoked}")
+    for row in doc.get("certificates", ()) if len(doc.get("certificates", ())) > 1 else ():
+        lines.append(f"    {row['serial']}  until {row['not_after']}  {row['status']}")
     req = doc.get("certificate_request")
     if req:
         reason = f" ({req['reject_reason']})" if req["reject_reason"] else ""
@@ -258,6 +268,12 @@ def _record_doc(record: PeerRecord) -> dict[str, Any]:
         }
     if record.signing_certificate is not None:
         doc["signing_certificate"] = {"sha256": fingerprint(record.signing_certificate)}
+    old = record.superseded
+    doc["superseded"] = None if old is None else {
+        "serial": format_serial(old.certificate.serial_number),
+        "sha256": fingerprint(old.certificate),
+        "grace_until": old.grace_until.isoformat(),
+    }
     return doc
 
 
@@ -280,6 +296,13 @@ def _client_flags(args: argparse.Namespace, host: str, port: int, tls_name: str)
     if tls_name:
         return f"--directory {endpoint} --directory-ca {Path(args.ca_dir).resolve() / 'root.pem'}"
     return f"--directory {endpoint}"
+
+
+def _grace_arg(text: str) -> timedelta:
+    try:
+        return parse_grace(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
@@ -343,6 +366,7 @@ def _serve_directory(args: argparse.Namespace, listen: str, host: str,
             directory.close()
             raise
     server.directory.client_flags = _client_flags(args, host, port, tls_name)
+    server.directory.reissue_grace = args.reissue_grace
     try:
         stop_metrics = start_metrics(args, **directory_sources(args.db, tls), worker=worker)
     except BaseException:  # e.g. its port taken: stop what started
@@ -552,9 +576,12 @@ def _cmd_reissue(args: argparse.Namespace) -> int:
         if args.chain_out and not Path(args.chain_out).parent.is_dir():
             raise ConfigurationError(  # before anything is issued
                 f"{args.chain_out}: directory {Path(args.chain_out).parent} does not exist")
+        if args.reason == "compromise" and args.grace:
+            raise UsageError("--reason compromise leaves no grace: drop --grace")
         result = reissue(
             directory, args.id, _sectigo(args), csr=csr, contact_token=args.contact_token,
             poll_interval=args.poll_interval, timeout=args.poll_timeout,
+            grace=args.grace, compromise=args.reason == "compromise",
         )
         doc = _vasp_doc(directory, result.vasp)
     if result.identity is None:  # CSR path: the chain only, no password
@@ -705,6 +732,9 @@ def _cmd_lookup(args: argparse.Namespace) -> int:
             if cert
             else "  certificate: none"
         )
+        + (f"\n  superseded certificate: serial {doc['superseded']['serial']}, acceptable "
+           f"until {doc['superseded']['grace_until']} (reissue grace)"
+           if doc["superseded"] else "")
     )
     return _emit(args, doc, text)
 
@@ -784,6 +814,9 @@ def register(subparsers: Any) -> None:
         "--directory-ca DIR/root.pem, as the startup output says.",
     )
     p.add_argument("--listen", default="127.0.0.1:4433", help="HOST:PORT (default %(default)s)")
+    p.add_argument("--reissue-grace", type=_grace_arg, default=DEFAULT_REISSUE_GRACE,
+                   metavar="DURATION", help="how long a certificate superseded by a planned "
+                   "renewal stays acceptable (e.g. 24h, 90m, 0; default 24h)")
     p.add_argument("--tls-cert", help="server certificate chain (PEM)")
     p.add_argument("--tls-key", help="server private key (PEM), matching --tls-cert")
     p.add_argument("--ca-dir", help="issue a server certificate from this local CA (for an "
@@ -862,6 +895,12 @@ def register(subparsers: Any) -> None:
     p.add_argument("--chain-out", help="with --csr: write the new certificate chain here")
     p.add_argument("--contact-token", help="after a revocation: the token the VASP's "
                    "verified contacts received (a run without it sends one)")
+    p.add_argument("--grace", type=_grace_arg, metavar="DURATION",
+                   help="planned reissue: the old certificate stays acceptable this long "
+                   "(e.g. 24h, 90m, 0; default 24h)")
+    p.add_argument("--reason", choices=("planned", "compromise"), default="planned",
+                   help="compromise: revoke the old certificate (key compromise) and end "
+                   "its grace at once, then reissue after contact verification")
     p.set_defaults(func=_cmd_reissue, command_parser=p)
 
     p = sub.add_parser(

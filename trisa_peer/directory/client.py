@@ -18,6 +18,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -36,6 +37,7 @@ from ..errors import ConfigurationError, DirectoryError
 from ..records import PeerRecord, split_endpoint
 from ..transport.status import directory_error, directory_reply_error, rpc_status
 from .convert import enum_name, peer_record
+from .grace import superseded_from_metadata
 from .validate import normalize_common_name
 
 __all__ = ["DirectoryClient", "SearchResult"]
@@ -156,9 +158,17 @@ class DirectoryClient:
                 return hit
         what = f"directory lookup of {vasp_id or common_name}"
         request = gds_pb2.LookupRequest(id=vasp_id or "", common_name=common_name or "")
-        reply: gds_pb2.LookupReply = self._rpc("Lookup", request, what)
+        try:
+            reply, call = self._stub.Lookup.with_call(request, timeout=self.timeout)
+        except grpc.RpcError as exc:
+            raise directory_error(*rpc_status(exc), what, endpoint=self.endpoint,
+                                  insecure=self._insecure, timeout=self.timeout) from exc
         _check_error_field(reply, what)
         record = peer_record(reply, fetched_at=datetime.now(UTC))
+        # a trisa-peer directory's reissue grace (response headers, directory/grace.py)
+        superseded = superseded_from_metadata(call.initial_metadata(), source=what)
+        if superseded is not None:
+            record = dataclasses.replace(record, superseded=superseded)
         if self.cache_ttl > 0:
             expires = self._clock() + self.cache_ttl
             with self._lock:

@@ -61,10 +61,12 @@ from ..errors import (
     SectigoError,
 )
 from ..logtext import peer_text
+from ..revocation import reason_name
 from ..sectigo.client import SectigoClient
 from ..sectigo.models import READY_FOR_DOWNLOAD, SectigoAPIError, normalize_status
 from ..steps import HandshakeStep
 from .convert import serial_hex
+from .grace import grace_changes
 from .service import CRS, PASSWORD_LENGTH, SUBJECT_WELCOME, VS, Directory, state_name
 from .store import Changes
 from .validate import new_token, normalize_common_name
@@ -180,9 +182,18 @@ def reissue(
     poll_interval: float = 1.0,
     timeout: float = 120.0,
     sleep: Callable[[float], None] = time.sleep,
+    grace: timedelta | None = None,
+    compromise: bool = False,
 ) -> IssuanceResult:
     """Request a new identity certificate for a VERIFIED VASP; the old serial stays in
     the certificate history.
+
+    A planned reissue keeps the superseded certificate acceptable for binding for
+    ``grace`` (default ``directory.reissue_grace``, 24 h; 0 for none) from the moment the
+    new one is installed (:mod:`.grace`). With ``compromise`` the current certificate is
+    first revoked (reason key compromise) and any grace ended, in one committed step,
+    before the contact verification a reissue after a revocation needs: the old
+    certificate is never acceptable again.
 
     Without ``csr``: Sectigo makes the key, with a new PKCS#12 password (returned once).
     With ``csr`` (PEM or DER): it is checked first (CertificateError with the reason,
@@ -193,6 +204,10 @@ def reissue(
     reissue needs contact verification: see :func:`verify_reissue_contact`.
     """
     vasp = check_reissuable(directory, vasp_id)
+    if compromise and not vasp.identity_certificate.revoked:
+        vasp = revoke(directory, vasp.id, reason_name(1), sectigo=sectigo, source=source)
+    old_serial = serial_hex(int.from_bytes(bytes(vasp.identity_certificate.serial_number), "big"))
+    planned = not vasp.identity_certificate.revoked
     if vasp.identity_certificate.revoked:
         verify_reissue_contact(directory, vasp, contact_token, source=source)
     pem = b""
@@ -224,6 +239,13 @@ def reissue(
     if not password and result.identity is not None:
         stored = directory.store.get_secret(f"{req.id}-password") or b""
         password = stored.decode("ascii", "replace")
+    span = grace if grace is not None else directory.reissue_grace
+    if planned and result.serial != old_serial:
+        until = directory.utcnow() + span if span > timedelta(0) else None
+        directory.commit(grace_changes(vasp.id, old_serial, until), what="reissue grace")
+        if until is not None:
+            log.info("VASP %s: certificate %s superseded by %s, acceptable until %s",
+                     vasp.id, old_serial, result.serial, until.isoformat())
     return replace(result, pkcs12password=password)
 
 
@@ -409,7 +431,10 @@ def revoke(
         record.status = gds_models_pb2.REVOKED
         record.details.revoked = True
         certs.append(record)
-    directory.commit(Changes(vasp=vasp, certificates=certs), what="revoke")
+    # any reissue grace ends in the same commit: never acceptable after a revocation
+    ended = grace_changes(vasp.id, "", None)
+    directory.commit(Changes(vasp=vasp, certificates=certs, secrets=ended.secrets),
+                     what="revoke")
     return vasp
 
 

@@ -47,6 +47,7 @@ from ..transport.raw import add_raw_servicer
 from ..transport.requestlog import RequestLog
 from ..transport.status import abort
 from .convert import enum_name
+from .grace import lookup_metadata
 from .service import DEFAULT_DIRECTORY_ID, Directory, RegisterResult
 from .store import DirectoryStore
 
@@ -102,10 +103,16 @@ class DirectoryServicer(gds_grpc.TRISADirectoryServicer):
     def Lookup(
         self, request: gds_pb2.LookupRequest, context: grpc.ServicerContext
     ) -> gds_pb2.LookupReply:
-        return self._call(
+        reply: gds_pb2.LookupReply = self._call(
             context,
             lambda: self.directory.lookup(vasp_id=request.id, common_name=request.common_name),
         )
+        # a reissue's grace travels as response headers (directory/grace.py)
+        headers = self._call(context, lambda: lookup_metadata(
+            self.directory, reply.id, reply.identity_certificate))
+        if headers:
+            context.send_initial_metadata(headers)
+        return reply
 
     def Search(
         self, request: gds_pb2.SearchRequest, context: grpc.ServicerContext

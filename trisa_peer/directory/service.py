@@ -24,7 +24,7 @@ import logging
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from email.message import EmailMessage
 from pathlib import Path
 from typing import TypeVar
@@ -46,6 +46,7 @@ from ..errors import (
 )
 from ..fsutil import write_private
 from .convert import certificate_proto, enum_name, rfc3339, serial_hex
+from .grace import DEFAULT_REISSUE_GRACE
 from .ivms101 import validate_legal_person
 from .store import Changes, ContactToken, DirectoryStore, Email, SearchRow
 from .validate import (
@@ -132,12 +133,19 @@ class Directory:
         self.admin_email = admin_email or f"admin@{directory_id}"
         self.maintenance = maintenance
         self._clock: Clock = clock or utcnow
+        #: how long a superseded certificate stays acceptable after a planned reissue
+        #: (``gds serve --reissue-grace``; ``gds reissue --grace`` overrides it once)
+        self.reissue_grace = DEFAULT_REISSUE_GRACE
         #: how ``trisa-peer`` reaches this directory (``--directory HOST:PORT`` and its
         #: TLS option), put into the verification email's command; set by ``gds serve``
         self.client_flags = ""
 
     def now(self) -> str:
         return rfc3339(self._clock())
+
+    def utcnow(self) -> datetime:
+        """The directory's clock (UTC)."""
+        return self._clock()
 
     def _flags(self) -> str:
         return f" {self.client_flags}" if self.client_flags else ""

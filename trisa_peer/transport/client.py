@@ -21,6 +21,13 @@ until ``decision_ttl`` after the last positive directory answer, then under the 
 (logged and counted as ``accepted-under-grace``) until ``decision_ttl + grace``; an
 answer "revoked" or "not found" drops it at once. The local deny-list applies to every
 connect, cached channels included.
+
+A channel that also pins the peer's *superseded* certificate (a planned reissue's grace,
+:attr:`~trisa_peer.resolve.ConnectionPlan.pin_until`) is fresh only until the grace
+ends: the next connect re-plans and dials a channel pinned to the current certificate
+alone (while the directory does not answer, it re-pins the cached record's current
+certificate without asking). A ``check`` trace says which pinned certificate the server
+presented ("current" or "superseded, grace until T").
 """
 
 from __future__ import annotations
@@ -29,12 +36,13 @@ import logging
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import grpc
 
 from .._pb.trisa.api.v1beta1 import api_pb2, api_pb2_grpc
+from ..certs import certs_to_pem, fingerprint
 from ..controls import PeerControls
 from ..denylist import DenyList
 from ..errors import DirectoryMismatchError, HandshakeError
@@ -131,17 +139,24 @@ class PeerConnector:
                 if revalidated is not None:
                     return self._allowed(revalidated)
             self._check_denied(common_name, "")
-            peer = self._dial(common_name, trace if trace is not None else HandshakeTrace())
+            peer = self._dial(common_name, trace if trace is not None else HandshakeTrace(),
+                              observe=trace is not None)
             peer.checked_at = self._now()
             peer.answered_at = peer.checked_at - answer_age(peer.plan.record)
             self._channels[key] = peer
         return self._allowed(peer)
 
     def _fresh(self, peer: PeerChannel) -> bool:
+        if self._pin_expired(peer.plan):
+            return False
         now = self._now()
         if peer.hold_until:  # re-check often, and never past the end of the grace
             return now < min(peer.checked_at + self.controls.grace_recheck, peer.hold_until)
         return now - peer.checked_at < self.channel_ttl
+
+    def _pin_expired(self, plan: ConnectionPlan) -> bool:
+        """The plan pins a superseded certificate whose grace has ended."""
+        return plan.pin_until is not None and self.resolver.verifier.clock() >= plan.pin_until
 
     def _allowed(self, peer: PeerChannel) -> PeerChannel:
         self._check_denied(peer.common_name, peer.plan.verified.fingerprint)
@@ -164,6 +179,8 @@ class PeerConnector:
             plan = self.resolver.plan(common_name, trace=HandshakeTrace())
         except HandshakeError as exc:
             now = self._now()
+            if exc.reason in DIRECTORY_DOWN and self._pin_expired(cached.plan):
+                cached = self._repin_current(key, cached)
             if exc.reason in DIRECTORY_DOWN:
                 if now < cached.answered_at + self.decision_ttl:
                     cached.checked_at = now  # within the TTL of its last answer, as a server
@@ -186,6 +203,18 @@ class PeerConnector:
         self._channels.pop(key, None)
         return None
 
+    def _repin_current(self, key: str, cached: PeerChannel) -> PeerChannel:
+        """Without the directory: the cached record's current certificate alone (the
+        superseded one's grace has ended), on a new channel; the outage bounds apply."""
+        leaf = cached.plan.record.identity_certificate
+        assert leaf is not None  # a plan is only made for a record holding one
+        plan = replace(cached.plan, pin_pem=certs_to_pem([leaf]), pin_until=None)
+        peer = self._open(plan, HandshakeTrace())
+        peer.checked_at, peer.answered_at = cached.checked_at, cached.answered_at
+        peer.hold_until, peer.under_grace = cached.hold_until, cached.under_grace
+        self._channels[key] = peer
+        return peer
+
     def reset(self) -> None:
         """Forget every cached channel (in-flight calls on them finish normally)."""
         with self._lock:
@@ -195,17 +224,18 @@ class PeerConnector:
         with self._lock:
             return self._locks.setdefault(key, threading.Lock())
 
-    def _dial(self, common_name: str, trace: HandshakeTrace) -> PeerChannel:
+    def _dial(self, common_name: str, trace: HandshakeTrace, *,
+              observe: bool = False) -> PeerChannel:
         plan = self.resolver.plan(common_name, trace=trace)
         try:
-            return self._open(plan, trace)
+            return self._open(plan, trace, observe=observe)
         except DirectoryMismatchError:
             fresh = self.resolver.plan(common_name, trace=HandshakeTrace(), fresh=True)
             if fresh.pin_pem == plan.pin_pem:
                 raise
             log.info("peer %s rotated its certificate; re-pinning", common_name)
             trace.records[:] = [r for r in trace.records if r.outcome != "fail"]
-            return self._open(fresh, trace)
+            return self._open(fresh, trace, observe=observe)
 
     def forget(self, common_name: str) -> None:
         """Drop the cached channel to ``common_name``; the next connect dials anew.
@@ -235,7 +265,10 @@ class PeerConnector:
         ]
         return grpc.secure_channel(plan.address, creds, options=options)
 
-    def _open(self, plan: ConnectionPlan, trace: HandshakeTrace) -> PeerChannel:
+    def _open(self, plan: ConnectionPlan, trace: HandshakeTrace, *,
+              observe: bool = False) -> PeerChannel:
+        """Open and probe a channel for ``plan``; with ``observe`` (a ``check`` trace) and
+        two pinned certificates, also read which one the server presented."""
         channel = self._channel(plan)
         health = api_pb2_grpc.TRISAHealthStub(channel)
         name = plan.record.common_name
@@ -255,7 +288,8 @@ class PeerConnector:
             _record_dial(trace, error, ours, (time.perf_counter() - start) * 1000)
             raise error from None
         claim = _binding_claim(call.initial_metadata() or (), identity.fingerprint)
-        _record_dial(trace, None, ours, (time.perf_counter() - start) * 1000, claim)
+        ms = (time.perf_counter() - start) * 1000
+        _record_dial(trace, None, ours, ms, claim, self._which_pin(plan) if observe else "")
         return PeerChannel(plan, channel, api_pb2_grpc.TRISANetworkStub(channel), health)
 
 
@@ -269,6 +303,18 @@ class PeerConnector:
         pool = self.material.current().pool
         cas = (*pool.roots, *pool.intermediates, *plan.verified.chain[1:])
         return diagnose_presented(presented, registered, cas, peer=error.peer)
+
+
+    def _which_pin(self, plan: ConnectionPlan) -> str:
+        """"current" or "superseded, grace until T": which pinned certificate the server
+        presented (read from one more connection; only for a plan with two pins)."""
+        old = plan.record.superseded
+        if plan.pin_until is None or old is None:
+            return "current"
+        presented = fetch_presented(plan.address, plan.target_name, self.timeout)
+        if presented is not None and fingerprint(presented) == fingerprint(old.certificate):
+            return f"superseded, grace until {old.grace_until:%Y-%m-%dT%H:%M:%SZ}"
+        return "current"
 
 
 def _binding_claim(metadata: Any, our_fingerprint: str) -> str:
@@ -287,7 +333,7 @@ def _binding_claim(metadata: Any, our_fingerprint: str) -> str:
 
 def _record_dial(
     trace: HandshakeTrace, error: HandshakeError | None, ours: str, ms: float,
-    claim: str = "",
+    claim: str = "", matched: str = "",
 ) -> None:
     """Steps 2-5 as far as the probe call shows them (the TLS handshake is one event).
 
@@ -307,6 +353,7 @@ def _record_dial(
             break
         trace.add(step, "pass", detail)
     if tls_done:
-        trace.add(Step.PRESENT_SERVER_CERT, "pass", "server presented the pinned certificate")
+        trace.add(Step.PRESENT_SERVER_CERT, "pass", "server presented the pinned certificate"
+                  + (f" ({matched})" if matched else ""))
     if error is not None:
         trace.records.append(StepRecord(error.step, "fail", str(error), error.reason, ms))

@@ -10,6 +10,11 @@ cardinalities are wrapped. Handlers obtain the verified counterparty with
 
 The handlers it wraps receive raw bytes (:mod:`~trisa_peer.transport.raw`), so a refused
 caller's request is never parsed: the check runs first, the parse after it.
+
+Streaming calls are checked again during their life (issue 14): before every message
+and, while idle, every ``stream_recheck`` seconds (:mod:`.streamwatch`), so a stream
+opened before a revocation or before the end of a reissue grace is cut once its
+peer's cached decision expires.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from ..errors import HandshakeError
 from ..peerlimits import peer_limiter
 from .metadata import BINDING_METADATA
 from .status import abort, abort_unverified, status_for
+from .streamwatch import DEFAULT_STREAM_RECHECK, StreamWatch
 
 __all__ = [
     "BINDING_METADATA",
@@ -90,10 +96,32 @@ class PeerVerificationInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
     """Refuse every call whose peer fails steps 2-4; never reaches the servicer."""
 
     def __init__(
-        self, authenticator: PeerAuthenticator, controls: PeerControls | None = None
+        self, authenticator: PeerAuthenticator, controls: PeerControls | None = None,
+        *, stream_recheck: float = DEFAULT_STREAM_RECHECK,
     ) -> None:
         self.authenticator = authenticator
         self.limits = peer_limiter(controls)  # per-peer limits; None when none is set
+        #: re-checks the peers of open streams (:mod:`.streamwatch`)
+        self.streams = StreamWatch(stream_recheck)
+
+    def _recheck(self, context: grpc.ServicerContext) -> None:
+        """The peer decision again, during a stream (cached until it expires)."""
+        try:
+            peer = _authenticate(self.authenticator, context)
+        except HandshakeError as exc:
+            abort(context, exc)
+        setattr(context, _ATTR, peer)
+
+    def _rechecked(
+        self, requests: Iterator[Any], context: grpc.ServicerContext
+    ) -> Iterator[Any]:
+        """``requests``, re-checking the peer before each message is handed on."""
+        for request in requests:
+            self._recheck(context)
+            yield request
+
+    def _watched(self, context: grpc.ServicerContext) -> Callable[[], None]:
+        return self.streams.open(context, lambda: _authenticate(self.authenticator, context))
 
     def _check(self, context: grpc.ServicerContext, attest: bool = False) -> VerifiedPeer:
         try:
@@ -152,13 +180,21 @@ class PeerVerificationInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
 
             def stream_unary(requests: Iterator[Any], context: grpc.ServicerContext) -> Any:
                 check(context)
-                return inner_su(requests, context)
+                stop = self._watched(context)
+                try:
+                    return inner_su(self._rechecked(requests, context), context)
+                finally:
+                    stop()
 
             return grpc.stream_unary_rpc_method_handler(stream_unary, **kw)
         inner_ss = handler.stream_stream
 
         def stream_stream(requests: Iterator[Any], context: grpc.ServicerContext) -> Iterator[Any]:
             check(context)
-            yield from inner_ss(requests, context)
+            stop = self._watched(context)
+            try:
+                yield from inner_ss(self._rechecked(requests, context), context)
+            finally:
+                stop()
 
         return grpc.stream_stream_rpc_method_handler(stream_stream, **kw)

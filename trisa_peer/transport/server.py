@@ -160,8 +160,11 @@ class TrisaServer:
         self.authenticator.refusals = RefusalLimiter(interval=refusal_log_interval)
         self.refusals = RefusalLimiter(interval=refusal_log_interval)
         material.subscribe(self._rotated)
-        interceptors = ([PeerVerificationInterceptor(self.authenticator, controls)]
-                        if verify_peers else [])
+        #: the verifying interceptor (None in reference mode); its ``streams`` re-check
+        #: open streams (:mod:`.streamwatch`)
+        self.interceptor = (PeerVerificationInterceptor(self.authenticator, controls)
+                            if verify_peers else None)
+        interceptors = [self.interceptor] if self.interceptor is not None else []
         self.max_request_bytes = max_request_bytes
         self._server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="trisa"),
