@@ -9,6 +9,7 @@ issuance, real TLS on 127.0.0.1) with the grace and TTLs shortened by parameters
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import threading
 import time
@@ -21,6 +22,7 @@ from typing import Any
 
 import grpc
 import pytest
+from helpers import PKI
 from pki import MemoryDirectory, identity, pool, record_for
 
 from trisa_peer._pb.trisa.api.v1beta1 import api_pb2
@@ -35,6 +37,7 @@ from trisa_peer.directory.grace import (
     SUPERSEDED_METADATA,
     parse_grace,
     superseded_from_metadata,
+    superseded_in_grace,
 )
 from trisa_peer.directory.issuance import reissue
 from trisa_peer.errors import (
@@ -698,3 +701,35 @@ def test_reissue_flags_refused(net: SimulatedNetwork, capsys: pytest.CaptureFixt
     code, _, err = _gds(capsys, "reissue", "--id", net.nodes["alice"].vasp_id,
                           "--db", str(net.workdir / "gds.db"), *argv)
     assert code == 2 and message in err.strip().splitlines()[-1] and "Traceback" not in err
+
+
+def test_update_cert_starts_the_grace_like_a_planned_reissue(
+        trisa_peer_cli: Callable[..., Any], tmp_path: Path) -> None:
+    """`gds update-cert` (an operator's planned rotation) keeps the replaced certificate
+    acceptable for --grace; --grace 0 gives none (the twin); a revoked one gets none."""
+    from trisa_peer.directory.convert import serial_hex
+    from trisa_peer.directory.service import Directory
+    from trisa_peer.directory.store import SQLStore
+
+    db = str(tmp_path / "gds.db")
+    added = trisa_peer_cli("gds", "add", "--db", db, "--json", "--common-name",
+                           "bob.vasp.test", "--endpoint", "bob.vasp.test:443",
+                           "--cert", str(PKI / "bob.pem"))
+    assert added.returncode == 0, added.stderr
+    vasp_id = json.loads(added.stdout)["id"]
+
+    def in_grace() -> Any:
+        with Directory(SQLStore(db)) as directory:
+            current = bytes(directory.get(vasp_id).identity_certificate.serial_number)
+            return superseded_in_grace(directory, vasp_id, serial_hex(current))
+
+    out = trisa_peer_cli("gds", "update-cert", "--db", db, "--id", vasp_id,
+                         "--cert", str(PKI / "bob-reissued.pem"), "--grace", "2h")
+    assert out.returncode == 0, out.stderr
+    found = in_grace()
+    assert found is not None
+    assert timedelta(hours=1.9) < found[1] - datetime.now(UTC) <= timedelta(hours=2)
+    back = trisa_peer_cli("gds", "update-cert", "--db", db, "--id", vasp_id,
+                          "--cert", str(PKI / "bob.pem"), "--grace", "0")
+    assert back.returncode == 0, back.stderr
+    assert in_grace() is None

@@ -487,7 +487,8 @@ def _cmd_add(args: argparse.Namespace) -> int:
 def _cmd_update_cert(args: argparse.Namespace) -> int:
     certs = _load_certs(args.cert)
     with _directory(args) as directory:
-        return _show(args, directory, directory.update_certificate(args.id, certs))
+        return _show(args, directory, directory.update_certificate(args.id, certs,
+                                                                   grace=args.grace))
 
 
 def _cmd_revoke(args: argparse.Namespace) -> int:
@@ -863,6 +864,9 @@ def register(subparsers: Any) -> None:
                        help="replace the identity certificate of a record")
     vasp_id(p)
     p.add_argument("--cert", required=True)
+    p.add_argument("--grace", type=_grace_arg, metavar="DURATION",
+                   help="the replaced certificate stays acceptable this long (a planned "
+                   "rotation; e.g. 24h, 90m, 0; default 24h, or the serve's --reissue-grace)")
     p.set_defaults(func=_cmd_update_cert)
 
     p = sub.add_parser("revoke", parents=[common, db, sectigo],

@@ -693,15 +693,30 @@ class Directory:
         certificates: Sequence[x509.Certificate],
         *,
         source: str = "operator",
+        grace: timedelta | None = None,
     ) -> models_pb2.VASP:
-        """Replace the identity certificate (rotation); the old serial is kept as
-        superseded."""
+        """Replace the identity certificate (a planned rotation); the old serial is kept
+        as superseded and stays acceptable for binding for ``grace`` (default
+        :attr:`reissue_grace`; 0 for none), in the same commit. A revoked record's old
+        certificate gets no grace."""
+        from .grace import grace_changes
+
         vasp = self.get(vasp_id)
+        old = vasp.identity_certificate
+        old_serial = serial_hex(bytes(old.serial_number)) if old.serial_number else ""
+        old_revoked = old.revoked
         leaf, chain = pick_leaf(vasp.common_name, certificates)
         self.check_validity(leaf)
         record = self.install_certificate(vasp, leaf, chain)
         vasp.last_updated = self.now()
-        self.commit(Changes(vasp=vasp, certificates=[record]), what="update certificate")
+        span = grace if grace is not None else self.reissue_grace
+        changes = Changes(vasp=vasp, certificates=[record])
+        until = self.utcnow() + span if span > timedelta(0) else None
+        if old_serial and old_serial != record.id and until is not None and not old_revoked:
+            changes.secrets.update(grace_changes(vasp.id, old_serial, until).secrets)
+        else:
+            changes.secrets.update(grace_changes(vasp.id, "", None).secrets)
+        self.commit(changes, what="update certificate")
         log.info("VASP %s: identity certificate replaced by %s (%s)", vasp.id, record.id, source)
         return vasp
 
