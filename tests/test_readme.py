@@ -144,8 +144,15 @@ class Session:
     beside: list[Block] = field(default_factory=list)  # python blocks run beside it
 
 
+#: blocks annotated ``runbook``: one operator's session, run in order in one shell by
+#: tests/test_runbook.py ("Rotating a certificate")
+RUNBOOK: list[Block] = []
+
+
 def plan(blocks: list[Block]) -> tuple[list[Session], list[Block], list[str]]:
-    """(sessions, skipped blocks, problems): how every block is run."""
+    """(sessions, skipped blocks, problems): how every block is run (``runbook`` blocks
+    go to :data:`RUNBOOK` when ``blocks`` is the README's)."""
+    runbook: list[Block] = RUNBOOK if blocks is BLOCKS else []
     sessions: list[Session] = []
     skipped: list[Block] = []
     problems: list[str] = []
@@ -157,6 +164,8 @@ def plan(blocks: list[Block]) -> tuple[list[Session], list[Block], list[str]]:
         name = f"{block.number}-{block.section}"
         if note.startswith("skip (") and note.endswith(")"):
             skipped.append(block)
+        elif note == "runbook" and lang == "sh":
+            runbook.append(block)
         elif note == "deny-list" and lang == "":
             sessions.append(Session(name, "deny-list", [block]))
         elif note == "pytest" and lang == "python":
@@ -522,7 +531,9 @@ def test_every_block_is_run_or_listed_as_skipped() -> None:
     assert [(b.section, b.annotation) for b in SKIPPED_BLOCKS] == SKIPPED
     covered = sorted(b.number for s in SESSIONS for b in (*s.blocks, *s.beside))
     covered += [b.number for b in SKIPPED_BLOCKS]
+    covered += [b.number for b in RUNBOOK]  # run by tests/test_runbook.py
     assert sorted(covered) == [b.number for b in BLOCKS]
+    assert RUNBOOK and {b.section for b in RUNBOOK} >= {"(a) Planned reissue"}
     assert {s.kind for s in SESSIONS} >= {"shell", "terminal", "pytest", "deny-list"}
 
 
