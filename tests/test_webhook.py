@@ -71,6 +71,7 @@ class BackOffice:
         self.keys = keys
         self.answer = answer
         self.delay = 0.0
+        self.drip = 0.0  # seconds between the answer's bytes
         self.requests: list[dict[str, Any]] = []
         self.unsigned = 0
         office = self
@@ -97,7 +98,12 @@ class BackOffice:
                     if "Content-Length" not in headers:
                         self.send_header("Content-Length", str(len(body)))
                     self.end_headers()
-                    self.wfile.write(body)
+                    if not office.drip:
+                        self.wfile.write(body)
+                    for i in range(len(body) if office.drip else 0):
+                        self.wfile.write(body[i:i + 1])
+                        self.wfile.flush()
+                        time.sleep(office.drip)
                 except OSError:  # the node gave up (timeout): nothing to answer
                     pass
 
@@ -344,6 +350,16 @@ def test_slow_back_office_times_out_twice_and_a_prompt_one_answers(
     assert unavailable(handler(incoming()))
     assert len(office.requests) == 2  # one retry of a timed-out try
     office.delay = 0.0
+    assert handler(incoming()) == Accept()
+
+
+def test_a_dripping_answer_is_cut_at_the_total_timeout(
+        office: BackOffice, keys_file: Path) -> None:
+    """Each byte comes well within the socket timeout; the try as a whole does not."""
+    handler = make_handler(office.url, keys_file, timeout=0.5, attempts=1)
+    office.drip = 0.1  # 21 bytes: about 2 s
+    assert unavailable(handler(incoming()))
+    office.drip = 0.001
     assert handler(incoming()) == Accept()
 
 
@@ -600,7 +616,8 @@ def test_a_final_rejection_is_stored_and_the_retry_does_not_call_again(
 
 
 def test_send_through_the_network_accepts_rejects_and_pends(
-        net: Any, bob_webhook: tuple[BackOffice, Any]) -> None:
+        net: Any, bob_webhook: tuple[BackOffice, Any], tmp_path: Path,
+        trisa_peer_cli: Callable[..., Any]) -> None:
     office, node = bob_webhook
     decisions = iter([
         {"decision": "accept", "beneficiary": BENEFICIARY},
@@ -623,3 +640,88 @@ def test_send_through_the_network_accepts_rejects_and_pends(
     assert pending.state == "pending"
     assert [row.envelope_id for row in node.store.pending(direction="incoming")] == [
         pending.envelope_id]
+    # the pending one is resolved later by the operator; Bob's node delivers the decision
+    assert net.alice.node.store.initiated(pending.envelope_id).state == "pending"
+    done = trisa_peer_cli("transfers", "resolve", pending.envelope_id, "--db",
+                          str(tmp_path / "extra.db"), "--accept")
+    assert done.returncode == 0, done.stderr
+    assert net.wait_for_state(net.alice, pending.envelope_id, {"accepted"}) == "accepted"
+    assert len(office.requests) == 3  # resolving does not ask the back office again
+
+
+# ---------------------------------------------------------------- the document
+
+
+DOC = Path(__file__).resolve().parent.parent / "docs" / "webhook.md"
+
+
+def _doc_block(language: str) -> str:
+    text = DOC.read_text()
+    start = text.index(f"```{language}\n") + len(language) + 4
+    return text[start:text.index("```", start)]
+
+
+def test_the_documented_back_office_verifies_our_requests(tmp_path: Path) -> None:
+    """docs/webhook.md's example back office, run as written (port changed): accepts a
+    request signed with its key, answers 401 (-> unavailable) to another key."""
+    import subprocess
+    import sys
+
+    from trisa_peer.testing.network import free_port
+    port = free_port()
+    source = _doc_block("python").replace("8080", str(port))
+    (tmp_path / "office.py").write_text(source)
+    secret = "replace-with-32-or-more-random-characters"
+    good, bad = tmp_path / "good.keys", tmp_path / "bad.keys"
+    good.write_text(f"k1 {secret}\n")
+    bad.write_text(f"k1 {secret[:-1]}X\n")
+    for path in (good, bad):
+        path.chmod(0o600)
+    proc = subprocess.Popen([sys.executable, str(tmp_path / "office.py")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        url = f"http://127.0.0.1:{port}/"
+        for _ in range(200):  # until it listens
+            outcome = make_handler(url, good)(incoming())
+            if outcome == Accept():
+                break
+            time.sleep(0.05)
+        assert outcome == Accept()
+        assert unavailable(make_handler(url, bad)(incoming()))
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_the_documented_openssl_line_gives_our_signature() -> None:
+    import subprocess
+    keys = parse_keys(f"k1 {SECRET_A}")
+    body = b'{"decision":"x"}'
+    headers = sign(keys, body, 1_700_000_000)
+    line = next(x for x in DOC.read_text().splitlines() if "openssl dgst" in x)
+    out = subprocess.run(["sh", "-c", line],
+                         env={"TS": "1700000000", "BODY": body.decode(), "SECRET": SECRET_A,
+                              "PATH": os.environ["PATH"]},
+                         capture_output=True, text=True, check=True).stdout
+    assert out.split()[-1] == headers[SIGNATURE_HEADER].removeprefix("v1=")
+    tampered = sign(keys, body + b" ", 1_700_000_000)
+    assert out.split()[-1] != tampered[SIGNATURE_HEADER].removeprefix("v1=")
+
+
+def test_webhook_code_loads_only_with_webhook(keys_file: Path) -> None:
+    import subprocess
+    import sys
+    code = ("import sys, argparse\n"
+            "from trisa_peer.cli import main, node, webhook_args\n"
+            "p = argparse.ArgumentParser(); p.add_argument('--policy')\n"
+            "webhook_args.add_webhook_args(p)\n"
+            "argv = sys.argv[1:]\n"
+            "webhook_args.webhook_handler(p.parse_args(argv))\n"
+            "print('trisa_peer.network.webhook' in sys.modules, 'http.client' in sys.modules)")
+    plain = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                           check=True).stdout.split()
+    hooked = subprocess.run([sys.executable, "-c", code, "--webhook", "http://127.0.0.1:9/",
+                             "--webhook-secret-file", str(keys_file)],
+                            capture_output=True, text=True, check=True).stdout.split()
+    assert plain == ["False", "False"]
+    assert hooked == ["True", "True"]
