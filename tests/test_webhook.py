@@ -584,22 +584,42 @@ def bob_webhook(net: Any, tmp_path: Path, keys_file: Path,
         _restore(net, node)
 
 
-def test_back_office_down_then_up_retry_calls_again_with_attempt_2(
-        net: Any, bob_webhook: tuple[BackOffice, Any]) -> None:
-    office, node = bob_webhook
+@pytest.fixture
+def bob_webhook_db(net: Any, db_location: str, keys_file: Path,
+                   office: BackOffice) -> Iterator[tuple[BackOffice, Any]]:
+    """Bob with the webhook on SQLite and on PostgreSQL (the claim rules of both)."""
+    node = _extra_node(net, db_location, "bob", make_handler(office.url, keys_file,
+                                                             timeout=1.0))
+    try:
+        yield office, node
+    finally:
+        _restore(net, node)
+
+
+def test_back_office_down_then_up_retry_calls_again_with_attempt_plus_1(
+        net: Any, bob_webhook_db: tuple[BackOffice, Any]) -> None:
+    office, node = bob_webhook_db
     office.answer = json_answer({"error": "down"}, status=503)
-    envelope = seal(payload_for("alice.vasp.test", "bob.vasp.test"), bob_key(net))
+    payload = payload_for("alice.vasp.test", "bob.vasp.test")
+    envelope = seal(payload, bob_key(net))
     first = stub(net).Transfer(envelope, timeout=10)
     error = envelope_error(first)
     assert error is not None and (error.code, error.retry) == UNAVAILABLE
     assert [r.kind for r in node.store.exchange(envelope.id)] == ["request"]  # no reply kept
+    # the originator re-seals the same message (fresh keys, other bytes): still down
+    resealed = seal(payload, bob_key(net), envelope_id=envelope.id)
+    error = envelope_error(stub(net).Transfer(resealed, timeout=10))
+    assert error is not None and (error.code, error.retry) == UNAVAILABLE
     office.answer = ACCEPT
-    second = stub(net).Transfer(envelope, timeout=10)
-    assert envelope_error(second) is None
+    last = stub(net).Transfer(envelope, timeout=10)
+    assert envelope_error(last) is None
+    key = office.requests[0]["idempotency_key"]
+    # two tries per call (503 is retried once), the handler's attempt grows per call
     assert [(r["attempt"], r["idempotency_key"]) for r in office.requests] == [
-        (1, office.requests[0]["idempotency_key"])] * 2 + [
-        (2, office.requests[0]["idempotency_key"])]
+        (1, key), (1, key), (2, key), (2, key), (3, key)]
     assert [r.state for r in node.store.exchange(envelope.id)] == ["accepted", "accepted"]
+    assert stub(net).Transfer(envelope, timeout=10) == last  # now final: from the store
+    assert len(office.requests) == 5
 
 
 def test_a_final_rejection_is_stored_and_the_retry_does_not_call_again(
