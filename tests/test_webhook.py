@@ -340,6 +340,18 @@ def test_repair_takes_a_repair_code_and_a_non_repair_code_is_refused(
     assert unavailable(handler(incoming()))
 
 
+def test_a_payload_type_the_node_cannot_show_is_rejected_without_a_call(
+        office: BackOffice, keys_file: Path) -> None:
+    handler = make_handler(office.url, keys_file)
+    inc = incoming()
+    inc.payload.transaction.type_url = "type.googleapis.com/example.Unknown"
+    assert handler(inc) == Reject(Code.UNPARSEABLE_TRANSACTION, "the payload holds a message "
+                                  "type this beneficiary cannot read")
+    assert office.requests == []
+    assert handler(incoming()) == Accept()  # the same with a known type is asked
+    assert len(office.requests) == 1
+
+
 # ------------------------------------------------------------------- failures
 
 
@@ -745,3 +757,49 @@ def test_webhook_code_loads_only_with_webhook(keys_file: Path) -> None:
                             capture_output=True, text=True, check=True).stdout.split()
     assert plain == ["False", "False"]
     assert hooked == ["True", "True"]
+
+
+# ---------------------------------------------------------- a real serve process
+
+
+@pytest.mark.slow
+def test_real_serve_process_asks_the_back_office(
+        tmp_path: Path, keys_file: Path, office: BackOffice,
+        trisa_peer_cli: Callable[..., Any]) -> None:
+    from datetime import datetime as _dt
+
+    from google.protobuf import json_format
+    from test_node_cli import Setup
+
+    from trisa_peer.testing.cast import BOOK
+    from trisa_peer.testing.policies import originator_payload
+
+    setup = Setup(tmp_path)
+    try:
+        bob = setup.serve("--listen", f"127.0.0.1:{setup.bob_port}", "--db",
+                          str(tmp_path / "bob.db"), "--webhook", office.url,
+                          "--webhook-secret-file", str(keys_file), *setup.identity_args("bob"))
+        payload = originator_payload(BOOK.wallets_of("alice.vasp.test")[1],
+                                     BOOK.wallets_of("bob.vasp.test")[0], sent_at=_dt.now(UTC))
+        path = tmp_path / "payload.json"
+        path.write_text(json_format.MessageToJson(payload, preserving_proto_field_name=True))
+        send = ("send", "--to", "bob.vasp.test", "--payload", str(path),
+                *setup.identity_args("alice"))
+        sent = trisa_peer_cli(*send)
+        assert sent.returncode == 0, sent.stderr
+        assert json.loads(sent.stdout)["state"] == "accepted"
+        office.answer = json_answer({"decision": "reject", "code": "HIGH_RISK",
+                                     "message": BACKOFFICE_TEXT})
+        refused = trisa_peer_cli(*send)
+        assert refused.returncode == 3  # send's exit code for a TRISA rejection
+        shown = json.loads(refused.stdout)
+        assert (shown["state"], shown["error"]["code"]) == ("rejected", "HIGH_RISK")
+        assert shown["error"]["message"] == BACKOFFICE_TEXT  # sent to the originator only
+        assert len(office.requests) == 2
+        assert office.requests[0]["peer"]["common_name"] == "alice.vasp.test"
+    finally:
+        setup.close()
+    assert bob.stderr is not None
+    log = bob.stderr.read()
+    assert "decision=accept" in log and "decision=reject" in log
+    assert BACKOFFICE_TEXT not in log
