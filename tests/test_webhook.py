@@ -376,11 +376,26 @@ def test_a_dripping_answer_is_cut_at_the_total_timeout(
 
 
 def test_back_office_down_is_unavailable_and_up_accepts(keys_file: Path) -> None:
-    server = BackOffice(parse_keys(f"new {SECRET_B}"))
-    url = server.url
-    assert make_handler(url, keys_file)(incoming()) == Accept()
-    server.close()
-    assert unavailable(make_handler(url, keys_file)(incoming()))
+    from trisa_peer import events
+
+    class Calls(events.Listener):
+        def __init__(self) -> None:
+            self.seen: list[str] = []
+
+        def webhook_call(self, outcome: str, seconds: float) -> None:
+            self.seen.append(outcome)
+
+    calls = Calls()
+    unsubscribe = events.subscribe(calls)
+    try:
+        server = BackOffice(parse_keys(f"new {SECRET_B}"))
+        url = server.url
+        assert make_handler(url, keys_file)(incoming()) == Accept()
+        server.close()
+        assert unavailable(make_handler(url, keys_file)(incoming()))
+    finally:
+        unsubscribe()
+    assert calls.seen == ["accept", "unreachable", "unreachable"]  # each try, for metrics
 
 
 def test_wrong_signature_key_gets_401_and_unavailable(keys_file: Path, tmp_path: Path) -> None:
@@ -610,11 +625,28 @@ def bob_webhook_db(net: Any, db_location: str, keys_file: Path,
 
 def test_back_office_down_then_up_retry_calls_again_with_attempt_plus_1(
         net: Any, bob_webhook_db: tuple[BackOffice, Any]) -> None:
+    from trisa_peer import events
+
+    class Transfers(events.Listener):
+        def __init__(self) -> None:
+            self.seen: list[tuple[str, str, int]] = []
+
+        def transfer(self, direction: str, state: str, code: int, seconds: float) -> None:
+            self.seen.append((direction, state, code))
+
     office, node = bob_webhook_db
     office.answer = json_answer({"error": "down"}, status=503)
     payload = payload_for("alice.vasp.test", "bob.vasp.test")
     envelope = seal(payload, bob_key(net))
-    first = stub(net).Transfer(envelope, timeout=10)
+    transfers = Transfers()
+    unsubscribe = events.subscribe(transfers)
+    try:
+        first = stub(net).Transfer(envelope, timeout=10)
+    finally:
+        unsubscribe()
+    # seen by metrics and logs as a claimed (undecided) transfer, not a rejection
+    assert ("incoming", "claimed", Code.UNAVAILABLE) in transfers.seen
+    assert not any(state == "repair" for _d, state, _c in transfers.seen)
     error = envelope_error(first)
     assert error is not None and (error.code, error.retry) == UNAVAILABLE
     assert [r.kind for r in node.store.exchange(envelope.id)] == ["request"]  # no reply kept

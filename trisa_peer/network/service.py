@@ -402,6 +402,7 @@ class Exchange:
                 log.info("peer=%s envelope=%s handler could not decide now; not stored",
                          peer_text(cn), peer_text(eid))
                 assert isinstance(outcome, Reject)
+                events.transfer("incoming", "claimed", outcome.code, peer=cn, envelope_id=eid)
                 return reject(eid, outcome.code, outcome.message, retry=True)
             return self._outcome(req, incoming, outcome)
         finally:

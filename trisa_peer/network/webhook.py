@@ -49,6 +49,7 @@ from urllib.parse import urlsplit
 
 from google.protobuf import any_pb2, json_format
 
+from .. import events
 from .._pb.ivms101 import enum_pb2, identity_pb2, ivms101_pb2
 from .._pb.trisa.api.v1beta1 import api_pb2, errors_pb2
 from .._pb.trisa.data.generic.v1beta1 import transaction_pb2  # noqa: F401 - Any types
@@ -91,12 +92,15 @@ _FIELDS = {
 
 
 class _Failed(Exception):
-    """One try failed; ``reason`` is our own words (never the back office's text)."""
+    """One try failed; ``reason`` is our own words (never the back office's text);
+    ``kind`` its :data:`~trisa_peer.events.WEBHOOK_OUTCOMES` name."""
 
-    def __init__(self, reason: str, *, transient: bool = False) -> None:
+    def __init__(self, reason: str, *, transient: bool = False,
+                 kind: str = "bad-answer") -> None:
         super().__init__(reason)
         self.reason = reason
         self.transient = transient
+        self.kind = kind
 
 
 # ------------------------------------------------------------------------- target
@@ -392,17 +396,20 @@ class WebhookHandler:
                           "the payload holds a message type this beneficiary cannot read")
         body = json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
         for attempt in range(1, self.config.attempts + 1):
+            started = time.monotonic()
             try:
                 outcome = decide(self._post(body), incoming, self.clock())
             except _Failed as failed:
+                events.webhook_call(failed.kind, time.monotonic() - started)
                 log.warning("webhook envelope=%s attempt=%d try=%d/%d failed: %s", eid,
                             incoming.attempt, attempt, self.config.attempts, failed.reason)
                 if failed.transient and attempt < self.config.attempts:
                     time.sleep(_BACKOFF)
                     continue
                 return Reject(Code.UNAVAILABLE, _UNAVAILABLE, retry=True)
-            log.info("webhook envelope=%s attempt=%d decision=%s", eid, incoming.attempt,
-                     type(outcome).__name__.lower())
+            name = type(outcome).__name__.lower()
+            events.webhook_call(name, time.monotonic() - started)
+            log.info("webhook envelope=%s attempt=%d decision=%s", eid, incoming.attempt, name)
             return outcome
         return Reject(Code.UNAVAILABLE, _UNAVAILABLE, retry=True)  # attempts < 1
 
@@ -444,7 +451,7 @@ class WebhookHandler:
                 raise _Failed(f"HTTP status {response.status}"
                               + (" (redirects are not followed)"
                                  if 300 <= response.status < 400 else ""),
-                              transient=response.status in _RETRY_STATUS)
+                              transient=response.status in _RETRY_STATUS, kind="error")
             ctype = (response.getheader("Content-Type") or "").lower().replace(" ", "")
             if ctype not in ("application/json", "application/json;charset=utf-8"):
                 raise _Failed("answer content type is not application/json")
@@ -455,19 +462,21 @@ class WebhookHandler:
             if len(answer) > MAX_ANSWER:
                 raise _Failed(f"answer larger than {MAX_ANSWER} bytes")
             if expired.is_set():
-                raise _Failed("no answer in time", transient=True)
+                raise _Failed("no answer in time", transient=True, kind="timeout")
             return answer
         except _Failed:
             raise
         except (OSError, http.client.HTTPException) as exc:
             if expired.is_set() or isinstance(exc, TimeoutError):
                 raise _Failed(f"no answer within {self.config.timeout:g} s",
-                              transient=True) from exc
+                              transient=True, kind="timeout") from exc
             if isinstance(exc, ssl.SSLError):
-                raise _Failed(f"TLS failed ({exc.reason or type(exc).__name__})") from exc
+                raise _Failed(f"TLS failed ({exc.reason or type(exc).__name__})",
+                              kind="unreachable") from exc
             what = exc.strerror if isinstance(exc, OSError) and exc.strerror else \
                 type(exc).__name__
-            raise _Failed(f"cannot reach the back office ({what})", transient=True) from exc
+            raise _Failed(f"cannot reach the back office ({what})", transient=True,
+                          kind="unreachable") from exc
         finally:
             timer.cancel()
             conn.close()
