@@ -41,6 +41,7 @@ from .options import (
     resolve_map,
     seconds_flag,
 )
+from .webhook_args import add_webhook_args, webhook_handler
 
 __all__ = ["print_pending", "register", "register_transfers"]
 
@@ -122,6 +123,7 @@ def register(sub: Any) -> None:
     _add_control_args(serve)
     add_api_args(serve)
     add_metrics_args(serve)
+    add_webhook_args(serve)
     serve.set_defaults(func=_serve)
 
     check = sub.add_parser(
@@ -320,7 +322,7 @@ def _node(args: argparse.Namespace, *, listen: str, policy: str, controls: Any =
         material,
         directory,
         store=store,
-        handler=_handler(policy, common_name),
+        handler=getattr(args, "webhook_handler", None) or _handler(policy, common_name),
         listen=listen,
         resolve=resolve_map(args.resolve),
         handshake_timeout=getattr(args, "handshake_timeout", None),
@@ -377,6 +379,7 @@ def _serve(args: argparse.Namespace) -> int:
                  defaults=_SERVE_DEFAULTS)
     require(args, "listen")
     check_api_args(args)
+    args.webhook_handler = webhook_handler(args)  # checked before anything starts
     # One line per accept/reject decision is part of what an operator runs this for.
     logging.getLogger("trisa_peer").setLevel(logging.INFO if not args.verbose else logging.DEBUG)
     files = raise_open_files_limit()  # what an attacker's idle connections would exhaust
@@ -412,7 +415,8 @@ def _serve_one(args: argparse.Namespace, files: str, *, worker: Any = None,
                **node_kw: Any) -> int:
     listen = worker.listen if worker is not None else args.listen
     fresh_db = _fresh_sqlite_file(args.db)
-    node = _node(args, listen=listen, policy=args.policy or DEFAULT_POLICY,
+    policy = args.policy or ("webhook" if args.webhook else DEFAULT_POLICY)
+    node = _node(args, listen=listen, policy=policy,
                  controls=_controls(args), **node_kw)
     stop_metrics: Callable[[], None] = lambda: None  # noqa: E731
     try:
@@ -436,8 +440,8 @@ def _serve_one(args: argparse.Namespace, files: str, *, worker: Any = None,
     signal.signal(signal.SIGHUP, hangup)
     logging.getLogger("trisa_peer.limits").info("%s", files)
     print(f"trisa-peer: {node.common_name} serving on port {port} "
-          f"(policy {args.policy or DEFAULT_POLICY})", flush=True)
-    if (args.policy or DEFAULT_POLICY) == "review":
+          f"(policy {policy})", flush=True)
+    if policy == "review":
         logging.getLogger("trisa_peer.network").warning(
             "no decision hook configured (--policy): every incoming transfer is held as "
             "pending for review; decide with 'trisa-peer transfers resolve --id ID --db %s'",

@@ -25,6 +25,9 @@ For every incoming envelope, in order:
    :data:`~trisa_peer.network.handler.Handler` decides, given an idempotency key and
    the attempt number; the reply is committed after it returns. A crash in between
    runs the handler again on the retry with attempt + 1 (at least once, with a key).
+   A handler answering ``Reject(UNAVAILABLE, retry=True)`` (it cannot decide now) gets
+   that rejection sent but not stored: the claim stays unfinished, so the retry runs the
+   handler again with attempt + 1, like after a crash.
 
 The reply is sealed with the peer's key and stored (committed) before it is returned.
 TRISA rejections travel inside envelopes with gRPC status OK; only a store failure makes
@@ -124,6 +127,12 @@ def _continues(earlier_state: str, transfer_state: int) -> bool:
         return True
     return earlier_state in ("pending", "accepted") and transfer_state in (
         TS.ACCEPTED, TS.COMPLETED)
+
+
+def _transient(outcome: object) -> bool:
+    """A handler's UNAVAILABLE with ``retry`` (e.g. the webhook's back office is down) is
+    "ask me again", not a decision: it is answered but never stored as the final reply."""
+    return isinstance(outcome, Reject) and outcome.retry and outcome.code == Code.UNAVAILABLE
 
 
 def payload_digest(payload: api_pb2.Payload) -> str:
@@ -386,6 +395,15 @@ class Exchange:
                               peer_text(eid))
                 outcome = Reject(Code.INTERNAL_ERROR,
                                  "the beneficiary could not process the transfer")
+            if _transient(outcome):
+                # Not a decision: nothing is stored as the reply, the claim stays
+                # unfinished, and the originator's retry runs the handler again with
+                # attempt + 1 and the same idempotency key.
+                log.info("peer=%s envelope=%s handler could not decide now; not stored",
+                         peer_text(cn), peer_text(eid))
+                assert isinstance(outcome, Reject)
+                events.transfer("incoming", "claimed", outcome.code, peer=cn, envelope_id=eid)
+                return reject(eid, outcome.code, outcome.message, retry=True)
             return self._outcome(req, incoming, outcome)
         finally:
             self.store.release(claim)
