@@ -62,6 +62,11 @@ fixtures: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/run.py
 
+# bench plus the size figures S1 (1,000,000 stored transfers) and S2 (100,000 directory
+# records, and db copy of them): about 20 minutes more
+bench-scale: $(STAMP)
+	$(BIN)/python bench/run.py --scale
+
 # The reliability suite (hostile peers, crashes, outages; loopback only, bounded): prints
 # each case's figures against its targets, writes soak/results.json, exit 1 on a miss.
 # tests/test_soak.py runs every case at a small scale with the same assertions.

@@ -19,9 +19,11 @@ B5  RSS of a node process holding 10,000 cached peer decisions.
 B6  TransferStream envelopes/s / unary Transfer envelopes/s.
 B7  Transfer round trips/s with Bob on the PostgreSQL store / on SQLite (durable both).
 B8  Round trips/s with ``serve --workers 2`` / the RSA bound (bench/b8_workers.py).
-B10 ``transfers list`` (latest 100; a peer's latest 20) at 1,000,000 stored transfers,
+Size figures (``--scale``, ``make bench-scale``; minutes each, so not in ``make bench``):
+
+S1  ``transfers list`` (latest 100; a peer's latest 20) at 1,000,000 stored transfers,
     both backends, on a generated history (bench/b_history.py).
-B11 directory import (Directory.add) of 100,000 records / of 10,000, and db copy of
+S2  directory import (Directory.add) of 100,000 records / of 10,000, and db copy of
     them to the other backend, both backends (bench/b_import.py); target <= 12.
 B9  Alice and Charlie -> two Bob replicas behind HAProxy (TLS passthrough, one
     PostgreSQL store) / the same senders -> one replica directly (report).
@@ -82,10 +84,10 @@ TARGETS = {  # key: (comparison, target)
     "b5_rss_mb": ("<=", 150.0),
     "b7_ratio": (">=", 0.85),
     "b8_ratio": (">=", 0.8),
-    "b10_list_100_ms": ("<=", 20.0),
-    "b10_peer_20_ms": ("<=", 20.0),
-    "b11_import_ratio": ("<=", 12.0),
-    "b11_copy_ratio": ("<=", 12.0),
+    "s1_list_100_ms": ("<=", 20.0),
+    "s1_peer_20_ms": ("<=", 20.0),
+    "s2_import_ratio": ("<=", 12.0),
+    "s2_copy_ratio": ("<=", 12.0),
 }
 
 NPROC = os.cpu_count() or 1
@@ -824,20 +826,20 @@ class Bench:
         self.results["b8_ratio"] = out["b8_ratio"]
         self.results["b8_detail"] = {k: v for k, v in out.items() if k != "b8_ratio"}
 
-    def b10(self) -> None:
-        say("B10 transfers list at 1,000,000 stored transfers (latest 100, a peer's latest "
+    def s1(self) -> None:
+        say("S1 transfers list at 1,000,000 stored transfers (latest 100, a peer's latest "
             "20), both backends, bench/b_history.py (a generated history)")
         rows = self.script("b_history.py", "--n", "100000", "--n", "1000000",
                            "--budget", "420", timeout=1200)
         top = [r for r in rows if r["transfers"] == 1_000_000]
         if len(top) != 2:
             raise RuntimeError(f"b_history measured 1,000,000 on {len(top)} backend(s) only")
-        self.results["b10_list_100_ms"] = max(r["latest_100_ms"] for r in top)
-        self.results["b10_peer_20_ms"] = max(r["peer_latest_20_ms"] for r in top)
-        self.results["b10_detail"] = rows
+        self.results["s1_list_100_ms"] = max(r["latest_100_ms"] for r in top)
+        self.results["s1_peer_20_ms"] = max(r["peer_latest_20_ms"] for r in top)
+        self.results["s1_detail"] = rows
 
-    def b11(self) -> None:
-        say("B11 directory import of 100,000 records / of 10,000 (and db copy of them), "
+    def s2(self) -> None:
+        say("S2 directory import of 100,000 records / of 10,000 (and db copy of them), "
             "both backends, bench/b_import.py")
         out = self.script("b_import.py", timeout=3600)
         ratios = [out[b]["ratio"] for b in ("sqlite", "postgresql") if "ratio" in out.get(b, {})]
@@ -845,9 +847,9 @@ class Bench:
                   if "copy_ratio" in out.get(b, {})]
         if len(ratios) != 2 or len(copies) != 2:
             raise RuntimeError(f"b_import gave ratios {ratios} and copy ratios {copies}")
-        self.results["b11_import_ratio"] = max(ratios)
-        self.results["b11_copy_ratio"] = max(copies)
-        self.results["b11_detail"] = out
+        self.results["s2_import_ratio"] = max(ratios)
+        self.results["s2_copy_ratio"] = max(copies)
+        self.results["s2_detail"] = out
 
 # --------------------------------------------------------------------------- report
 
@@ -889,14 +891,14 @@ def table(r: dict[str, Any]) -> str:
         ("B9 2 replicas+HAProxy / direct", "b9_ratio",
          f"{d['b9'].get('two_replicas_rate', 'n/a')} rt/s",
          f"{d['b9'].get('one_replica_rate', 'n/a')} rt/s", "b9_ratio"),
-        ("B10 list latest 100, 1M stored", "b10_list_100_ms",
-         f"{r.get('b10_list_100_ms', 'n/a')} ms", "slower backend", "b10_list_100_ms"),
-        ("B10 a peer's latest 20, 1M", "b10_peer_20_ms",
-         f"{r.get('b10_peer_20_ms', 'n/a')} ms", "slower backend", "b10_peer_20_ms"),
-        ("B11 import 100k / 10k records", "b11_import_ratio", "100k records", "10k records",
-         "b11_import_ratio"),
-        ("B11 db copy 100k / 10k records", "b11_copy_ratio", "100k records", "10k records",
-         "b11_copy_ratio"),
+        ("S1 list latest 100, 1M stored", "s1_list_100_ms",
+         f"{r.get('s1_list_100_ms', 'n/a')} ms", "slower backend", "s1_list_100_ms"),
+        ("S1 a peer's latest 20, 1M", "s1_peer_20_ms",
+         f"{r.get('s1_peer_20_ms', 'n/a')} ms", "slower backend", "s1_peer_20_ms"),
+        ("S2 import 100k / 10k records", "s2_import_ratio", "100k records", "10k records",
+         "s2_import_ratio"),
+        ("S2 db copy 100k / 10k records", "s2_copy_ratio", "100k records", "10k records",
+         "s2_copy_ratio"),
     ]
     head = f"| {'figure':<31} | {'value':>14} | {'baseline':>18} | {'ratio':>7} | " \
            f"{'target':>7} | {'result':<6} |"
@@ -904,7 +906,7 @@ def table(r: dict[str, Any]) -> str:
     for label, key, value, base, ratio_key in rows:
         raw = r.get(ratio_key)
         shown = f"{raw:.3f}" if isinstance(raw, (int, float)) else "n/a"
-        if ratio_key in ("b4_search_p50_ms", "b5_rss_mb", "b10_list_100_ms", "b10_peer_20_ms"):
+        if ratio_key in ("b4_search_p50_ms", "b5_rss_mb", "s1_list_100_ms", "s1_peer_20_ms"):
             shown = "-"
         op_target = TARGETS.get(key)
         target = f"{op_target[0]} {op_target[1]:g}" if op_target else "report"
@@ -920,6 +922,9 @@ def main() -> int:
     parser.add_argument("--experiments", action="store_true",
                         help="also run the B1 variants behind the proposed fixes")
     parser.add_argument("--out", default=str(HERE / "results.json"))
+    parser.add_argument("--scale", action="store_true",
+                        help="also run S1 and S2 (1,000,000 stored transfers; 100,000 "
+                        "directory records; about 20 minutes)")
     parser.add_argument("--only", default="", help="comma list of b1..b9 (debugging)")
     args = parser.parse_args()
     only = set(filter(None, args.only.lower().split(",")))
@@ -943,10 +948,12 @@ def main() -> int:
         if want("b4") or want("b5"):
             steps.insert(0, ("pki", bench.make_pki))
         steps += [("b4", bench.b4), ("b5", bench.b5), ("b7", bench.b7), ("b9", bench.b9),
-                  ("b8", bench.b8), ("b10", bench.b10), ("b11", bench.b11)]
+                  ("b8", bench.b8), ("s1", bench.s1), ("s2", bench.s2)]
         for name, step in steps:
             if name == "b1x" and not want("b1"):
                 continue
+            if name in ("s1", "s2") and not (args.scale or name in only):
+                continue  # minutes each: `make bench-scale` (--scale) runs them
             if name != "pki" and name != "b1x" and not want(name) and not (
                     name == "b1" and want("b6")):
                 continue
@@ -962,7 +969,7 @@ def main() -> int:
     ordered = {k: results[k] for k in (
         "b1_rate", "b1_bound", "b1_ratio", "b2_ratio", "b3_ratio", "b4_lookup_ratio",
         "b4_search_p50_ms", "b5_rss_mb", "b6_ratio", "b7_ratio", "b8_ratio", "b9_ratio",
-        "b10_list_100_ms", "b10_peer_20_ms", "b11_import_ratio", "b11_copy_ratio")
+        "s1_list_100_ms", "s1_peer_20_ms", "s2_import_ratio", "s2_copy_ratio")
         if k in results}
     ordered.update({k: v for k, v in results.items() if k not in ordered})
     Path(args.out).write_text(json.dumps(ordered, indent=2) + "\n")
