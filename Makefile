@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed
 # pytest-xdist workers: `auto` is one per core; `make test PYTEST_WORKERS=0` runs serially.
 PYTEST_WORKERS ?= auto
 
-.PHONY: all install demo test test-fast lint typecheck pytest protos protos-check config-ref fixtures bench soak clean
+.PHONY: all install demo test test-fast lint typecheck pytest protos protos-check config-ref fixtures bench bench-scale soak clean
 
 all: test
 
