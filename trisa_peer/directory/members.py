@@ -38,8 +38,8 @@ from cryptography import x509
 from ..errors import CertificateError, ConfigurationError, TrisaPeerError
 from ..limits import server_options
 from ..logtext import peer_text
-from ..netutil import bind_problem
 from ..sectigo.client import SectigoClient
+from ..transport.listen import listen_and_start
 from ..transport.status import abort, directory_error, rpc_status
 from .issuance import renew
 from .service import Directory
@@ -118,23 +118,11 @@ class MembersServer:
             MEMBERS_SERVICE, {"RenewCertificate": grpc.unary_unary_rpc_method_handler(self._renew)}
         )
         server.add_generic_rpc_handlers((handler,))
-        problem = bind_problem(self.listen)
-        if problem is not None:
-            server.stop(None)
-            raise ConfigurationError(f"cannot listen on {self.listen}: {problem}")
         cert_pem, key_pem = self.tls
         creds = grpc.ssl_server_credentials(
             [(key_pem, cert_pem)], root_certificates=self.client_ca, require_client_auth=True
         )
-        try:
-            port = server.add_secure_port(self.listen, creds)
-        except RuntimeError as exc:
-            server.stop(None)
-            raise ConfigurationError(f"cannot listen on {self.listen}: {exc}") from exc
-        if not port:
-            server.stop(None)
-            raise ConfigurationError(f"cannot listen on {self.listen}")
-        server.start()
+        port = listen_and_start(server, self.listen, creds)
         self._server = server
         self.port = int(port)
         log.info("directory members endpoint (mTLS) listening on port %d", self.port)

@@ -41,8 +41,9 @@ from ..csr import CSR_METADATA
 from ..errors import CertificateError, ConfigurationError, StoreError, TrisaPeerError
 from ..limits import server_options
 from ..logtext import RefusalLimiter
-from ..netutil import bind_problem, split_host_port
+from ..netutil import split_host_port
 from ..sectigo.client import SectigoClient
+from ..transport.listen import listen_and_start
 from ..transport.raw import add_raw_servicer
 from ..transport.requestlog import RequestLog
 from ..transport.status import abort
@@ -263,24 +264,11 @@ class DirectoryServer:
         names = (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME)
         raw(reflection_pb2_grpc.add_ServerReflectionServicer_to_server,
             reflection.ReflectionServicer(names))
-        problem = bind_problem(self.listen)
-        if problem is not None:
-            server.stop(None)
-            raise ConfigurationError(f"cannot listen on {self.listen}: {problem}")
-        try:
-            if self.tls is None:
-                port = server.add_insecure_port(self.listen)
-            else:
-                cert_pem, key_pem = self.tls
-                creds = grpc.ssl_server_credentials([(key_pem, cert_pem)])
-                port = server.add_secure_port(self.listen, creds)
-        except RuntimeError as exc:
-            server.stop(None)
-            raise ConfigurationError(f"cannot listen on {self.listen}: {exc}") from exc
-        if not port:
-            server.stop(None)
-            raise ConfigurationError(f"cannot listen on {self.listen}")
-        server.start()
+        creds = None
+        if self.tls is not None:
+            cert_pem, key_pem = self.tls
+            creds = grpc.ssl_server_credentials([(key_pem, cert_pem)])
+        port = listen_and_start(server, self.listen, creds)
         self._server = server
         self.port = int(port)
         log.info("directory listening on %s", self.endpoint)

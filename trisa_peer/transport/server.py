@@ -37,15 +37,14 @@ from .._pb.trisa.api.v1beta1 import api_pb2, api_pb2_grpc
 from ..authenticate import PeerAuthenticator
 from ..clock import Clock, utcnow
 from ..controls import PeerControls
-from ..errors import ConfigurationError
 from ..limits import server_options
 from ..logtext import RefusalLimiter
-from ..netutil import bind_problem
 from ..records import DirectoryLookup
 from ..reload import DEFAULT_RELOAD_INTERVAL, ExpiryWatch, Poller, expiry_problem
 from ..verify import ChainVerifier
 from .identity import Material
 from .interceptor import PeerVerificationInterceptor
+from .listen import listen_and_start
 from .material import MaterialSource, StaticMaterial
 from .raw import REFUSAL_LOG_INTERVAL, add_raw_servicer
 
@@ -233,16 +232,7 @@ class TrisaServer:
         creds = grpc.dynamic_ssl_server_credentials(
             self._config(material), self._fetch, require_client_authentication=True
         )
-        problem = bind_problem(self.listen)
-        if problem is not None:
-            raise ConfigurationError(f"cannot listen on {self.listen}: {problem}")
-        try:
-            self.port = self._server.add_secure_port(self.listen, creds)
-        except RuntimeError as exc:
-            raise ConfigurationError(f"cannot listen on {self.listen}: {exc}") from exc
-        if not self.port:
-            raise ConfigurationError(f"cannot listen on {self.listen}")
-        self._server.start()
+        self.port = listen_and_start(self._server, self.listen, creds)
         log.info("TRISA endpoint %s listening on port %d", material.identity.common_name, self.port)
         self._poller.start()
         return self.port
