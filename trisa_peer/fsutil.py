@@ -10,12 +10,20 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import tempfile
 from pathlib import Path
 
 from .errors import ConfigurationError
 
-__all__ = ["PRIVATE_MODE", "PUBLIC_MODE", "atomic_write", "create_private", "write_private"]
+__all__ = [
+    "PRIVATE_MODE",
+    "PUBLIC_MODE",
+    "atomic_write",
+    "create_private",
+    "read_private_text",
+    "write_private",
+]
 
 PRIVATE_MODE = 0o600
 PUBLIC_MODE = 0o644
@@ -74,3 +82,19 @@ def create_private(path: str | os.PathLike[str]) -> None:
     except OSError as exc:
         raise ConfigurationError(f"{path}: cannot create: {exc.strerror}") from exc
     os.close(fd)
+
+
+def read_private_text(path: str | os.PathLike[str], what: str) -> str:
+    """The UTF-8 text of a secret file (a password, tokens, signing keys), refused like
+    ssh refuses a key when group or others may read it. Every failure is one
+    :class:`ConfigurationError` line naming the file and ``what`` it is, never its
+    content."""
+    name = os.fspath(path)
+    try:
+        if os.stat(name).st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+            raise ConfigurationError(f"{name}: {what} is readable by others; chmod 600 it")
+        return Path(name).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigurationError(f"{name}: cannot read {what}: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError:
+        raise ConfigurationError(f"{name}: {what} is not UTF-8 text") from None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import ipaddress
 import socket
 
 from .limits import port_shared
@@ -79,3 +80,14 @@ def bind_problem(listen: str) -> str | None:
             return "permission denied"
         return exc.strerror or str(exc)
     return None
+
+
+def is_loopback(host: str) -> bool:
+    """True for ``localhost`` and loopback addresses (127.0.0.0/8, ::1); anything else,
+    including a name that might resolve to loopback, counts as off loopback."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

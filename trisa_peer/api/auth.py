@@ -22,12 +22,11 @@ import hashlib
 import hmac
 import logging
 import os
-import stat
 import threading
 import time
-from pathlib import Path
 
 from ..errors import ConfigurationError
+from ..fsutil import read_private_text
 
 __all__ = ["MIN_TOKEN_LENGTH", "TokenFile", "read_tokens"]
 
@@ -47,17 +46,7 @@ def read_tokens(path: str | os.PathLike[str]) -> list[str]:
     """The tokens in ``path``; :class:`ConfigurationError` (one line, never a token)
     when the file is not private, unreadable, empty or holds a malformed token."""
     name = os.fspath(path)
-    try:
-        st = os.stat(name)
-        if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-            raise ConfigurationError(f"{name}: API token file is readable by others; "
-                                     "chmod 600 it")
-        text = Path(name).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigurationError(
-            f"{name}: cannot read API token file: {exc.strerror or exc}") from exc
-    except UnicodeDecodeError:
-        raise ConfigurationError(f"{name}: API token file is not UTF-8 text") from None
+    text = read_private_text(name, "API token file")
     tokens: list[str] = []
     for number, line in enumerate(text.splitlines(), 1):
         token = line.strip()

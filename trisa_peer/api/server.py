@@ -13,7 +13,6 @@ CA issued is accepted: the CA is the operator's own, for its back office), revoc
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import socket
 import ssl
@@ -23,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import ConfigurationError, UsageError
-from ..netutil import split_host_port
+from ..netutil import is_loopback, split_host_port
 
 __all__ = ["ApiServer", "TlsFiles", "is_loopback"]
 
@@ -38,16 +37,6 @@ class TlsFiles:
     key: str
     client_ca: str
 
-
-def is_loopback(host: str) -> bool:
-    """True for ``localhost`` and loopback addresses (127.0.0.0/8, ::1); anything else,
-    including a name that might resolve to loopback, counts as off loopback."""
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def parse_listen(listen: str, tls: TlsFiles | None) -> tuple[str, int]:

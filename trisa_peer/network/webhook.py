@@ -34,7 +34,6 @@ channel is authenticated by TLS, loopback or the socket's file mode instead).
 from __future__ import annotations
 
 import http.client
-import ipaddress
 import json
 import logging
 import socket
@@ -58,6 +57,7 @@ from ..directory.ivms101 import ISO3166_ALPHA2, legal_person_problems
 from ..envelope import format_timestamp, parse_timestamp
 from ..errors import ConfigurationError, EnvelopeError, UsageError
 from ..logtext import peer_text
+from ..netutil import is_loopback
 from .handler import Accept, Incoming, Outcome, Pending, Reject, Repair
 from .webhook_sign import SigningKey, sign
 
@@ -117,14 +117,6 @@ class Target:
     socket_path: str = ""
 
 
-def _loopback(host: str) -> bool:
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
 
 def parse_target(url: str) -> Target:
     """The webhook URL, checked; :class:`UsageError` for one this node refuses."""
@@ -147,7 +139,7 @@ def parse_target(url: str) -> Target:
     if scheme not in ("http", "https") or not host:
         raise UsageError("--webhook: use https://HOST/..., http://127.0.0.1/... (loopback "
                          "only) or unix:///PATH")
-    if scheme == "http" and not _loopback(host):
+    if scheme == "http" and not is_loopback(host):
         raise UsageError(f"--webhook: plain http:// to {host} is refused (personal data "
                          "in clear); use https:// or a loopback address")
     return Target(scheme, host, port or (443 if scheme == "https" else 80),

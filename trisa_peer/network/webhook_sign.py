@@ -25,12 +25,11 @@ import hashlib
 import hmac
 import os
 import re
-import stat
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 from ..errors import ConfigurationError
+from ..fsutil import read_private_text
 
 __all__ = [
     "KEY_ID_HEADER", "MAX_SKEW", "MIN_SECRET", "SIGNATURE_HEADER", "TIMESTAMP_HEADER",
@@ -85,18 +84,7 @@ def parse_keys(text: str, *, source: str = "key file") -> list[SigningKey]:
 def load_keys(path: str | os.PathLike[str]) -> list[SigningKey]:
     """Read a key file; refused when group or others may read it."""
     name = os.fspath(path)
-    try:
-        st = os.stat(name)
-        if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-            raise ConfigurationError(f"{name}: webhook key file is readable by others; "
-                                     "chmod 600 it")
-        text = Path(name).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigurationError(
-            f"{name}: cannot read webhook key file: {exc.strerror or exc}") from exc
-    except UnicodeDecodeError as exc:
-        raise ConfigurationError(f"{name}: webhook key file is not UTF-8 text") from exc
-    return parse_keys(text, source=name)
+    return parse_keys(read_private_text(name, "webhook key file"), source=name)
 
 
 def signature(secret: bytes, timestamp: str, body: bytes) -> str:

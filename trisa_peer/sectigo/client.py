@@ -47,7 +47,6 @@ from __future__ import annotations
 import email.message
 import http.client
 import io
-import ipaddress
 import json
 import logging
 import os
@@ -68,6 +67,7 @@ from ..certs import clean_serial, format_serial
 from ..errors import SectigoError
 from ..fsutil import write_private
 from ..logtext import peer_text
+from ..netutil import is_loopback
 from ..revocation import parse_reason
 from . import paths
 from .models import COLLECTED, DEFAULT_ENDPOINT, SectigoAPIError, normalize_status
@@ -195,14 +195,6 @@ def make_private_dir(path: Path) -> None:
         raise SectigoError(f"cannot create directory {path}: {_reason(exc)}") from exc
 
 
-def _is_loopback(host: str) -> bool:
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
 
 class _NoFollow307(urllib.request.HTTPRedirectHandler):
     """Return a 307 as-is: Sectigo answers a password login with 307 when the
@@ -279,7 +271,7 @@ class SectigoClient:
                 self.cache_path, endpoint=self.endpoint, username=self._username or None
             )
         handlers: list[urllib.request.BaseHandler] = [_NoFollow307()]
-        if _is_loopback(parsed.hostname):
+        if is_loopback(parsed.hostname):
             handlers.append(urllib.request.ProxyHandler({}))
         self._opener = urllib.request.build_opener(*handlers)
 

@@ -47,7 +47,6 @@ import hashlib
 import logging
 import os
 import sqlite3
-import stat
 import struct
 import threading
 import time
@@ -58,7 +57,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ..errors import ConfigurationError, StoreConflictError, StoreError
-from ..fsutil import create_private
+from ..fsutil import create_private, read_private_text
 from .url import Backend, DatabaseURL, parse_url, redact
 
 __all__ = [
@@ -667,18 +666,8 @@ def _qmark_to_format(text: str) -> str:
 
 def read_password_file(path: str | os.PathLike[str]) -> str:
     """The first line of ``path``; refused when others may read it (like ssh keys)."""
-    try:
-        st = os.stat(path)
-        if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-            raise ConfigurationError(
-                f"{os.fspath(path)}: password file is readable by others; chmod 600 it"
-            )
-        with open(path, encoding="utf-8") as fh:
-            password = fh.readline().rstrip("\r\n")
-    except OSError as exc:
-        raise ConfigurationError(
-            f"{os.fspath(path)}: cannot read password file: {exc.strerror or exc}"
-        ) from exc
+    lines = read_private_text(path, "password file").splitlines()
+    password = lines[0] if lines else ""
     if not password:
         raise ConfigurationError(f"{os.fspath(path)}: password file is empty")
     return password
