@@ -188,11 +188,12 @@ def main() -> int:
                                                           float]:
                 """One window: (legitimate figures, flood figures, Bob's RSS growth)."""
                 assert bob is not None and mallory is not None
-                rss0 = bob.rss()
+                rss0, cpu0 = bob.rss(), child_cpu(mallory.proc.pid)
                 if mode != "off":
                     mallory.start(mode, amount, span)
                 legit = measure(senders, args.senders, args.warmup, args.seconds, bob_cpu)
                 flooded = mallory.result() if mode != "off" else {}
+                legit["flood_cores"] = round((child_cpu(mallory.proc.pid) - cpu0) / span, 2)
                 return legit, flooded, (bob.rss() - rss0) / MB
 
             say(f"warm-up: legitimate senders and {args.rate:g} flood requests/s")
@@ -246,6 +247,9 @@ def main() -> int:
             "rates_with": [r["transfers_per_s"] for r in on],
             "p50_ms_without": [r["p50_ms"] for r in off],
             "p50_ms_with": [r["p50_ms"] for r in on],
+            "bob_cores_without": [r["bob_cores"] for r in off],
+            "bob_cores_with": [r["bob_cores"] for r in on],
+            "flood_process_cores": [r["flood_cores"] for r in on],
             "legit_errors": sum(r["errors"] for r in [*off, *on, full_off, full_on]),
             "flood_target_per_s": args.rate,
             "flood_per_s": [f["per_s"] for f in floods],
@@ -256,6 +260,9 @@ def main() -> int:
                      "rate_with": full_on["transfers_per_s"],
                      "p50_ms_with": full_on["p50_ms"], "p99_ms_with": full_on["p99_ms"],
                      "flood_per_s": full_flood.get("per_s"),
+                     "bob_cores_without": full_off["bob_cores"],
+                     "bob_cores_with": full_on["bob_cores"],
+                     "flood_process_cores": full_on["flood_cores"],
                      "flood_outcomes": full_flood.get("outcomes"),
                      "rss_growth_mb": round(full_growth, 2)},
             "senders": args.senders, "procs": args.procs, "pairs": args.pairs,
