@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -145,12 +146,13 @@ def main() -> int:
         parser.error("counts must be >= 1, --rate and --seconds > 0, --warmup >= 0")
 
     from b_load import Sender, measure
-    from loadkit import Serve, network, say, write_out
+    from loadkit import Serve, load_average, network, say, write_out
     from run import child_cpu
 
     from trisa_peer.certs import write_identity
 
     started = time.perf_counter()
+    load_start = load_average()
     span = args.warmup + args.seconds
     with tempfile.TemporaryDirectory(prefix="trisa-b11-") as name:
         work = Path(name)
@@ -242,6 +244,7 @@ def main() -> int:
         "b11_rss_growth_mb": round(growth_on, 2),
         "b11_full_ratio": round(full_on["transfers_per_s"] / full_off["transfers_per_s"], 3),
         "b11_detail": {
+            "load_average": [load_start, load_average()], "nproc": os.cpu_count(),
             "rate_without": rate(off), "rate_with": rate(on),
             "rates_without": [r["transfers_per_s"] for r in off],
             "rates_with": [r["transfers_per_s"] for r in on],

@@ -23,6 +23,7 @@ Bounded: about 30 s of start-up, 2 x handshake timeout, and 3 x peers first cont
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -181,9 +182,10 @@ def main() -> int:
     if args.idle < 1 or args.peers < 1 or args.gap < 0:
         parser.error("--idle and --peers must be >= 1, --gap >= 0")
 
-    from loadkit import Serve, network, say, write_out
+    from loadkit import Serve, load_average, network, say, write_out
 
     started = time.perf_counter()
+    load_start = load_average()
     with tempfile.TemporaryDirectory(prefix="trisa-b12-") as name:
         work = Path(name)
         net = network(work)
@@ -229,6 +231,7 @@ def main() -> int:
     doc = {
         "b12_idle_conns": round(during["median_ms"] / without, 3),
         "b12_detail": {
+            "load_average": [load_start, load_average()], "nproc": os.cpu_count(),
             "idle": args.idle, "handshake_timeout_s": HANDSHAKE_TIMEOUT,
             "first_contact_ms_without": round(without, 1),
             "first_contact_ms_with": during["median_ms"],

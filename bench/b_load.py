@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -222,11 +223,12 @@ def main() -> int:
     if args.procs < 1 or any(n < 1 for n in levels) or args.seconds <= 0 or args.warmup < 0:
         parser.error("--procs and levels must be >= 1, --seconds > 0, --warmup >= 0")
 
-    from loadkit import Serve, network, say, write_out
+    from loadkit import Serve, load_average, network, say, write_out
 
     from trisa_peer.certs import write_identity
 
     started = time.perf_counter()
+    load_start = load_average()
     with tempfile.TemporaryDirectory(prefix="trisa-b10-") as name:
         work = Path(name)
         net = network(work)
@@ -273,7 +275,9 @@ def main() -> int:
                      for k, v in rows.items()},
         "b10_errors": sum(v["errors"] for v in rows.values()),
         "b10_p99_p50": top["p99_p50"],
-        "b10_detail": {"levels": rows, "procs": args.procs, "warmup_s": args.warmup,
+        "b10_detail": {
+            "load_average": [load_start, load_average()], "nproc": os.cpu_count(),
+                       "levels": rows, "procs": args.procs, "warmup_s": args.warmup,
                        "window_s": args.seconds,
                        "elapsed_s": round(time.perf_counter() - started, 1)},
         "targets": {"b10_errors": ["==", 0], "b10_p99_p50": ["<=", 3.0]},

@@ -5,7 +5,7 @@
 * :class:`Serve`: Bob as a real ``trisa-peer serve --policy rvasp`` process on 127.0.0.1
   (its RSS, its open files, stopped with SIGTERM then SIGKILL);
 * :func:`bob_payload`: Alice's payload that Bob's rvasp policy accepts;
-* :func:`percentile`, :func:`rss_mb`, :func:`write_out`.
+* :func:`percentile`, :func:`rss_bytes`, :func:`load_average`, :func:`write_out`.
 
 Nothing here checks a figure against its target: the scripts report, they do not gate.
 """
@@ -130,6 +130,11 @@ def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     rank = max(1, math.ceil(q * len(ordered)))
     return ordered[rank - 1]
+
+
+def load_average() -> float:
+    """The 1-minute load average: above the core count means the machine was shared."""
+    return round(os.getloadavg()[0], 2)
 
 
 def write_out(doc: dict[str, Any], out: str | None) -> None:
