@@ -40,6 +40,39 @@ LEVELS = (1, 8, 32, 64)
 # --------------------------------------------------------------------- the sender process
 
 
+def timed_sender(node: Any, peer: str, payload: Any) -> Any:
+    """``one()`` -> (start, end, error or ''): one ``node.send``, wall-clock seconds.
+
+    An error is an exception, a state other than ``accepted``, or a retry: more than
+    one Transfer call inside the send (the node re-plans a broken channel, or
+    refreshes the peer's key, once). Counted per thread, so threads may share ``node``.
+    """
+    attempts = threading.local()
+    transfer = node._transfer
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        attempts.n += 1
+        return transfer(*args, **kwargs)
+
+    node._transfer = counted
+
+    def one() -> tuple[float, float, str]:
+        attempts.n = 0
+        start = time.time()
+        error = ""
+        try:
+            result = node.send(peer, payload)
+            if result.state != "accepted":
+                error = result.describe()
+        except Exception as exc:
+            error = repr(exc)
+        if not error and attempts.n > 1:
+            error = f"retried: {attempts.n} Transfer calls"
+        return start, time.time(), error
+
+    return one
+
+
 def worker(config_path: str) -> int:
     """A sender process: one Alice node; runs ``run THREADS T0 T1`` commands from stdin."""
     from datetime import UTC, datetime
@@ -65,30 +98,7 @@ def worker(config_path: str) -> int:
     payload = originator_payload(BOOK.wallets_of(cfg["alice"])[1],
                                  BOOK.wallets_of(cfg["bob"])[0],
                                  sent_at=datetime.now(UTC))
-    peer = cfg["bob"]
-    attempts = threading.local()
-    transfer = node._transfer
-
-    def counted(*args: Any, **kwargs: Any) -> Any:
-        attempts.n += 1
-        return transfer(*args, **kwargs)
-
-    node._transfer = counted  # type: ignore[method-assign]
-
-    def one() -> tuple[float, float, str]:
-        """(start, end, error or '') of one send, wall-clock seconds."""
-        attempts.n = 0
-        start = time.time()
-        error = ""
-        try:
-            result = node.send(peer, payload)
-            if result.state != "accepted":
-                error = result.describe()
-        except Exception as exc:
-            error = repr(exc)
-        if not error and attempts.n > 1:
-            error = f"retried: {attempts.n} Transfer calls"
-        return start, time.time(), error
+    one = timed_sender(node, cfg["bob"], payload)
 
     first = one()
     if first[2]:
@@ -277,9 +287,9 @@ def main() -> int:
         "b10_p99_p50": top["p99_p50"],
         "b10_detail": {
             "load_average": [load_start, load_average()], "nproc": os.cpu_count(),
-                       "levels": rows, "procs": args.procs, "warmup_s": args.warmup,
-                       "window_s": args.seconds,
-                       "elapsed_s": round(time.perf_counter() - started, 1)},
+            "levels": rows, "procs": args.procs, "warmup_s": args.warmup,
+            "window_s": args.seconds, "elapsed_s": round(time.perf_counter() - started, 1),
+        },
         "targets": {"b10_errors": ["==", 0], "b10_p99_p50": ["<=", 3.0]},
     }
     write_out(doc, args.out)
