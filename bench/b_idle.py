@@ -14,7 +14,8 @@ per certificate and name, not per key). Its first transfer, timed in this proces
 Bob's look-up and verification of it, the key exchange and the first Transfer (must be
 ``accepted``). Phases: ``--peers`` new peers without the holder, the same with it
 (measured from twice the handshake timeout after the holder opened its connections;
-its open count and Bob's open files are logged), and again without it.
+its open count and Bob's open files are logged, and when each peer began after the
+holder opened, against Bob's close cycle of one handshake timeout), and again without.
 ``b12_idle_conns`` = median with / median of both phases without (target <= 1.5).
 Not checked here: Bob's file limit (soak/case_idle_connections.py holds it to 1,024).
 Bounded: about 30 s of start-up, 2 x handshake timeout, and 3 x peers first contacts.
@@ -151,16 +152,26 @@ class Peers:
         return took
 
 
-def phase(peers: Peers, count: int, gap: float, probe: Any = None) -> dict[str, Any]:
+def phase(peers: Peers, count: int, gap: float, bob_pid: int, since: float,
+          probe: Any = None) -> dict[str, Any]:
+    """``count`` new peers' first contacts; ``at_s``: when each began, from ``since``."""
+    from run import child_cpu
+
     times: list[float] = []
+    starts: list[float] = []
     probes: list[Any] = []
+    cpu0, wall0 = child_cpu(bob_pid), time.monotonic()
     for _ in range(count):
         if probe is not None:
             probes.append(probe())
+        starts.append(time.monotonic() - since)
         times.append(peers.first_contact())
         time.sleep(gap)
     out: dict[str, Any] = {"median_ms": round(statistics.median(times) * 1000, 1),
-                           "ms": [round(t * 1000, 1) for t in times]}
+                           "ms": [round(t * 1000, 1) for t in times],
+                           "at_s": [round(t, 2) for t in starts],
+                           "bob_cores": round((child_cpu(bob_pid) - cpu0)
+                                              / (time.monotonic() - wall0), 2)}
     if probes:
         out["probes"] = probes
     return out
@@ -171,7 +182,7 @@ def main() -> int:
 
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--idle", type=int, default=1000, help="idle connections (1000)")
-    parser.add_argument("--peers", type=int, default=12, help="new peers per phase (12)")
+    parser.add_argument("--peers", type=int, default=16, help="new peers per phase (16)")
     parser.add_argument("--gap", type=float, default=0.5,
                         help="seconds between new peers (0.5: a phase spans a close cycle)")
     parser.add_argument("--out", metavar="FILE.json", help="also write the JSON here")
@@ -199,11 +210,12 @@ def main() -> int:
             warm_ms = round(peers.first_contact() * 1000, 1)
             fds_before = bob.fds()
             say(f"B12: {args.peers} new peers without idle connections")
-            before = phase(peers, args.peers, args.gap)
+            before = phase(peers, args.peers, args.gap, bob.pid, time.monotonic())
             say(f"  median {before['median_ms']} ms; Bob has {fds_before} open files")
             say(f"B12: holding {args.idle} idle connections, waiting "
                 f"{2 * HANDSHAKE_TIMEOUT:g} s (twice the handshake timeout)")
             holder = Holder(bob.port, args.idle)
+            held = time.monotonic()
             time.sleep(2 * HANDSHAKE_TIMEOUT)
             bob_ref = bob
             holder_ref = holder
@@ -211,14 +223,14 @@ def main() -> int:
             def probe() -> dict[str, Any]:
                 return {**holder_ref.status(), "bob_fds": bob_ref.fds()}
 
-            during = phase(peers, args.peers, args.gap, probe)
+            during = phase(peers, args.peers, args.gap, bob.pid, held, probe)
             end_status = probe()
             say(f"  median {during['median_ms']} ms; holder/Bob at the end: {end_status}")
             holder.stop()
             holder = None
             time.sleep(1.0)
             say(f"B12: {args.peers} new peers without idle connections again")
-            after = phase(peers, args.peers, args.gap)
+            after = phase(peers, args.peers, args.gap, bob.pid, time.monotonic())
             say(f"  median {after['median_ms']} ms")
             running = bob.proc.poll() is None
         finally:
