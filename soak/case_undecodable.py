@@ -132,14 +132,20 @@ def _settle() -> None:
     time.sleep(0.5)
 
 
-def _mtls_channel(port: int, name: str) -> grpc.Channel:
+def mtls_channel(port: int, cert: Path, key: Path, trust: Path,
+                 server_name: str = "bob.vasp.test") -> grpc.Channel:
+    """An mTLS channel to 127.0.0.1:``port`` presenting ``cert``/``key`` (PEM files)."""
     creds = grpc.ssl_channel_credentials(
-        root_certificates=(PKI / "trust.pem").read_bytes(),
-        private_key=(PKI / f"{name}.key").read_bytes(),
-        certificate_chain=(PKI / f"{name}.pem").read_bytes(),
+        root_certificates=trust.read_bytes(),
+        private_key=key.read_bytes(),
+        certificate_chain=cert.read_bytes(),
     )
     return grpc.secure_channel(f"127.0.0.1:{port}", creds,
-                               options=[("grpc.ssl_target_name_override", "bob.vasp.test")])
+                               options=[("grpc.ssl_target_name_override", server_name)])
+
+
+def _mtls_channel(port: int, name: str) -> grpc.Channel:
+    return mtls_channel(port, PKI / f"{name}.pem", PKI / f"{name}.key", PKI / "trust.pem")
 
 
 def _register(db: Path) -> None:
