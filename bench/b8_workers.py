@@ -39,14 +39,14 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from run import Gate, child_cpu, decrypt_rate, median, say  # noqa: E402
-from trisa_peer.network.cast import BOOK  # noqa: E402
-from trisa_peer.network.policies import originator_payload  # noqa: E402
 
 from trisa_peer.certs import write_identity  # noqa: E402
 from trisa_peer.network.handler import Reject  # noqa: E402
 from trisa_peer.network.node import TrisaNode  # noqa: E402
 from trisa_peer.network.store import TransferStore  # noqa: E402
+from trisa_peer.testing.cast import BOOK  # noqa: E402
 from trisa_peer.testing.network import SimulatedNetwork  # noqa: E402
+from trisa_peer.testing.policies import originator_payload  # noqa: E402
 
 
 class Bob:
