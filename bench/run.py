@@ -589,6 +589,48 @@ class Bench:
 
     COUNTRIES = ("DE", "FR", "US", "GB", "SG", "JP", "CH", "NL", "KY", "MT")
 
+    #: B4's writer: another process changing the endpoint of records picked uniformly
+    #: over the 10,000 (durable commits through the store, as an operator's would be)
+    #: every ``interval`` s until ``stop`` exists; prints how many it changed.
+    B4_WRITER = """
+import random, sys, time
+from pathlib import Path
+from trisa_peer.directory.store import Changes, SQLiteStore
+db, stop, interval = sys.argv[1], Path(sys.argv[2]), float(sys.argv[3])
+rng, done = random.Random(11), 0
+with SQLiteStore(db) as store:
+    while not stop.exists():
+        cn = f"vasp{rng.randrange(10_000):05d}.bench.test"
+        vasp = store.get_vasp_by_common_name(cn)
+        vasp.trisa_endpoint = f"{cn}:{rng.randrange(1024, 65536)}"
+        done += store.commit(Changes(vasp=vasp))
+        time.sleep(interval)
+print(done)
+"""
+    B4_WRITE_INTERVAL = 0.05  # about 20 changes/s (each a durable commit)
+
+    def _b4_writer(self, db: Path) -> tuple[subprocess.Popen[str], Path]:
+        stop = self.work / "b4-writer.stop"
+        stop.unlink(missing_ok=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-c", self.B4_WRITER, str(db), str(stop),
+             str(self.B4_WRITE_INTERVAL)], stdout=subprocess.PIPE, text=True)
+        return proc, stop
+
+    @staticmethod
+    def _b4_cpu(pid: int) -> float:
+        """User + system CPU seconds of process ``pid`` so far."""
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    @staticmethod
+    def _b4_stop_writer(proc: subprocess.Popen[str], stop: Path) -> int:
+        stop.touch()
+        out, _ = proc.communicate(timeout=30)
+        if proc.returncode != 0:
+            raise RuntimeError(f"B4 writer failed (exit {proc.returncode})")
+        return int(out.strip() or 0)
+
     def b4(self) -> None:
         say("B4 directory: importing 10,000 VERIFIED records")
         start = time.perf_counter()
@@ -619,7 +661,10 @@ class Bench:
         def noop() -> None:
             health.Check(health_pb2.HealthCheckRequest(), timeout=10)
 
-        say("B4 Lookup rate vs health Check rate (4 client threads, alternating windows)")
+        say("B4 Lookup rate vs health Check rate (4 client threads, alternating windows, "
+            "a writer process changing records)")
+        writer, stop = self._b4_writer(db)
+        writes = -1
         try:
             lookups, noops = Gate(4, lookup), Gate(4, noop)
             lookups.window(0.5)
@@ -627,14 +672,25 @@ class Bench:
             ratios: list[float] = []
             l_rates: list[float] = []
             n_rates: list[float] = []
-            for _ in range(4):
-                n, t = lookups.window(1.5)
-                l_rates.append(n / t)
-                n, t = noops.window(1.5)
-                n_rates.append(n / t)
+            server_us: dict[str, list[float]] = {"lookup": [], "noop": []}
+
+            def window(kind: str, gate: Gate, rates: list[float]) -> None:
+                cpu = self._b4_cpu(child.proc.pid)
+                n, t = gate.window(0.6)
+                rates.append(n / t)
+                server_us[kind].append((self._b4_cpu(child.proc.pid) - cpu) / max(n, 1) * 1e6)
+
+            # short windows in ABBA order: the machine's drift hits both sides alike
+            for i in range(10):
+                order = [("lookup", lookups, l_rates), ("noop", noops, n_rates)]
+                for kind, gate, rates in order if i % 2 == 0 else order[::-1]:
+                    window(kind, gate, rates)
                 ratios.append(l_rates[-1] / n_rates[-1])
             lookups.close()
             noops.close()
+            writes = self._b4_stop_writer(writer, stop)
+            if lookups.error_count:
+                raise RuntimeError(f"B4 lookups failed: {lookups.errors}")
             say("B4 Search latency over 10,000 records")
             queries: list[tuple[str, dict[str, Any]]] = []
             for _ in range(100):
@@ -660,6 +716,9 @@ class Bench:
                 noop()
                 noop_lat.append(time.perf_counter() - start)
         finally:
+            if writer.poll() is None:
+                stop.touch()
+                writer.wait(timeout=30)
             client.close()
             child.stop()
             self.children.remove(child)
@@ -676,6 +735,12 @@ class Bench:
             "noop_p50_ms": round(median(noop_lat) * 1000, 3),
             "records": len(self.names),
             "client_threads": 4,
+            "lookup_keys": "uniform over the records",
+            "writer_changes": writes,
+            "server_cpu_us_per_lookup": round(median(server_us["lookup"]), 1),
+            "server_cpu_us_per_noop": round(median(server_us["noop"]), 1),
+            "windows": "10 rounds of two 0.6 s windows, ABBA order",
+            "writer_interval_s": self.B4_WRITE_INTERVAL,
         }
 
     # ------------------------------------------------------------------ B5
