@@ -62,13 +62,14 @@ from trisa_peer.denylist import parse_deny_list
 
 README = ROOT / "README.md"
 BIN = Path(sys.executable).parent  # the venv's console scripts
-PORTS = (4000, 4001, 4002, 4433, 8831)
+PORTS = (4000, 4001, 4002, 4433, 8080, 8443, 8831, 9464)
 _PORT = re.compile(r"(?<=:)(%s)(?!\d)" % "|".join(map(str, PORTS)))  # noqa: UP031
 _ANNOTATION = re.compile(r"^<!-- readme-test: (.+) -->$")
 _NOT_INHERITED = ("SECTIGO_", "TRISA_PEER_", "PYTEST_", "HTTP_PROXY", "HTTPS_PROXY",
                   "ALL_PROXY", "NO_PROXY", "GRPC_")
 #: files of the clone that the README's commands name (copied into each folder)
-CLONE_FILES = ("certs/fixtures", "docs/trisa.conf", "docs/haproxy.cfg")
+CLONE_FILES = ("certs/fixtures", "docs/trisa.conf", "docs/haproxy.cfg", "docs/backoffice.py",
+               "docs/payload.json")
 #: clone files whose README ports are substituted too (configuration a command reads)
 PORTED_FILES = ("docs/haproxy.cfg",)
 #: PostgreSQL databases the README creates: like ports, a machine resource, so each run
@@ -285,6 +286,12 @@ def _listen_port(command: str, folder: Path | None = None) -> int:
     return int(match.group(1))
 
 
+def _side_ports(command: str) -> list[int]:
+    """The other listeners a background ``serve`` opens after its gRPC port (the API
+    and the metrics), which a reader waits for by their start lines."""
+    return [int(p) for p in re.findall(r"--(?:api|metrics)-listen[ =]\S*?:(\d+)", command)]
+
+
 # -- a terminal -----------------------------------------------------------------------
 
 
@@ -457,7 +464,9 @@ class Run:
                 terminal.foreground(filled)
                 _wait_for_port(_listen_port(filled, self.folder), terminal.proc.pid)
             elif _background(filled):
-                _wait_for_port(_listen_port(filled, self.folder), terminal.start(filled))
+                pid = terminal.start(filled)
+                for port in (_listen_port(filled, self.folder), *_side_ports(filled)):
+                    _wait_for_port(port, pid)
             else:
                 typed = _TYPED.search(command)
                 status, out = terminal.run(filled, typed.group(1) if typed else "")
