@@ -114,6 +114,38 @@ def child_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def tree_pids(root: int) -> list[int]:
+    """``root`` and all its descendants (from /proc)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(entry.name))
+    out, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        out.append(pid)
+        todo.extend(children.get(pid, []))
+    return out
+
+
+def tree_rss_mb(root: int) -> float:
+    """Sum of VmRSS over ``root`` and its descendants, in MB."""
+    total = 0
+    for pid in tree_pids(root):
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except OSError:
+            continue
+    return total / 1024
+
+
 def machine() -> dict[str, Any]:
     model = ""
     for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -806,6 +838,85 @@ class Bench:
         self.results["b5_detail"] = detail
 
 
+    # ------------------------------------------------------------------ B14
+
+    def b14(self) -> None:
+        say("B14 memory: RSS of a default `trisa-peer serve` (all its processes), 5 s "
+            "after 2,000 transfers")
+        import socket
+
+        write_identity(self.bob.identity, self.work / "bob.pem", self.work / "bob.key")
+        (self.work / "trust.pem").write_bytes(self.net.pool.pem())
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        command = [str(Path(sys.executable).with_name("trisa-peer")), "serve",
+                   "--listen", f"127.0.0.1:{port}",
+                   "--cert", str(self.work / "bob.pem"), "--key", str(self.work / "bob.key"),
+                   "--trust", str(self.work / "trust.pem"),
+                   "--directory", self.net.directory_endpoint, "--directory-insecure",
+                   "--db", str(self.work / "b14.db"), "--policy", "rvasp"]
+        for endpoint, address in self.net.resolve.items():
+            command += ["--resolve", f"{endpoint}:{address.rsplit(':', 1)[0]}"]
+        log = (self.work / "b14-serve.log").open("w")
+        proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+        try:
+            deadline = time.monotonic() + 30
+            while True:
+                if proc.poll() is not None:
+                    raise RuntimeError("serve exited: " + (self.work / "b14-serve.log")
+                                       .read_text().strip().splitlines()[-1:][0])
+                try:
+                    socket.create_connection(("127.0.0.1", port), 0.2).close()
+                    break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        raise RuntimeError("serve did not listen within 30 s") from None
+                    time.sleep(0.1)
+            idle = tree_rss_mb(proc.pid)
+            self.point_alice_at(port)
+            alice, peer = self.alice.node, self.bob.common_name
+            alice.connect(peer)
+            left = [2000]
+            lock = threading.Lock()
+
+            def send() -> None:
+                with lock:
+                    if left[0] <= 0:
+                        time.sleep(0.01)
+                        return
+                    left[0] -= 1
+                result = alice.send(peer, self.payload)
+                if result.state != "accepted":
+                    raise RuntimeError(result.describe())
+
+            gate = Gate(self.args.senders, send)
+            try:
+                start = time.perf_counter()
+                while left[0] > 0 and time.perf_counter() - start < 120:
+                    gate.window(1.0)
+            finally:
+                gate.close()
+            if gate.error_count or left[0] > 0:
+                raise RuntimeError(f"B14 transfers: {gate.error_count} errors, {left[0]} "
+                                   f"not sent: {gate.errors}")
+            took = time.perf_counter() - start
+            time.sleep(5)
+            rss, count = tree_rss_mb(proc.pid), len(tree_pids(proc.pid))
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            log.close()
+            self.alice.node.connector.forget(self.bob.common_name)
+        self.results["b14_rss_mb_2000"] = round(rss, 1)
+        self.results["b14_detail"] = {"rss_idle_mb": round(idle, 1), "processes": count,
+                                      "transfers": 2000, "send_s": round(took, 1),
+                                      "store": "sqlite file (durable)", "policy": "rvasp"}
+
     # ------------------------------------------------------------------ B7, B9
 
     def alternate(self, targets: dict[str, int], pairs: int, seconds: float,
@@ -926,6 +1037,36 @@ class Bench:
         out = self.script("b8_workers.py", "--senders", str(self.args.senders))
         self.results["b8_ratio"] = out["b8_ratio"]
         self.results["b8_detail"] = {k: v for k, v in out.items() if k != "b8_ratio"}
+
+    # B10-B12: standalone load scripts (their own processes), run when present
+    LOAD_SCRIPTS = {
+        "b10": ("b_load.py", ("b10_load",)),
+        "b11": ("b_hostile.py", ("b11_hostile_ratio", "b11_rss_growth_mb")),
+        "b12": ("b_idle.py", ("b12_idle_conns",)),
+    }
+
+    def load_script(self, name: str) -> None:
+        script, keys = self.LOAD_SCRIPTS[name]
+        if not (HERE / script).exists():
+            say(f"{name.upper()} skipped: bench/{script} is not in this tree")
+            self.results.setdefault("not_run", []).append(f"{name} (no bench/{script})")
+            return
+        say(f"{name.upper()} bench/{script}")
+        out = self.script(script)
+        if not isinstance(out, dict) or not all(k in out for k in keys):
+            raise RuntimeError(f"{script} did not give {', '.join(keys)}")
+        for key in keys:
+            self.results[key] = out[key]
+        self.results[f"{name}_detail"] = {k: v for k, v in out.items() if k not in keys}
+
+    def b10(self) -> None:
+        self.load_script("b10")
+
+    def b11(self) -> None:
+        self.load_script("b11")
+
+    def b12(self) -> None:
+        self.load_script("b12")
 
     def s1(self) -> None:
         say("S1 transfers list at 1,000,000 stored transfers (latest 100, a peer's latest "
@@ -1050,8 +1191,9 @@ def main() -> int:
             steps.append(("b1x", bench.b1_experiments))
         if want("b4") or want("b5"):
             steps.insert(0, ("pki", bench.make_pki))
-        steps += [("b4", bench.b4), ("b5", bench.b5), ("b7", bench.b7), ("b9", bench.b9),
-                  ("b8", bench.b8), ("s1", bench.s1), ("s2", bench.s2)]
+        steps += [("b14", bench.b14), ("b4", bench.b4), ("b5", bench.b5), ("b7", bench.b7),
+                  ("b9", bench.b9), ("b8", bench.b8), ("b10", bench.b10), ("b11", bench.b11),
+                  ("b12", bench.b12), ("s1", bench.s1), ("s2", bench.s2)]
         for name, step in steps:
             if name == "b1x" and not want("b1"):
                 continue
