@@ -83,7 +83,7 @@ from trisa_peer.transport.identity import Material  # noqa: E402
 from trisa_peer.transport.server import StaticMaterial  # noqa: E402
 
 TARGETS = {  # key: (comparison, target)
-    "b1_ratio": (">=", 0.7),
+    "b1_ratio": (">=", 0.75),
     "b2_ratio": ("<=", 1.03),
     "b3_ratio": ("<=", 1.2),
     "b4_lookup_ratio": (">=", 0.9),
@@ -91,6 +91,12 @@ TARGETS = {  # key: (comparison, target)
     "b5_rss_mb": ("<=", 150.0),
     "b7_ratio": (">=", 0.85),
     "b8_ratio": (">=", 0.8),
+    "b10_p99_over_p50_64": ("<=", 3.0),
+    "b11_hostile_ratio": (">=", 0.8),
+    "b11_rss_growth_mb": ("<=", 5.0),
+    "b12_idle_conns": ("<=", 1.5),
+    "b13_non_rsa_cpu_ms": ("<=", 2.0),
+    "b14_rss_mb_2000": ("<=", 60.0),
     "s1_list_100_ms": ("<=", 20.0),
     "s1_peer_20_ms": ("<=", 20.0),
     "s2_import_ratio": ("<=", 12.0),
@@ -1058,6 +1064,11 @@ class Bench:
         for key in keys:
             self.results[key] = out[key]
         self.results[f"{name}_detail"] = {k: v for k, v in out.items() if k not in keys}
+        if name == "b10":
+            top = [lv for lv in load_levels(out["b10_load"]) if lv["senders"] == 64]
+            if top and top[0]["p50_ms"] > 0:
+                self.results["b10_p99_over_p50_64"] = round(
+                    top[0]["p99_ms"] / top[0]["p50_ms"], 2)
 
     def b10(self) -> None:
         self.load_script("b10")
@@ -1096,6 +1107,86 @@ class Bench:
 # --------------------------------------------------------------------------- report
 
 
+def load_levels(b10: Any) -> list[dict[str, float]]:
+    """``b10_load`` as a list of {senders, rate, p50_ms, p99_ms, errors}, sorted by
+    senders; accepts a list of such rows or a mapping keyed by the sender count."""
+    rows: list[dict[str, Any]] = []
+    if isinstance(b10, dict):
+        for level, row in b10.items():
+            if isinstance(row, dict) and str(level).isdigit():
+                rows.append({"senders": int(level), **row})
+    elif isinstance(b10, list):
+        rows = [dict(r) for r in b10 if isinstance(r, dict)]
+
+    def pick(row: dict[str, Any], *names: str) -> float:
+        for name in names:
+            if isinstance(row.get(name), (int, float)):
+                return float(row[name])
+        return float("nan")
+
+    out = [{"senders": pick(r, "senders", "concurrency"),
+            "rate": pick(r, "rate", "transfers_per_s", "tps"),
+            "p50_ms": pick(r, "p50_ms", "p50"), "p99_ms": pick(r, "p99_ms", "p99"),
+            "errors": pick(r, "errors", "error_count")} for r in rows]
+    return sorted((r for r in out if r["senders"] == r["senders"]), key=lambda r: r["senders"])
+
+
+def plot(results: dict[str, Any], path: Path) -> str:
+    """Write ``report.png``: latency against concurrency (B10) and every figure with a
+    target as headroom (>= 1 meets it). Returns what was done, in words; needs the
+    ``bench`` extra (matplotlib), which ``make bench`` installs."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "report.png not written: matplotlib missing (pip install -e '.[bench]')"
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5.5),
+                                      gridspec_kw={"width_ratios": [1, 1.3]})
+    levels = load_levels(results.get("b10_load"))
+    if levels:
+        xs = [lv["senders"] for lv in levels]
+        left.plot(xs, [lv["p50_ms"] for lv in levels], "o-", label="p50")
+        left.plot(xs, [lv["p99_ms"] for lv in levels], "s-", label="p99")
+        left.set_xscale("log", base=2)
+        left.set_xticks(xs, [f"{x:g}" for x in xs])
+        left.legend()
+    else:
+        left.text(0.5, 0.5, "b10_load not measured\n(bench/b_load.py absent)",
+                  ha="center", va="center", transform=left.transAxes)
+    left.set_xlabel("concurrent senders (processes)")
+    left.set_ylabel("transfer latency at the sender (ms)")
+    left.set_title("B10 latency against concurrency")
+    left.grid(True, alpha=0.3)
+    names, heads, colors, notes = [], [], [], []
+    for key, (op, target) in TARGETS.items():
+        value = results.get(key)
+        if not isinstance(value, (int, float)) or value != value:
+            continue
+        head = value / target if op == ">=" else (target / value if value else float("inf"))
+        names.append(key)
+        heads.append(min(head, 3.0))
+        colors.append("tab:green" if head >= 1 else "tab:red")
+        notes.append(f"{value:g} (target {op} {target:g})")
+    ys = list(range(len(names)))
+    right.barh(ys, heads, color=colors)
+    right.axvline(1.0, color="black", linewidth=1)
+    right.set_yticks(ys, names)
+    right.invert_yaxis()
+    for y, h, note in zip(ys, heads, notes, strict=True):
+        right.text(h + 0.03, y, note, va="center", fontsize=8)
+    right.set_xlim(0, 3.6)
+    right.set_xlabel("headroom: value / target (>= targets), target / value (<= targets)")
+    right.set_title("each figure against its target (green: met)")
+    fig.suptitle(f"trisa-peer make bench, {results.get('started', '')}, "
+                 f"{results['machine']['nproc']} cores")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return f"plot in {path}"
+
+
 def verdict(key: str, value: float) -> str:
     if key not in TARGETS:
         return "-"
@@ -1106,7 +1197,7 @@ def verdict(key: str, value: float) -> str:
 
 def table(r: dict[str, Any]) -> str:
     d = {k: r.get(k + "_detail", {})
-         for k in ("b1", "b2", "b3", "b4", "b5", "b6", "b7", "b8", "b9")}
+         for k in ("b1", "b2", "b3", "b4", "b5", "b6", "b7", "b8", "b9", "b14")}
     rows = [
         ("B1 transfer round trips/s", "b1_ratio", f"{r.get('b1_rate', 'n/a')} rt/s",
          f"bound {r.get('b1_bound', 'n/a')} rt/s", "b1_ratio"),
@@ -1115,7 +1206,10 @@ def table(r: dict[str, Any]) -> str:
          "b2_ratio"),
         ("B3 first contact (p50)", "b3_ratio",
          f"{d['b3'].get('first_contact_p50_ms', 'n/a')} ms",
-         f"{d['b3'].get('bare_mtls_rpc_p50_ms', 'n/a')} ms", "b3_ratio"),
+         f"ref {d['b3'].get('reference_p50_ms', 'n/a')} ms", "b3_ratio"),
+        ("B3 old: / bare mTLS + one RPC", "b3_bare_ratio",
+         f"{d['b3'].get('first_contact_p50_ms', 'n/a')} ms",
+         f"{d['b3'].get('bare_mtls_rpc_p50_ms', 'n/a')} ms", "b3_bare_ratio"),
         ("B4 directory Lookup rate", "b4_lookup_ratio", f"{d['b4'].get('lookup_rate', 'n/a')}/s",
          f"{d['b4'].get('noop_rate', 'n/a')}/s", "b4_lookup_ratio"),
         ("B4 Search p50, 10k records", "b4_search_p50_ms",
@@ -1133,6 +1227,20 @@ def table(r: dict[str, Any]) -> str:
         ("B9 2 replicas+HAProxy / direct", "b9_ratio",
          f"{d['b9'].get('two_replicas_rate', 'n/a')} rt/s",
          f"{d['b9'].get('one_replica_rate', 'n/a')} rt/s", "b9_ratio"),
+        ("B10 p99/p50 at 64 senders", "b10_p99_over_p50_64",
+         f"{r.get('b10_p99_over_p50_64', 'n/a')}", "b_load.py", "b10_p99_over_p50_64"),
+        ("B11 rate under a flood / quiet", "b11_hostile_ratio",
+         f"{r.get('b11_hostile_ratio', 'n/a')}", "b_hostile.py", "b11_hostile_ratio"),
+        ("B11 RSS growth in the flood", "b11_rss_growth_mb",
+         f"{r.get('b11_rss_growth_mb', 'n/a')} MB", "b_hostile.py", "b11_rss_growth_mb"),
+        ("B12 1st transfer, 1k idle conns", "b12_idle_conns",
+         f"{r.get('b12_idle_conns', 'n/a')}", "b_idle.py", "b12_idle_conns"),
+        ("B13 CPU/round trip outside RSA", "b13_non_rsa_cpu_ms",
+         f"{r.get('b13_non_rsa_cpu_ms', 'n/a')} ms",
+         f"RSA {d['b1'].get('rsa_cpu_ms_per_rt', 'n/a')} ms", "b13_non_rsa_cpu_ms"),
+        ("B14 serve RSS after 2,000", "b14_rss_mb_2000",
+         f"{r.get('b14_rss_mb_2000', 'n/a')} MB",
+         f"idle {d['b14'].get('rss_idle_mb', 'n/a')} MB", "b14_rss_mb_2000"),
         ("S1 list latest 100, 1M stored", "s1_list_100_ms",
          f"{r.get('s1_list_100_ms', 'n/a')} ms", "slower backend", "s1_list_100_ms"),
         ("S1 a peer's latest 20, 1M", "s1_peer_20_ms",
@@ -1148,7 +1256,8 @@ def table(r: dict[str, Any]) -> str:
     for label, key, value, base, ratio_key in rows:
         raw = r.get(ratio_key)
         shown = f"{raw:.3f}" if isinstance(raw, (int, float)) else "n/a"
-        if ratio_key in ("b4_search_p50_ms", "b5_rss_mb", "s1_list_100_ms", "s1_peer_20_ms"):
+        if ratio_key in ("b4_search_p50_ms", "b5_rss_mb", "s1_list_100_ms", "s1_peer_20_ms",
+                         "b11_rss_growth_mb", "b13_non_rsa_cpu_ms", "b14_rss_mb_2000"):
             shown = "-"
         op_target = TARGETS.get(key)
         target = f"{op_target[0]} {op_target[1]:g}" if op_target else "report"
@@ -1169,6 +1278,8 @@ def main() -> int:
     parser.add_argument("--scale", action="store_true",
                         help="also run S1 and S2 (1,000,000 stored transfers; 100,000 "
                         "directory records; about 20 minutes)")
+    parser.add_argument("--plot", default=str(HERE / "report.png"),
+                        help="where to draw the figures ('' for no plot)")
     parser.add_argument("--only", default="", help="comma list of b1..b9 (debugging)")
     args = parser.parse_args()
     only = set(filter(None, args.only.lower().split(",")))
@@ -1212,13 +1323,17 @@ def main() -> int:
     results["failures"] = failures
     results["duration_s"] = round(time.perf_counter() - started, 1)
     ordered = {k: results[k] for k in (
-        "b1_rate", "b1_bound", "b1_ratio", "b2_ratio", "b3_ratio", "b4_lookup_ratio",
-        "b4_search_p50_ms", "b5_rss_mb", "b6_ratio", "b7_ratio", "b8_ratio", "b9_ratio",
+        "b1_rate", "b1_bound", "b1_ratio", "b2_ratio", "b3_ratio", "b3_bare_ratio",
+        "b4_lookup_ratio", "b4_search_p50_ms", "b5_rss_mb", "b6_ratio", "b7_ratio", "b8_ratio",
+        "b9_ratio", "b10_load", "b10_p99_over_p50_64", "b11_hostile_ratio",
+        "b11_rss_growth_mb", "b12_idle_conns", "b13_non_rsa_cpu_ms", "b14_rss_mb_2000",
         "s1_list_100_ms", "s1_peer_20_ms", "s2_import_ratio", "s2_copy_ratio")
         if k in results}
     ordered.update({k: v for k, v in results.items() if k not in ordered})
     Path(args.out).write_text(json.dumps(ordered, indent=2) + "\n")
     print(table(results))
+    if args.plot:
+        say(plot(results, Path(args.plot)))
     m = results["machine"]
     print(f"\nmachine: {m['nproc']} x {m['cpu']}; Python {m['python']}, grpcio {m['grpcio']}, "
           f"cryptography {m['cryptography']}; {results['duration_s']} s; "
