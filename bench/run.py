@@ -259,6 +259,29 @@ class Gate:
             t.join(5)
 
 
+def decrypt_rate(key: Any, seconds: float, threads: int = NPROC) -> float:
+    """RSA-OAEP-SHA512 decrypts per second with ``threads`` threads in this process (GIL
+    released); bench/b8_workers.py's bound. B1 uses :class:`RSABound` (processes)."""
+    ciphertext = rsa_oaep_encrypt(key.public_key(), os.urandom(32))
+    counts = [0] * threads
+    stop = time.perf_counter() + seconds
+
+    def work(i: int) -> None:
+        n = 0
+        while time.perf_counter() < stop:
+            rsa_oaep_decrypt(key, ciphertext)
+            n += 1
+        counts[i] = n
+
+    pool = [threading.Thread(target=work, args=(i,)) for i in range(threads)]
+    start = time.perf_counter()
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    return sum(counts) / (time.perf_counter() - start)
+
+
 def rsa_worker(key_path: str) -> int:
     """``run.py --rsa-worker KEY``: one process decrypting on command (the B1 bound).
 
@@ -977,7 +1000,7 @@ class Bench:
             post = self.bob_child("b7-postgresql", store=pg.url)
             try:
                 rates = self.alternate({"sqlite": lite.port, "postgresql": post.port},
-                                       pairs=5, seconds=3.0,
+                                       pairs=4, seconds=2.5,
                                        senders=[(self.alice, self.args.senders)])
             finally:
                 for child in (lite, post):
@@ -1006,7 +1029,7 @@ class Bench:
                 half = max(1, self.args.senders // 2)
                 rates = self.alternate(
                     {"haproxy_2_replicas": lb.port, "direct_1_replica": replicas[0].port},
-                    pairs=4, seconds=3.0,
+                    pairs=3, seconds=3.0,
                     senders=[(self.alice, half), (self.net.charlie, half)])
             finally:
                 lb.stop()
