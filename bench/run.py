@@ -708,7 +708,7 @@ class Bench:
             first()
             reference()
             bare()
-            for i in range(12):  # order alternates so that drift hits both sides alike
+            for i in range(16):  # order alternates so that drift hits both sides alike
                 if i % 2:
                     refs.append(reference())
                     firsts.append(first())
@@ -734,6 +734,7 @@ class Bench:
             "key_exchange_p50_ms": round(median([f["keyx"] for f in firsts]) * 1000, 2),
             "first_transfer_p50_ms": round(median([f["transfer"] for f in firsts]) * 1000, 2),
             "ratio_of_medians": round(total / median(refs), 3),
+            "ratios": [round(f["total"] / r, 3) for f, r in zip(firsts, refs, strict=True)],
             "iterations": len(firsts),
         }
 
