@@ -7,9 +7,10 @@ Exit status is 0 whether or not a target is met: benchmarks report, they do not 
 
 Figures (see bench/README.md for what each one measures and why):
 
-B1  Transfer round trips/s, RSA-4096, all verification on, 8 senders over one reused
-    channel; Bob (beneficiary) in his own process, Alice (originator) in this one.
-    Bound: RSA-4096 OAEP-SHA512 decrypts/s on all cores / 4.
+B1  Transfer round trips/s, RSA-4096, all verification on, durable commits, 8 senders
+    over one reused channel; Bob (beneficiary) in his own process, Alice (originator)
+    in this one. Bound: RSA-4096 OAEP-SHA512 decrypts/s in one process per core
+    (``--rsa-worker``), in windows interleaved with the transfer windows, / 4.
 B2  median warm Transfer latency, server with peer verification / same server without.
 B3  first contact (lookup + offline checks + pinned mTLS + probe + KeyExchange + first
     Transfer) / the same first contact in reference mode (lookup, plain mTLS to a
@@ -21,6 +22,13 @@ B5  RSS of a node process holding 10,000 cached peer decisions.
 B6  TransferStream envelopes/s / unary Transfer envelopes/s.
 B7  Transfer round trips/s with Bob on the PostgreSQL store / on SQLite (durable both).
 B8  Round trips/s with ``serve --workers 2`` / the RSA bound (bench/b8_workers.py).
+B10 load curve, B11 hostile flood, B12 idle connections: bench/b_load.py,
+    b_hostile.py, b_idle.py when present (each ``--out FILE.json``).
+B13 (Alice's + Bob's CPU per B1 round trip) - 4 x the CPU per decrypt of the bound.
+B14 summed RSS of a default ``trisa-peer serve`` process tree 5 s after 2,000
+    transfers.
+``bench/report.png``: B10 latency against concurrency and each figure against its
+target (needs the ``bench`` extra: matplotlib).
 Size figures (``--scale``, ``make bench-scale``; minutes each, so not in ``make bench``):
 
 S1  ``transfers list`` (latest 100; a peer's latest 20) at 1,000,000 stored transfers,
