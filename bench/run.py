@@ -267,29 +267,6 @@ class Gate:
             t.join(5)
 
 
-def decrypt_rate(key: Any, seconds: float, threads: int = NPROC) -> float:
-    """RSA-OAEP-SHA512 decrypts per second with ``threads`` threads in this process (GIL
-    released); bench/b8_workers.py's bound. B1 uses :class:`RSABound` (processes)."""
-    ciphertext = rsa_oaep_encrypt(key.public_key(), os.urandom(32))
-    counts = [0] * threads
-    stop = time.perf_counter() + seconds
-
-    def work(i: int) -> None:
-        n = 0
-        while time.perf_counter() < stop:
-            rsa_oaep_decrypt(key, ciphertext)
-            n += 1
-        counts[i] = n
-
-    pool = [threading.Thread(target=work, args=(i,)) for i in range(threads)]
-    start = time.perf_counter()
-    for t in pool:
-        t.start()
-    for t in pool:
-        t.join()
-    return sum(counts) / (time.perf_counter() - start)
-
-
 def rsa_worker(key_path: str) -> int:
     """``run.py --rsa-worker KEY``: one process decrypting on command (the B1 bound).
 
