@@ -16,6 +16,10 @@ SCRIPTS = sorted([*(ROOT / "bench").glob("*.py"), *(ROOT / "soak").glob("*.py")]
 @pytest.mark.parametrize("path", SCRIPTS, ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_script_imports(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.syspath_prepend(str(path.parent))
+    # tests/pki.py (or soak/run.py) may already be imported under the same name as the
+    # script's sibling module: drop those for this import, restored afterwards
+    for sibling in path.parent.glob("*.py"):
+        monkeypatch.delitem(sys.modules, sibling.stem, raising=False)
     spec = importlib.util.spec_from_file_location(f"_check_{path.stem}", path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
