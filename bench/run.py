@@ -7,18 +7,28 @@ Exit status is 0 whether or not a target is met: benchmarks report, they do not 
 
 Figures (see bench/README.md for what each one measures and why):
 
-B1  Transfer round trips/s, RSA-4096, all verification on, 8 senders over one reused
-    channel; Bob (beneficiary) in his own process, Alice (originator) in this one.
-    Bound: RSA-4096 OAEP-SHA512 decrypts/s on all cores / 4.
+B1  Transfer round trips/s, RSA-4096, all verification on, durable commits, 8 senders
+    over one reused channel; Bob (beneficiary) in his own process, Alice (originator)
+    in this one. Bound: RSA-4096 OAEP-SHA512 decrypts/s in one process per core
+    (``--rsa-worker``), in windows interleaved with the transfer windows, / 4.
 B2  median warm Transfer latency, server with peer verification / same server without.
-B3  first contact (lookup + pinned mTLS + KeyExchange + first Transfer) / bare
-    RSA-4096 mTLS connect + one RPC.
+B3  first contact (lookup + offline checks + pinned mTLS + probe + KeyExchange + first
+    Transfer) / the same first contact in reference mode (lookup, plain mTLS to a
+    verify_peers=False server, the same KeyExchange and first Transfer); the old figure
+    (/ a bare RSA-4096 mTLS connect + one RPC) is b3_bare_ratio.
 B4  directory Lookup rate / health Check rate on the same server; Search median over
     10,000 records.
 B5  RSS of a node process holding 10,000 cached peer decisions.
 B6  TransferStream envelopes/s / unary Transfer envelopes/s.
 B7  Transfer round trips/s with Bob on the PostgreSQL store / on SQLite (durable both).
 B8  Round trips/s with ``serve --workers 2`` / the RSA bound (bench/b8_workers.py).
+B10 load curve, B11 hostile flood, B12 idle connections: bench/b_load.py,
+    b_hostile.py, b_idle.py when present (each ``--out FILE.json``).
+B13 (Alice's + Bob's CPU per B1 round trip) - 4 x the CPU per decrypt of the bound.
+B14 summed RSS of a default ``trisa-peer serve`` process tree 5 s after 2,000
+    transfers.
+``bench/report.png``: B10 latency against concurrency and each figure against its
+target (needs the ``bench`` extra: matplotlib).
 Size figures (``--scale``, ``make bench-scale``; minutes each, so not in ``make bench``):
 
 S1  ``transfers list`` (latest 100; a peer's latest 20) at 1,000,000 stored transfers,
@@ -67,23 +77,35 @@ from trisa_peer.directory.service import Directory  # noqa: E402
 from trisa_peer.directory.store import SQLiteStore  # noqa: E402
 from trisa_peer.envelope import seal  # noqa: E402
 from trisa_peer.envelope.crypto import rsa_oaep_decrypt, rsa_oaep_encrypt  # noqa: E402
+from trisa_peer.envelope.keys import (  # noqa: E402
+    public_key_from_signing_key,
+    signing_key_from_certificate,
+)
 from trisa_peer.network.node import TrisaNode  # noqa: E402
 from trisa_peer.network.store import TransferStore  # noqa: E402
 from trisa_peer.testing.cast import BOOK  # noqa: E402
 from trisa_peer.testing.network import SimulatedNetwork  # noqa: E402
 from trisa_peer.testing.policies import beneficiary_handler, originator_payload  # noqa: E402
+from trisa_peer.transport.client import PeerChannel  # noqa: E402
 from trisa_peer.transport.identity import Material  # noqa: E402
 from trisa_peer.transport.server import StaticMaterial  # noqa: E402
 
 TARGETS = {  # key: (comparison, target)
-    "b1_ratio": (">=", 0.7),
+    "b1_ratio": (">=", 0.75),
     "b2_ratio": ("<=", 1.03),
-    "b3_ratio": ("<=", 1.5),
+    "b3_ratio": ("<=", 1.2),
     "b4_lookup_ratio": (">=", 0.9),
     "b4_search_p50_ms": ("<=", 2.0),
     "b5_rss_mb": ("<=", 150.0),
     "b7_ratio": (">=", 0.85),
     "b8_ratio": (">=", 0.8),
+    "b10_errors": ("<=", 0),
+    "b10_p99_p50": ("<=", 3.0),
+    "b11_hostile_ratio": (">=", 0.8),
+    "b11_rss_growth_mb": ("<=", 5.0),
+    "b12_idle_conns": ("<=", 1.5),
+    "b13_non_rsa_cpu_ms": ("<=", 2.0),
+    "b14_rss_mb_2000": ("<=", 60.0),
     "s1_list_100_ms": ("<=", 20.0),
     "s1_peer_20_ms": ("<=", 20.0),
     "s2_import_ratio": ("<=", 12.0),
@@ -105,6 +127,38 @@ def child_cpu(pid: int) -> float:
     """User + system CPU seconds of process ``pid`` (from /proc)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def tree_pids(root: int) -> list[int]:
+    """``root`` and all its descendants (from /proc)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(entry.name))
+    out, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        out.append(pid)
+        todo.extend(children.get(pid, []))
+    return out
+
+
+def tree_rss_mb(root: int) -> float:
+    """Sum of VmRSS over ``root`` and its descendants, in MB."""
+    total = 0
+    for pid in tree_pids(root):
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except OSError:
+            continue
+    return total / 1024
 
 
 def machine() -> dict[str, Any]:
@@ -214,26 +268,58 @@ class Gate:
             t.join(5)
 
 
-def decrypt_rate(key: Any, seconds: float, threads: int = NPROC) -> float:
-    """RSA-OAEP-SHA512 decrypts per second with ``threads`` threads (GIL released)."""
-    ciphertext = rsa_oaep_encrypt(key.public_key(), os.urandom(32))
-    counts = [0] * threads
-    stop = time.perf_counter() + seconds
+def rsa_worker(key_path: str) -> int:
+    """``run.py --rsa-worker KEY``: one process decrypting on command (the B1 bound).
 
-    def work(i: int) -> None:
-        n = 0
+    Reads a number of seconds per line on stdin, decrypts for that long, prints
+    ``count elapsed cpu_seconds``; stops at end of input."""
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    key = load_pem_private_key(Path(key_path).read_bytes(), password=None)
+    ciphertext = rsa_oaep_encrypt(key.public_key(), os.urandom(32))  # type: ignore[arg-type, union-attr]
+    for line in sys.stdin:
+        seconds = float(line)
+        n, c0, start = 0, time.process_time(), time.perf_counter()
+        stop = start + seconds
         while time.perf_counter() < stop:
-            rsa_oaep_decrypt(key, ciphertext)
+            rsa_oaep_decrypt(key, ciphertext)  # type: ignore[arg-type]
             n += 1
-        counts[i] = n
+        print(n, time.perf_counter() - start, time.process_time() - c0, flush=True)
+    return 0
 
-    pool = [threading.Thread(target=work, args=(i,)) for i in range(threads)]
-    start = time.perf_counter()
-    for t in pool:
-        t.start()
-    for t in pool:
-        t.join()
-    return sum(counts) / (time.perf_counter() - start)
+
+class RSABound:
+    """The B1 bound in ``NPROC`` separate processes (each with its own GIL), run in
+    windows interleaved with the transfer windows: decrypts/s and CPU per decrypt."""
+
+    def __init__(self, key_path: Path, processes: int = NPROC) -> None:
+        self.procs = [
+            subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--rsa-worker",
+                              str(key_path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             text=True)
+            for _ in range(processes)
+        ]
+
+    def window(self, seconds: float) -> tuple[float, float]:
+        """(decrypts/s over all processes, CPU seconds per decrypt)."""
+        for p in self.procs:
+            assert p.stdin is not None
+            p.stdin.write(f"{seconds}\n")
+            p.stdin.flush()
+        rate, count, cpu = 0.0, 0, 0.0
+        for p in self.procs:
+            assert p.stdout is not None
+            n, took, used = p.stdout.readline().split()
+            rate += int(n) / float(took)
+            count += int(n)
+            cpu += float(used)
+        return rate, cpu / max(count, 1)
+
+    def close(self) -> None:
+        for p in self.procs:
+            if p.stdin is not None:
+                p.stdin.close()
+            p.wait(10)
 
 
 def store_sync(mode: str) -> Callable[[], None]:
@@ -327,12 +413,18 @@ class Bench:
         rates: list[float] = []
         bounds: list[float] = []
         ratios: list[float] = []
+        rsa_cpu: list[float] = []
         cpu = 0.0
         total = 0
         elapsed = 0.0
+        write_identity(self.bob.identity, self.work / "bob.pem", self.work / "bob.key")
+        rsa = RSABound(self.work / "bob.key")
         try:
+            rsa.window(0.3)  # warm-up
             for _ in range(pairs):
-                bound = decrypt_rate(self.bob_key, 1.0) / 4
+                decrypts, per_decrypt = rsa.window(1.0)
+                bound = decrypts / 4  # four RSA-4096 decrypts per round trip
+                rsa_cpu.append(per_decrypt)
                 c_self, c_child = time.process_time(), child_cpu(child.pid) if child else 0.0
                 n, took = gate.window(seconds)
                 cpu += time.process_time() - c_self
@@ -344,14 +436,19 @@ class Bench:
                 ratios.append(n / took / bound)
         finally:
             gate.close()
+            rsa.close()
+        cpu_ms = cpu / max(total, 1) * 1000
+        rsa_ms = 4 * median(rsa_cpu) * 1000
         return {
             "rate": median(rates),
+            "non_rsa_cpu_ms": round(cpu_ms - rsa_ms, 2),
+            "rsa_cpu_ms_per_rt": round(rsa_ms, 2),
             "bound": median(bounds),
             "ratio": median(ratios),
             "rates": [round(r, 1) for r in rates],
             "bounds": [round(b, 1) for b in bounds],
             "ratios": [round(r, 3) for r in ratios],
-            "cpu_ms_per_rt": round(cpu / max(total, 1) * 1000, 2),
+            "cpu_ms_per_rt": round(cpu_ms, 2),
             "cores_used": round(cpu / elapsed, 2),
             "errors": gate.errors,
             "error_count": gate.error_count,
@@ -364,9 +461,10 @@ class Bench:
         self.point_alice_at(child.port)
         out = self.b1_windows(child, pairs=5, seconds=3.0)
         self.results.update(b1_rate=round(out["rate"], 1), b1_bound=round(out["bound"], 1),
-                            b1_ratio=round(out["ratio"], 3))
+                            b1_ratio=round(out["ratio"], 3),
+                            b13_non_rsa_cpu_ms=out["non_rsa_cpu_ms"])
         self.results["b1_detail"] = {k: v for k, v in out.items()
-                                     if k not in ("rate", "bound", "ratio")}
+                                     if k not in ("rate", "bound", "ratio", "non_rsa_cpu_ms")}
         self.results["b1_detail"]["senders"] = self.args.senders
         self.b6(child)
         child.stop()
@@ -505,7 +603,8 @@ class Bench:
     # ------------------------------------------------------------------ B3
 
     def b3(self) -> None:
-        say("B3 first contact vs bare RSA-4096 mTLS connect + one RPC")
+        say("B3 first contact vs the same first contact in reference mode (no verification)"
+            " and vs a bare RSA-4096 mTLS connect + one RPC")
         a, b = self.alice.node, self.bob.node
         bob_cn, alice_cn = self.bob.common_name, self.alice.common_name
         ident = self.alice.identity
@@ -517,6 +616,20 @@ class Bench:
         options = [("grpc.ssl_target_name_override", bob_cn),
                    ("grpc.default_authority", bob_cn),
                    ("grpc.use_local_subchannel_pool", 1)]
+        # The reference Bob: the same identity, store kind and handler, verify_peers=False
+        # (no interceptor, no TRISA policy, no directory binding: only the TLS layer's
+        # chain check against the trust pool, as upstream nodes do).
+        ref_dir = self.net.directory_client()
+        ref_bob = TrisaNode(
+            StaticMaterial(Material(self.bob.identity, self.net.pool, None, 1)),
+            ref_dir,
+            store=TransferStore(self.work / "b3-reference.db"),
+            handler=beneficiary_handler(BOOK, bob_cn, async_delay=timedelta(seconds=0.2)),
+            listen="127.0.0.1:0", verify_peers=False, max_workers=8, timeout=10,
+        )
+        ref_port = ref_bob.start()
+        ref_plan = replace(a.resolver.plan(bob_cn), address=f"127.0.0.1:{ref_port}")
+        ours = signing_key_from_certificate(ident.leaf)
 
         def bare() -> float:
             start = time.perf_counter()
@@ -524,6 +637,27 @@ class Bench:
             api_pb2_grpc.TRISAHealthStub(channel).Status(api_pb2.HealthCheck(), timeout=10)
             took = time.perf_counter() - start
             channel.close()
+            return took
+
+        def reference() -> float:
+            # Upstream-style first contact: step-1 look-up (warm directory channel, cold
+            # cache), plain mTLS (trust pool only: no pin, no offline checks, no probe),
+            # the same KeyExchange, and the same first Transfer through the node's own
+            # transfer path (store row, seal, open the reply: the same envelope crypto).
+            a.directory.clear_cache()  # type: ignore[attr-defined]
+            ref_bob.server.authenticator.forget()
+            ref_bob.peer_keys.drop(alice_cn)
+            start = time.perf_counter()
+            a.directory.lookup(common_name=bob_cn)
+            channel = grpc.secure_channel(ref_plan.address, creds, options=options)
+            stub = api_pb2_grpc.TRISANetworkStub(channel)
+            key = public_key_from_signing_key(stub.KeyExchange(ours, timeout=10))
+            peer = PeerChannel(ref_plan, channel, stub, api_pb2_grpc.TRISAHealthStub(channel))
+            result = a._transfer(bob_cn, peer, seal(self.payload, key))
+            took = time.perf_counter() - start
+            channel.close()
+            if result.state != "accepted":
+                raise RuntimeError(f"B3 reference transfer was {result.describe()}")
             return took
 
         def first() -> dict[str, float]:
@@ -552,26 +686,41 @@ class Bench:
             return time.perf_counter() - start
 
         self.point_alice_at(self.bob.port)
-        first()
-        bare()
         firsts: list[dict[str, float]] = []
+        refs: list[float] = []
         bares: list[float] = []
         plans: list[float] = []
-        for _ in range(12):
-            firsts.append(first())
-            bares.append(bare())
-            plans.append(plan_only())
+        try:
+            first()
+            reference()
+            bare()
+            for i in range(16):  # order alternates so that drift hits both sides alike
+                if i % 2:
+                    refs.append(reference())
+                    firsts.append(first())
+                else:
+                    firsts.append(first())
+                    refs.append(reference())
+                bares.append(bare())
+                plans.append(plan_only())
+        finally:
+            ref_bob.close()
+            ref_dir.close()
         total = median([f["total"] for f in firsts])
-        ratio = median([f["total"] / b_ for f, b_ in zip(firsts, bares, strict=True)])
+        ratio = median([f["total"] / r for f, r in zip(firsts, refs, strict=True)])
+        bare_ratio = median([f["total"] / b_ for f, b_ in zip(firsts, bares, strict=True)])
         self.results["b3_ratio"] = round(ratio, 3)
+        self.results["b3_bare_ratio"] = round(bare_ratio, 3)
         self.results["b3_detail"] = {
             "first_contact_p50_ms": round(total * 1000, 2),
+            "reference_p50_ms": round(median(refs) * 1000, 2),
             "bare_mtls_rpc_p50_ms": round(median(bares) * 1000, 2),
             "lookup_and_offline_checks_p50_ms": round(median(plans) * 1000, 2),
             "connect_p50_ms": round(median([f["connect"] for f in firsts]) * 1000, 2),
             "key_exchange_p50_ms": round(median([f["keyx"] for f in firsts]) * 1000, 2),
             "first_transfer_p50_ms": round(median([f["transfer"] for f in firsts]) * 1000, 2),
-            "ratio_of_medians": round(total / median(bares), 3),
+            "ratio_of_medians": round(total / median(refs), 3),
+            "ratios": [round(f["total"] / r, 3) for f, r in zip(firsts, refs, strict=True)],
             "iterations": len(firsts),
         }
 
@@ -770,6 +919,85 @@ print(done)
         self.results["b5_detail"] = detail
 
 
+    # ------------------------------------------------------------------ B14
+
+    def b14(self) -> None:
+        say("B14 memory: RSS of a default `trisa-peer serve` (all its processes), 5 s "
+            "after 2,000 transfers")
+        import socket
+
+        write_identity(self.bob.identity, self.work / "bob.pem", self.work / "bob.key")
+        (self.work / "trust.pem").write_bytes(self.net.pool.pem())
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        command = [str(Path(sys.executable).with_name("trisa-peer")), "serve",
+                   "--listen", f"127.0.0.1:{port}",
+                   "--cert", str(self.work / "bob.pem"), "--key", str(self.work / "bob.key"),
+                   "--trust", str(self.work / "trust.pem"),
+                   "--directory", self.net.directory_endpoint, "--directory-insecure",
+                   "--db", str(self.work / "b14.db"), "--policy", "rvasp"]
+        for endpoint, address in self.net.resolve.items():
+            command += ["--resolve", f"{endpoint}:{address.rsplit(':', 1)[0]}"]
+        log = (self.work / "b14-serve.log").open("w")
+        proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+        try:
+            deadline = time.monotonic() + 30
+            while True:
+                if proc.poll() is not None:
+                    raise RuntimeError("serve exited: " + (self.work / "b14-serve.log")
+                                       .read_text().strip().splitlines()[-1:][0])
+                try:
+                    socket.create_connection(("127.0.0.1", port), 0.2).close()
+                    break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        raise RuntimeError("serve did not listen within 30 s") from None
+                    time.sleep(0.1)
+            idle = tree_rss_mb(proc.pid)
+            self.point_alice_at(port)
+            alice, peer = self.alice.node, self.bob.common_name
+            alice.connect(peer)
+            left = [2000]
+            lock = threading.Lock()
+
+            def send() -> None:
+                with lock:
+                    if left[0] <= 0:
+                        time.sleep(0.01)
+                        return
+                    left[0] -= 1
+                result = alice.send(peer, self.payload)
+                if result.state != "accepted":
+                    raise RuntimeError(result.describe())
+
+            gate = Gate(self.args.senders, send)
+            try:
+                start = time.perf_counter()
+                while left[0] > 0 and time.perf_counter() - start < 120:
+                    gate.window(1.0)
+            finally:
+                gate.close()
+            if gate.error_count or left[0] > 0:
+                raise RuntimeError(f"B14 transfers: {gate.error_count} errors, {left[0]} "
+                                   f"not sent: {gate.errors}")
+            took = time.perf_counter() - start
+            time.sleep(5)
+            rss, count = tree_rss_mb(proc.pid), len(tree_pids(proc.pid))
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            log.close()
+            self.alice.node.connector.forget(self.bob.common_name)
+        self.results["b14_rss_mb_2000"] = round(rss, 1)
+        self.results["b14_detail"] = {"rss_idle_mb": round(idle, 1), "processes": count,
+                                      "transfers": 2000, "send_s": round(took, 1),
+                                      "store": "sqlite file (durable)", "policy": "rvasp"}
+
     # ------------------------------------------------------------------ B7, B9
 
     def alternate(self, targets: dict[str, int], pairs: int, seconds: float,
@@ -824,7 +1052,7 @@ print(done)
             post = self.bob_child("b7-postgresql", store=pg.url)
             try:
                 rates = self.alternate({"sqlite": lite.port, "postgresql": post.port},
-                                       pairs=5, seconds=3.0,
+                                       pairs=3, seconds=2.5,
                                        senders=[(self.alice, self.args.senders)])
             finally:
                 for child in (lite, post):
@@ -853,7 +1081,7 @@ print(done)
                 half = max(1, self.args.senders // 2)
                 rates = self.alternate(
                     {"haproxy_2_replicas": lb.port, "direct_1_replica": replicas[0].port},
-                    pairs=4, seconds=3.0,
+                    pairs=2, seconds=3.0,
                     senders=[(self.alice, half), (self.net.charlie, half)])
             finally:
                 lb.stop()
@@ -887,9 +1115,44 @@ print(done)
     def b8(self) -> None:
         say("B8 serve --workers 2: round trips/s / RSA bound (and / one worker), "
             "bench/b8_workers.py")
-        out = self.script("b8_workers.py", "--senders", str(self.args.senders))
+        out = self.script("b8_workers.py", "--senders", str(self.args.senders), "--pairs", "3")
         self.results["b8_ratio"] = out["b8_ratio"]
         self.results["b8_detail"] = {k: v for k, v in out.items() if k != "b8_ratio"}
+
+    # B10-B12: standalone load scripts (their own processes), run when present; the
+    # windows are trimmed from the scripts' defaults to keep make bench under 5 minutes
+    LOAD_SCRIPTS = {
+        "b10": ("b_load.py", ("b10_load", "b10_p99_p50"),
+                ("--seconds", "3", "--warmup", "1")),
+        "b11": ("b_hostile.py", ("b11_hostile_ratio", "b11_rss_growth_mb"),
+                ("--pairs", "2", "--seconds", "3")),
+        "b12": ("b_idle.py", ("b12_idle_conns",), ("--peers", "8")),
+    }
+
+    def load_script(self, name: str) -> None:
+        script, keys, options = self.LOAD_SCRIPTS[name]
+        if not (HERE / script).exists():
+            say(f"{name.upper()} skipped: bench/{script} is not in this tree")
+            self.results.setdefault("not_run", []).append(f"{name} (no bench/{script})")
+            return
+        say(f"{name.upper()} bench/{script} {' '.join(options)}")
+        out = self.script(script, *options, timeout=300)
+        if not isinstance(out, dict) or not all(k in out for k in keys):
+            raise RuntimeError(f"{script} did not give {', '.join(keys)}")
+        for key, value in out.items():  # its figures (b10_*, ...), not its own targets
+            if key.startswith(f"{name}_"):
+                self.results[key] = value
+        self.results[f"{name}_detail"] = {**out.get(f"{name}_detail", {}),
+                                          "options": list(options)}
+
+    def b10(self) -> None:
+        self.load_script("b10")
+
+    def b11(self) -> None:
+        self.load_script("b11")
+
+    def b12(self) -> None:
+        self.load_script("b12")
 
     def s1(self) -> None:
         say("S1 transfers list at 1,000,000 stored transfers (latest 100, a peer's latest "
@@ -919,6 +1182,86 @@ print(done)
 # --------------------------------------------------------------------------- report
 
 
+def load_levels(b10: Any) -> list[dict[str, float]]:
+    """``b10_load`` as a list of {senders, rate, p50_ms, p99_ms, errors}, sorted by
+    senders; accepts a list of such rows or a mapping keyed by the sender count."""
+    rows: list[dict[str, Any]] = []
+    if isinstance(b10, dict):
+        for level, row in b10.items():
+            if isinstance(row, dict) and str(level).isdigit():
+                rows.append({"senders": int(level), **row})
+    elif isinstance(b10, list):
+        rows = [dict(r) for r in b10 if isinstance(r, dict)]
+
+    def pick(row: dict[str, Any], *names: str) -> float:
+        for name in names:
+            if isinstance(row.get(name), (int, float)):
+                return float(row[name])
+        return float("nan")
+
+    out = [{"senders": pick(r, "senders", "concurrency"),
+            "rate": pick(r, "rate", "transfers_per_s", "tps"),
+            "p50_ms": pick(r, "p50_ms", "p50"), "p99_ms": pick(r, "p99_ms", "p99"),
+            "errors": pick(r, "errors", "error_count")} for r in rows]
+    return sorted((r for r in out if r["senders"] == r["senders"]), key=lambda r: r["senders"])
+
+
+def plot(results: dict[str, Any], path: Path) -> str:
+    """Write ``report.png``: latency against concurrency (B10) and every figure with a
+    target as headroom (>= 1 meets it). Returns what was done, in words; needs the
+    ``bench`` extra (matplotlib), which ``make bench`` installs."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "report.png not written: matplotlib missing (pip install -e '.[bench]')"
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5.5),
+                                      gridspec_kw={"width_ratios": [1, 1.3]})
+    levels = load_levels(results.get("b10_load"))
+    if levels:
+        xs = [lv["senders"] for lv in levels]
+        left.plot(xs, [lv["p50_ms"] for lv in levels], "o-", label="p50")
+        left.plot(xs, [lv["p99_ms"] for lv in levels], "s-", label="p99")
+        left.set_xscale("log", base=2)
+        left.set_xticks(xs, [f"{x:g}" for x in xs])
+        left.legend()
+    else:
+        left.text(0.5, 0.5, "b10_load not measured\n(bench/b_load.py absent)",
+                  ha="center", va="center", transform=left.transAxes)
+    left.set_xlabel("concurrent senders (processes)")
+    left.set_ylabel("transfer latency at the sender (ms)")
+    left.set_title("B10 latency against concurrency")
+    left.grid(True, alpha=0.3)
+    names, heads, colors, notes = [], [], [], []
+    for key, (op, target) in TARGETS.items():
+        value = results.get(key)
+        if not isinstance(value, (int, float)) or value != value:
+            continue
+        head = value / target if op == ">=" else (target / value if value else float("inf"))
+        names.append(key)
+        heads.append(min(head, 3.0))
+        colors.append("tab:green" if head >= 1 else "tab:red")
+        notes.append(f"{value:g} (target {op} {target:g})")
+    ys = list(range(len(names)))
+    right.barh(ys, heads, color=colors)
+    right.axvline(1.0, color="black", linewidth=1)
+    right.set_yticks(ys, names)
+    right.invert_yaxis()
+    for y, h, note in zip(ys, heads, notes, strict=True):
+        right.text(h + 0.03, y, note, va="center", fontsize=8)
+    right.set_xlim(0, 3.6)
+    right.set_xlabel("headroom: value / target (>= targets), target / value (<= targets)")
+    right.set_title("each figure against its target (green: met)")
+    fig.suptitle(f"trisa-peer make bench, {results.get('started', '')}, "
+                 f"{results['machine']['nproc']} cores")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return f"plot in {path}"
+
+
 def verdict(key: str, value: float) -> str:
     if key not in TARGETS:
         return "-"
@@ -929,7 +1272,7 @@ def verdict(key: str, value: float) -> str:
 
 def table(r: dict[str, Any]) -> str:
     d = {k: r.get(k + "_detail", {})
-         for k in ("b1", "b2", "b3", "b4", "b5", "b6", "b7", "b8", "b9")}
+         for k in ("b1", "b2", "b3", "b4", "b5", "b6", "b7", "b8", "b9", "b14")}
     rows = [
         ("B1 transfer round trips/s", "b1_ratio", f"{r.get('b1_rate', 'n/a')} rt/s",
          f"bound {r.get('b1_bound', 'n/a')} rt/s", "b1_ratio"),
@@ -938,7 +1281,10 @@ def table(r: dict[str, Any]) -> str:
          "b2_ratio"),
         ("B3 first contact (p50)", "b3_ratio",
          f"{d['b3'].get('first_contact_p50_ms', 'n/a')} ms",
-         f"{d['b3'].get('bare_mtls_rpc_p50_ms', 'n/a')} ms", "b3_ratio"),
+         f"ref {d['b3'].get('reference_p50_ms', 'n/a')} ms", "b3_ratio"),
+        ("B3 old: / bare mTLS + one RPC", "b3_bare_ratio",
+         f"{d['b3'].get('first_contact_p50_ms', 'n/a')} ms",
+         f"{d['b3'].get('bare_mtls_rpc_p50_ms', 'n/a')} ms", "b3_bare_ratio"),
         ("B4 directory Lookup rate", "b4_lookup_ratio", f"{d['b4'].get('lookup_rate', 'n/a')}/s",
          f"{d['b4'].get('noop_rate', 'n/a')}/s", "b4_lookup_ratio"),
         ("B4 Search p50, 10k records", "b4_search_p50_ms",
@@ -956,6 +1302,22 @@ def table(r: dict[str, Any]) -> str:
         ("B9 2 replicas+HAProxy / direct", "b9_ratio",
          f"{d['b9'].get('two_replicas_rate', 'n/a')} rt/s",
          f"{d['b9'].get('one_replica_rate', 'n/a')} rt/s", "b9_ratio"),
+        ("B10 p99/p50 at 64 senders", "b10_p99_p50",
+         f"{r.get('b10_p99_p50', 'n/a')}", "b_load.py", "b10_p99_p50"),
+        ("B10 errors, 1-64 senders", "b10_errors",
+         f"{r.get('b10_errors', 'n/a')}", "b_load.py", "b10_errors"),
+        ("B11 rate under a flood / quiet", "b11_hostile_ratio",
+         f"{r.get('b11_hostile_ratio', 'n/a')}", "b_hostile.py", "b11_hostile_ratio"),
+        ("B11 RSS growth in the flood", "b11_rss_growth_mb",
+         f"{r.get('b11_rss_growth_mb', 'n/a')} MB", "b_hostile.py", "b11_rss_growth_mb"),
+        ("B12 1st transfer, 1k idle conns", "b12_idle_conns",
+         f"{r.get('b12_idle_conns', 'n/a')}", "b_idle.py", "b12_idle_conns"),
+        ("B13 CPU/round trip outside RSA", "b13_non_rsa_cpu_ms",
+         f"{r.get('b13_non_rsa_cpu_ms', 'n/a')} ms",
+         f"RSA {d['b1'].get('rsa_cpu_ms_per_rt', 'n/a')} ms", "b13_non_rsa_cpu_ms"),
+        ("B14 serve RSS after 2,000", "b14_rss_mb_2000",
+         f"{r.get('b14_rss_mb_2000', 'n/a')} MB",
+         f"idle {d['b14'].get('rss_idle_mb', 'n/a')} MB", "b14_rss_mb_2000"),
         ("S1 list latest 100, 1M stored", "s1_list_100_ms",
          f"{r.get('s1_list_100_ms', 'n/a')} ms", "slower backend", "s1_list_100_ms"),
         ("S1 a peer's latest 20, 1M", "s1_peer_20_ms",
@@ -971,7 +1333,9 @@ def table(r: dict[str, Any]) -> str:
     for label, key, value, base, ratio_key in rows:
         raw = r.get(ratio_key)
         shown = f"{raw:.3f}" if isinstance(raw, (int, float)) else "n/a"
-        if ratio_key in ("b4_search_p50_ms", "b5_rss_mb", "s1_list_100_ms", "s1_peer_20_ms"):
+        if ratio_key in ("b4_search_p50_ms", "b5_rss_mb", "s1_list_100_ms", "s1_peer_20_ms",
+                         "b10_errors",
+                         "b11_rss_growth_mb", "b13_non_rsa_cpu_ms", "b14_rss_mb_2000"):
             shown = "-"
         op_target = TARGETS.get(key)
         target = f"{op_target[0]} {op_target[1]:g}" if op_target else "report"
@@ -982,6 +1346,8 @@ def table(r: dict[str, Any]) -> str:
 
 
 def main() -> int:
+    if len(sys.argv) == 3 and sys.argv[1] == "--rsa-worker":
+        return rsa_worker(sys.argv[2])
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--senders", type=int, default=8, help="B1 concurrent senders")
     parser.add_argument("--experiments", action="store_true",
@@ -990,6 +1356,8 @@ def main() -> int:
     parser.add_argument("--scale", action="store_true",
                         help="also run S1 and S2 (1,000,000 stored transfers; 100,000 "
                         "directory records; about 20 minutes)")
+    parser.add_argument("--plot", default=str(HERE / "report.png"),
+                        help="where to draw the figures ('' for no plot)")
     parser.add_argument("--only", default="", help="comma list of b1..b9 (debugging)")
     args = parser.parse_args()
     only = set(filter(None, args.only.lower().split(",")))
@@ -1012,8 +1380,9 @@ def main() -> int:
             steps.append(("b1x", bench.b1_experiments))
         if want("b4") or want("b5"):
             steps.insert(0, ("pki", bench.make_pki))
-        steps += [("b4", bench.b4), ("b5", bench.b5), ("b7", bench.b7), ("b9", bench.b9),
-                  ("b8", bench.b8), ("s1", bench.s1), ("s2", bench.s2)]
+        steps += [("b14", bench.b14), ("b4", bench.b4), ("b5", bench.b5), ("b7", bench.b7),
+                  ("b9", bench.b9), ("b8", bench.b8), ("b10", bench.b10), ("b11", bench.b11),
+                  ("b12", bench.b12), ("s1", bench.s1), ("s2", bench.s2)]
         for name, step in steps:
             if name == "b1x" and not want("b1"):
                 continue
@@ -1032,13 +1401,17 @@ def main() -> int:
     results["failures"] = failures
     results["duration_s"] = round(time.perf_counter() - started, 1)
     ordered = {k: results[k] for k in (
-        "b1_rate", "b1_bound", "b1_ratio", "b2_ratio", "b3_ratio", "b4_lookup_ratio",
-        "b4_search_p50_ms", "b5_rss_mb", "b6_ratio", "b7_ratio", "b8_ratio", "b9_ratio",
+        "b1_rate", "b1_bound", "b1_ratio", "b2_ratio", "b3_ratio", "b3_bare_ratio",
+        "b4_lookup_ratio", "b4_search_p50_ms", "b5_rss_mb", "b6_ratio", "b7_ratio", "b8_ratio",
+        "b9_ratio", "b10_load", "b10_errors", "b10_p99_p50", "b11_hostile_ratio",
+        "b11_rss_growth_mb", "b12_idle_conns", "b13_non_rsa_cpu_ms", "b14_rss_mb_2000",
         "s1_list_100_ms", "s1_peer_20_ms", "s2_import_ratio", "s2_copy_ratio")
         if k in results}
     ordered.update({k: v for k, v in results.items() if k not in ordered})
     Path(args.out).write_text(json.dumps(ordered, indent=2) + "\n")
     print(table(results))
+    if args.plot:
+        say(plot(results, Path(args.plot)))
     m = results["machine"]
     print(f"\nmachine: {m['nproc']} x {m['cpu']}; Python {m['python']}, grpcio {m['grpcio']}, "
           f"cryptography {m['cryptography']}; {results['duration_s']} s; "
