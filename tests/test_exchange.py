@@ -348,3 +348,21 @@ def test_node_close_is_idempotent_and_ends_its_context(net: Any, tmp_path: Any) 
     node.close()  # a second close (and a stop after it) does nothing
     node.stop()
     assert not _listening(port)
+
+
+def test_a_transfer_on_a_channel_closed_under_it_is_a_channel_error(net: Any) -> None:
+    """grpc raises ValueError for a call on a closed channel (the node stopping under a
+    callback timer): the node reports ChannelBrokenError (retry) and marks the row
+    failed, never an unhandled exception in a thread. Twin: the open channel works."""
+    from trisa_peer.errors import ChannelBrokenError
+
+    alice = net.alice.node
+    channel = alice.connect(net.bob.common_name)
+    ok = alice.send(net.bob.common_name, payload_for("alice.vasp.test", "bob.vasp.test"))
+    assert ok.state != "failed"
+    channel.close()
+    envelope = seal(payload_for("alice.vasp.test", "bob.vasp.test"), bob_key(net))
+    with pytest.raises(ChannelBrokenError, match="the channel was closed") as info:
+        alice._transfer(net.bob.common_name, channel, envelope)
+    assert info.value.retry
+    alice.connector.forget(net.bob.common_name)

@@ -55,7 +55,7 @@ from ..trace import HandshakeTrace
 from ..transport.client import PeerChannel, PeerConnector
 from ..transport.material import MaterialSource
 from ..transport.server import TrisaServer
-from ..transport.status import rpc_status, transfer_error
+from ..transport.status import closed_channel_error, rpc_status, transfer_error
 from .handler import Accept, Handler, PendingTransfer, Reject, Resolver
 from .keys import KeyRing, PeerKeys, record_key
 from .service import Exchange, NetworkServicer, pending_of
@@ -399,6 +399,9 @@ class TrisaNode:
             if isinstance(error, ChannelBrokenError):
                 self.connector.forget(peer)
             raise error from None
+        except ValueError:  # grpc: the channel was closed under this call
+            self.store.set_state(seq, "failed")
+            raise closed_channel_error(f"transfer to {peer} failed") from None
         if reply.id != envelope.id:
             self.store.set_state(seq, "failed")
             raise TransferError(f"{peer} answered envelope {envelope.id} with id {reply.id!r}")

@@ -56,6 +56,7 @@ __all__ = [
     "abort_unverified",
     "classify_connect",
     "classify_tls",
+    "closed_channel_error",
     "dial_error",
     "directory_error",
     "directory_reply_error",
@@ -458,3 +459,10 @@ def tls_error(failure: TlsFailure, details: str, *, peer: str) -> HandshakeError
     cls, step, reason, message = _TLS_ERRORS[failure]
     text = message.format(peer=peer, details=details, why=_one_line(details))
     return cls(text, step=step, peer=peer, reason=reason)
+
+
+def closed_channel_error(what: str) -> ChannelBrokenError:
+    """grpc raises ``ValueError`` when a call starts on a channel another thread closed
+    (the node stopping, or the channel forgotten after a failure): the channel is
+    gone, not the peer; dial again."""
+    return ChannelBrokenError(f"{what}: the channel was closed", retry=True)
