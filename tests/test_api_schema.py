@@ -95,7 +95,11 @@ def test_api_conforms_to_its_document(api: str, operation: Any, mode: Generation
               suppress_health_check=list(HealthCheck))
     @given(case=operation.as_strategy(generation_mode=mode))
     def check(case: Any) -> None:
-        case.call_and_validate(base_url=api, headers={"Authorization": f"Bearer {TOKEN}"},
+        # the real token replaces the generated one, unless the (negative) case removed
+        # the header: putting it back would turn an invalid request into a valid one
+        present = any(k.lower() == "authorization" for k in (case.headers or {}))
+        auth = {"Authorization": f"Bearer {TOKEN}"} if present else None
+        case.call_and_validate(base_url=api, headers=auth,
                                excluded_checks=excluded,
                                additional_checks=[only_upstream_errors])
 
