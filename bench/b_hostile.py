@@ -26,7 +26,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -38,6 +37,8 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.append(str(HERE.parent / "soak"))  # after bench/: both have a run.py
+
+from childproc import LineChild  # noqa: E402
 
 MB = 1024 * 1024
 
@@ -91,37 +92,17 @@ def flood(config_path: str) -> int:
     return 0
 
 
-class Flood:
+class Flood(LineChild):
     """The ``--flood`` child process."""
 
     def __init__(self, config: dict[str, Any], path: Path) -> None:
         path.write_text(json.dumps(config))
-        self.proc = subprocess.Popen(
-            [sys.executable, str(Path(__file__).resolve()), "--flood", str(path)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline().strip()
-        if line != "READY":
-            self.stop()
-            raise RuntimeError(f"the flood process did not start: {line or 'no output'}")
+        super().__init__([str(Path(__file__).resolve()), "--flood", str(path)],
+                         "the flood process")
+        self.ready()
 
     def start(self, mode: str, amount: float, seconds: float) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(f"{mode} {amount} {seconds}\n")
-        self.proc.stdin.flush()
-
-    def result(self) -> dict[str, Any]:
-        assert self.proc.stdout is not None
-        return dict(json.loads(self.proc.stdout.readline()))
-
-    def stop(self) -> None:
-        if self.proc.stdin is not None and not self.proc.stdin.closed:
-            self.proc.stdin.close()
-        try:
-            self.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        self.send(f"{mode} {amount} {seconds}")
 
 
 # --------------------------------------------------------------------- the parent

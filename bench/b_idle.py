@@ -26,7 +26,6 @@ from __future__ import annotations
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -37,6 +36,8 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.append(str(HERE.parent / "soak"))  # after bench/: both have a run.py
+
+from childproc import LineChild  # noqa: E402
 
 HANDSHAKE_TIMEOUT = 5.0
 
@@ -62,33 +63,17 @@ def hold(port: int, count: int) -> int:
     return 0
 
 
-class Holder:
+class Holder(LineChild):
     """The ``--hold`` child process."""
 
     def __init__(self, port: int, count: int) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, str(Path(__file__).resolve()), "--hold", str(port), str(count)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline().strip()
-        if line != "READY":
-            self.stop()
-            raise RuntimeError(f"the holder did not start: {line or 'no output'}")
+        super().__init__([str(Path(__file__).resolve()), "--hold", str(port), str(count)],
+                         "the holder")
+        self.ready()
 
     def status(self) -> dict[str, Any]:
-        assert self.proc.stdin is not None and self.proc.stdout is not None
-        self.proc.stdin.write("status\n")
-        self.proc.stdin.flush()
-        return dict(json.loads(self.proc.stdout.readline()))
-
-    def stop(self) -> None:
-        if self.proc.stdin is not None and not self.proc.stdin.closed:
-            self.proc.stdin.close()
-        try:
-            self.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        self.send("status")
+        return self.result()
 
 
 # --------------------------------------------------------------------- new peers

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import threading
@@ -33,6 +32,8 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+
+from childproc import LineChild  # noqa: E402
 
 LEVELS = (1, 8, 32, 64)
 
@@ -142,38 +143,16 @@ def _loop(one: Any, end: float, records: list[tuple[float, float, str]]) -> None
 # --------------------------------------------------------------------- the parent
 
 
-class Sender:
+class Sender(LineChild):
     """One ``--worker`` child process."""
 
     def __init__(self, config: dict[str, Any], path: Path) -> None:
         path.write_text(json.dumps(config))
-        self.proc = subprocess.Popen(
-            [sys.executable, str(Path(__file__).resolve()), "--worker", str(path)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-
-    def ready(self) -> None:
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline().strip()
-        if line != "READY":
-            raise RuntimeError(f"a sender process did not start: {line or 'no output'}")
+        super().__init__([str(Path(__file__).resolve()), "--worker", str(path)],
+                         "a sender process")
 
     def run(self, threads: int, begin: float, end: float) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write(f"run {threads} {begin} {end}\n")
-        self.proc.stdin.flush()
-
-    def result(self) -> dict[str, Any]:
-        assert self.proc.stdout is not None
-        return dict(json.loads(self.proc.stdout.readline()))
-
-    def stop(self) -> None:
-        if self.proc.stdin is not None and not self.proc.stdin.closed:
-            self.proc.stdin.close()
-        try:
-            self.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        self.send(f"run {threads} {begin} {end}")
 
 
 def share(level: int, procs: int) -> list[int]:
