@@ -46,6 +46,7 @@ __all__ = [
     "SUPERSEDED_METADATA",
     "end_grace",
     "grace_changes",
+    "lookup_grace",
     "lookup_metadata",
     "parse_grace",
     "superseded_from_metadata",
@@ -126,15 +127,23 @@ def lookup_metadata(
 ) -> tuple[tuple[str, str | bytes], ...]:
     """The response headers of a Lookup of ``vasp_id`` (empty outside a grace, and
     when the current certificate is revoked)."""
+    return lookup_grace(directory, vasp_id, current)[0]
+
+
+def lookup_grace(
+    directory: Directory, vasp_id: str, current: ca_pb2.Certificate,
+) -> tuple[tuple[tuple[str, str | bytes], ...], datetime | None]:
+    """:func:`lookup_metadata` and the end of the grace they announce (None without
+    headers): the Lookup reply cache serves them only until then."""
     if current.revoked:
-        return ()
+        return (), None
     found = superseded_in_grace(directory, vasp_id, serial_hex(
         int.from_bytes(bytes(current.serial_number), "big")))
     if found is None:
-        return ()
+        return (), None
     record, until = found
     return ((SUPERSEDED_METADATA, record.details.SerializeToString()),
-            (GRACE_UNTIL_METADATA, until.astimezone(UTC).isoformat()))
+            (GRACE_UNTIL_METADATA, until.astimezone(UTC).isoformat())), until
 
 
 def superseded_from_metadata(

@@ -44,13 +44,14 @@ from ..logtext import RefusalLimiter
 from ..netutil import split_host_port
 from ..sectigo.client import SectigoClient
 from ..transport.listen import listen_and_start
-from ..transport.raw import add_raw_servicer
+from ..transport.raw import add_raw_servicer, log_undecodable
 from ..transport.requestlog import RequestLog
-from ..transport.status import abort
+from ..transport.status import abort, abort_undecodable
 from .convert import enum_name
-from .grace import lookup_metadata
+from .grace import lookup_grace, lookup_metadata
+from .replycache import DEFAULT_MAX_ENTRIES, Entry, LookupCache
 from .service import DEFAULT_DIRECTORY_ID, Directory, RegisterResult
-from .store import DirectoryStore
+from .store import VERIFIED, DirectoryStore, SQLStore
 
 if TYPE_CHECKING:
     from .issuance import IssuanceResult
@@ -61,6 +62,7 @@ __all__ = ["MAX_REQUEST_BYTES", "SERVICE_NAME", "DirectoryServer", "DirectorySer
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = "trisa.gds.api.v1beta1.TRISADirectory"
+LOOKUP_METHOD = f"/{SERVICE_NAME}/Lookup"
 
 #: gRPC's receive limit for the directory (``grpc.max_receive_message_length``) instead
 #: of the 4 MiB default: 256 KiB. The largest request is Register: an IVMS101 legal
@@ -85,8 +87,11 @@ def is_loopback(host: str) -> bool:
 class DirectoryServicer(gds_grpc.TRISADirectoryServicer):
     """Maps each RPC onto :class:`Directory` and its errors onto status codes."""
 
-    def __init__(self, directory: Directory) -> None:
+    def __init__(self, directory: Directory, *, cache: LookupCache | None = None,
+                 refusals: RefusalLimiter | None = None) -> None:
         self.directory = directory
+        self.cache = cache
+        self.refusals = refusals or RefusalLimiter(interval=REFUSAL_LOG_INTERVAL)
 
     def _call(
         self,
@@ -104,6 +109,14 @@ class DirectoryServicer(gds_grpc.TRISADirectoryServicer):
     def Lookup(
         self, request: gds_pb2.LookupRequest, context: grpc.ServicerContext
     ) -> gds_pb2.LookupReply:
+        reply, headers = self._lookup(request, context)
+        if headers:
+            context.send_initial_metadata(headers)
+        return reply
+
+    def _lookup(
+        self, request: gds_pb2.LookupRequest, context: grpc.ServicerContext
+    ) -> tuple[gds_pb2.LookupReply, tuple[tuple[str, str | bytes], ...]]:
         reply: gds_pb2.LookupReply = self._call(
             context,
             lambda: self.directory.lookup(vasp_id=request.id, common_name=request.common_name),
@@ -111,9 +124,43 @@ class DirectoryServicer(gds_grpc.TRISADirectoryServicer):
         # a reissue's grace travels as response headers (directory/grace.py)
         headers = self._call(context, lambda: lookup_metadata(
             self.directory, reply.id, reply.identity_certificate))
-        if headers:
-            context.send_initial_metadata(headers)
-        return reply
+        return reply, headers
+
+    def lookup_bytes(self, body: bytes, context: grpc.ServicerContext) -> bytes:
+        """Lookup from request bytes to reply bytes through the reply cache
+        (:mod:`.replycache`); registered with identity (de)serializers."""
+        cache = self.cache
+        assert cache is not None  # registered only with a cache
+        seq = self._call(context, cache.check)
+        entry = cache.get(body, self.directory.utcnow)
+        if entry is None:
+            entry = self._lookup_entry(body, seq, context)
+        if entry[1]:
+            context.send_initial_metadata(entry[1])
+        return entry[0]
+
+    def _lookup_entry(self, body: bytes, seq: int, context: grpc.ServicerContext) -> Entry:
+        """A miss: the reply read from the store, kept when it was found by id or by
+        exact common name (a name-index match or an error is never kept)."""
+        assert self.cache is not None
+        try:
+            request = gds_pb2.LookupRequest.FromString(body)
+        except Exception:  # DecodeError, or whatever a hostile body provokes
+            log_undecodable(self.refusals, context, LOOKUP_METHOD, "LookupRequest")
+            abort_undecodable(context, "LookupRequest")
+        store = self.cache.store
+        vasp_id, name = request.id.strip(), request.common_name
+        found = self._call(context, lambda: store.get_lookup(vasp_id=vasp_id) if vasp_id
+                           else store.get_lookup(common_name=name) if name.strip() else None)
+        if found is None or found[0] != VERIFIED:
+            reply, headers = self._lookup(request, context)  # errors, names index
+            return reply.SerializeToString(), headers, None
+        reply = gds_pb2.LookupReply.FromString(found[1])
+        headers, until = self._call(context, lambda: lookup_grace(
+            self.directory, reply.id, reply.identity_certificate))
+        entry: Entry = (reply.SerializeToString(), headers, until)
+        self.cache.put(body, reply.id, entry, seq)
+        return entry
 
     def Search(
         self, request: gds_pb2.SearchRequest, context: grpc.ServicerContext
@@ -187,6 +234,37 @@ class DirectoryServicer(gds_grpc.TRISADirectoryServicer):
         return self.directory.status()
 
 
+def _same(data: bytes) -> bytes:
+    return data
+
+
+class _LookupAsBytes:
+    """Passes a generated ``add_*Servicer_to_server`` registration on to ``target``
+    with Lookup served by ``servicer.lookup_bytes``: bytes in, bytes out (the cached
+    reply is sent as it is, with no protobuf serialise per call)."""
+
+    def __init__(self, target: Any, servicer: DirectoryServicer) -> None:
+        self.target = target
+        self.servicer = servicer
+
+    def _swap(self, handlers: dict[str, Any]) -> dict[str, Any]:
+        if self.servicer.cache is None or "Lookup" not in handlers:
+            return handlers
+        return {**handlers, "Lookup": grpc.unary_unary_rpc_method_handler(
+            self.servicer.lookup_bytes, request_deserializer=_same,
+            response_serializer=_same)}
+
+    def add_generic_rpc_handlers(self, handlers: Any) -> None:
+        self.target.add_generic_rpc_handlers(handlers)
+
+    def add_registered_method_handlers(self, name: str, handlers: Any) -> None:
+        self.target.add_registered_method_handlers(name, self._swap(dict(handlers)))
+
+
+def _add_directory_servicer(servicer: DirectoryServicer, server: Any) -> None:
+    gds_grpc.add_TRISADirectoryServicer_to_server(servicer, _LookupAsBytes(server, servicer))
+
+
 class DirectoryServer:
     """A TRISADirectory server on ``listen`` (``host:port``; port 0 picks one).
 
@@ -195,6 +273,8 @@ class DirectoryServer:
     ``None`` for plaintext, which is only allowed on a loopback address. ``sectigo``
     is kept for in-process issuance (:meth:`accept`). ``handshake_timeout`` /
     ``idle_timeout``: see :mod:`trisa_peer.limits` (default 5 s and 300 s).
+    ``lookup_cache``: how many Lookup replies the reply cache keeps (0: no cache);
+    see :mod:`.replycache` for why a cached reply is never stale.
     """
 
     def __init__(
@@ -211,8 +291,12 @@ class DirectoryServer:
         idle_timeout: float | None = None,
         max_request_bytes: int = MAX_REQUEST_BYTES,
         refusal_log_interval: float = REFUSAL_LOG_INTERVAL,
+        lookup_cache: int = DEFAULT_MAX_ENTRIES,
     ) -> None:
         self.max_request_bytes = max_request_bytes
+        #: entries of the Lookup reply cache (0: none; :mod:`.replycache`)
+        self.lookup_cache = lookup_cache
+        self.cache: LookupCache | None = None
         self.refusals = RefusalLimiter(interval=refusal_log_interval)
         if isinstance(store, Directory):
             self.directory = store
@@ -256,7 +340,11 @@ class DirectoryServer:
                      ("grpc.max_receive_message_length", self.max_request_bytes)],
         )
         raw = functools.partial(add_raw_servicer, server, refusals=self.refusals)
-        raw(gds_grpc.add_TRISADirectoryServicer_to_server, DirectoryServicer(self.directory))
+        self.cache = None
+        if self.lookup_cache and isinstance(self.directory.store, SQLStore):
+            self.cache = LookupCache(self.directory.store, max_entries=self.lookup_cache)
+        servicer = DirectoryServicer(self.directory, cache=self.cache, refusals=self.refusals)
+        raw(_add_directory_servicer, servicer)
         health_servicer = health.HealthServicer()
         for name in ("", SERVICE_NAME):
             health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)

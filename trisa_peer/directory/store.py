@@ -20,6 +20,7 @@ certreqs       ``gds.models.v1.CertificateRequest`` protos
 certificates   ``gds.models.v1.Certificate`` protos (id = upper-hex serial)
 secrets        PKCS#12 passwords (``<certreq>-password``) and zips (``<certreq>-cert``)
 emails         the outbox (GDS test mode: emails are stored, not sent)
+changes        the change log: ``(seq, vasp_id)`` per commit (Lookup reply cache)
 =============  ==========================================================================
 
 :data:`TABLES` lists them in copy order (``trisa-peer db copy``); the tables and columns
@@ -36,12 +37,13 @@ second ``UPDATE`` waits for the first to commit, re-reads the row and matches no
 A duplicate normalised common name is refused by the ``UNIQUE`` constraint on both
 backends. Either conflict makes ``commit`` return ``False`` with nothing written.
 
-Freshness (issue 13, section 4): nothing read from the database is cached in the
-process. Every read is its own statement outside any long transaction (SQLite
-autocommit, PostgreSQL autocommit at READ COMMITTED), so a Lookup or Search that begins
-after a write has committed -- through this process, another replica, or the CLI --
-returns that write. Keep it so: a cache in front of these reads would need an
-invalidation that reaches every replica, and there is none.
+Freshness (issue 13, section 4): a Lookup or Search that begins after a write has
+committed -- through this process, another replica, or the CLI -- returns that write.
+Every read is its own statement outside any long transaction (SQLite autocommit,
+PostgreSQL autocommit at READ COMMITTED). The one cache, the gRPC server's Lookup reply
+cache (:mod:`.replycache`), is validated on every request against the ``changes`` log
+that every commit appends to in its own transaction (the invalidation that reaches
+every replica); nothing else read from the database is kept.
 
 Durability is the storage layer's (:mod:`trisa_peer.storage.database`): durable
 commits by default on both backends.
@@ -222,7 +224,7 @@ def index_terms(vasp: models_pb2.VASP) -> dict[str, set[str]]:
 
 # --------------------------------------------------------------------------- schema
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 #: Every table of the directory, in the order ``db copy`` fills them (no table refers to
 #: a later one; ``schema_version`` is the migrations' own and is not copied).
@@ -237,6 +239,7 @@ TABLES: tuple[str, ...] = (
     "certificates",
     "secrets",
     "emails",
+    "changes",
 )
 
 # Version 1 is the schema SQLite files were created with before the storage layer (the
@@ -318,6 +321,15 @@ DROP INDEX contacts_vasp;
 CREATE INDEX contacts_vasp ON contacts(vasp_id, seq)
 """
 
+# Version 3: the change log (issue 16, the Lookup reply cache of :mod:`.replycache`):
+# every commit adds the rows ``(seq, vasp_id)`` of the records whose Lookup it may
+# change, under the next ``seq`` (commits are serialised, so ``seq`` is the commit
+# order without gaps); the latest :data:`CHANGE_LOG_KEEP` seqs are kept.
+_V3 = """
+CREATE TABLE changes (seq {BIGINT} NOT NULL, vasp_id TEXT NOT NULL,
+    PRIMARY KEY (seq, vasp_id)){NO_ROWID}
+"""
+
 MIGRATIONS: Migrations = {
     1: {
         "sqlite": _V1.replace("{C}", "").replace("{NO_ROWID}", " WITHOUT ROWID"),
@@ -328,7 +340,36 @@ MIGRATIONS: Migrations = {
                               "UPDATE certreqs SET seq = rowid;"),
         "postgresql": _V2.replace("{FROM_ROWID}", ""),
     },
+    3: {
+        "sqlite": _V3.replace("{NO_ROWID}", " WITHOUT ROWID"),
+        "postgresql": _V3.replace("{NO_ROWID}", ""),
+    },
 }
+
+#: How many commits the change log keeps (a reader further behind starts afresh).
+CHANGE_LOG_KEEP = 4096
+#: A change-log ``vasp_id``: the commit may change any Lookup reply.
+ALL_RECORDS = "*"
+#: A change-log ``vasp_id``: the commit changes no Lookup reply (emails, tokens, ...).
+NO_RECORD = ""
+#: Secrets that no Lookup reads (``<certreq>-password``, ``<certreq>-cert``).
+_LOOKUP_FREE_SECRETS = ("-password", "-cert")
+_GRACE_SUFFIX = "-superseded-grace"  # directory/grace.py: ``<vasp id>-superseded-grace``
+
+
+def changed_records(changes: Changes) -> set[str]:
+    """The ids whose Lookup reply (record, status, grace headers) ``changes`` may
+    change: :data:`ALL_RECORDS` when it cannot tell, :data:`NO_RECORD` for none."""
+    ids: set[str] = set()
+    if changes.vasp is not None:
+        ids.add(changes.vasp.id)
+    ids.update(cert.vasp for cert in changes.certificates)
+    for name in changes.secrets:
+        if name.endswith(_GRACE_SUFFIX):
+            ids.add(name[: -len(_GRACE_SUFFIX)])
+        elif not name.endswith(_LOOKUP_FREE_SECRETS):
+            ids.add(ALL_RECORDS)
+    return ids or {NO_RECORD}
 
 # (table, column, key of index_terms())
 _INDEX_TABLES = (
@@ -397,6 +438,8 @@ class SQLStore:
             self._db.close()
             raise
         self._join = "CROSS JOIN" if self._db.backend == "sqlite" else "JOIN"
+        #: commits through this object so far (see :mod:`.replycache`)
+        self.writes = 0
 
     @property
     def database(self) -> Database:
@@ -450,13 +493,45 @@ class SQLStore:
                 if vasp is not None:
                     self._write_vasp(tx, vasp, changes)
                 self._write_rest(tx, changes)
+                self._log_changes(tx, changes)
         except (_Stale, StoreConflictError):
             # The transaction is rolled back (on PostgreSQL it is also unusable after the
             # constraint error, which is why the conflict is caught out here).
             if vasp is not None:
                 vasp.version.version = before
             return False
+        finally:
+            # this process's own commits do not move its SQLite connections'
+            # data_version: the reply cache watches this counter too
+            self.writes += 1
         return True
+
+    def _log_changes(self, tx: Tx, changes: Changes) -> None:
+        """The change-log rows of this commit (last in its transaction): the lock
+        serialises the writers until commit, so ``seq`` follows the commit order."""
+        tx.lock("directory-changes")
+        row = tx.one("SELECT MAX(seq) FROM changes")
+        seq = int(row[0] or 0) + 1 if row is not None else 1
+        tx.execute_many("INSERT INTO changes (seq, vasp_id) VALUES (?, ?)",
+                        [(seq, vasp_id) for vasp_id in sorted(changed_records(changes))])
+        if seq > CHANGE_LOG_KEEP:
+            tx.execute("DELETE FROM changes WHERE seq <= ?", (seq - CHANGE_LOG_KEEP,))
+
+    def change_seq(self) -> int:
+        """The ``seq`` of the latest commit in the change log (0: none yet)."""
+        return int(self._read("SELECT MAX(seq) FROM changes")[0][0] or 0)
+
+    def changes_since(self, seq: int) -> list[tuple[int, str]]:
+        """The change-log rows after ``seq``, in commit order."""
+        return [(int(a), str(b)) for a, b in self._read(
+            "SELECT seq, vasp_id FROM changes WHERE seq > ? ORDER BY seq", (seq,))]
+
+    def data_version(self) -> int | None:
+        """SQLite's ``PRAGMA data_version`` of this thread's connection (moves when
+        another connection commits); None on PostgreSQL."""
+        if self._db.backend != "sqlite":
+            return None
+        return int(self._read("PRAGMA data_version")[0][0])
 
     def _write_rest(self, tx: Tx, changes: Changes) -> None:
         for req in changes.certreqs:

@@ -1,0 +1,155 @@
+"""The directory server's Lookup reply cache (issue 16, B4).
+
+A Lookup is an indexed read of a record that rarely changes. The cache keeps, per
+request body (the serialised ``LookupRequest``: id or common name), the *serialised*
+``LookupReply`` the store holds, its trisa-peer response headers (the reissue grace,
+:mod:`.grace`) and the end of that grace, so a hit is served with no database read,
+no protobuf parse and no serialise (:class:`~.server.DirectoryServer` registers
+Lookup with an identity response serializer). The wire is unchanged: the bytes are
+those the uncached path would send.
+
+Freshness (issue 11's rule): a Lookup that begins after a write has committed returns
+that write, whichever process or replica wrote it. Every commit appends the ids whose
+Lookup it may change to the store's ``changes`` log in its own transaction
+(:meth:`~.store.SQLStore.commit`); :meth:`LookupCache.check` runs at the start of
+every Lookup and drops the entries of every id logged since the last check (all
+entries for a ``*`` row, or when the log no longer reaches back that far):
+
+* SQLite: ``PRAGMA data_version`` of the thread's connection (changes when any other
+  connection commits) and the store's own commit counter (this process's commits on
+  the same connection do not move it) say whether anything committed since this
+  thread's last check; only then is the log read. A few microseconds per Lookup.
+* PostgreSQL: ``MAX(seq)`` of the log (one indexed read) on every Lookup.
+
+An entry filled from data read before a commit is stored only if no change was
+applied since its own check began (``_seq`` unchanged); otherwise the next check,
+which must come before any Lookup that begins after that commit, drops it. An entry
+with grace headers is not served at or after the grace's end (``Directory.utcnow``).
+Only successful Lookups by id or by exact common name are cached (a name resolved
+through the names index, or an error, takes the uncached path every time), and only
+bodies of at most :data:`MAX_KEY_BYTES` (a caller's padding cannot grow the cache).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from datetime import datetime
+
+from .store import ALL_RECORDS, NO_RECORD, SQLStore
+
+__all__ = ["DEFAULT_MAX_ENTRIES", "MAX_KEY_BYTES", "Entry", "LookupCache"]
+
+#: Requests whose body is longer are not cached (a Lookup request is an id or a name).
+MAX_KEY_BYTES = 512
+#: Entries kept (a reply is one to a few KiB: tens of MiB at most); the oldest go first.
+DEFAULT_MAX_ENTRIES = 20_000
+
+#: (reply bytes, response headers, end of the grace the headers announce or None)
+Entry = tuple[bytes, tuple[tuple[str, str | bytes], ...], datetime | None]
+
+
+class LookupCache:
+    """Serialised Lookup replies of ``store``, checked against its change log.
+
+    ``validate=False`` turns the per-request check off (the cache then serves what it
+    holds until it fills: only for tests showing what the check is for).
+    """
+
+    def __init__(self, store: SQLStore, *, max_entries: int = DEFAULT_MAX_ENTRIES,
+                 validate: bool = True) -> None:
+        self.store = store
+        self.max_entries = max_entries
+        self.validate = validate
+        self._lock = threading.Lock()
+        self._entries: dict[bytes, tuple[str, Entry]] = {}
+        self._keys: dict[str, set[bytes]] = {}  # vasp id -> its entries' keys
+        self._local = threading.local()  # .version: this thread's last data_version
+        self._sqlite = store.database.backend == "sqlite"
+        self._seq = store.change_seq()  # the change-log position applied
+        self._writes = store.writes
+        self.hits = 0
+        self.misses = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def check(self) -> int:
+        """Apply the changes committed since the last check; returns the position to
+        pass to :meth:`put` for a reply read from the store after this call."""
+        if not self.validate:
+            return self._seq
+        if self._sqlite:
+            version = self.store.data_version()
+            if version == getattr(self._local, "version", None) \
+                    and self.store.writes == self._writes:
+                return self._seq
+            self._local.version = version
+        elif self.store.change_seq() == self._seq:
+            return self._seq
+        with self._lock:
+            self._writes = self.store.writes  # before the read: a later commit is seen
+            latest = self.store.change_seq()
+            if latest == self._seq:
+                return self._seq
+            rows = self.store.changes_since(self._seq) if latest > self._seq else []
+            if latest < self._seq or not rows or rows[0][0] != self._seq + 1 \
+                    or any(vasp_id == ALL_RECORDS for _, vasp_id in rows):
+                self._clear()  # a replaced database, a log that lost rows, or "all"
+            else:
+                for _, vasp_id in rows:
+                    if vasp_id != NO_RECORD:
+                        self._drop(vasp_id)
+            self._seq = max(latest, rows[-1][0] if rows else latest)
+            return self._seq
+
+    def get(self, key: bytes, clock: Callable[[], datetime]) -> Entry | None:
+        """The entry for ``key`` (None: a miss, or the grace its headers announce has
+        ended by ``clock()``, asked only then)."""
+        found = self._entries.get(key)
+        if found is None:
+            self.misses += 1
+            return None
+        entry = found[1]
+        if entry[2] is not None and clock() >= entry[2]:
+            self.misses += 1
+            return None
+        self.hits += 1
+        return entry
+
+    def put(self, key: bytes, vasp_id: str, entry: Entry, seq: int) -> None:
+        """Keep ``entry`` (read after the :meth:`check` that returned ``seq``) unless a
+        change was applied since."""
+        if len(key) > MAX_KEY_BYTES:
+            return
+        with self._lock:
+            if seq != self._seq:
+                return
+            if key in self._entries:
+                self._forget(key)
+            while len(self._entries) >= self.max_entries:
+                self._forget(next(iter(self._entries)))
+            self._entries[key] = (vasp_id, entry)
+            self._keys.setdefault(vasp_id, set()).add(key)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._clear()
+
+    # callers hold _lock
+
+    def _clear(self) -> None:
+        self._entries.clear()
+        self._keys.clear()
+
+    def _drop(self, vasp_id: str) -> None:
+        for key in self._keys.pop(vasp_id, ()):
+            self._entries.pop(key, None)
+
+    def _forget(self, key: bytes) -> None:
+        vasp_id, _ = self._entries.pop(key)
+        keys = self._keys.get(vasp_id)
+        if keys is not None:
+            keys.discard(key)
+            if not keys:
+                del self._keys[vasp_id]
