@@ -21,9 +21,12 @@ entries for a ``*`` row, or when the log no longer reaches back that far):
   thread's last check; only then is the log read. A few microseconds per Lookup.
 * PostgreSQL: ``MAX(seq)`` of the log (one indexed read) on every Lookup.
 
-An entry filled from data read before a commit is stored only if no change was
-applied since its own check began (``_seq`` unchanged); otherwise the next check,
-which must come before any Lookup that begins after that commit, drops it. An entry
+An entry filled from data read before a commit is stored only if no change of its
+record was applied since its own check began (nor a clear); otherwise the next check,
+which must come before any Lookup that begins after that commit, drops it.
+:meth:`LookupCache.warm` fills it at server start (in the background) with every
+VERIFIED record, so a restarted directory does not serve its first 10,000 Lookups from
+the store. An entry
 with grace headers is not served at or after the grace's end (``Directory.utcnow``).
 Only successful Lookups by id or by exact common name are cached (a name resolved
 through the names index, or an error, takes the uncached path every time), and only
@@ -35,8 +38,12 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from .store import ALL_RECORDS, NO_RECORD, SQLStore
+
+if TYPE_CHECKING:
+    from .service import Directory
 
 __all__ = ["DEFAULT_MAX_ENTRIES", "MAX_KEY_BYTES", "Entry", "LookupCache"]
 
@@ -68,6 +75,8 @@ class LookupCache:
         self._sqlite = store.database.backend == "sqlite"
         self._seq = store.change_seq()  # the change-log position applied
         self._writes = store.writes
+        self._changed: dict[str, int] = {}  # vasp id -> seq of its latest applied change
+        self._cleared = self._seq  # seq at the latest clear
         self.hits = 0
         self.misses = 0
 
@@ -93,14 +102,17 @@ class LookupCache:
             if latest == self._seq:
                 return self._seq
             rows = self.store.changes_since(self._seq) if latest > self._seq else []
+            seq = max(latest, rows[-1][0] if rows else latest)
             if latest < self._seq or not rows or rows[0][0] != self._seq + 1 \
-                    or any(vasp_id == ALL_RECORDS for _, vasp_id in rows):
-                self._clear()  # a replaced database, a log that lost rows, or "all"
+                    or any(vasp_id == ALL_RECORDS for _, vasp_id in rows) \
+                    or len(self._changed) > 4 * self.max_entries:
+                self._clear(seq)  # a replaced database, a log that lost rows, or "all"
             else:
-                for _, vasp_id in rows:
+                for at, vasp_id in rows:
                     if vasp_id != NO_RECORD:
                         self._drop(vasp_id)
-            self._seq = max(latest, rows[-1][0] if rows else latest)
+                        self._changed[vasp_id] = at
+            self._seq = seq
             return self._seq
 
     def get(self, key: bytes, clock: Callable[[], datetime]) -> Entry | None:
@@ -123,8 +135,9 @@ class LookupCache:
         if len(key) > MAX_KEY_BYTES:
             return
         with self._lock:
-            if seq != self._seq:
-                return
+            if seq != self._seq and (self._cleared > seq
+                                     or self._changed.get(vasp_id, 0) > seq):
+                return  # read before a change of this record that is applied now
             if key in self._entries:
                 self._forget(key)
             while len(self._entries) >= self.max_entries:
@@ -134,13 +147,46 @@ class LookupCache:
 
     def clear(self) -> None:
         with self._lock:
-            self._clear()
+            self._clear(self._seq)
+
+    def warm(self, directory: Directory, *, batch: int = 500) -> int:
+        """Fill the cache with the Lookup replies of VERIFIED records, by id and by
+        common name (the two requests clients send), up to ``max_entries``; returns how
+        many records it filled. Entries are checked like any fill (:meth:`put`)."""
+        from .._pb.trisa.gds.api.v1beta1 import api_pb2 as gds_pb2
+        from .grace import lookup_grace
+
+        done, after = 0, ""
+        while len(self._entries) + 2 <= self.max_entries:
+            seq = self.check()
+            rows = self.store.verified_lookups(after=after, limit=batch)
+            if not rows:
+                break
+            graced = self.store.graced_ids()
+            for vasp_id, name, body in rows:
+                if len(self._entries) + 2 > self.max_entries:
+                    break
+                headers: tuple[tuple[str, str | bytes], ...] = ()
+                until = None
+                if vasp_id in graced:
+                    reply = gds_pb2.LookupReply.FromString(body)
+                    headers, until = lookup_grace(directory, vasp_id,
+                                                  reply.identity_certificate)
+                entry: Entry = (body, headers, until)
+                for key in (gds_pb2.LookupRequest(id=vasp_id),
+                            gds_pb2.LookupRequest(common_name=name)):
+                    self.put(key.SerializeToString(), vasp_id, entry, seq)
+                done += 1
+            after = rows[-1][0]
+        return done
 
     # callers hold _lock
 
-    def _clear(self) -> None:
+    def _clear(self, seq: int) -> None:
         self._entries.clear()
         self._keys.clear()
+        self._changed.clear()
+        self._cleared = seq
 
     def _drop(self, vasp_id: str) -> None:
         for key in self._keys.pop(vasp_id, ()):

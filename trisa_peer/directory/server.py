@@ -25,6 +25,7 @@ from __future__ import annotations
 import functools
 import ipaddress
 import logging
+import threading
 from collections.abc import Callable
 from concurrent import futures
 from pathlib import Path
@@ -158,7 +159,7 @@ class DirectoryServicer(gds_grpc.TRISADirectoryServicer):
         reply = gds_pb2.LookupReply.FromString(found[1])
         headers, until = self._call(context, lambda: lookup_grace(
             self.directory, reply.id, reply.identity_certificate))
-        entry: Entry = (reply.SerializeToString(), headers, until)
+        entry: Entry = (found[1], headers, until)  # the bytes the store keeps
         self.cache.put(body, reply.id, entry, seq)
         return entry
 
@@ -359,8 +360,22 @@ class DirectoryServer:
         port = listen_and_start(server, self.listen, creds)
         self._server = server
         self.port = int(port)
+        if self.cache is not None:
+            threading.Thread(target=self._warm, args=(self.cache,), daemon=True,
+                             name="directory-lookup-warm").start()
         log.info("directory listening on %s", self.endpoint)
         return self.port
+
+    def _warm(self, cache: LookupCache) -> None:
+        try:
+            filled = cache.warm(self.directory)
+        except Exception as exc:  # a store error, or the store closed under it
+            if self._server is None:
+                return  # stopped meanwhile
+            log.warning("directory lookup cache warm-up stopped: %s",
+                        str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+            return
+        log.debug("directory lookup cache: %d records", filled)
 
     def stop(self, grace: float | None = None) -> None:
         server, self._server = self._server, None

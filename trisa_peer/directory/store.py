@@ -526,6 +526,20 @@ class SQLStore:
         return [(int(a), str(b)) for a, b in self._read(
             "SELECT seq, vasp_id FROM changes WHERE seq > ? ORDER BY seq", (seq,))]
 
+    def verified_lookups(self, *, after: str = "", limit: int = 500
+                         ) -> list[tuple[str, str, bytes]]:
+        """``(id, common name, LookupReply bytes)`` of VERIFIED records with ids after
+        ``after``, in id order (a page of the reply cache's warm-up)."""
+        return [(str(a), str(b), bytes(c)) for a, b, c in self._read(
+            "SELECT id, common_name, lookup FROM vasps WHERE id > ? AND status = ? "
+            "ORDER BY id LIMIT ?", (after, VERIFIED, int(limit)))]
+
+    def graced_ids(self) -> set[str]:
+        """Ids with a reissue-grace secret set (directory/grace.py)."""
+        rows = self._read("SELECT name FROM secrets WHERE name LIKE ?", (f"%{_GRACE_SUFFIX}",))
+        return {str(r[0])[: -len(_GRACE_SUFFIX)] for r in rows
+                if str(r[0]).endswith(_GRACE_SUFFIX)}
+
     def data_version(self) -> int | None:
         """SQLite's ``PRAGMA data_version`` of this thread's connection (moves when
         another connection commits); None on PostgreSQL."""
