@@ -15,10 +15,11 @@ Lookup it may change to the store's ``changes`` log in its own transaction
 every Lookup and drops the entries of every id logged since the last check (all
 entries for a ``*`` row, or when the log no longer reaches back that far):
 
-* SQLite: ``PRAGMA data_version`` of the thread's connection (changes when any other
-  connection commits) and the store's own commit counter (this process's commits on
-  the same connection do not move it) say whether anything committed since this
-  thread's last check; only then is the log read. A few microseconds per Lookup.
+* SQLite: ``PRAGMA data_version`` of a watcher connection per thread (opened by the
+  cache, it never touches a table, so its value moves with every commit of any other
+  connection: other processes, other replicas, this process's store) says whether
+  anything committed since this thread's last check; only then is the log read. About
+  a microsecond per Lookup. (An in-memory database: the store's commit counter.)
 * PostgreSQL: ``MAX(seq)`` of the log (one indexed read) on every Lookup.
 
 An entry filled from data read before a commit is stored only if no change of its
@@ -35,11 +36,14 @@ bodies of at most :data:`MAX_KEY_BYTES` (a caller's padding cannot grow the cach
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 import threading
 from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING
 
+from ..storage.database import SQLiteDatabase
 from .store import ALL_RECORDS, NO_RECORD, SQLStore
 
 if TYPE_CHECKING:
@@ -72,7 +76,13 @@ class LookupCache:
         self._entries: dict[bytes, tuple[str, Entry]] = {}
         self._keys: dict[str, set[bytes]] = {}  # vasp id -> its entries' keys
         self._local = threading.local()  # .version: this thread's last data_version
-        self._sqlite = store.database.backend == "sqlite"
+        db = store.database
+        self._sqlite = db.backend == "sqlite"
+        #: the SQLite file whose commits the per-thread watcher connections see
+        self._path: str | None = None
+        if isinstance(db, SQLiteDatabase) and not db.url.in_memory:
+            self._path = db.path
+        self._watchers: list[sqlite3.Connection] = []
         self._seq = store.change_seq()  # the change-log position applied
         self._writes = store.writes
         self._changed: dict[str, int] = {}  # vasp id -> seq of its latest applied change
@@ -88,12 +98,19 @@ class LookupCache:
         pass to :meth:`put` for a reply read from the store after this call."""
         if not self.validate:
             return self._seq
-        if self._sqlite:
-            version = self.store.data_version()
-            if version == getattr(self._local, "version", None) \
-                    and self.store.writes == self._writes:
+        if self._path is not None:
+            local = self._local
+            try:
+                conn, last = local.conn, local.version
+            except AttributeError:
+                conn, last = self._watcher(), None
+            version = conn.execute("PRAGMA data_version").fetchone()[0]
+            if version == last and self.store.writes == self._writes:
                 return self._seq
-            self._local.version = version
+            local.version = version
+        elif self._sqlite:  # in memory: only this store can write
+            if self.store.writes == self._writes:
+                return self._seq
         elif self.store.change_seq() == self._seq:
             return self._seq
         with self._lock:
@@ -114,6 +131,27 @@ class LookupCache:
                         self._changed[vasp_id] = at
             self._seq = seq
             return self._seq
+
+    def _watcher(self) -> sqlite3.Connection:
+        """This thread's watcher: a connection of its own that never reads or writes
+        a table, so its ``PRAGMA data_version`` moves with every commit of any other
+        connection -- other processes and this process's store alike."""
+        assert self._path is not None
+        conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+        with self._lock:
+            self._watchers.append(conn)
+        self._local.conn = conn
+        return conn
+
+    def close(self) -> None:
+        """Close the watcher connections (the cache is unusable afterwards)."""
+        with self._lock:
+            watchers, self._watchers = self._watchers, []
+            self._clear(self._seq)
+        for conn in watchers:
+            with contextlib.suppress(sqlite3.Error):
+                conn.close()
+        self._local = threading.local()
 
     def get(self, key: bytes, clock: Callable[[], datetime]) -> Entry | None:
         """The entry for ``key`` (None: a miss, or the grace its headers announce has

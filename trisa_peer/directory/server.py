@@ -29,7 +29,7 @@ import threading
 from collections.abc import Callable
 from concurrent import futures
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -132,7 +132,10 @@ class DirectoryServicer(gds_grpc.TRISADirectoryServicer):
         (:mod:`.replycache`); registered with identity (de)serializers."""
         cache = self.cache
         assert cache is not None  # registered only with a cache
-        seq = self._call(context, cache.check)
+        try:
+            seq = cache.check()
+        except TrisaPeerError as exc:
+            self._call(context, functools.partial(_reraise, exc))
         entry = cache.get(body, self.directory.utcnow)
         if entry is None:
             entry = self._lookup_entry(body, seq, context)
@@ -235,35 +238,36 @@ class DirectoryServicer(gds_grpc.TRISADirectoryServicer):
         return self.directory.status()
 
 
+def _reraise(exc: Exception) -> NoReturn:
+    raise exc
+
+
 def _same(data: bytes) -> bytes:
     return data
 
 
 class _LookupAsBytes:
-    """Passes a generated ``add_*Servicer_to_server`` registration on to ``target``
-    with Lookup served by ``servicer.lookup_bytes``: bytes in, bytes out (the cached
-    reply is sent as it is, with no protobuf serialise per call)."""
+    """Stands in for the ``grpc.Server`` in :func:`add_raw_servicer` of the directory
+    service, replacing its raw Lookup handler with ``servicer.lookup_bytes``: bytes in,
+    bytes out (a cached reply is sent as it is, no protobuf parse or serialise per
+    call; an undecodable body is answered by ``lookup_bytes`` itself)."""
 
     def __init__(self, target: Any, servicer: DirectoryServicer) -> None:
         self.target = target
         self.servicer = servicer
 
-    def _swap(self, handlers: dict[str, Any]) -> dict[str, Any]:
-        if self.servicer.cache is None or "Lookup" not in handlers:
-            return handlers
-        return {**handlers, "Lookup": grpc.unary_unary_rpc_method_handler(
-            self.servicer.lookup_bytes, request_deserializer=_same,
-            response_serializer=_same)}
-
     def add_generic_rpc_handlers(self, handlers: Any) -> None:
-        self.target.add_generic_rpc_handlers(handlers)
+        pass  # made again from the swapped handlers below
 
     def add_registered_method_handlers(self, name: str, handlers: Any) -> None:
-        self.target.add_registered_method_handlers(name, self._swap(dict(handlers)))
-
-
-def _add_directory_servicer(servicer: DirectoryServicer, server: Any) -> None:
-    gds_grpc.add_TRISADirectoryServicer_to_server(servicer, _LookupAsBytes(server, servicer))
+        swapped = dict(handlers)
+        if self.servicer.cache is not None and "Lookup" in swapped:
+            swapped["Lookup"] = grpc.unary_unary_rpc_method_handler(
+                self.servicer.lookup_bytes, request_deserializer=None,
+                response_serializer=_same)
+        self.target.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler(name, swapped),))
+        self.target.add_registered_method_handlers(name, swapped)
 
 
 class DirectoryServer:
@@ -345,7 +349,9 @@ class DirectoryServer:
         if self.lookup_cache and isinstance(self.directory.store, SQLStore):
             self.cache = LookupCache(self.directory.store, max_entries=self.lookup_cache)
         servicer = DirectoryServicer(self.directory, cache=self.cache, refusals=self.refusals)
-        raw(_add_directory_servicer, servicer)
+        add_raw_servicer(_LookupAsBytes(server, servicer),
+                         gds_grpc.add_TRISADirectoryServicer_to_server, servicer,
+                         refusals=self.refusals)
         health_servicer = health.HealthServicer()
         for name in ("", SERVICE_NAME):
             health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -381,6 +387,9 @@ class DirectoryServer:
         server, self._server = self._server, None
         if server is not None:
             server.stop(grace).wait()
+        cache, self.cache = self.cache, None
+        if cache is not None:
+            cache.close()
 
     def wait(self) -> None:
         if self._server is not None:
