@@ -15,11 +15,14 @@ Lookup it may change to the store's ``changes`` log in its own transaction
 every Lookup and drops the entries of every id logged since the last check (all
 entries for a ``*`` row, or when the log no longer reaches back that far):
 
-* SQLite: ``PRAGMA data_version`` of a watcher connection per thread (opened by the
-  cache, it never touches a table, so its value moves with every commit of any other
-  connection: other processes, other replicas, this process's store) says whether
-  anything committed since this thread's last check; only then is the log read. About
-  a microsecond per Lookup. (An in-memory database: the store's commit counter.)
+* SQLite: the WAL-index header (the first 48 bytes of the ``-shm`` file, mapped
+  read-only; every commit of every connection -- other processes, other replicas,
+  this process's store -- rewrites it before the commit is visible) is compared with
+  the header seen at the latest check: a memory compare, no system call, the GIL kept.
+  Only when it moved is the log read. Where the file cannot be mapped: ``PRAGMA
+  data_version`` of a watcher connection per thread (opened by the cache, it never
+  touches a table, so its value moves with every commit of any other connection).
+  An in-memory database: the store's commit counter.
 * PostgreSQL: ``MAX(seq)`` of the log (one indexed read) on every Lookup.
 
 An entry filled from data read before a commit is stored only if no change of its
@@ -37,7 +40,9 @@ bodies of at most :data:`MAX_KEY_BYTES` (a caller's padding cannot grow the cach
 from __future__ import annotations
 
 import contextlib
+import mmap
 import sqlite3
+import sys
 import threading
 from collections.abc import Callable
 from datetime import datetime
@@ -55,6 +60,12 @@ __all__ = ["DEFAULT_MAX_ENTRIES", "MAX_KEY_BYTES", "Entry", "LookupCache"]
 MAX_KEY_BYTES = 512
 #: Entries kept (a reply is one to a few KiB: tens of MiB at most); the oldest go first.
 DEFAULT_MAX_ENTRIES = 20_000
+
+#: The first copy of SQLite's WAL-index header at the start of the ``-shm`` file
+#: (https://sqlite.org/walformat.html, "WAL-Index Header Format"): its ``iChange``
+#: counter is incremented by every commit, and ``mxFrame`` / the salts move with it.
+_WAL_HEADER = 48
+_WAL_VERSION = (3007000).to_bytes(4, sys.byteorder)  # iVersion, native byte order
 
 #: (reply bytes, response headers, end of the grace the headers announce or None)
 Entry = tuple[bytes, tuple[tuple[str, str | bytes], ...], datetime | None]
@@ -83,6 +94,10 @@ class LookupCache:
         if isinstance(db, SQLiteDatabase) and not db.url.in_memory:
             self._path = db.path
         self._watchers: list[sqlite3.Connection] = []
+        self._header = b"-"  # the WAL-index header seen at the latest applied check
+        self._shm: mmap.mmap | None = None
+        if self._path is not None:
+            self._shm = self._map_wal_index(self._path)
         self._seq = store.change_seq()  # the change-log position applied
         self._writes = store.writes
         self._changed: dict[str, int] = {}  # vasp id -> seq of its latest applied change
@@ -98,7 +113,13 @@ class LookupCache:
         pass to :meth:`put` for a reply read from the store after this call."""
         if not self.validate:
             return self._seq
-        if self._path is not None:
+        header = b""
+        shm = self._shm
+        if shm is not None:
+            header = shm[:_WAL_HEADER]
+            if header == self._header and self.store.writes == self._writes:
+                return self._seq
+        elif self._path is not None:
             local = self._local
             try:
                 conn, last = local.conn, local.version
@@ -117,6 +138,7 @@ class LookupCache:
             self._writes = self.store.writes  # before the read: a later commit is seen
             latest = self.store.change_seq()
             if latest == self._seq:
+                self._header = header
                 return self._seq
             rows = self.store.changes_since(self._seq) if latest > self._seq else []
             seq = max(latest, rows[-1][0] if rows else latest)
@@ -130,7 +152,22 @@ class LookupCache:
                         self._drop(vasp_id)
                         self._changed[vasp_id] = at
             self._seq = seq
+            self._header = header  # only now: a check that sees it needs nothing more
             return self._seq
+
+    def _map_wal_index(self, path: str) -> mmap.mmap | None:
+        """The WAL-index header of ``path`` (its ``-shm`` file) mapped read-only, or
+        None (then the watcher connections' ``PRAGMA data_version`` is used)."""
+        self._watcher().execute("PRAGMA data_version")  # the -shm file exists from now
+        try:
+            with open(f"{path}-shm", "rb") as file:
+                shm = mmap.mmap(file.fileno(), _WAL_HEADER, access=mmap.ACCESS_READ)
+        except (OSError, ValueError):
+            return None
+        if shm[:4] != _WAL_VERSION:
+            shm.close()
+            return None
+        return shm
 
     def _watcher(self) -> sqlite3.Connection:
         """This thread's watcher: a connection of its own that never reads or writes
@@ -148,6 +185,10 @@ class LookupCache:
         with self._lock:
             watchers, self._watchers = self._watchers, []
             self._clear(self._seq)
+        shm, self._shm = self._shm, None
+        if shm is not None:
+            shm.close()  # before the watchers: while one is open, no connection may
+            # take SQLite's exclusive DMS lock and truncate the -shm file under the map
         for conn in watchers:
             with contextlib.suppress(sqlite3.Error):
                 conn.close()
