@@ -121,6 +121,23 @@ def test_a_lookup_after_another_process_commits_returns_the_write(
     assert _stale_reads(*served) == []
 
 
+def test_the_data_version_fallback_sees_another_process_commits_too(
+    tmp_path: Path, alice: Identity,
+) -> None:
+    """Where the -shm file cannot be mapped, each thread's watcher connection's
+    ``PRAGMA data_version`` says when to read the log."""
+    location = str(tmp_path / "gds.db")
+    with SQLStore(location) as store:
+        directory = Directory(store)
+        vasp = directory.add(common_name=CN, endpoint=f"{CN}:443",
+                             certificates=[alice.leaf, *alice.chain], name="Alice VASP")
+        with DirectoryServer(directory) as server:
+            assert server.cache is not None and server.cache._shm is not None
+            server.cache._shm = None
+            assert _stale_reads(server, location, vasp.id) == []
+            assert len(server.cache._watchers) > 1  # request threads checked through theirs
+
+
 def test_a_lookup_after_this_process_commits_returns_the_write(
     served: tuple[DirectoryServer, str, str],
 ) -> None:

@@ -11,6 +11,11 @@ the request is parsed by our code, so a body that is not the method's message ge
 ``INTERNAL`` with a traceback and ~19 KiB kept per request. gRPC refuses requests over
 :data:`MAX_REQUEST_BYTES` with ``RESOURCE_EXHAUSTED``.
 
+Lookup goes through the reply cache (:mod:`.replycache`, ``lookup_cache`` entries;
+0 turns it off): it is registered bytes in, bytes out, so a cached reply is sent as
+the stored serialised ``LookupReply`` (the same bytes and headers as the uncached
+path), after a per-request check that no commit changed it.
+
 ::
 
     store = SQLStore("gds.db")  # or SQLStore("postgresql://user@host/gds")

@@ -109,10 +109,11 @@ class Directory:
     (optional) receives a ``.eml`` file for every email (the store's ``emails`` table
     always does); ``admin_email`` receives review requests.
 
-    Freshness (the one rule for replicas): nothing here or in the gRPC server caches
-    what the store returns, so a Lookup or Search that begins after a write has
-    committed -- through this process, another replica on the same database, or the
-    CLI -- returns that write (see :mod:`.store`). Nodes' own lookup caches
+    Freshness (the one rule for replicas): nothing here caches what the store returns,
+    and the gRPC server's Lookup reply cache (:mod:`.replycache`) is checked against the
+    store's change log on every request, so a Lookup or Search that begins after a
+    write has committed -- through this process, another replica on the same database,
+    or the CLI -- returns that write (see :mod:`.store`). Nodes' own lookup caches
     (:class:`~.client.DirectoryClient`, ``cache_ttl``) are outside this rule: they are
     bounded by their TTL.
     """
