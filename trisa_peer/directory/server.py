@@ -247,10 +247,6 @@ def _reraise(exc: Exception) -> NoReturn:
     raise exc
 
 
-def _same(data: bytes) -> bytes:
-    return data
-
-
 class _LookupAsBytes:
     """Stands in for the ``grpc.Server`` in :func:`add_raw_servicer` of the directory
     service, replacing its raw Lookup handler with ``servicer.lookup_bytes``: bytes in,
@@ -269,7 +265,7 @@ class _LookupAsBytes:
         if self.servicer.cache is not None and "Lookup" in swapped:
             swapped["Lookup"] = grpc.unary_unary_rpc_method_handler(
                 self.servicer.lookup_bytes, request_deserializer=None,
-                response_serializer=_same)
+                response_serializer=None)  # None: grpc sends the bytes as they are
         self.target.add_generic_rpc_handlers(
             (grpc.method_handlers_generic_handler(name, swapped),))
         self.target.add_registered_method_handlers(name, swapped)
