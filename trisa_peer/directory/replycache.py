@@ -25,6 +25,13 @@ entries for a ``*`` row, or when the log no longer reaches back that far):
   An in-memory database: the store's commit counter.
 * PostgreSQL: ``MAX(seq)`` of the log (one indexed read) on every Lookup.
 
+What it relies on: every write goes through :meth:`~.store.SQLStore.commit` (the CLI,
+every replica, imports -- all of trisa-peer's writers; a process of an older version
+cannot open a schema-3 database). A row changed by hand with ``sqlite3``/``psql`` is
+not in the log and stays cached until its record changes or the server restarts.
+Memory: the replies are kept once per record (the id and name keys share them):
+about 29 MB for 10,000 records (20,000 entries, the default cap).
+
 An entry filled from data read before a commit is stored only if no change of its
 record was applied since its own check began (nor a clear); otherwise the next check,
 which must come before any Lookup that begins after that commit, drops it.
@@ -58,7 +65,7 @@ __all__ = ["DEFAULT_MAX_ENTRIES", "MAX_KEY_BYTES", "Entry", "LookupCache"]
 
 #: Requests whose body is longer are not cached (a Lookup request is an id or a name).
 MAX_KEY_BYTES = 512
-#: Entries kept (a reply is one to a few KiB: tens of MiB at most); the oldest go first.
+#: Entries kept (a reply is one to a few KiB: about 29 MB when full); the oldest go first.
 DEFAULT_MAX_ENTRIES = 20_000
 
 #: The first copy of SQLite's WAL-index header at the start of the ``-shm`` file
