@@ -130,8 +130,8 @@ class LookupCache:
             local = self._local
             try:
                 conn, last = local.conn, local.version
-            except AttributeError:
-                conn, last = self._watcher(), None
+            except AttributeError:  # this thread's first check
+                conn, last = getattr(local, "conn", None) or self._watcher(), None
             version = conn.execute("PRAGMA data_version").fetchone()[0]
             if version == last and self.store.writes == self._writes:
                 return self._seq
