@@ -7,8 +7,8 @@
   twin: the same cache with its per-request check turned off goes stale;
 * the change log names what each commit changed; a reader that fell behind the log,
   or an "all records" row, empties the cache (twin: a normal change drops one record);
-* an entry carrying grace headers is not served once the grace has ended (twin: one
-  without a grace is);
+* cached replies carry the reissue grace headers, and an entry carrying them is not
+  served once the grace has ended (twin: one without a grace is);
 * a fill read before a change of its record is not kept (twin: of another record is).
 """
 
@@ -28,6 +28,7 @@ from trisa_peer._pb.trisa.gds.api.v1beta1 import api_pb2_grpc as gds_grpc
 from trisa_peer.ca import CertificateAuthority
 from trisa_peer.certs import Identity
 from trisa_peer.directory import Directory, DirectoryServer, SQLStore
+from trisa_peer.directory.convert import go_serial
 from trisa_peer.directory.replycache import LookupCache
 from trisa_peer.directory.store import (
     ALL_RECORDS,
@@ -305,3 +306,38 @@ def test_changed_records_of_each_kind_of_commit() -> None:
     assert changed_records(Changes(emails=[])) == {NO_RECORD}
     # twin: a secret this code does not know may change any reply
     assert changed_records(Changes(secrets={"something-new": b"x"})) == {ALL_RECORDS}
+
+
+def test_cached_replies_carry_the_grace_headers_until_the_grace_ends(
+    tmp_path: Path, alice: Identity, ca: CertificateAuthority,
+) -> None:
+    """A planned rotation with a grace: the cached reply's headers announce the
+    superseded certificate (miss and hit alike) and stop at the grace's end (the twin
+    of the first part: the same cached reply, later)."""
+    from trisa_peer.directory.grace import GRACE_UNTIL_METADATA, SUPERSEDED_METADATA
+
+    now = [datetime.now(UTC)]
+    store = SQLStore(tmp_path / "gds.db")
+    directory = Directory(store, clock=lambda: now[0])
+    vasp = directory.add(common_name=CN, endpoint=f"{CN}:443",
+                         certificates=[alice.leaf, *alice.chain], name="Alice VASP")
+    rotated = ca.issue(CN, key_size=2048)
+    with store, DirectoryServer(directory) as server, \
+            grpc.insecure_channel(server.endpoint) as channel:
+        stub = gds_grpc.TRISADirectoryStub(channel)
+        request = gds_pb2.LookupRequest(common_name=CN)
+        directory.update_certificate(vasp.id, [rotated.leaf, *rotated.chain],
+                                     grace=timedelta(hours=1))
+        assert server.cache is not None
+        hits = server.cache.hits
+        for _ in range(2):
+            _, call = stub.Lookup.with_call(request, timeout=10)
+            headers = dict(call.initial_metadata() or ())
+            assert SUPERSEDED_METADATA in headers and GRACE_UNTIL_METADATA in headers
+        assert server.cache.hits >= hits + 1
+        now[0] += timedelta(hours=1)
+        reply, call = stub.Lookup.with_call(request, timeout=10)
+        headers = dict(call.initial_metadata() or ())
+        assert SUPERSEDED_METADATA not in headers and GRACE_UNTIL_METADATA not in headers
+        assert bytes(reply.identity_certificate.serial_number) == \
+            go_serial(rotated.leaf.serial_number)
