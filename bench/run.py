@@ -148,6 +148,19 @@ def tree_pids(root: int) -> list[int]:
     return out
 
 
+def tree_threads(root: int) -> int:
+    """Threads of ``root`` and its descendants (from /proc)."""
+    total = 0
+    for pid in tree_pids(root):
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("Threads:"):
+                    total += int(line.split()[1])
+        except OSError:
+            continue
+    return total
+
+
 def tree_rss_mb(root: int) -> float:
     """Sum of VmRSS over ``root`` and its descendants, in MB."""
     total = 0
@@ -984,6 +997,7 @@ print(done)
             took = time.perf_counter() - start
             time.sleep(5)
             rss, count = tree_rss_mb(proc.pid), len(tree_pids(proc.pid))
+            threads = tree_threads(proc.pid)  # each gRPC worker keeps a malloc arena
         finally:
             proc.terminate()
             try:
@@ -995,6 +1009,7 @@ print(done)
             self.alice.node.connector.forget(self.bob.common_name)
         self.results["b14_rss_mb_2000"] = round(rss, 1)
         self.results["b14_detail"] = {"rss_idle_mb": round(idle, 1), "processes": count,
+                                      "threads": threads,
                                       "transfers": 2000, "send_s": round(took, 1),
                                       "store": "sqlite file (durable)", "policy": "rvasp"}
 
