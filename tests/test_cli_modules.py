@@ -40,8 +40,9 @@ NOT_IN_DEFAULT_SERVE = (
     "trisa_peer.cli.status", "trisa_peer.cli.demo",
 )
 
-# Runs `trisa-peer serve` in its main thread; a side thread waits until the port answers,
-# prints the loaded modules on one line and stops the node as Ctrl-C would (SIGTERM).
+# Runs `trisa-peer serve` in its main thread; a side thread waits until the port answers
+# and serve has set its SIGTERM handler (its last step before waiting), prints the loaded
+# modules on one line and stops the node as a service manager would (SIGTERM).
 _CHILD = """
 import os, signal, socket, sys, threading, time
 port = int(sys.argv[1])
@@ -50,9 +51,11 @@ def probe():
     while time.monotonic() < deadline:
         try:
             socket.create_connection(("127.0.0.1", port), 0.5).close()
-            break
+            if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+                break
         except OSError:
-            time.sleep(0.05)
+            pass
+        time.sleep(0.05)
     print("MODULES " + " ".join(sorted(sys.modules)), flush=True)
     os.kill(os.getpid(), signal.SIGTERM)
 threading.Thread(target=probe, daemon=True).start()
