@@ -149,6 +149,21 @@ def tree_pids(root: int) -> list[int]:
     return out
 
 
+def tree_status(root: int, *fields: str) -> dict[str, int]:
+    """Sums of /proc/PID/status ``fields`` (e.g. Threads, RssAnon in kB) over ``root`` and
+    its descendants."""
+    total = dict.fromkeys(fields, 0)
+    for pid in tree_pids(root):
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                name, _, value = line.partition(":")
+                if name in total:
+                    total[name] += int(value.split()[0])
+        except (OSError, IndexError, ValueError):
+            continue
+    return total
+
+
 def tree_rss_mb(root: int) -> float:
     """Sum of VmRSS over ``root`` and its descendants, in MB."""
     total = 0
@@ -1004,6 +1019,10 @@ print(done)
             took = time.perf_counter() - start
             time.sleep(5)
             rss, count = tree_rss_mb(proc.pid), len(tree_pids(proc.pid))
+            # each gRPC worker thread keeps a malloc arena; RssFile is shared-library pages
+            # (how many of a wheel's .so pages are mapped depends on how they entered the
+            # page cache: just written by pip, more than read back from disk)
+            status = tree_status(proc.pid, "Threads", "RssAnon", "RssFile")
         finally:
             proc.terminate()
             try:
@@ -1015,6 +1034,9 @@ print(done)
             self.alice.node.connector.forget(self.bob.common_name)
         self.results["b14_rss_mb_2000"] = round(rss, 1)
         self.results["b14_detail"] = {"rss_idle_mb": round(idle, 1), "processes": count,
+                                      "threads": status["Threads"],
+                                      "rss_anon_mb": round(status["RssAnon"] / 1024, 1),
+                                      "rss_file_mb": round(status["RssFile"] / 1024, 1),
                                       "transfers": 2000, "send_s": round(took, 1),
                                       "store": "sqlite file (durable)", "policy": "rvasp"}
 

@@ -11,7 +11,6 @@ import hashlib
 import io
 import os
 import re
-import zipfile
 import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -36,7 +35,6 @@ from cryptography.hazmat.primitives.asymmetric.types import (
     PrivateKeyTypes,
     PublicKeyTypes,
 )
-from cryptography.hazmat.primitives.serialization import pkcs12
 
 from .errors import CertificateError
 from .fsutil import PUBLIC_MODE, atomic_write, write_private
@@ -381,6 +379,8 @@ def _looks_like_pkcs12(data: bytes) -> bool:
 
 
 def _decode_pkcs12(data: bytes, source: str, password: bytes | None) -> _Material:
+    from cryptography.hazmat.primitives.serialization import pkcs12  # .p12 files only
+
     try:
         key, cert, extra = pkcs12.load_key_and_certificates(data, password)
     except UnsupportedAlgorithm as exc:
@@ -444,6 +444,8 @@ def _gunzip(data: bytes, source: str) -> bytes:
 
 
 def _zip_entries(data: bytes, source: str, password: bytes | None) -> list[tuple[str, bytes]]:
+    import zipfile  # .zip bundles only (not loaded by a node that reads PEM files)
+
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as zf:
             infos = [

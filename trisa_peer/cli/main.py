@@ -13,6 +13,7 @@ import argparse
 import importlib
 import logging
 import os
+import sys
 from collections.abc import Sequence
 
 from .. import __version__
@@ -20,10 +21,13 @@ from .runner import run
 
 __all__ = ["build_parser", "main"]
 
-# Sub-command modules, in the order they appear in --help.
-_COMMAND_MODULES: tuple[str, ...] = (
-    "ca", "gds", "node", "status", "envelope", "db", "demo", "csr",
-)
+# Sub-command modules, in the order they appear in --help, with the commands each one
+# registers (tests/test_cli_modules.py checks the two agree).
+_COMMANDS: dict[str, tuple[str, ...]] = {
+    "ca": ("ca",), "gds": ("gds",), "node": ("serve", "check", "send"), "status": ("status",),
+    "envelope": ("envelope", "transfers"), "db": ("db",), "demo": ("demo",), "csr": ("csr",),
+}
+_COMMAND_MODULES: tuple[str, ...] = tuple(_COMMANDS)
 
 PROG = "trisa-peer"
 
@@ -33,7 +37,21 @@ PROG = "trisa-peer"
 os.environ.setdefault("GRPC_VERBOSITY", "NONE")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _command_word(argv: Sequence[str]) -> str:
+    """The sub-command named in ``argv`` (its first word that is not one of the global
+    options, which take no value); "" if there is none."""
+    for word in argv:
+        if word == "--":
+            return ""
+        if not word.startswith("-"):
+            return word
+    return ""
+
+
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The ``trisa-peer`` parser. With ``argv`` naming a known command, only the module
+    of that command is loaded and registered (a ``serve`` process does not load the CA,
+    directory, CSR and envelope commands' code); the parse is the same either way."""
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="TRISA Travel Rule toolkit: verified peers, envelopes, directory, CA.",
@@ -44,7 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for name in _COMMAND_MODULES:
+    word = _command_word(argv) if argv is not None else ""
+    owner = [name for name, commands in _COMMANDS.items() if word in commands]
+    for name in owner or _COMMAND_MODULES:
         module = importlib.import_module(f"{__package__}.{name}")
         module.register(sub)
     return parser
@@ -58,4 +78,5 @@ def _quiet_level(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return run(build_parser(), argv, quiet_level=_quiet_level)
+    words = sys.argv[1:] if argv is None else argv
+    return run(build_parser(words), argv, quiet_level=_quiet_level)

@@ -12,8 +12,6 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from google.protobuf import json_format
-
 from ..clock import utcnow
 from ..controls import DEFAULT_GRACE, DEFAULT_MAX_LOOKUPS
 from ..envelope.validate import DEFAULT_TIMESTAMP_WINDOW
@@ -532,6 +530,8 @@ def _send(args: argparse.Namespace) -> int:
 
 
 def _print_result(result: Any) -> int:
+    from google.protobuf import json_format
+
     from .._pb.trisa.api.v1beta1 import api_pb2
 
     out: dict[str, Any] = {

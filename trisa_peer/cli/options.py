@@ -29,7 +29,6 @@ import math
 import os
 import sys
 import tempfile
-import tomllib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -389,6 +388,8 @@ def apply_config(
     config: dict[str, Any] = {}
     path = Path(args.config) if getattr(args, "config", None) else None
     if path is not None:
+        import tomllib  # --config only
+
         try:
             raw = tomllib.loads(path.read_text())
         except OSError as exc:

@@ -11,12 +11,40 @@
 
 from __future__ import annotations
 
-from .client import DirectoryClient, SearchResult
-from .convert import certificate_proto, lookup_reply, peer_record
-from .issuance import IssuanceResult, accept, certificate_zip, reissue, revoke
-from .server import DirectoryServer, DirectoryServicer
-from .service import DEFAULT_DIRECTORY_ID, Directory, RegisterResult, state_name
-from .store import Changes, DirectoryStore, SQLiteStore, SQLStore
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .client import DirectoryClient, SearchResult
+    from .convert import certificate_proto, lookup_reply, peer_record
+    from .issuance import IssuanceResult, accept, certificate_zip, reissue, revoke
+    from .server import DirectoryServer, DirectoryServicer
+    from .service import DEFAULT_DIRECTORY_ID, Directory, RegisterResult, state_name
+    from .store import Changes, DirectoryStore, SQLiteStore, SQLStore
+
+# Each name is loaded from its module on first use (PEP 562): a node that only needs the
+# client (``trisa-peer serve``) does not load the directory's server, store and issuance
+# code (and Sectigo's client) just by importing a submodule of this package.
+_WHERE = {
+    "DirectoryClient": "client", "SearchResult": "client",
+    "certificate_proto": "convert", "lookup_reply": "convert", "peer_record": "convert",
+    "IssuanceResult": "issuance", "accept": "issuance", "certificate_zip": "issuance",
+    "reissue": "issuance", "revoke": "issuance",
+    "DirectoryServer": "server", "DirectoryServicer": "server",
+    "DEFAULT_DIRECTORY_ID": "service", "Directory": "service", "RegisterResult": "service",
+    "state_name": "service",
+    "Changes": "store", "DirectoryStore": "store", "SQLiteStore": "store", "SQLStore": "store",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "DEFAULT_DIRECTORY_ID",

@@ -32,7 +32,6 @@ from google.protobuf.message import Message
 from .._pb.trisa.gds.api.v1beta1 import api_pb2 as gds_pb2
 from .._pb.trisa.gds.api.v1beta1 import api_pb2_grpc as gds_grpc
 from .._pb.trisa.gds.models.v1beta1 import models_pb2
-from ..csr import CSR_METADATA
 from ..errors import ConfigurationError, DirectoryError
 from ..records import PeerRecord, split_endpoint
 from ..transport.status import directory_error, directory_reply_error, rpc_status
@@ -240,6 +239,8 @@ class DirectoryClient:
         ``pkcs12password`` is shown only this once). ``csr_der`` goes along as the
         :data:`~trisa_peer.csr.CSR_METADATA` metadata (a directory that honours it
         answers without a password)."""
+        from ..csr import CSR_METADATA  # registration only: a node's look-ups do not need it
+
         metadata = ((CSR_METADATA, bytes(csr_der)),) if csr_der is not None else None
         reply: gds_pb2.RegisterReply = self._rpc("Register", request, "directory registration",
                                                  metadata=metadata)

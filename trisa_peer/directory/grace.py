@@ -35,10 +35,10 @@ from .._pb.trisa.gds.models.v1beta1 import ca_pb2
 from ..errors import CertificateError, DirectoryError
 from ..records import SupersededCertificate
 from .convert import certificate_from_proto, serial_hex
-from .store import Changes
 
 if TYPE_CHECKING:
     from .service import Directory
+    from .store import Changes
 
 __all__ = [
     "DEFAULT_REISSUE_GRACE",
@@ -85,6 +85,8 @@ def parse_grace(text: str) -> timedelta:
 
 def grace_changes(vasp_id: str, serial: str, until: datetime | None) -> Changes:
     """The store change that starts (``until`` set) or ends (``None``) a grace."""
+    from .store import Changes  # the directory's store: not loaded by a node's client
+
     value = f"{serial} {until.astimezone(UTC).isoformat()}" if until is not None else ""
     return Changes(secrets={_secret(vasp_id): value.encode("ascii")})
 
