@@ -36,8 +36,6 @@ import configparser
 import contextlib
 import json
 import os
-import signal
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +54,7 @@ from ..directory.validate import validate_common_name
 from ..errors import CertificateError, ConfigurationError
 from ..fsutil import atomic_write, write_private
 from .options import add_option, host_port_arg, positive_float
+from .runner import stop_event, wait_until_set
 
 __all__ = ["register", "register_gds"]
 
@@ -181,12 +180,10 @@ def _cmd_members(args: argparse.Namespace) -> int:
                                client_ca=client_ca, sectigo=sectigo,
                                poll_interval=args.poll_interval, issue_timeout=args.poll_timeout)
         port = server.start()
-        stop = threading.Event()
-        signal.signal(signal.SIGTERM, lambda *_: stop.set())
-        signal.signal(signal.SIGINT, lambda *_: stop.set())
+        stop = stop_event()
         print(f"members endpoint (mTLS) listening on port {port}", flush=True)
         try:
-            stop.wait()
+            wait_until_set(stop)
         finally:
             server.stop(1.0)
     return 0

@@ -53,10 +53,8 @@ import contextlib
 import json
 import logging
 import os
-import signal
 import socket
 import sys
-import threading
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -91,6 +89,7 @@ from .options import (
     positive_int,
     revocation_reason,
 )
+from .runner import stop_event, wait_until_set
 
 __all__ = ["register"]
 
@@ -373,13 +372,7 @@ def _serve_directory(args: argparse.Namespace, listen: str, host: str,
         server.stop(1.0)
         directory.close()
         raise
-    stop = threading.Event()
-
-    def _on_signal(signum: int, frame: Any) -> None:
-        stop.set()
-
-    signal.signal(signal.SIGTERM, _on_signal)
-    signal.signal(signal.SIGINT, _on_signal)
+    stop = stop_event()
     from ..directory.reminders import ReminderLoop
 
     # reissue reminders: one pass now, then every --reminder-interval seconds (once
@@ -399,7 +392,7 @@ def _serve_directory(args: argparse.Namespace, listen: str, host: str,
         worker.ready(port)
     with directory:
         try:
-            stop.wait()
+            wait_until_set(stop)
         finally:
             reminders.stop()
             server.stop(1.0)

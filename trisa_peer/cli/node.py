@@ -6,7 +6,6 @@ import argparse
 import logging
 import signal
 import sys
-import threading
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
@@ -39,6 +38,7 @@ from .options import (
     resolve_map,
     seconds_flag,
 )
+from .runner import stop_event, wait_until_set
 from .webhook_args import add_webhook_args, webhook_handler
 
 __all__ = ["print_pending", "register", "register_transfers"]
@@ -444,14 +444,12 @@ def _serve_one(args: argparse.Namespace, files: str, *, worker: Any = None,
             "no decision hook configured (--policy): every incoming transfer is held as "
             "pending for review; decide with 'trisa-peer transfers resolve --id ID --db %s'",
             redact(args.db) if args.db else "FILE")
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+    stop = stop_event()
     _warn_if_directory_unreachable(node.directory, args.directory)
     purger = _retention(args, node, worker)
     if worker is not None:
         worker.ready(port)
-    stop.wait()
+    wait_until_set(stop)
     if api is not None:
         api.stop()
     if purger is not None:

@@ -22,7 +22,9 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
+import threading
 from collections.abc import Callable, Sequence
 
 from ..errors import TrisaPeerError, UsageError
@@ -89,3 +91,23 @@ def run(
     except KeyboardInterrupt:
         print(f"{parser.prog}: interrupted", file=sys.stderr)
         return 130
+
+
+def stop_event() -> threading.Event:
+    """An event that SIGTERM and SIGINT set (a long-running command's stop request)."""
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    return stop
+
+
+def wait_until_set(stop: threading.Event) -> None:
+    """Block the main thread until ``stop`` is set, waking every 0.5 s.
+
+    Not ``stop.wait()``: Python runs signal handlers only in the main thread between
+    bytecodes, and a signal the kernel delivers to another thread (gRPC's, a cache
+    warmer's) does not interrupt a main thread blocked in an untimed wait, so the
+    handler -- and the stop -- would never run.
+    """
+    while not stop.wait(0.5):
+        pass
