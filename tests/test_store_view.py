@@ -5,6 +5,12 @@ backends (``db_location``)."""
 
 from __future__ import annotations
 
+import contextlib
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
 import pytest
 
 from trisa_peer.errors import StoreError
@@ -121,3 +127,41 @@ def test_claim_answers_a_version_1_row_and_prefers_the_payload_match(
     assert found.seq == newer.seq and found.reply is not None
     assert found.reply.envelope == b"v2"
     store.close()
+
+
+def test_writes_from_many_threads_share_one_connection_and_are_read_at_once(
+        tmp_path: Path) -> None:
+    store = TransferStore(tmp_path / "w.db")
+    seen: list[bool] = []
+    used: set[int] = set()
+    original = store.db.transaction
+
+    @contextlib.contextmanager
+    def spy() -> Iterator[Any]:
+        with original() as tx:
+            used.add(id(tx._conn))  # type: ignore[attr-defined]
+            yield tx
+
+    store.db.transaction = spy  # type: ignore[method-assign]
+
+    def work(i: int) -> None:
+        for j in range(5):
+            eid = f"t{i}-{j}"
+            store.add(envelope_id=eid, peer="p", direction="outgoing", kind="request",
+                      state="sent", envelope=b"x")
+            # committed on return: this thread's own (reader) connection sees it now
+            seen.append(store.view(eid).initiated() is not None)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(seen) == 20 and all(seen)
+    assert len(used) == 1  # every write transaction on the one writer connection
+    assert store.count() == 20
+    store.close()
+    # twin: a closed store refuses writes (no connection is opened again)
+    with pytest.raises(StoreError, match="closed"):
+        store.add(envelope_id="late", peer="p", direction="outgoing", kind="request",
+                  state="sent", envelope=b"x")

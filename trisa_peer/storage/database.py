@@ -317,12 +317,22 @@ class SQLiteDatabase(Database):
             self._local.conn = conn
         return conn
 
+    def _writer(self) -> sqlite3.Connection:
+        """The one connection every write transaction of this object uses (under
+        ``_write_lock``): writes are serialised in-process anyway, and a connection
+        whose page cache no other connection of this process invalidates keeps it
+        warm from one transaction to the next (a per-thread connection started each
+        write cold: another thread had written since, so SQLite re-read its pages)."""
+        if self._closed or self._keeper is None:
+            raise StoreError(f"{self.purpose} {self.name}: closed")
+        return self._keeper
+
     @contextlib.contextmanager
     def transaction(self) -> Iterator[Tx]:
         if self._broken is not None:  # known unusable: refuse without touching the file
             raise StoreError(f"{self.purpose} unusable: {self._broken}")
-        conn = self._conn()
         with self._write_lock:
+            conn = self._writer()
             try:
                 conn.execute("BEGIN IMMEDIATE")
             except sqlite3.Error as exc:
