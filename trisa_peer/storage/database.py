@@ -27,8 +27,9 @@ survives a power loss: SQLite ``synchronous=FULL`` (WAL), PostgreSQL
 ``synchronous_commit=on``. ``durable=False``: SQLite ``NORMAL``, PostgreSQL ``off``
 (survives a crash of the process, may lose the last commits on power loss).
 
-SQLite specifics: one connection per thread; a process-wide lock around write
-transactions (writers queue in-process instead of spinning on ``SQLITE_BUSY``); the
+SQLite specifics: reads on one connection per thread; every write transaction on one
+writer connection under a process-wide lock (writers queue in-process instead of
+spinning on ``SQLITE_BUSY``, and the writer's page cache stays warm); the
 database file is created 0600; :meth:`SQLiteDatabase.problem` reports when the path no
 longer names the file that was opened (a deleted folder: SQLite would go on writing to
 an unlinked file whose commits vanish at restart), and writes are refused from then on.
@@ -244,7 +245,7 @@ class _SQLiteTx:
 
 
 class SQLiteDatabase(Database):
-    """One SQLite file (or ``:memory:``), WAL, one connection per thread."""
+    """One SQLite file (or ``:memory:``), WAL: a connection per reading thread, one writer."""
 
     backend: Backend = "sqlite"
 
