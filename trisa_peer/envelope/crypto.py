@@ -96,10 +96,14 @@ def hmac_verify(secret: bytes, data: bytes, mac: bytes) -> bool:
     return hmac.compare_digest(expected, bytes(mac))
 
 
+#: RSA-OAEP-SHA512 with MGF1-SHA512 and no label (immutable: built once, not per call).
+_OAEP = padding.OAEP(
+    mgf=padding.MGF1(algorithm=hashes.SHA512()), algorithm=hashes.SHA512(), label=None
+)
+
+
 def _oaep() -> padding.OAEP:
-    return padding.OAEP(
-        mgf=padding.MGF1(algorithm=hashes.SHA512()), algorithm=hashes.SHA512(), label=None
-    )
+    return _OAEP
 
 
 def rsa_oaep_encrypt(public_key: rsa.RSAPublicKey, data: bytes) -> bytes:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime, timedelta, timezone
+from functools import lru_cache
 
 from ..clock import Clock, utcnow
 
@@ -58,6 +59,15 @@ def parse_timestamp(text: str) -> datetime:
         raise TypeError("timestamp must be a string")
     if len(text) > _MAX_LEN:
         raise ValueError("timestamp too long")
+    return _parse(str(text))
+
+
+@lru_cache(maxsize=256)
+def _parse(text: str) -> datetime:
+    """:func:`parse_timestamp` of one checked string, remembered: one transfer parses
+    the same few timestamps several times on each side (validation at seal and open,
+    the freshness check, the handler). Results are immutable; failures (ValueError)
+    are not cached; at most 256 strings of at most 64 characters are kept."""
     match = _RFC3339.fullmatch(text)
     if match is None:
         raise ValueError("timestamp is not RFC 3339")

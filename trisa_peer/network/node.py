@@ -418,20 +418,20 @@ class TrisaNode:
         if error is not None and not reply.payload:
             state = "repair" if error.retry else "rejected"
             self.store.add_reply(seq, state=state, envelope=raw, direction="incoming",
-                                 error_code=error.code)
+                                 error_code=error.code, envelope_id=reply.id)
             return TransferResult(reply.id, peer, state, reply.transfer_state, error=error)
         try:
             payload = open_envelope(reply, self.keyring.select(reply.public_key_signature))
         except EnvelopeRejection as exc:
             self.store.add_reply(seq, state="undecodable", envelope=raw, direction="incoming",
-                                 error_code=exc.code)
+                                 error_code=exc.code, envelope_id=reply.id)
             raise TransferError(f"cannot open the reply from {peer}: {exc}") from exc
         pending = pending_of(payload)
         state = "pending" if pending is not None else {
             TS.COMPLETED: "completed"}.get(reply.transfer_state, "accepted")
         window = (pending.reply_not_after, "") if pending and pending.reply_not_after else None
         self.store.add_reply(seq, state=state, envelope=raw, direction="incoming",
-                             pending=window)
+                             pending=window, envelope_id=reply.id)
         return TransferResult(reply.id, peer, state, reply.transfer_state, payload=payload)
 
     def _send_callback(self, peer: str, envelope_id: str, decision: Accept | Reject,

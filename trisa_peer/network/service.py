@@ -76,7 +76,7 @@ from ..logtext import RefusalLimiter, peer_text
 from ..transport.interceptor import peer_from_context
 from .handler import Accept, Handler, Incoming, Pending, Reject, Repair
 from .keys import KeyRing, PeerKeys, record_key
-from .store import Claim, StoredEnvelope, TransferStore, digest
+from .store import Claim, ExchangeView, StoredEnvelope, TransferStore, digest
 
 __all__ = [
     "PENDING_TYPE", "Exchange", "NetworkServicer", "idempotency_key", "payload_digest",
@@ -226,7 +226,7 @@ class Exchange:
         if req.seq is not None:
             self.store.add_reply(req.seq, state=state, envelope=data, direction="outgoing",
                                  error_code=code, discard_request=discard, origin=origin,
-                                 pending=pending)
+                                 pending=pending, envelope_id=req.envelope_id)
             events.transfer("incoming", state, code, peer=req.peer, envelope_id=req.envelope_id)
             return reply
         seq = self.store.add_exchange(
@@ -254,25 +254,17 @@ class Exchange:
 
     # ------------------------------------------------------------ metadata check
 
-    def _new_transfer(self, envelope_id: str, peer: str) -> bool:
-        """No transfer ``envelope_id`` exchanged with ``peer`` yet: neither one we sent
-        nor an envelope of theirs we took in (refused input does not count)."""
-        return not any(
-            row.peer.lower() == peer.lower()
-            and (row.error_code == 0 or (row.direction, row.kind) == ("outgoing", "request"))
-            for row in self.store.exchange(envelope_id)
-        )
-
     def _refuse_metadata(
-        self, envelope: api_pb2.SecureEnvelope, peer: VerifiedPeer
+        self, envelope: api_pb2.SecureEnvelope, peer: VerifiedPeer, view: ExchangeView
     ) -> api_pb2.SecureEnvelope | None:
         """BAD_REQUEST (recorded, bounded) for an envelope whose id, timestamp or
-        transfer_state a node must not take in; None when they are fine."""
+        transfer_state a node must not take in; None when they are fine. ``view``: the
+        stored envelopes of its id (empty for an id that is not a UUID)."""
         new = None
         state = int(envelope.transfer_state)
         rejection_only = envelope_error(envelope) is not None and not envelope.payload
         if state not in NEW_TRANSFER_STATES and not rejection_only and is_uuid(envelope.id):
-            new = self._new_transfer(envelope.id, peer.common_name)
+            new = view.new_transfer(peer.common_name)
         problem = metadata_problem(envelope, now=self.clock(), window=self.timestamp_window,
                                    new_transfer=new)
         if problem is None:
@@ -316,22 +308,28 @@ class Exchange:
     ) -> api_pb2.SecureEnvelope:
         eid = envelope.id
         cn = peer.common_name
-        # no stored request has an id other than a UUID: a hostile one costs no lookup
-        seen = self.store.find_request(cn, eid, dig) if is_uuid(eid) else None
+        # One read of the id's stored envelopes (no bytes) answers every question below
+        # (a retry's stored reply, a new transfer, the same message, a callback, id
+        # reuse). No other writer changes this peer's rows of this id meanwhile (the
+        # stripe lock and the store's hold on (peer, id) are held), and the claim
+        # checks again inside its transaction. No stored request has an id other than
+        # a UUID: a hostile one costs no lookup.
+        view = self.store.view(eid) if is_uuid(eid) else ExchangeView(self.store, eid, [])
+        seen = view.request(cn, dig)
         if seen is not None:
-            stored = self.store.reply_to(seen.seq)
+            stored = view.reply_to(seen.seq)
             if stored is not None:
                 log.info("peer=%s envelope=%s retry answered from the store",
                          peer_text(cn), peer_text(eid))
                 return _stored_reply(stored)
-        refused = self._refuse_metadata(envelope, peer)
+        refused = self._refuse_metadata(envelope, peer, view)
         if refused is not None:
             return refused
         # seen here: stored but never answered (a crash between the two)
         req = _Request(eid, cn, raw, dig, seen.seq if seen is not None else None)
         error = envelope_error(envelope)
         if error is not None and not envelope.payload:
-            return self._peer_rejection(envelope, error, peer, req)
+            return self._peer_rejection(envelope, error, peer, req, view)
 
         try:
             key = self.keyring.select(envelope.public_key_signature)
@@ -351,20 +349,20 @@ class Exchange:
             return self._answer(req, reply, state, code=rejection.code, discard=True)
 
         req.payload_digest = pdig = payload_digest(payload)
-        same = self.store.find_message(cn, eid, pdig)
+        same = view.message(cn, pdig)
         if same is not None:
-            stored = self.store.reply_to(same.seq)
+            stored = view.reply_to(same.seq)
             if stored is not None:
                 log.info("peer=%s envelope=%s same message answered from the store",
                          peer_text(cn), peer_text(eid))
                 return _stored_reply(stored)
         now = self.clock()
-        origin = self.store.initiated(eid)
+        origin = view.initiated()
         if origin is not None:
             incoming = Incoming(peer, eid, payload, envelope.transfer_state, now)
             return self._callback(req, origin, incoming)
         if same is None:
-            earlier = self.store.latest_request(cn, eid)
+            earlier = view.latest_request(cn)
             if earlier is not None and not _continues(earlier.state, envelope.transfer_state):
                 log.info("peer=%s envelope=%s id reused (transfer %s)", cn, eid, earlier.state)
                 req.seq = None
@@ -425,13 +423,14 @@ class Exchange:
         error: errors_pb2.Error,
         peer: VerifiedPeer,
         req: _Request,
+        view: ExchangeView,
     ) -> api_pb2.SecureEnvelope:
         cn = peer.common_name
         if error.code not in _KNOWN_CODES or error.code == 0 or not error.message.strip():
             return self._reject(req, Reject(
                 Code.BAD_REQUEST, "error envelope needs a known, non-zero code and a message",
                 retry=True))
-        origin = self.store.initiated(envelope.id)
+        origin = view.initiated()
         if origin is not None and origin.peer.lower() != cn.lower():
             return self._reject(req, Reject(
                 Code.FORBIDDEN, "this transfer was not exchanged with your VASP"))

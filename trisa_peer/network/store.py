@@ -82,8 +82,8 @@ from ..storage import Database, Tx, migrate, open_database, parse_url
 from ..storage.url import DatabaseURL
 
 __all__ = [
-    "AUDIT_FIELDS", "DEFAULT_PURGE_BATCH", "Claim", "StoredEnvelope", "TransferStore",
-    "TransferSummary", "digest", "open_store",
+    "AUDIT_FIELDS", "DEFAULT_PURGE_BATCH", "Claim", "ExchangeView", "RowBrief", "StoredEnvelope",
+    "TransferStore", "TransferSummary", "digest", "open_store",
 ]
 
 log = logging.getLogger("trisa_peer.network")
@@ -241,6 +241,78 @@ class TransferSummary:
     first_at: str
     last_at: str
     key: int = 0
+
+
+@dataclass(frozen=True)
+class RowBrief:
+    """One stored envelope without its bytes (``stored``: whether it still has them)."""
+
+    seq: int
+    peer: str
+    direction: str
+    kind: str
+    state: str
+    error_code: int
+    digest: str
+    payload_digest: str
+    reply_to: int | None
+    stored: bool
+
+
+_BRIEF = ("seq, peer, direction, kind, state, error_code, digest, payload_digest, reply_to, "
+          "length(envelope) > 0")
+
+
+class ExchangeView:
+    """Every envelope of one envelope id as one read saw them (no bytes), answering what
+    the incoming path asks of the store (``find_request``, ``find_message``,
+    ``initiated``, ``latest_request``, ``reply_to``) with the same rules as those
+    methods, from one snapshot instead of one query each. Rows that need their bytes
+    (a stored reply, the request this node initiated) are read by ``seq`` when asked."""
+
+    def __init__(self, store: TransferStore, envelope_id: str, rows: list[RowBrief]) -> None:
+        self.store = store
+        self.envelope_id = envelope_id
+        self.rows = rows  # oldest first
+
+    def _incoming(self, peer: str) -> Iterator[RowBrief]:
+        return (r for r in self.rows if r.peer == peer and r.direction == "incoming"
+                and r.kind == "request")
+
+    def request(self, peer: str, envelope_digest: str) -> RowBrief | None:
+        """:meth:`TransferStore.find_request` (at most one row: the unique index)."""
+        return next((r for r in self._incoming(peer) if r.digest == envelope_digest), None)
+
+    def message(self, peer: str, payload_digest: str) -> RowBrief | None:
+        """:meth:`TransferStore.find_message`: the first request carrying this payload."""
+        return next((r for r in self._incoming(peer) if r.payload_digest == payload_digest),
+                    None)
+
+    def latest_request(self, peer: str) -> RowBrief | None:
+        """:meth:`TransferStore.latest_request`: the newest opened request of ``peer``."""
+        return next((r for r in reversed(self.rows) if r.peer == peer
+                     and r.direction == "incoming" and r.kind == "request" and r.stored), None)
+
+    def reply_to(self, seq: int) -> StoredEnvelope | None:
+        """:meth:`TransferStore.reply_to` (read by ``seq`` only when there is one)."""
+        reply = next((r for r in reversed(self.rows) if r.reply_to == seq), None)
+        return None if reply is None else self.store.get(reply.seq)
+
+    def initiated(self) -> StoredEnvelope | None:
+        """:meth:`TransferStore.initiated` (read by ``seq`` only when this node sent it)."""
+        first = self.rows[0] if self.rows else None
+        if first is None or (first.direction, first.kind) != ("outgoing", "request"):
+            return None
+        return self.store.get(first.seq)
+
+    def new_transfer(self, peer: str) -> bool:
+        """No transfer under this id exchanged with ``peer`` yet: neither one we sent nor
+        an envelope of theirs we took in (refused input does not count)."""
+        return not any(
+            r.peer.lower() == peer.lower()
+            and (r.error_code == 0 or (r.direction, r.kind) == ("outgoing", "request"))
+            for r in self.rows
+        )
 
 
 _COLUMNS = (
@@ -436,21 +508,37 @@ class TransferStore:
         discard_request: bool = False,
         origin: tuple[int, str, int] | None = None,
         pending: tuple[str, str] | None = None,
+        envelope_id: str | None = None,
     ) -> int:
         """Store a reply and move its request to ``state``, in one transaction.
 
         ``pending`` = ``(deadline, resolver)`` records a pending transfer's reply window
-        end and resolve hook on the request row in the same transaction."""
+        end and resolve hook on the request row in the same transaction.
+        ``envelope_id``: the request's id when the caller knows it (one statement fewer:
+        the state change checks it and returns the request's peer); a request ``seq``
+        that is not of that id is a :class:`StoreError` like an unknown one."""
         now = _now()
         with self._tx() as tx:
-            row = tx.one("SELECT envelope_id, peer FROM envelopes WHERE seq = ?", (request_seq,))
-            if row is None:
-                raise StoreError(f"no stored request {request_seq}")
-            _transfer_lock(tx, row[0])
+            if envelope_id is not None:
+                _transfer_lock(tx, envelope_id)
+                found = tx.all(
+                    "UPDATE envelopes SET state = ?, error_code = ?, updated_at = ? "
+                    "WHERE seq = ? AND envelope_id = ? RETURNING envelope_id, peer",
+                    (state, error_code, now, request_seq, envelope_id))
+                if not found:
+                    raise StoreError(f"no stored request {request_seq} of {envelope_id}")
+                row = found[0]
+            else:
+                known = tx.one("SELECT envelope_id, peer FROM envelopes WHERE seq = ?",
+                               (request_seq,))
+                if known is None:
+                    raise StoreError(f"no stored request {request_seq}")
+                row = known
+                _transfer_lock(tx, row[0])
+                _set_state(tx, request_seq, state, error_code, now)
             if discard_request:
                 tx.execute("UPDATE envelopes SET envelope = {EMPTY_BLOB} WHERE seq = ?",
                            (request_seq,))
-            _set_state(tx, request_seq, state, error_code, now)
             seq = tx.insert(_INSERT, (row[0], row[1], direction, "reply", state, error_code,
                                       digest(envelope), request_seq, envelope, now, now, "", 0))
             if origin is not None:
@@ -547,23 +635,18 @@ class TransferStore:
         try:
             with self._tx() as tx:
                 _transfer_lock(tx, envelope_id)
+                # This payload's request (the first), else the same bytes stored before
+                # under no payload digest (a version-1 row): one statement for both.
                 row = tx.one(
-                    "SELECT seq, attempt FROM envelopes WHERE peer = ? AND envelope_id = ? "
-                    "AND payload_digest = ? AND direction = 'incoming' AND kind = 'request' "
-                    "ORDER BY seq LIMIT 1",
-                    (peer, envelope_id, payload_digest),
+                    "SELECT seq, attempt, payload_digest FROM envelopes WHERE peer = ? "
+                    "AND envelope_id = ? AND direction = 'incoming' AND kind = 'request' "
+                    "AND (payload_digest = ? OR (digest = ? AND payload_digest = '')) "
+                    "ORDER BY CASE WHEN payload_digest = ? THEN 0 ELSE 1 END, seq LIMIT 1",
+                    (peer, envelope_id, payload_digest, request_digest, payload_digest),
                 )
-                if row is None:
-                    # The same bytes stored before under no payload digest (a version-1 row)
-                    row = tx.one(
-                        "SELECT seq, attempt FROM envelopes WHERE peer = ? AND envelope_id = ? "
-                        "AND digest = ? AND direction = 'incoming' AND kind = 'request' "
-                        "AND payload_digest = ''",
-                        (peer, envelope_id, request_digest),
-                    )
-                    if row is not None:
-                        tx.execute("UPDATE envelopes SET payload_digest = ? WHERE seq = ?",
-                                   (payload_digest, row[0]))
+                if row is not None and row[2] != payload_digest:
+                    tx.execute("UPDATE envelopes SET payload_digest = ? WHERE seq = ?",
+                               (payload_digest, row[0]))
                 if row is not None:
                     reply = tx.one(
                         f"SELECT {_COLUMNS} FROM envelopes WHERE reply_to = ? "  # noqa: S608
@@ -659,6 +742,15 @@ class TransferStore:
     def _rows(self, where: str, args: tuple[object, ...]) -> list[StoredEnvelope]:
         sql = f"SELECT {_COLUMNS} FROM envelopes WHERE {where}"  # noqa: S608 - constant text
         return [_envelope(row) for row in self.db.read(sql, args)]
+
+    def view(self, envelope_id: str) -> ExchangeView:
+        """Every envelope of ``envelope_id`` without bytes, in one read (see
+        :class:`ExchangeView`)."""
+        rows = self.db.read(f"SELECT {_BRIEF} FROM envelopes WHERE envelope_id = ? "  # noqa: S608
+                            "ORDER BY seq", (envelope_id,))
+        return ExchangeView(self, envelope_id, [
+            RowBrief(int(r[0]), r[1], r[2], r[3], r[4], int(r[5]), r[6], r[7],
+                     None if r[8] is None else int(r[8]), bool(r[9])) for r in rows])
 
     def find_request(
         self, peer: str, envelope_id: str, envelope_digest: str
