@@ -147,8 +147,8 @@ def test_db_migrate_upgrades_an_old_file_and_refuses_a_newer_one(
     db.close()
     out = trisa_peer_cli("db", "migrate", "--db", str(path))
     assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == f"transfers store {path}: schema 1 -> 4"
-    assert trisa_peer_cli("db", "migrate", "--db", str(path)).stdout.endswith("4 -> 4\n")
+    assert out.stdout.strip() == f"transfers store {path}: schema 1 -> 5"
+    assert trisa_peer_cli("db", "migrate", "--db", str(path)).stdout.endswith("5 -> 5\n")
     db = sqlite3.connect(path)
     db.execute("UPDATE schema_version SET version = 9")
     db.commit()
@@ -169,7 +169,7 @@ def test_db_migrate_creates_only_a_named_store(
         assert "no such store" in unnamed.stderr and not Path(db_location).exists()
     named = trisa_peer_cli("db", "migrate", "--db", db_location, "--store", "transfers")
     assert named.returncode == 0, named.stderr
-    assert named.stdout.endswith("schema 0 -> 4\n")
+    assert named.stdout.endswith("schema 0 -> 5\n")
 
 
 # ------------------------------------------------------------------ --db options

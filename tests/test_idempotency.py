@@ -180,7 +180,7 @@ def test_a_version_1_store_is_migrated(tmp_path: Any) -> None:
     db.close()
     store = TransferStore(path)
     assert store.db.read("SELECT version FROM schema_version") == [(SCHEMA_VERSION,)]
-    assert SCHEMA_VERSION == 4
+    assert SCHEMA_VERSION == 5
     rows = store.exchange("e1")
     assert [r.kind for r in rows] == ["request", "reply"] and rows[0].attempt == 0
     assert store.find_request("p", "e1", "d") is not None

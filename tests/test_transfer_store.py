@@ -143,7 +143,7 @@ def test_a_version_2_file_upgrades_with_its_transfers_backfilled(tmp_path: Path)
     path = tmp_path / "v2.db"
     _old_file(path, _V2_FILE)
     store = TransferStore(path)
-    assert store.db.read("SELECT version FROM schema_version") == [(SCHEMA_VERSION,)] == [(4,)]
+    assert store.db.read("SELECT version FROM schema_version") == [(SCHEMA_VERSION,)] == [(5,)]
     assert [(s.envelope_id, s.peer, s.state, s.messages) for s in store.summaries()] == [
         ("e2", "bob", "sent", 2), ("e1", "alice", "claimed", 1)]
     # the unfinished claim of the old file is taken again (its holder is long gone)
@@ -334,3 +334,24 @@ def test_exclusive_queues_replicas_on_one_peer_and_id(db_location: str) -> None:
         assert theirs  # released: the next one gets it
     first.close()
     second.close()
+
+
+def test_the_pending_loop_query_reads_the_pending_index(tmp_path: Path) -> None:
+    """pending() runs every second: its plan must use the partial index, not scan the
+    store. Twin: the same query on the same file without the index is a table scan."""
+    path = tmp_path / "t.db"
+    store = TransferStore(path)
+    store.close()
+    query = ("EXPLAIN QUERY PLAN SELECT seq FROM envelopes "
+             "WHERE kind = 'request' AND state = 'pending' ORDER BY seq")
+    db = sqlite3.connect(path)
+    try:
+        plan = " ".join(str(row[3]) for row in db.execute(query))
+        assert "pending_requests" in plan, plan
+        db.execute("DROP INDEX pending_requests")
+        db.close()
+        db = sqlite3.connect(path)  # a fresh connection: no statement prepared before
+        plan = " ".join(str(row[3]) for row in db.execute(query))
+        assert "pending_requests" not in plan and "SCAN envelopes" in plan, plan
+    finally:
+        db.close()

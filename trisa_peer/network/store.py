@@ -92,7 +92,7 @@ log = logging.getLogger("trisa_peer.network")
 DEFAULT_KEEP_REJECTIONS = timedelta(days=30)
 DEFAULT_MAX_REJECTIONS = 10_000
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 #: A rejection record: refused input, kept without its bytes (see the module docstring).
 _REFUSED = ("direction = 'incoming' AND kind = 'request' AND error_code != 0 "
@@ -179,6 +179,12 @@ CREATE INDEX IF NOT EXISTS rejection_records ON envelopes (created_at) WHERE {_R
     4: """
 ALTER TABLE envelopes ADD COLUMN purged_at TEXT;
 CREATE INDEX IF NOT EXISTS transfers_by_last_at ON transfers (last_at)
+""",
+    # the pending loop asks for pending requests every second: without this index that
+    # was a scan of every stored envelope (about 9 ms at 20,000, growing with the store)
+    5: """
+CREATE INDEX IF NOT EXISTS pending_requests ON envelopes (seq)
+    WHERE kind = 'request' AND state = 'pending'
 """,
 }
 
