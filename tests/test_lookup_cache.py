@@ -19,6 +19,7 @@ import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -29,6 +30,7 @@ from trisa_peer.ca import CertificateAuthority
 from trisa_peer.certs import Identity
 from trisa_peer.directory import Directory, DirectoryServer, SQLStore
 from trisa_peer.directory.convert import go_serial
+from trisa_peer.directory.replycache import DEFAULT_MAX_ENTRIES as DEFAULT_LOOKUP_CACHE
 from trisa_peer.directory.replycache import LookupCache
 from trisa_peer.directory.store import (
     ALL_RECORDS,
@@ -341,3 +343,40 @@ def test_cached_replies_carry_the_grace_headers_until_the_grace_ends(
         assert SUPERSEDED_METADATA not in headers and GRACE_UNTIL_METADATA not in headers
         assert bytes(reply.identity_certificate.serial_number) == \
             go_serial(rotated.leaf.serial_number)
+
+
+def test_gds_serve_lookup_cache_flag_default_zero_and_refusal(
+    trisa_peer_cli: Any,
+) -> None:
+    """``gds serve --lookup-cache N``: the default is the server's, 0 parses (cache off),
+    a negative count is a usage error in one line with nothing started."""
+    from trisa_peer.cli.main import build_parser
+    parser = build_parser(["gds", "serve"])
+    serve = ["gds", "serve", "--db", "x.db", "--insecure"]
+    assert parser.parse_args(serve).lookup_cache == DEFAULT_LOOKUP_CACHE
+    assert parser.parse_args([*serve, "--lookup-cache", "0"]).lookup_cache == 0
+    bad = trisa_peer_cli("gds", "serve", "--insecure", "--db", "x.db", "--lookup-cache", "-1")
+    assert bad.returncode == 2 and "--lookup-cache" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_lookup_cache_0_serves_every_lookup_from_the_store(
+    db_location: str, alice: Identity,
+) -> None:
+    """With the cache off (``--lookup-cache 0``) nothing is cached and a write is seen;
+    twin: the default server answers the repeated Lookup from its cache."""
+    store = SQLStore(db_location)
+    directory = Directory(store)
+    directory.add(common_name=CN, endpoint=f"{CN}:443",
+                  certificates=[alice.leaf, *alice.chain], name="Alice VASP")
+    try:
+        for size, cached in ((0, False), (DEFAULT_LOOKUP_CACHE, True)):
+            with DirectoryServer(directory, listen="127.0.0.1:0",
+                                 lookup_cache=size) as server, \
+                    grpc.insecure_channel(server.endpoint) as channel:
+                stub = gds_grpc.TRISADirectoryStub(channel)
+                for _ in range(3):
+                    assert stub.Lookup(gds_pb2.LookupRequest(common_name=CN),
+                                       timeout=10).common_name == CN
+                assert (server.cache is not None and server.cache.hits > 0) is cached
+    finally:
+        store.close()

@@ -8,6 +8,7 @@ PostgreSQL database by giving the same URL, its password in ``--db-password-file
     trisa-peer gds serve   --db FILE [--listen HOST:PORT] (--tls-cert F --tls-key F |
                            --ca-dir DIR | --insecure) [--outbox DIR] [--directory-id ID]
                            [--reminder-interval SECONDS]   (reissue reminders, 30/7/1 days)
+                           [--lookup-cache N]   (Lookup reply cache entries; 0: off)
     trisa-peer gds review  --id ID --accept|--reject [--message TEXT] --db FILE
     trisa-peer gds list    --db FILE [--status STATE]
     trisa-peer gds add     --db FILE --common-name CN --endpoint HOST:PORT --cert FILE
@@ -81,6 +82,7 @@ from .options import (
     add_limit_args,
     add_option,
     check_output_dir,
+    count,
     env_value,
     host_port_arg,
     make_output_dir,
@@ -359,7 +361,8 @@ def _serve_directory(args: argparse.Namespace, listen: str, host: str,
         try:
             server = DirectoryServer(directory, listen=listen, tls=tls,
                                      handshake_timeout=args.handshake_timeout,
-                                     idle_timeout=args.idle_timeout)
+                                     idle_timeout=args.idle_timeout,
+                                     lookup_cache=args.lookup_cache)
             port = server.start()
         except BaseException:
             directory.close()
@@ -824,6 +827,10 @@ def register(subparsers: Any) -> None:
                    default=3600.0,
                    help="seconds between passes that write certificate reissue reminders "
                    "(30, 7 and 1 days ahead) to the outbox; one pass also runs at start "
+                   "(default %(default)s)")
+    p.add_argument("--lookup-cache", metavar="N", type=count, default=20_000,
+                   help="Lookup replies kept in the reply cache, checked against every "
+                   "commit before use; 0 turns it off, e.g. if rows are edited by hand "
                    "(default %(default)s)")
     add_limit_args(p)
     p.set_defaults(func=_cmd_serve)
