@@ -241,12 +241,20 @@ def test_an_entry_is_not_served_after_the_grace_its_headers_announce(
         cache.close()
 
 
-def test_a_fill_read_before_a_change_of_its_record_is_not_kept(
+def _alice_and_bob(
     tmp_path: Path, alice: Identity, bob: Identity,
-) -> None:
+) -> tuple[SQLStore, Directory, str, Any]:
+    """A directory with alice (its id) and bob (his record), for the cache unit tests."""
     store, directory, vasp_id = _cache_with_alice(tmp_path, alice)
     other = directory.add(common_name="bob.example.com", endpoint="bob.example.com:443",
                           certificates=[bob.leaf, *bob.chain], name="Bob VASP")
+    return store, directory, vasp_id, other
+
+
+def test_a_fill_read_before_a_change_of_its_record_is_not_kept(
+    tmp_path: Path, alice: Identity, bob: Identity,
+) -> None:
+    store, directory, vasp_id, other = _alice_and_bob(tmp_path, alice, bob)
     with store:
         cache = LookupCache(store)
         seq = cache.check()  # a fill starts here; then alice changes and is applied
@@ -263,9 +271,7 @@ def test_a_fill_read_before_a_change_of_its_record_is_not_kept(
 def test_a_change_drops_its_record_only(
     tmp_path: Path, alice: Identity, bob: Identity,
 ) -> None:
-    store, directory, vasp_id = _cache_with_alice(tmp_path, alice)
-    other = directory.add(common_name="bob.example.com", endpoint="bob.example.com:443",
-                          certificates=[bob.leaf, *bob.chain], name="Bob VASP")
+    store, _directory, vasp_id, other = _alice_and_bob(tmp_path, alice, bob)
     with store:
         cache = LookupCache(store)
         seq = cache.check()
