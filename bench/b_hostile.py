@@ -126,7 +126,7 @@ def main() -> int:
             or args.seconds <= 0 or args.warmup < 0:
         parser.error("counts must be >= 1, --rate and --seconds > 0, --warmup >= 0")
 
-    from b_load import Sender, measure
+    from b_load import Sender, measure, start_senders
     from loadkit import Serve, load_average, network, say, write_out
     from run import child_cpu
 
@@ -144,18 +144,9 @@ def main() -> int:
         try:
             say("starting Bob: trisa-peer serve --policy rvasp")
             bob = Serve(net, work, "b11")
-            write_identity(net.alice.identity, work / "alice.pem", work / "alice.key")
             write_identity(net.mallory.identity, work / "mallory.pem", work / "mallory.key")
-            resolve = dict(net.resolve)
-            resolve[f"{net.bob.common_name}:{net.bob.port}".lower()] = f"127.0.0.1:{bob.port}"
             say(f"starting {args.procs} sender processes and Mallory's flood process")
-            for i in range(args.procs):
-                senders.append(Sender({
-                    "cert": str(work / "alice.pem"), "key": str(work / "alice.key"),
-                    "trust": str(work / "trust.pem"), "directory": net.directory_endpoint,
-                    "resolve": resolve, "store": str(work / f"alice-{i}.db"),
-                    "alice": net.alice.common_name, "bob": net.bob.common_name,
-                }, work / f"sender-{i}.json"))
+            senders = start_senders(net, work, bob.port, args.procs)
             mallory = Flood({"port": bob.port, "cert": str(work / "mallory.pem"),
                              "key": str(work / "mallory.key"),
                              "trust": str(work / "trust.pem"),

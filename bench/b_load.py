@@ -155,6 +155,22 @@ class Sender(LineChild):
         self.send(f"run {threads} {begin} {end}")
 
 
+def start_senders(net: Any, work: Path, bob_port: int, procs: int) -> list[Sender]:
+    """``procs`` sender processes holding Alice's identity, dialling Bob's registered
+    endpoint at ``127.0.0.1:bob_port`` (the ``serve`` under test); each its own store."""
+    from trisa_peer.certs import write_identity
+
+    write_identity(net.alice.identity, work / "alice.pem", work / "alice.key")
+    resolve = dict(net.resolve)
+    resolve[f"{net.bob.common_name}:{net.bob.port}".lower()] = f"127.0.0.1:{bob_port}"
+    return [Sender({
+        "cert": str(work / "alice.pem"), "key": str(work / "alice.key"),
+        "trust": str(work / "trust.pem"), "directory": net.directory_endpoint,
+        "resolve": resolve, "store": str(work / f"alice-{i}.db"),
+        "alice": net.alice.common_name, "bob": net.bob.common_name,
+    }, work / f"sender-{i}.json") for i in range(procs)]
+
+
 def share(level: int, procs: int) -> list[int]:
     """Sender threads per process for ``level`` senders over ``procs`` processes."""
     used = min(level, procs)
@@ -214,7 +230,6 @@ def main() -> int:
 
     from loadkit import Serve, load_average, network, say, write_out
 
-    from trisa_peer.certs import write_identity
 
     started = time.perf_counter()
     load_start = load_average()
@@ -226,17 +241,8 @@ def main() -> int:
         try:
             say("starting Bob: trisa-peer serve --policy rvasp")
             bob = Serve(net, work, "b10")
-            write_identity(net.alice.identity, work / "alice.pem", work / "alice.key")
-            resolve = dict(net.resolve)
-            resolve[f"{net.bob.common_name}:{net.bob.port}".lower()] = f"127.0.0.1:{bob.port}"
             say(f"starting {args.procs} sender processes (Alice, one connection each)")
-            for i in range(args.procs):
-                senders.append(Sender({
-                    "cert": str(work / "alice.pem"), "key": str(work / "alice.key"),
-                    "trust": str(work / "trust.pem"), "directory": net.directory_endpoint,
-                    "resolve": resolve, "store": str(work / f"alice-{i}.db"),
-                    "alice": net.alice.common_name, "bob": net.bob.common_name,
-                }, work / f"sender-{i}.json"))
+            senders = start_senders(net, work, bob.port, args.procs)
             for s in senders:
                 s.ready()
             pid = bob.pid
