@@ -21,10 +21,10 @@ import shutil
 import sys
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
-from ..errors import ConfigurationError, EnvelopeError
+from ..errors import ConfigurationError
 from ..logsetup import LOG_FORMATS
 from .options import host_port_arg
 
@@ -138,21 +138,11 @@ def start_metrics(
 
 def node_sources(node: Any) -> dict[str, Any]:
     """What :func:`start_metrics` reads from a :class:`~trisa_peer.network.node.TrisaNode`."""
-    from ..envelope.timestamps import parse_timestamp
-
-    def deadline(row: Any) -> datetime | None:
-        if not row.deadline:
-            return None
-        try:
-            end = parse_timestamp(row.deadline)
-        except (ValueError, EnvelopeError):
-            return None
-        return end + timedelta(seconds=1) if row.direction == "outgoing" else end
+    from ..network.node import reply_deadline, stored_time
 
     def pending() -> list[tuple[str, datetime, datetime | None]]:
-        return [(row.direction,
-                 datetime.strptime(row.created_at, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC),
-                 deadline(row)) for row in node.store.pending()]
+        return [(row.direction, stored_time(row.created_at), reply_deadline(row))
+                for row in node.store.pending()]
 
     return {
         "problem": node.server.problem,

@@ -478,7 +478,7 @@ class TrisaNode:
         for row in self.store.pending():
             if self._pending_stop.is_set():
                 return
-            deadline = _deadline(row)
+            deadline = reply_deadline(row)
             if deadline is not None and now > deadline:
                 self._expire(row)
                 continue
@@ -496,7 +496,7 @@ class TrisaNode:
         if self.decision_hold <= 0 or not row.resolution.startswith(CALLBACK_MARK):
             return False
         try:
-            recorded = _parse_stored(row.updated_at)
+            recorded = stored_time(row.updated_at)
         except ValueError:
             return False
         return now - recorded < timedelta(seconds=self.decision_hold)
@@ -518,7 +518,7 @@ class TrisaNode:
                             peer_text(row.resolver))
             return None
         transfer = PendingTransfer(row.envelope_id, row.peer, self._open_request(row),
-                                   _parse_stored(row.created_at), deadline)
+                                   stored_time(row.created_at), deadline)
         try:
             decision = resolver(transfer)
         except Exception:
@@ -640,11 +640,12 @@ def _decode(text: str) -> Accept | Reject:
     return Reject(int(code), message, retry=retry == "1")
 
 
-def _parse_stored(text: str) -> datetime:
+def stored_time(text: str) -> datetime:
+    """A store timestamp (``created_at``/``updated_at``) as an aware UTC datetime."""
     return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
 
 
-def _deadline(row: StoredEnvelope) -> datetime | None:
+def reply_deadline(row: StoredEnvelope) -> datetime | None:
     """The reply window's end; the originator allows one second more (clock skew)."""
     if not row.deadline:
         return None
