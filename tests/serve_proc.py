@@ -1,5 +1,6 @@
 """A real ``trisa-peer serve`` process for Bob against an in-process directory, and an
-in-process node for Alice that talks to it (test_metrics.py, test_json_logs.py)."""
+in-process node for Alice that talks to it (test_metrics.py, test_json_logs.py); the
+directory with both registered (also test_node_cli.py)."""
 
 from __future__ import annotations
 
@@ -23,20 +24,26 @@ from trisa_peer.transport.identity import Material
 from trisa_peer.transport.material import StaticMaterial
 
 
+def directory_with_bob_and_alice(tmp: Path) -> tuple[DirectoryServer, int]:
+    """A started directory (SQLite in ``tmp``) with bob.vasp.test and alice.vasp.test
+    registered at free ports; returns it and the port registered for Bob."""
+    gds = DirectoryServer(SQLiteStore(tmp / "gds.db"), listen="127.0.0.1:0")
+    gds.start()
+    bob_port = free_port()
+    for name, port in (("bob", bob_port), ("alice", free_port())):
+        ident = identity(name)
+        gds.directory.add(common_name=ident.common_name, endpoint=f"{ident.common_name}:{port}",
+                          certificates=[ident.leaf, *ident.chain])
+    return gds, bob_port
+
+
 class BobProcess:
     """``serve`` for bob.vasp.test with ``extra`` options; ``metrics_port`` when
     ``--metrics-listen`` is among them. ``stop()`` returns its stderr."""
 
     def __init__(self, tmp: Path, *extra: str) -> None:
         self.tmp = tmp
-        self.gds = DirectoryServer(SQLiteStore(tmp / "gds.db"), listen="127.0.0.1:0")
-        self.gds.start()
-        self.bob_port = free_port()
-        for name, port in (("bob", self.bob_port), ("alice", free_port())):
-            ident = identity(name)
-            self.gds.directory.add(common_name=ident.common_name,
-                                   endpoint=f"{ident.common_name}:{port}",
-                                   certificates=[ident.leaf, *ident.chain])
+        self.gds, self.bob_port = directory_with_bob_and_alice(tmp)
         self.db = tmp / "bob.db"
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "trisa_peer", "serve", "--listen",

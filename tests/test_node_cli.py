@@ -19,11 +19,9 @@ from pathlib import Path
 import pytest
 from google.protobuf import json_format
 from helpers import PKI, UPSTREAM_TRISA, CliResult
-from pki import identity
+from serve_proc import directory_with_bob_and_alice
 
 from trisa_peer.ca import CertificateAuthority
-from trisa_peer.directory.server import DirectoryServer
-from trisa_peer.directory.store import SQLiteStore
 from trisa_peer.testing.cast import BOOK
 from trisa_peer.testing.network import free_port
 from trisa_peer.testing.policies import originator_payload
@@ -50,15 +48,7 @@ def cli(trisa_peer_cli: Callable[..., CliResult]) -> Callable[..., CliResult]:
 class Setup:
     def __init__(self, tmp: Path) -> None:
         self.tmp = tmp
-        self.store = SQLiteStore(tmp / "gds.db")
-        self.gds = DirectoryServer(self.store, listen="127.0.0.1:0")
-        self.gds.start()
-        self.bob_port = free_port()
-        for name, port in (("bob", self.bob_port), ("alice", free_port())):
-            ident = identity(name)
-            self.gds.directory.add(common_name=ident.common_name,
-                                   endpoint=f"{ident.common_name}:{port}",
-                                   certificates=[ident.leaf, *ident.chain])
+        self.gds, self.bob_port = directory_with_bob_and_alice(tmp)
         self.procs: list[subprocess.Popen[str]] = []
 
     def identity_args(self, name: str) -> list[str]:
