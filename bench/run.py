@@ -116,6 +116,10 @@ TARGETS = {  # key: (comparison, target)
 
 NPROC = os.cpu_count() or 1
 
+#: what ``--only`` selects (b6 runs inside b1)
+ONLY_KEYS = ("b1", "b2", "b3", "b4", "b5", "b6", "b7", "b8", "b9", "b10", "b11", "b12",
+             "b14", "s1", "s2")
+
 
 def say(message: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
@@ -1402,9 +1406,13 @@ def main() -> int:
                         "directory records; about 20 minutes)")
     parser.add_argument("--plot", default=str(HERE / "report.png"),
                         help="where to draw the figures ('' for no plot)")
-    parser.add_argument("--only", default="", help="comma list of b1..b9 (debugging)")
+    parser.add_argument("--only", default="",
+                        help="comma list of " + ",".join(ONLY_KEYS) + " (debugging)")
     args = parser.parse_args()
     only = set(filter(None, args.only.lower().split(",")))
+    if only - set(ONLY_KEYS):  # a typo would run nothing and overwrite the results
+        parser.error(f"--only: unknown {', '.join(sorted(only - set(ONLY_KEYS)))} "
+                     f"(known: {','.join(ONLY_KEYS)})")
 
     def want(name: str) -> bool:
         return not only or name in only

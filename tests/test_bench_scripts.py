@@ -42,3 +42,22 @@ def test_a_script_with_a_missing_import_fails(tmp_path: Path) -> None:
     bad.write_text("from trisa_peer.network.cast import BOOK\n")
     proc = _imports(bad)
     assert proc.returncode == 1 and "ModuleNotFoundError" in proc.stderr
+
+
+@pytest.mark.slow
+def test_bench_only_refuses_an_unknown_key_before_writing_anything(tmp_path: Path) -> None:
+    """``bench/run.py --only b1,bogus`` is a usage error (exit 2, one line naming the
+    key) and writes neither the results nor the plot: a typo used to run nothing and
+    overwrite both with n/a. Twin: ``--help`` with the same output paths exits 0 and
+    lists the keys ``--only`` knows."""
+    out, plot = tmp_path / "results.json", tmp_path / "report.png"
+    run = [sys.executable, str(ROOT / "bench" / "run.py"), "--out", str(out),
+           "--plot", str(plot)]
+    bad = subprocess.run([*run, "--only", "b1,bogus"], capture_output=True, text=True,
+                         timeout=120, check=False)
+    assert bad.returncode == 2, bad.stderr
+    assert bad.stderr.strip().splitlines()[-1].startswith("run.py: error: --only: unknown bogus")
+    assert not out.exists() and not plot.exists()
+    good = subprocess.run([*run, "--help"], capture_output=True, text=True, timeout=120,
+                          check=False)
+    assert good.returncode == 0 and "b1,b2,b3" in good.stdout.replace("\n", "")
